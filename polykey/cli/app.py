@@ -1,0 +1,31 @@
+"""The click application behind ``pk``. Subcommand groups live in sibling modules."""
+
+from __future__ import annotations
+
+import click
+
+from polykey import __version__
+from polykey.cli.common import common_options
+from polykey.cli.errors import run_guarded
+from polykey.cli.keys import bootstrap, keys
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="pk")
+@common_options
+def cli() -> None:
+    """Polykey: a peer-to-peer secret manager for humans and machines.
+
+    Every command accepts --node-path, --password-file and --format, before or
+    after the subcommand. Exit codes are listed in docs/cli.md.
+    """
+
+
+cli.add_command(bootstrap)
+cli.add_command(keys)
+
+
+def run(args: list[str]) -> int:
+    return run_guarded(lambda: cli.main(args=args, prog_name="pk", standalone_mode=False))

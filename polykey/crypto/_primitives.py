@@ -1,0 +1,199 @@
+"""The only module that touches ``cryptography`` and ``nacl`` primitives.
+
+Everything else calls the recipes in :mod:`polykey.crypto`. Functions here are
+thin, typed wrappers that translate library exceptions into ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as _hmac
+
+import nacl.bindings as _sodium
+import nacl.exceptions as _nacl_exc
+from cryptography.exceptions import InvalidSignature as _InvalidSignature
+from cryptography.exceptions import InvalidTag as _InvalidTag
+from cryptography.hazmat.primitives import hashes as _hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519 as _ed25519
+from cryptography.hazmat.primitives.asymmetric import x25519 as _x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV as _AESSIV
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305 as _ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF as _HKDF
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC as _PBKDF2HMAC
+
+from polykey.errors import AuthenticationError, CryptoError
+
+# -- Ed25519 -------------------------------------------------------------------
+
+ED25519_SEED_BYTES = 32
+ED25519_PUBLIC_BYTES = 32
+ED25519_SIGNATURE_BYTES = 64
+
+
+def ed25519_public_from_seed(seed: bytes) -> bytes:
+    if len(seed) != ED25519_SEED_BYTES:
+        raise CryptoError("Ed25519 seed must be 32 bytes")
+    key = _ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    return key.public_key().public_bytes_raw()
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    if len(seed) != ED25519_SEED_BYTES:
+        raise CryptoError("Ed25519 seed must be 32 bytes")
+    return _ed25519.Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+
+def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> None:
+    if len(public) != ED25519_PUBLIC_BYTES or len(signature) != ED25519_SIGNATURE_BYTES:
+        raise AuthenticationError()
+    try:
+        _ed25519.Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (_InvalidSignature, ValueError):
+        raise AuthenticationError() from None
+
+
+def ed25519_public_to_x25519(public: bytes) -> bytes:
+    try:
+        return bytes(_sodium.crypto_sign_ed25519_pk_to_curve25519(public))
+    except (_nacl_exc.CryptoError, _nacl_exc.RuntimeError, ValueError, TypeError):
+        raise CryptoError("not a valid Ed25519 public key") from None
+
+
+def ed25519_seed_to_x25519(seed: bytes) -> bytes:
+    public, secret = _sodium.crypto_sign_seed_keypair(seed)
+    return bytes(_sodium.crypto_sign_ed25519_sk_to_curve25519(secret))
+
+
+# -- X25519 --------------------------------------------------------------------
+
+
+def x25519_public(private: bytes) -> bytes:
+    return _x25519.X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def x25519(private: bytes, public: bytes) -> bytes:
+    try:
+        return _x25519.X25519PrivateKey.from_private_bytes(private).exchange(
+            _x25519.X25519PublicKey.from_public_bytes(public)
+        )
+    except ValueError:
+        # cryptography rejects the all-zero shared secret (low-order points).
+        raise AuthenticationError() from None
+
+
+# -- sealed boxes (X25519 + XSalsa20-Poly1305, libsodium crypto_box_seal) --------
+
+
+def box_seal(recipient_x25519_public: bytes, plaintext: bytes) -> bytes:
+    return bytes(_sodium.crypto_box_seal(plaintext, recipient_x25519_public))
+
+
+def box_seal_open(x25519_public: bytes, x25519_private: bytes, ciphertext: bytes) -> bytes:
+    try:
+        return bytes(_sodium.crypto_box_seal_open(ciphertext, x25519_public, x25519_private))
+    except (_nacl_exc.CryptoError, _nacl_exc.TypeError, ValueError):
+        raise AuthenticationError() from None
+
+
+# -- AEADs ---------------------------------------------------------------------
+
+XCHACHA_KEY_BYTES = 32
+XCHACHA_NONCE_BYTES = 24
+AEAD_TAG_BYTES = 16
+
+
+def xchacha_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    return bytes(_sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key))
+
+
+def xchacha_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    try:
+        return bytes(_sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key))
+    except (_nacl_exc.CryptoError, ValueError, TypeError):
+        raise AuthenticationError() from None
+
+
+class ChaChaPoly:
+    """ChaCha20-Poly1305 (IETF, 96-bit nonce) with a reusable key schedule, for Noise."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = _ChaCha20Poly1305(key)
+
+    def encrypt(self, nonce12: bytes, plaintext: bytes, ad: bytes) -> bytes:
+        return self._aead.encrypt(nonce12, plaintext, ad)
+
+    def decrypt(self, nonce12: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(nonce12, ciphertext, ad)
+        except _InvalidTag:
+            raise AuthenticationError() from None
+
+
+def siv_encrypt(key: bytes, plaintext: bytes, ad: list[bytes]) -> bytes:
+    """AES-SIV (RFC 5297), deterministic; ``key`` is 64 bytes (AES-256-SIV)."""
+    return _AESSIV(key).encrypt(plaintext, ad)
+
+
+def siv_decrypt(key: bytes, ciphertext: bytes, ad: list[bytes]) -> bytes:
+    try:
+        return _AESSIV(key).decrypt(ciphertext, ad)
+    except (_InvalidTag, ValueError):
+        raise AuthenticationError() from None
+
+
+# -- KDFs and hashes -----------------------------------------------------------
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    return _HKDF(algorithm=_hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def pbkdf2_sha512(password: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+    return _PBKDF2HMAC(
+        algorithm=_hashes.SHA512(), length=length, salt=salt, iterations=iterations
+    ).derive(password)
+
+
+ARGON2ID_SALT_BYTES = 16
+ARGON2ID_OPSLIMIT_MIN = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_MIN)
+ARGON2ID_MEMLIMIT_MIN = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_MIN)
+ARGON2ID_OPSLIMIT_MAX = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_MAX)
+ARGON2ID_MEMLIMIT_MAX = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_MAX)
+ARGON2ID_OPSLIMIT_INTERACTIVE = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE)
+ARGON2ID_MEMLIMIT_INTERACTIVE = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE)
+ARGON2ID_OPSLIMIT_MODERATE = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_MODERATE)
+ARGON2ID_MEMLIMIT_MODERATE = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_MODERATE)
+
+
+def argon2id(password: bytes, salt: bytes, opslimit: int, memlimit: int, length: int) -> bytes:
+    return bytes(
+        _sodium.crypto_pwhash_alg(
+            length, password, salt, opslimit, memlimit, _sodium.crypto_pwhash_ALG_ARGON2ID13
+        )
+    )
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def sha512(data: bytes) -> bytes:
+    return hashlib.sha512(data).digest()
+
+
+def blake2b(data: bytes, digest_size: int = 64) -> bytes:
+    return hashlib.blake2b(data, digest_size=digest_size).digest()
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    return _hmac.new(key, data, hashlib.sha256).digest()
+
+
+def hmac_blake2b(key: bytes, data: bytes) -> bytes:
+    return _hmac.new(key, data, hashlib.blake2b).digest()
+
+
+def constant_time_eq(a: bytes, b: bytes) -> bool:
+    return _hmac.compare_digest(a, b)

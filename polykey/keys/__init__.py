@@ -1,0 +1,1 @@
+"""Node identity: keypairs, key files, recovery codes and the node directory."""
