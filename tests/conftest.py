@@ -1,0 +1,96 @@
+"""Shared test helpers: run the real `pk` entry point as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def pk_executable() -> str:
+    """The installed `pk` console script next to this interpreter (the real entry point)."""
+    candidate = Path(sys.executable).parent / "pk"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("pk")
+    if not found:
+        raise RuntimeError("the `pk` console script is not installed (pip install -e .)")
+    return found
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """A clean environment for a pk subprocess: no inherited PK_* settings, cheap KDF."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
+    env["PK_KDF_PROFILE"] = "min"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Result:
+    code: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("utf-8")
+
+    @property
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+def run_pk(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float = 60,
+) -> Result:
+    proc = subprocess.run(
+        [pk_executable(), *map(str, args)],
+        input=input if input is not None else b"",
+        capture_output=True,
+        env=env if env is not None else base_env(),
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
+
+
+@dataclass
+class Node:
+    """A bootstrapped node in a temp dir, with its password file."""
+
+    path: Path
+    password_file: Path
+    node_id: str
+    recovery_code: str
+
+    def pk(self, *args: str | Path, input: bytes | None = None, env: dict[str, str] | None = None) -> Result:
+        return run_pk(*args, "--node-path", self.path, "--password-file", self.password_file, input=input, env=env)
+
+
+def bootstrap_node(tmp: Path, name: str = "node", password: str = "correct horse") -> Node:
+    pw = tmp / f"{name}.pw"
+    pw.write_text(password + "\n")
+    pw.chmod(0o600)
+    path = tmp / name
+    r = run_pk("bootstrap", "--node-path", path, "--password-file", pw, "--format", "json")
+    assert r.code == 0, r.err
+    data = r.json
+    assert isinstance(data, dict)
+    return Node(path=path, password_file=pw, node_id=data["nodeId"], recovery_code=data["recoveryCode"])
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    yield bootstrap_node(tmp_path)
