@@ -284,3 +284,70 @@ class VaultIndexError(VaultError):
 
     exit_code = EX_DATAERR
     default_message = "the vault name index is corrupt"
+
+
+# -- transport (keynode peer connections, docs/spec/transport.md) ---------------
+
+
+class TransportError(PolykeyError):
+    """A connection to another keynode failed or was closed. Retry; check the peer is running."""
+
+    exit_code = EX_UNAVAILABLE
+    default_message = "peer connection failed"
+
+
+class HandshakeError(TransportError):
+    """The encrypted handshake with the peer failed (malformed, tampered, timed out or out of turn).
+
+    The peer may run an incompatible version, or something between you rewrites traffic.
+    """
+
+    exit_code = EX_PROTOCOL
+    default_message = "handshake with the peer failed"
+
+
+class PeerIdentityMismatchError(HandshakeError):
+    """The peer at that address proved a different NodeId than the one dialled.
+
+    The address is stale or belongs to someone else. Find the node again (`pk nodes find`).
+    """
+
+    exit_code = EX_NOHOST
+    default_message = "the peer at that address is not the expected node"
+
+
+class PeerUnreachableError(TransportError):
+    """No connection could be made to the peer (refused, unreachable or timed out). Check the
+    address and that the peer's agent is running."""
+
+    exit_code = EX_UNAVAILABLE
+    default_message = "peer unreachable"
+
+
+class ProtocolViolationError(TransportError):
+    """The peer sent something the protocol forbids (bad frame, unknown message, oversized,
+    replayed or reordered data). The connection was closed."""
+
+    exit_code = EX_PROTOCOL
+    default_message = "peer violated the protocol"
+
+
+class RequestTimeoutError(TransportError):
+    """The peer did not answer in time. It may be overloaded or stalled; retry later."""
+
+    exit_code = EX_TEMPFAIL
+    default_message = "the peer did not answer in time"
+
+
+class ConnectionClosedError(TransportError):
+    """The connection to the peer closed before the request finished. Retry."""
+
+    exit_code = EX_TEMPFAIL
+    default_message = "connection to the peer closed"
+
+
+class RemoteError(TransportError):
+    """The peer answered a request with an error (``data`` holds its ``type`` and ``message``)."""
+
+    exit_code = EX_PROTOCOL
+    default_message = "the peer reported an error"
