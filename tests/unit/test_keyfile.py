@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from polykey import crypto
+from polykey.errors import KeyFileError, WrongPasswordError
+from polykey.keys import keyfile
+from polykey.keys.keypair import KeyPair
+
+LIMITS = crypto.KDF_PROFILES["min"]
+PAIR = KeyPair.from_seed(bytes(range(32)))
+
+
+def encoded(password: bytes = b"pw") -> bytes:
+    return keyfile.encode(PAIR, password, LIMITS)
+
+
+def test_round_trip_and_layout() -> None:
+    data = encoded()
+    assert len(data) == keyfile.FILE_BYTES == 138
+    assert data[:4] == b"PKKY" and data[4] == 1 and data[5] == 1
+    kf = keyfile.decode(data)
+    assert kf.public_key == PAIR.public_key and kf.limits == LIMITS
+    assert kf.unlock(b"pw") == PAIR
+    assert PAIR.seed not in data
+
+
+def test_wrong_password() -> None:
+    with pytest.raises(WrongPasswordError, match="wrong password"):
+        keyfile.decode(encoded()).unlock(b"nope")
+
+
+def test_deterministic_with_injected_rng() -> None:
+    rng = lambda n: b"\x01" * n  # noqa: E731
+    assert keyfile.encode(PAIR, b"pw", LIMITS, rng=rng) == keyfile.encode(PAIR, b"pw", LIMITS, rng=rng)
+
+
+@pytest.mark.parametrize("cut", [0, 3, 10, 66, 100, 137])
+def test_truncated(cut: int) -> None:
+    with pytest.raises(KeyFileError, match="my.key"):
+        keyfile.decode(encoded()[:cut], name="my.key")
+
+
+def test_trailing_bytes_and_versions() -> None:
+    data = encoded()
+    with pytest.raises(KeyFileError, match="trailing"):
+        keyfile.decode(data + b"\x00")
+    with pytest.raises(KeyFileError, match="version"):
+        keyfile.decode(data[:4] + b"\x02" + data[5:])
+    with pytest.raises(KeyFileError, match="KDF"):
+        keyfile.decode(data[:5] + b"\x09" + data[6:])
+
+
+@pytest.mark.parametrize("offset", [10, 20, 40, 70, 100, 137])
+def test_tampered_byte_is_detected(offset: int) -> None:
+    data = bytearray(encoded())
+    data[offset] ^= 0x40
+    with pytest.raises((KeyFileError, WrongPasswordError)):
+        keyfile.decode(bytes(data)).unlock(b"pw")
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=200)
+def test_decode_never_crashes_on_garbage(data: bytes) -> None:
+    try:
+        keyfile.decode(data)
+    except KeyFileError:
+        pass
