@@ -435,3 +435,70 @@ class CommandNotFoundError(PolykeyError):
 
     exit_code = 127
     default_message = "command not found"
+
+
+# -- discovery (docs/spec/discovery.md) -----------------------------------------
+# A bad record signature is AuthenticationError (STYLE.md rule 8), not a class here.
+
+
+class DiscoveryError(PolykeyError):
+    """A problem with node discovery (the DHT)."""
+
+    exit_code = EX_UNAVAILABLE
+    default_message = "discovery error"
+
+
+class InvalidSeedError(DiscoveryError):
+    """A seed node is not written NODEID@HOST:PORT (IPv6 hosts in brackets). Fix --seed or PK_SEED_NODES."""
+
+    exit_code = EX_USAGE
+    default_message = "invalid seed: expected NODEID@HOST:PORT"
+
+
+class RecordFormatError(DiscoveryError):
+    """A node record is malformed, oversized, of an unknown version or not canonical. It is ignored."""
+
+    exit_code = EX_DATAERR
+    default_message = "malformed node record"
+
+
+class RecordKeyMismatchError(DiscoveryError):
+    """A node record was offered under a DHT key that is not its node's. It is ignored."""
+
+    exit_code = EX_DATAERR
+    default_message = "node record does not belong to this DHT key"
+
+
+class RecordExpiredError(DiscoveryError):
+    """A node record has expired (or claims too long a lifetime). Check the clock; the node republishes."""
+
+    exit_code = EX_DATAERR
+    default_message = "node record expired"
+
+
+class StaleRecordError(DiscoveryError):
+    """A node record is older (lower seq) than the one already held. It is ignored."""
+
+    exit_code = EX_DATAERR
+    default_message = "node record is older than the one held"
+
+
+class DiscoveryBindError(DiscoveryError):
+    """The DHT could not bind its UDP port. Choose another --host/--port or free the port."""
+
+    exit_code = EX_UNAVAILABLE
+    default_message = "could not bind the DHT UDP socket"
+
+
+class NodeGraphFileError(DiscoveryError):
+    """The saved node graph file is corrupt. Move it away; it is rebuilt from seeds (re-add manual nodes)."""
+
+    exit_code = EX_DATAERR
+    default_message = "the node graph file is corrupt"
+
+
+class DiscoveryNotRunningError(DiscoveryError):
+    """Discovery was used outside its `async with` block (not started, or already stopped)."""
+
+    exit_code = EX_SOFTWARE
+    default_message = "discovery is not running"
