@@ -502,3 +502,10 @@ class DiscoveryNotRunningError(DiscoveryError):
 
     exit_code = EX_SOFTWARE
     default_message = "discovery is not running"
+
+
+class MessageTooLargeError(TransportError):
+    """A message to send is larger than the transport's message cap. Send less per request."""
+
+    exit_code = EX_DATAERR
+    default_message = "message too large for the transport"

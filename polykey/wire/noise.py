@@ -179,6 +179,9 @@ class HandshakeState:
         self.re: bytes | None = None
         self._index = 0
         self._failed = False
+        #: The handshake hash just before the last payload was encrypted or decrypted:
+        #: what an identity signature inside that payload binds (transport.md section 4).
+        self.payload_h = b""
         for owner_is_initiator, tokens in ((True, pre_i), (False, pre_r)):
             for token in tokens:
                 mine = owner_is_initiator == initiator
@@ -223,7 +226,9 @@ class HandshakeState:
             raise HandshakeError("Noise handshake message out of turn")
         return self._messages[self._index]
 
-    def write_message(self, payload: bytes = b"") -> bytes:
+    def write_message(self, payload: bytes | Callable[[bytes], bytes] = b"") -> bytes:
+        """The next message. ``payload`` may be a function of the handshake hash at the
+        point where the payload is encrypted (to sign it)."""
         tokens = self._check(writing=True)
         try:
             out = bytearray()
@@ -241,7 +246,9 @@ class HandshakeState:
                     out += self.symmetric.encrypt_and_hash(self.s_pub)
                 else:
                     self._token_dh(token)
-            out += self.symmetric.encrypt_and_hash(payload)
+            self.payload_h = self.h
+            body = payload(self.h) if callable(payload) else payload
+            out += self.symmetric.encrypt_and_hash(body)
         except BaseException:
             self._failed = True
             raise
@@ -274,6 +281,7 @@ class HandshakeState:
                     self._token_dh(token)
             if self.symmetric.cipher.has_key() and len(view) < TAGLEN:
                 raise HandshakeError("truncated Noise handshake message")
+            self.payload_h = self.h
             payload = self.symmetric.decrypt_and_hash(bytes(view))
         except (HandshakeError, AuthenticationError):
             self._failed = True

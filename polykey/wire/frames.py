@@ -1,0 +1,69 @@
+"""Length-prefixed frames (docs/spec/transport.md section 2), sans-I/O.
+
+A frame on the wire is ``length (u16, big-endian) || body`` with ``min_size <= length <=
+max_size`` (the Noise framing: a body is one Noise message, at most 65535 bytes).
+:class:`FrameDecoder` is fed whatever bytes arrived (``add_and_parse``, as in
+magic-wormhole's framer) and returns the complete bodies; a length outside the bounds
+raises :class:`ProtocolViolationError` as soon as the two length bytes are seen, so an
+oversized frame is refused before any of it is buffered.
+"""
+
+from __future__ import annotations
+
+from polykey.errors import ProtocolViolationError
+
+HEADER = 2
+MAX_FRAME = 65535
+
+
+def encode_frame(body: bytes) -> bytes:
+    """``len(body) (u16 BE) || body``."""
+    if not 0 < len(body) <= MAX_FRAME:
+        raise ValueError("frame body must be 1..65535 bytes")
+    return len(body).to_bytes(HEADER, "big") + body
+
+
+class FrameDecoder:
+    """Reassemble frames from arbitrary chunks of a byte stream."""
+
+    __slots__ = ("_buf", "min_size", "max_size")
+
+    def __init__(self, *, min_size: int = 1, max_size: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self.set_limits(min_size=min_size, max_size=max_size)
+
+    def set_limits(self, *, min_size: int, max_size: int) -> None:
+        if not 1 <= min_size <= max_size <= MAX_FRAME:
+            raise ValueError("frame limits out of range")
+        self.min_size = min_size
+        self.max_size = max_size
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not yet make a whole frame (non-zero means mid-frame)."""
+        return len(self._buf)
+
+    def add_and_parse(self, data: bytes, limit: int | None = None) -> list[bytes]:
+        """Add ``data``; return every complete frame body, in order (at most ``limit`` of them).
+
+        With a ``limit``, the remaining frames stay buffered: call again with ``b""``.
+        """
+        self._buf += data
+        out: list[bytes] = []
+        buf = self._buf
+        pos = 0
+        end = len(buf)
+        while end - pos >= HEADER and (limit is None or len(out) < limit):
+            n = (buf[pos] << 8) | buf[pos + 1]
+            if n < self.min_size or n > self.max_size:
+                self._buf = bytearray()
+                raise ProtocolViolationError(
+                    f"frame length {n} outside {self.min_size}..{self.max_size}"
+                )
+            if end - pos - HEADER < n:
+                break
+            out.append(bytes(buf[pos + HEADER : pos + HEADER + n]))
+            pos += HEADER + n
+        if pos:
+            del buf[:pos]
+        return out
