@@ -68,3 +68,13 @@ def test_decode_never_crashes_on_garbage(data: bytes) -> None:
         keyfile.decode(data)
     except KeyFileError:
         pass
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=1, max_size=64))
+@settings(max_examples=25, deadline=None)
+def test_round_trip_any_seed_and_password(seed: bytes, password: bytes) -> None:
+    pair = KeyPair.from_seed(seed)
+    data = keyfile.encode(pair, password, LIMITS)
+    decoded = keyfile.decode(data)
+    assert decoded.header + decoded.sealed == data  # byte-for-byte
+    assert decoded.unlock(password) == pair
