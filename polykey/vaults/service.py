@@ -26,11 +26,29 @@ Signature changes after the first commit of this file are noted here:
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from polykey import crypto, fsutil
+from polykey.errors import InvalidInputError, SecretNotFoundError, VaultExistsError, VaultNotFoundError
+from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
+from polykey.vaults import history as _history
+from polykey.vaults import ops
+from polykey.vaults.format import MAX_SECRET_BYTES, split_path
+from polykey.vaults.index import NameIndex, validate_name
+from polykey.vaults.vault import Vault
+from polykey.vaults.verify import verify as _verify
+
+VAULTS_DIR = "vaults"
+MAX_GENERATE_LENGTH = 4096
+MAX_LOG_LIMIT = 1_000_000
 
 JSON = dict[str, Any]
 
@@ -49,14 +67,73 @@ DEFAULT_LENGTH = 32
 class VaultService:
     """All vault and secret operations of one node, for one unlocked keypair."""
 
-    def __init__(self, node_path: Path, keypair: KeyPair) -> None:
+    def __init__(
+        self,
+        node_path: Path,
+        keypair: KeyPair,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: crypto.Rng = crypto.random_bytes,
+    ) -> None:
         self.node_path = Path(node_path)
         self.keypair = keypair
+        self._clock = clock
+        self._rng = rng
+        self._dir = self.node_path / VAULTS_DIR
+        fsutil.ensure_private_dir(self._dir)
+        self._index = NameIndex(self._dir, keypair.seed)
+        self._mutex = threading.Lock()
+        self._open: dict[VaultId, Vault] = {}
+        self._closed = False
+
+    # -- internals -----------------------------------------------------------------
+
+    def _repo_path(self, vault_id: VaultId) -> Path:
+        return self._dir / f"{vault_id}.git"
+
+    def _resolve(self, vault: str) -> VaultId:
+        if not isinstance(vault, str) or not vault:
+            raise InvalidInputError("a vault name must not be empty")
+        found = self._index.lookup(vault)
+        if found is not None:
+            return found
+        if vault.startswith("v"):
+            try:
+                vid = VaultId.from_text(vault)
+            except InvalidInputError:
+                vid = None
+            if vid is not None and vid in self._index.entries().values():
+                return vid
+        raise VaultNotFoundError(f"no vault named {vault!r}")
+
+    def _vault(self, vault: str) -> Vault:
+        vid = self._resolve(vault)
+        with self._mutex:
+            if self._closed:
+                raise InvalidInputError("the vault service is closed")
+            opened = self._open.get(vid)
+            if opened is None:
+                path = self._repo_path(vid)
+                if not path.is_dir():
+                    raise VaultNotFoundError(f"vault {vault!r} is in the index but its repository is missing")
+                opened = self._open[vid] = Vault(path, vid, self.keypair, self._clock, self._rng)
+            return opened
+
+    def _forget(self, vid: VaultId) -> None:
+        with self._mutex:
+            opened = self._open.pop(vid, None)
+        if opened is not None:
+            opened.close()
 
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
         """Release open repositories and cached keys. The service is unusable afterwards."""
+        with self._mutex:
+            self._closed = True
+            opened, self._open = list(self._open.values()), {}
+        for v in opened:
+            v.close()
 
     def __enter__(self) -> VaultService:
         return self
@@ -77,22 +154,82 @@ class VaultService:
         Returns ``{"name", "vaultId", "commit"}``. VaultExistsError if the name is taken,
         InvalidInputError for a bad name (1..128 chars, no control chars, not ``v`` + a VaultId).
         """
-        raise NotImplementedError
+        name = validate_name(name)
+        if name.startswith("v"):
+            try:
+                VaultId.from_text(name)
+            except InvalidInputError:
+                pass
+            else:
+                raise InvalidInputError("a vault name must not look like a VaultId")
+        if self._index.lookup(name) is not None:
+            raise VaultExistsError(f"a vault named {name!r} already exists")
+        vid = VaultId(self._rng(VaultId.SIZE))
+        v = Vault.create(self._repo_path(vid), vid, self.keypair, self._clock, self._rng)
+
+        def add(entries: dict[str, VaultId]) -> None:
+            if name in entries:
+                raise VaultExistsError(f"a vault named {name!r} already exists")
+            entries[name] = vid
+
+        try:
+            self._index.update(add)
+        except BaseException:
+            v.close()
+            shutil.rmtree(self._repo_path(vid), ignore_errors=True)
+            raise
+        with self._mutex:
+            self._open[vid] = v
+        return {"name": name, "vaultId": str(vid), "commit": v.snapshot().commit}
 
     def list_vaults(self) -> list[JSON]:
         """Every vault on this node, sorted by name: ``[{"name", "vaultId", "role"}]``."""
-        raise NotImplementedError
+        out = []
+        for name, vid in sorted(self._index.entries().items()):
+            try:
+                role = self._vault(str(vid)).role()
+            except VaultNotFoundError:
+                role = None
+            out.append({"name": name, "vaultId": str(vid), "role": role})
+        return out
 
     def rename_vault(self, old: str, new: str) -> JSON:
         """Rename a vault in the local index (its VaultId and history are unchanged).
 
         Returns ``{"name", "vaultId"}``. VaultNotFoundError, VaultExistsError.
         """
-        raise NotImplementedError
+        new = validate_name(new)
+        vid = self._resolve(old)
+
+        def change(entries: dict[str, VaultId]) -> None:
+            if new in entries and entries[new] != vid:
+                raise VaultExistsError(f"a vault named {new!r} already exists")
+            for n in [n for n, v in entries.items() if v == vid]:
+                del entries[n]
+            entries[new] = vid
+
+        self._index.update(change)
+        return {"name": new, "vaultId": str(vid)}
 
     def delete_vault(self, name: str) -> JSON:
         """Delete a vault and its repository from this node. Returns ``{"name", "vaultId"}``."""
-        raise NotImplementedError
+        vid = self._resolve(name)
+        names: list[str] = []
+
+        def drop(entries: dict[str, VaultId]) -> None:
+            for n in [n for n, v in entries.items() if v == vid]:
+                names.append(n)
+                del entries[n]
+
+        self._index.update(drop)
+        self._forget(vid)
+        path = self._repo_path(vid)
+        trash = path.with_name(f".trash-{path.name}")
+        if path.exists():
+            os.rename(path, trash)
+            fsutil.fsync_dir(self._dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        return {"name": names[0] if names else name, "vaultId": str(vid)}
 
     def log(self, vault: str, limit: int | None = None) -> list[JSON]:
         """Commits from HEAD backwards (newest first), at most ``limit``.
@@ -100,7 +237,9 @@ class VaultService:
         Each: ``{"commit", "parents": [...], "author" (NodeId text), "time" (unix seconds),
         "message"}``.
         """
-        raise NotImplementedError
+        if limit is not None and not 1 <= limit <= MAX_LOG_LIMIT:
+            raise InvalidInputError("the log limit must be a positive number")
+        return _history.log(self._vault(vault), limit)
 
     def version(self, vault: str, commit: str) -> JSON:
         """The vault as of ``commit``, read-only.
@@ -109,11 +248,16 @@ class VaultService:
         tree listed recursively (``type`` is ``"secret"`` or ``"dir"``). Values at that commit are read
         with ``get_secret(vault, path, commit=...)``. CommitNotFoundError.
         """
-        raise NotImplementedError
+        return _history.version(self._vault(vault), commit)
 
     def members(self, vault: str) -> list[JSON]:
         """The member list at HEAD: ``[{"nodeId", "role", "self": bool}]``, owners first."""
-        raise NotImplementedError
+        v = self._vault(vault)
+        with v.repo.read_lock():
+            snap = v.snapshot()
+        order = {"owner": 0, "writer": 1, "reader": 2}
+        rows = [{"nodeId": str(n), "role": r, "self": n == v.me} for n, r in snap.members.roles]
+        return sorted(rows, key=lambda m: (order[m["role"]], m["nodeId"]))
 
     def verify(self, vault: str) -> JSON:
         """Walk the whole history and check every commit (signature, author's role as of its parents).
@@ -121,7 +265,12 @@ class VaultService:
         Returns ``{"ok": True, "commits": n, "head"}``; raises VaultVerificationError naming the first
         bad commit (oldest first) with ``data = {"commit", "reason"}``, or VaultIntegrityError.
         """
-        raise NotImplementedError
+        v = self._vault(vault)
+        fresh = Vault(v.repo.path, v.vault_id, self.keypair, self._clock, self._rng)  # no cached objects
+        try:
+            return _verify(fresh)
+        finally:
+            fresh.close()
 
     # -- secrets -------------------------------------------------------------------
 
@@ -131,14 +280,15 @@ class VaultService:
         Returns ``{"path", "commit", "created": bool}``. SecretIsDirectoryError if ``path`` is a
         directory, SecretNotDirectoryError if a parent is a secret.
         """
-        raise NotImplementedError
+        _check_value(value)
+        return ops.set_secret(self._vault(vault), split_path(path), value)
 
     def get_secret(self, vault: str, path: str, commit: str | None = None) -> bytes:
         """The value of a secret (at HEAD, or as of ``commit``).
 
         SecretNotFoundError, SecretIsDirectoryError, VaultIntegrityError if it fails authentication.
         """
-        raise NotImplementedError
+        return self._vault(vault).read(split_path(path), commit)
 
     def list_secrets(
         self, vault: str, path: str = "", recursive: bool = False, commit: str | None = None
@@ -148,29 +298,42 @@ class VaultService:
         ``type`` is ``"secret"`` or ``"dir"``; with ``recursive`` every descendant is listed.
         Listing a secret's path returns just that secret.
         """
-        raise NotImplementedError
+        parts = split_path(path, allow_root=True)
+        v = self._vault(vault)
+        with v.repo.read_lock():
+            snap = v.snapshot(commit)
+            e = v.find(snap, parts)
+            if e is None:
+                raise SecretNotFoundError(f"no secret or directory {path!r} in this vault")
+            if e[0] == "blob":
+                return [{"path": "/".join(parts), "name": parts[-1], "type": "secret"}]
+            rows = [
+                {"path": "/".join(p), "name": p[-1], "type": "secret" if k == "blob" else "dir"}
+                for p, k, _o in v.walk(snap, e[1], parts, recursive)
+            ]
+        return sorted(rows, key=lambda r: r["path"])
 
     def remove(self, vault: str, path: str, recursive: bool = False) -> JSON:
         """Remove a secret, or a directory with ``recursive`` (or an empty one without).
 
         Returns ``{"commit", "removed": n_secrets}``.
         """
-        raise NotImplementedError
+        return ops.remove(self._vault(vault), split_path(path), recursive)
 
     def move(self, vault: str, src: str, dst: str) -> JSON:
         """Rename a secret or directory (one commit). Into ``dst`` if it is an existing directory.
 
         Returns ``{"commit", "path"}`` (the final path).
         """
-        raise NotImplementedError
+        return ops.transfer(self._vault(vault), split_path(src), split_path(dst, allow_root=True), keep_source=False)
 
     def copy(self, vault: str, src: str, dst: str) -> JSON:
         """Copy a secret or directory (one commit); like :meth:`move` for the destination."""
-        raise NotImplementedError
+        return ops.transfer(self._vault(vault), split_path(src), split_path(dst, allow_root=True), keep_source=True)
 
     def mkdir(self, vault: str, path: str, parents: bool = True) -> JSON:
         """Create an (empty) directory. Returns ``{"commit", "path"}``; SecretExistsError if present."""
-        raise NotImplementedError
+        return ops.mkdir(self._vault(vault), split_path(path), parents)
 
     def stat(self, vault: str, path: str) -> JSON:
         """``{"path", "type", "size", "created", "modified", "author", "revisions", "commit"}``.
@@ -178,18 +341,25 @@ class VaultService:
         ``created``/``modified`` are unix seconds of the first/last commit that wrote it, ``author``
         the NodeId of the last writer, ``revisions`` the number of commits that changed it.
         """
-        raise NotImplementedError
+        return _history.stat(self._vault(vault), split_path(path, allow_root=True))
 
     def history(self, vault: str, path: str, limit: int | None = None) -> list[JSON]:
         """Revisions of one secret, newest first: ``[{"commit", "time", "author", "size", "action"}]``.
 
         ``action`` is ``"created"``, ``"modified"`` or ``"removed"``.
         """
-        raise NotImplementedError
+        if limit is not None and not 1 <= limit <= MAX_LOG_LIMIT:
+            raise InvalidInputError("the history limit must be a positive number")
+        return _history.history(self._vault(vault), split_path(path), limit)
 
     def revert(self, vault: str, path: str, commit: str) -> JSON:
         """Write the secret's value as of ``commit`` back as a new commit. Returns ``{"commit", "path"}``."""
-        raise NotImplementedError
+        v = self._vault(vault)
+        parts = split_path(path)
+        value = v.read(parts, commit)
+        result = ops.set_secret(v, parts, value, message="revert secret\n")
+        result["revertedTo"] = v.repo.resolve(commit)
+        return result
 
     def generate(
         self,
@@ -202,8 +372,45 @@ class VaultService:
         """Store a random password of ``length`` characters from ``charset`` (a name in CHARSETS or a
         literal set). Returns ``{"path", "commit", "length"}`` plus ``"value"`` only when ``reveal``.
         """
-        raise NotImplementedError
+        chars = CHARSETS.get(charset, charset)
+        if not isinstance(chars, str) or len(set(chars)) < 2 or len(chars) > 1024:
+            raise InvalidInputError("the charset must be a known name or at least 2 distinct characters")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in chars):
+            raise InvalidInputError("the charset must not contain control characters")
+        if not 1 <= length <= MAX_GENERATE_LENGTH:
+            raise InvalidInputError(f"the length must be 1 to {MAX_GENERATE_LENGTH}")
+        alphabet = sorted(set(chars))
+        value = "".join(alphabet[_uniform(self._rng, len(alphabet))] for _ in range(length))
+        result = ops.set_secret(self._vault(vault), split_path(path), value.encode("utf-8"),
+                                message="generate secret\n")
+        result["length"] = length
+        if reveal:
+            result["value"] = value
+        return result
 
     def import_secrets(self, vault: str, items: dict[str, bytes]) -> JSON:
         """Write many secrets in one commit. Returns ``{"commit", "count"}``."""
-        raise NotImplementedError
+        parsed: dict[tuple[str, ...], bytes] = {}
+        for path, value in items.items():
+            _check_value(value)
+            parts = split_path(path)
+            if parts in parsed:
+                raise InvalidInputError(f"{path!r} appears twice in the import")
+            parsed[parts] = value
+        return ops.import_secrets(self._vault(vault), parsed)
+
+
+def _check_value(value: bytes) -> None:
+    if not isinstance(value, bytes):
+        raise InvalidInputError("a secret value must be bytes")
+    if len(value) > MAX_SECRET_BYTES:
+        raise InvalidInputError(f"secret values are limited to {MAX_SECRET_BYTES} bytes")
+
+
+def _uniform(rng: crypto.Rng, n: int) -> int:
+    """An unbiased index in ``range(n)`` (rejection sampling over 32-bit draws)."""
+    limit = (1 << 32) - (1 << 32) % n
+    while True:
+        x = int.from_bytes(rng(4), "big")
+        if x < limit:
+            return x % n
