@@ -7,6 +7,7 @@ import click
 from polykey import __version__
 from polykey.cli.common import common_options
 from polykey.cli.errors import run_guarded
+from polykey.cli.agent import agent
 from polykey.cli.keys import bootstrap, keys
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -25,6 +26,7 @@ def cli() -> None:
 
 cli.add_command(bootstrap)
 cli.add_command(keys)
+cli.add_command(agent)
 
 
 def run(args: list[str]) -> int:

@@ -1,0 +1,286 @@
+"""The agent: one long-running process per node holding the unlocked key and open vaults.
+
+Lifecycle (STYLE.md rule 11): :meth:`Agent.run` owns one ``asyncio.TaskGroup``; the socket
+server, every connection, the idle-lock timer and every plugged-in service live inside
+it. :meth:`Agent.stop` (the ``agent.stop`` request, SIGTERM, SIGINT) closes the services in
+reverse order, cancels every task still running, and returns; nothing outlives ``run``.
+
+Plug-in API for other services (peer transport, discovery, sync)::
+
+    agent.add_service(lambda agent: MyService(agent))   # an async context manager factory,
+                                                         # entered in order after the socket
+    agent.handlers.register("nodes.find", handler, needs_unlock=True)
+    agent.task_group      # the TaskGroup, for a service's own background tasks
+    agent.keypair         # the unlocked KeyPair (AgentLockedError while locked)
+    agent.vaults          # the VaultService (AgentLockedError while locked)
+    await agent.run_blocking(fn, *args)   # a blocking call in the bounded thread pool
+    agent.config.extra    # daemon options for services (e.g. host/port/seed), from argv
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from polykey import __version__
+from polykey.agent import paths
+from polykey.errors import AgentLockedError, InvalidInputError, PolykeyError
+from polykey.keys.keypair import KeyPair
+from polykey.keys.store import NodeDir
+from polykey.vaults.service import VaultService
+from keynode.handlers import HandlerRegistry, RequestContext
+from keynode.lockfile import StatusFile
+from keynode.socket_server import SocketServer
+
+log = logging.getLogger("keynode.agent")
+T = TypeVar("T")
+ServiceFactory = Callable[["Agent"], contextlib.AbstractAsyncContextManager[Any]]
+
+#: Threads for blocking vault work (writes fsync; imports and verification are long).
+WORKER_THREADS = 4
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_path: Path
+    #: Lock the agent after this many seconds without a request that uses the keys.
+    idle_lock: float | None = None
+    #: Options for plugged-in services (e.g. ``host``, ``port``, ``seed``), passed through from argv.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Stop(Exception):
+    """Raised inside the task group to cancel everything still running."""
+
+
+class Agent:
+    """The daemon's main object. Construct, plug services in, then ``await run()``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        keypair: KeyPair | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.node = NodeDir(config.node_path)
+        self.handlers = HandlerRegistry()
+        self._clock = clock
+        self._wall = wall_clock
+        self._services: list[ServiceFactory] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="keynode-worker")
+        self._status_file = StatusFile(config.node_path)
+        self._node_id = str(keypair.node_id) if keypair else str(NodeDir(config.node_path).read_keyfile().node_id)
+        self._keypair: KeyPair | None = None
+        self._service: VaultService | None = None
+        self._inflight = 0
+        self._drained: asyncio.Event | None = None
+        self.started_at = wall_clock()
+        self._started_mono = clock()
+        self.last_used = clock()
+        self.opened_vaults: set[str] = set()
+        if keypair is not None:
+            self._set_keys(keypair)
+        self._register_builtin()
+
+    # -- plug-in API -----------------------------------------------------------------
+
+    def add_service(self, factory: ServiceFactory) -> None:
+        """Add a service: ``factory(agent)`` returns an async context manager entered at start."""
+        if self._tg is not None:
+            raise RuntimeError("services must be added before the agent runs")
+        self._services.append(factory)
+
+    @property
+    def task_group(self) -> asyncio.TaskGroup:
+        if self._tg is None:
+            raise RuntimeError("the agent is not running")
+        return self._tg
+
+    @property
+    def locked(self) -> bool:
+        return self._keypair is None
+
+    @property
+    def keypair(self) -> KeyPair:
+        if self._keypair is None:
+            raise AgentLockedError()
+        return self._keypair
+
+    @property
+    def vaults(self) -> VaultService:
+        if self._service is None:
+            raise AgentLockedError()
+        return self._service
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    @contextlib.asynccontextmanager
+    async def using_keys(self) -> AsyncIterator[VaultService]:
+        """Hold the unlocked vault service for one request; :meth:`lock` waits for these to end."""
+        service = self.vaults
+        self._inflight += 1
+        self.last_used = self._clock()
+        try:
+            yield service
+        finally:
+            self._inflight -= 1
+            self.last_used = self._clock()
+            if self._inflight == 0 and self._drained is not None:
+                self._drained.set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Serve until :meth:`stop`. ``on_ready`` is called once the socket accepts connections."""
+        self._stop_event = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                async with contextlib.AsyncExitStack() as stack:
+                    sock = Path(paths.socket_path(self.config.node_path))
+                    await stack.enter_async_context(SocketServer(sock, self.dispatch, tg))
+                    for factory in self._services:
+                        await stack.enter_async_context(factory(self))
+                    if self.config.idle_lock:
+                        tg.create_task(self._idle_lock_loop(self.config.idle_lock), name="idle-lock")
+                    self._write_status()
+                    log.info("agent %s serving on %s (pid %d)", self._node_id, sock, os.getpid())
+                    if on_ready is not None:
+                        on_ready(self.status())
+                    await self._stop_event.wait()
+                    log.info("stopping")
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            self._tg = None
+            self._drop_keys()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._status_file.remove()
+            log.info("stopped")
+
+    # -- keys ------------------------------------------------------------------------
+
+    def _set_keys(self, keypair: KeyPair) -> None:
+        self._keypair = keypair
+        self._service = VaultService(self.config.node_path, keypair)
+        self.opened_vaults = set()
+        self.last_used = self._clock()
+
+    def _drop_keys(self) -> None:
+        service, self._service, self._keypair = self._service, None, None
+        self.opened_vaults = set()
+        if service is not None:
+            service.close()
+
+    async def lock(self, reason: str) -> None:
+        """Drop the keys; waits for requests that are using them to finish."""
+        if self.locked:
+            return
+        keypair, self._keypair = self._keypair, None  # new requests see "locked" from here on
+        while self._inflight:
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+        self._drained = None
+        self._keypair = keypair
+        self._drop_keys()
+        del keypair
+        log.info("locked (%s)", reason)
+        self._write_status()
+
+    async def unlock(self, password: bytes) -> None:
+        if not self.locked:
+            return
+        keypair = await self.run_blocking(self.node.unlock, password)
+        if str(keypair.node_id) != self._node_id:
+            raise InvalidInputError("the key file changed under the agent; restart it")
+        self._set_keys(keypair)
+        log.info("unlocked")
+        self._write_status()
+
+    async def _idle_lock_loop(self, idle: float) -> None:
+        interval = max(0.05, min(1.0, idle / 4))
+        while True:
+            await asyncio.sleep(interval)
+            if not self.locked and self._inflight == 0 and self._clock() - self.last_used >= idle:
+                await self.lock(f"idle for {idle:g} s")
+
+    # -- status ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": "locked" if self.locked else "unlocked",
+            "nodeId": self._node_id,
+            "pid": os.getpid(),
+            "socket": paths.socket_path(self.config.node_path),
+            "nodePath": str(self.config.node_path),
+            "startedAt": int(self.started_at),
+            "uptime": round(self._clock() - self._started_mono, 3),
+            "idleLock": self.config.idle_lock,
+            "openVaults": sorted(self.opened_vaults),
+            "version": __version__,
+        }
+
+    def _write_status(self) -> None:
+        status = self.status()
+        del status["uptime"], status["openVaults"]
+        try:
+            self._status_file.write(status)
+        except OSError as e:
+            log.warning("cannot write the status file: %s", e.strerror)
+
+    # -- requests --------------------------------------------------------------------
+
+    async def dispatch(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+        registration = self.handlers.lookup(ctx.method)
+        if registration.needs_unlock and self.locked:
+            raise AgentLockedError()
+        return await registration.handler(ctx, params)
+
+    def _register_builtin(self) -> None:
+        async def ping(ctx: RequestContext, params: dict[str, Any]) -> Any:
+            return {"pong": True}
+
+        async def status(ctx: RequestContext, params: dict[str, Any]) -> Any:
+            return self.status()
+
+        async def stop(ctx: RequestContext, params: dict[str, Any]) -> Any:
+            log.info("stop requested by pid %d", ctx.peer_pid)
+            asyncio.get_running_loop().call_soon(self.stop)
+            return {"stopping": True, "pid": os.getpid()}
+
+        async def lock(ctx: RequestContext, params: dict[str, Any]) -> Any:
+            await self.lock(f"requested by pid {ctx.peer_pid}")
+            return self.status()
+
+        async def unlock(ctx: RequestContext, params: dict[str, Any]) -> Any:
+            password = params.get("password")
+            if not isinstance(password, bytes) or set(params) != {"password"}:
+                raise InvalidInputError("agent.unlock takes exactly one bytes parameter, password")
+            await self.unlock(password)
+            return self.status()
+
+        for name, fn in (("ping", ping), ("status", status), ("stop", stop), ("lock", lock), ("unlock", unlock)):
+            self.handlers.register(f"agent.{name}", fn, needs_unlock=False)
+
+
+__all__ = ["Agent", "AgentConfig", "ServiceFactory", "PolykeyError"]

@@ -1,0 +1,59 @@
+"""Run one agent to completion: lock file, key unlock, services, signals (docs/spec/agent-protocol.md s.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from polykey.keys.store import NodeDir
+from keynode import vault_handlers
+from keynode.agent import Agent, AgentConfig
+from keynode.lockfile import AgentLock
+
+log = logging.getLogger("keynode")
+
+#: Functions called with the new Agent before it runs, to plug in services and handlers
+#: (the peer transport and discovery add themselves here). See keynode.agent for the API.
+EXTENSIONS: list[Callable[[Agent], None]] = [vault_handlers.install]
+
+
+class ReadyReporter(Protocol):
+    def ready(self, status: dict[str, Any]) -> None: ...
+
+
+def run_agent(
+    node_path: Path,
+    password: bytes,
+    reporter: ReadyReporter,
+    *,
+    idle_lock: float | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> int:
+    lock = AgentLock(node_path)
+    lock.acquire()  # AgentRunningError: reported by the caller
+    try:
+        keypair = NodeDir(node_path).unlock(password)
+        del password
+        agent = Agent(AgentConfig(node_path, idle_lock=idle_lock, extra=dict(extra or {})), keypair)
+        for extend in EXTENSIONS:
+            extend(agent)
+        asyncio.run(_serve(agent, reporter))
+    finally:
+        lock.release()
+    return 0
+
+
+async def _serve(agent: Agent, reporter: ReadyReporter) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, _on_signal, agent, sig)
+    await agent.run(reporter.ready)
+
+
+def _on_signal(agent: Agent, sig: signal.Signals) -> None:
+    log.info("received %s", sig.name)
+    agent.stop()

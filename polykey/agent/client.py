@@ -1,0 +1,123 @@
+"""A blocking client for the agent socket (docs/spec/agent-protocol.md).
+
+Standard library only (socket, json, struct via :mod:`polykey.agent.protocol`):
+this is what the ``pk`` fast path and :class:`polykey.Client` use. One
+connection, requests one at a time, progress messages passed to a callback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from polykey.agent import paths, protocol
+from polykey.errors import AgentPermissionError, AgentProtocolError, AgentUnavailableError, from_wire
+
+ProgressCallback = Callable[[Any], None]
+_RECV = 256 * 1024
+
+
+class AgentClient:
+    """A connection to the agent of one node. Use :func:`connect` to make one."""
+
+    def __init__(self, sock: socket.socket, node_path: str) -> None:
+        self._sock = sock
+        self.node_path = node_path
+        self._next_id = 1
+        self._buf = bytearray()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def call(self, method: str, params: dict[str, Any] | None = None, progress: ProgressCallback | None = None) -> Any:
+        """Send one request and wait for its final response; a remote error is raised rebuilt."""
+        request_id = self._next_id
+        self._next_id += 1
+        frame = protocol.encode_request(request_id, method, params)
+        try:
+            self._sock.sendall(frame)
+        except OSError:
+            # The agent may have refused us with an error frame before closing: surface it.
+            raise self._pending_error() from None
+        while True:
+            response = protocol.decode_response(self._read_frame())
+            if response.id is not None and response.id != request_id:
+                raise AgentProtocolError(f"response for unknown request id {response.id}")
+            if response.kind == "result":
+                return response.body
+            if response.kind == "error":
+                raise from_wire(response.body)
+            if progress is not None:
+                progress(response.body)
+
+    def _pending_error(self) -> Exception:
+        try:
+            response = protocol.decode_response(self._read_frame())
+        except Exception as e:  # noqa: BLE001 - whatever it is, the agent is gone
+            return e if isinstance(e, AgentUnavailableError) else AgentUnavailableError()
+        if response.kind == "error":
+            return from_wire(response.body)
+        return AgentUnavailableError("the agent closed the connection")
+
+    def _read_frame(self) -> bytes:
+        header = self._read_exact(protocol.HEADER.size)
+        return self._read_exact(protocol.frame_length(header))
+
+    def _read_exact(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            try:
+                chunk = self._sock.recv(_RECV)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if self._buf:
+                    raise AgentProtocolError("the agent closed the connection in the middle of a message")
+                raise AgentUnavailableError("the agent closed the connection (it stopped or crashed; see agent.log)")
+            self._buf += chunk
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+
+def connect(node_path: str | os.PathLike[str], timeout: float = 5.0) -> AgentClient:
+    """Connect to the agent of ``node_path``; AgentUnavailableError when none listens."""
+    node = os.fspath(node_path)
+    address = paths.UnixAddress(paths.socket_path(node))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address.address)
+        sock.settimeout(None)
+    except OSError as e:
+        sock.close()
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise AgentPermissionError(f"no permission to use the agent socket of {node}") from None
+        raise AgentUnavailableError(f"no agent is running for {node}") from None
+    finally:
+        address.close()
+    return AgentClient(sock, node)
+
+
+def call_once(node_path: str | os.PathLike[str], method: str, params: dict[str, Any] | None = None) -> Any:
+    """Connect, make one request, close."""
+    with connect(node_path) as client:
+        return client.call(method, params)
+
+
+__all__ = ["AgentClient", "connect", "call_once"]

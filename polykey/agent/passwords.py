@@ -1,0 +1,74 @@
+"""Password sources for starting or unlocking the agent, without click.
+
+The same rules as ``polykey.cli.common`` (docs/cli.md "Common options"):
+``--password-file`` (at most 4 KiB, one trailing newline stripped), else
+``PK_PASSWORD``, else a hidden prompt on the terminal, else
+PasswordRequiredError at once (never a hang).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from polykey.errors import InvalidInputError, PasswordRequiredError
+
+PASSWORD_FILE_LIMIT = 4096
+
+
+def read_password_file(path: str, what: str = "password file") -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(PASSWORD_FILE_LIMIT + 1)
+    except OSError as e:
+        raise InvalidInputError(f"cannot read {what} {path}: {e.strerror}") from None
+    if len(data) > PASSWORD_FILE_LIMIT:
+        raise InvalidInputError(f"{what} {path} is larger than {PASSWORD_FILE_LIMIT} bytes")
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        raise InvalidInputError(f"{what} {path} is empty")
+    return data
+
+
+def have_tty() -> bool:
+    try:
+        with open("/dev/tty"):
+            return sys.stdin is not None and sys.stdin.isatty()
+    except OSError:
+        return False
+
+
+class PasswordSource:
+    """Where the node password comes from; read lazily, at most once."""
+
+    def __init__(self, password_file: str | None = None, *, prompt: str = "Node password: ") -> None:
+        self.password_file = password_file
+        self.prompt = prompt
+        self._cached: bytes | None = None
+
+    def available(self) -> bool:
+        """True when :meth:`get` can succeed without failing for lack of a source."""
+        return self.password_file is not None or bool(os.environ.get("PK_PASSWORD")) or have_tty()
+
+    def get(self) -> bytes:
+        if self._cached is None:
+            self._cached = self._read()
+        return self._cached
+
+    def _read(self) -> bytes:
+        if self.password_file is not None:
+            return read_password_file(self.password_file)
+        env = os.environ.get("PK_PASSWORD")
+        if env:
+            return env.encode("utf-8")
+        if not have_tty():
+            raise PasswordRequiredError()
+        import getpass
+
+        value = getpass.getpass(self.prompt)
+        if not value:
+            raise InvalidInputError("the password must not be empty")
+        return value.encode("utf-8")

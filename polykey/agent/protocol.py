@@ -1,0 +1,242 @@
+"""The agent protocol codec, sans-I/O (docs/spec/agent-protocol.md).
+
+Bytes in, records out, and back; no sockets, no asyncio, no files. Both the
+agent (keynode) and the clients (``pk``, :class:`polykey.Client`) drive it.
+It imports only the standard library and stays cheap to import: the ``pk``
+fast path loads it on every call.
+
+Frame (spec section 2): a 4-byte big-endian unsigned length ``N`` then ``N``
+bytes of UTF-8 JSON, one object. ``2 <= N <= MAX_FRAME``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import struct
+from typing import Any, NamedTuple
+
+from polykey.errors import AgentProtocolError
+
+VERSION = 1
+HEADER = struct.Struct(">I")
+#: Largest frame body either side accepts (spec section 2). A secret value travels base64-encoded,
+#: so secrets up to about 3 MiB fit.
+MAX_FRAME = 4 * 1024 * 1024
+MAX_ID = 2**53 - 1
+MAX_METHOD = 64
+_METHOD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
+_BYTES_KEY = "$b"
+
+
+class Request(NamedTuple):
+    """A request from a client (spec section 3)."""
+
+    id: int
+    method: str
+    params: dict[str, Any]
+
+
+class Response(NamedTuple):
+    """One message from the agent about request ``id`` (spec section 4).
+
+    ``kind`` is ``"result"`` or ``"error"`` (final) or ``"progress"`` (zero or more before the
+    final one). ``id`` is ``None`` only for a connection-level error sent just before closing.
+    """
+
+    id: int | None
+    kind: str
+    body: Any
+
+    @property
+    def final(self) -> bool:
+        return self.kind != "progress"
+
+
+# -- frames --------------------------------------------------------------------------
+
+
+def encode_frame(obj: dict[str, Any]) -> bytes:
+    """Serialise one message as a frame; AgentProtocolError if it exceeds MAX_FRAME."""
+    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    if len(body) > MAX_FRAME:
+        raise AgentProtocolError(f"message of {len(body)} bytes exceeds the {MAX_FRAME}-byte frame limit")
+    return HEADER.pack(len(body)) + body
+
+
+def frame_length(header: bytes) -> int:
+    """The body length announced by a 4-byte header, checked against the limits."""
+    (n,) = HEADER.unpack(header)
+    if n > MAX_FRAME:
+        raise AgentProtocolError(f"frame of {n} bytes exceeds the {MAX_FRAME}-byte limit")
+    if n < 2:
+        raise AgentProtocolError("frame too short to hold a JSON object")
+    return int(n)
+
+
+class FrameDecoder:
+    """Incremental frame splitter: feed bytes, get complete frame bodies.
+
+    Raises AgentProtocolError on an oversized or undersized header; after an error the decoder
+    must be discarded (the connection is closed).
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._need: int | None = None
+        self._max = max_frame
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out: list[bytes] = []
+        while True:
+            if self._need is None:
+                if len(self._buf) < HEADER.size:
+                    return out
+                n = frame_length(bytes(self._buf[: HEADER.size]))
+                if n > self._max:
+                    raise AgentProtocolError(f"frame of {n} bytes exceeds the {self._max}-byte limit")
+                self._need = n
+                del self._buf[: HEADER.size]
+            if len(self._buf) < self._need:
+                return out
+            out.append(bytes(self._buf[: self._need]))
+            del self._buf[: self._need]
+            self._need = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered towards an incomplete frame (non-zero at EOF means truncation)."""
+        return len(self._buf) + (HEADER.size if self._need is not None else 0)
+
+
+# -- strict JSON ------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise AgentProtocolError(f"JSON constant {name} is not allowed")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise AgentProtocolError("duplicate key in JSON object")
+    return obj
+
+
+def loads_object(body: bytes) -> dict[str, Any]:
+    """Strictly parse one frame body: UTF-8, one JSON object, no NaN, no duplicate keys."""
+    try:
+        text = body.decode("utf-8")
+        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise AgentProtocolError("frame is not valid UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise AgentProtocolError("frame must hold a JSON object")
+    return obj
+
+
+# -- bytes inside JSON (spec section 5) ---------------------------------------------------
+
+
+def wrap_bytes(value: Any) -> Any:
+    """Replace every ``bytes`` inside a JSON-able value by ``{"$b": base64}``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {_BYTES_KEY: binascii.b2a_base64(bytes(value), newline=False).decode("ascii")}
+    if isinstance(value, dict):
+        return {k: wrap_bytes(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [wrap_bytes(v) for v in value]
+    return value
+
+
+def unwrap_bytes(value: Any) -> Any:
+    """Inverse of :func:`wrap_bytes`; a malformed ``$b`` object is an AgentProtocolError."""
+    if isinstance(value, dict):
+        if _BYTES_KEY in value:
+            encoded = value[_BYTES_KEY]
+            if len(value) != 1 or not isinstance(encoded, str):
+                raise AgentProtocolError("malformed bytes object")
+            try:
+                raw = binascii.a2b_base64(encoded.encode("ascii"), strict_mode=True)
+            except (binascii.Error, UnicodeEncodeError):
+                raise AgentProtocolError("malformed base64 in bytes object") from None
+            if binascii.b2a_base64(raw, newline=False).decode("ascii") != encoded:
+                raise AgentProtocolError("non-canonical base64 in bytes object")
+            return raw
+        return {k: unwrap_bytes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_bytes(v) for v in value]
+    return value
+
+
+# -- requests (spec section 3) -----------------------------------------------------------
+
+
+def _check_id(value: Any) -> int:
+    if type(value) is not int or not 0 < value <= MAX_ID:
+        raise AgentProtocolError("request id must be an integer in 1..2^53-1")
+    return value
+
+
+def encode_request(request_id: int, method: str, params: dict[str, Any] | None = None) -> bytes:
+    return encode_frame(
+        {"v": VERSION, "id": _check_id(request_id), "method": method, "params": wrap_bytes(params or {})}
+    )
+
+
+def decode_request(body: bytes) -> Request:
+    """Parse a request body; AgentProtocolError names what is malformed."""
+    obj = loads_object(body)
+    if set(obj) != {"v", "id", "method", "params"}:
+        raise AgentProtocolError("a request has exactly the keys v, id, method, params")
+    if obj["v"] != VERSION or type(obj["v"]) is not int:
+        raise AgentProtocolError(f"unsupported protocol version {obj['v']!r} (this agent speaks {VERSION})")
+    method = obj["method"]
+    if (
+        not isinstance(method, str)
+        or not 0 < len(method) <= MAX_METHOD
+        or not set(method) <= _METHOD_CHARS
+    ):
+        raise AgentProtocolError("malformed method name")
+    params = obj["params"]
+    if not isinstance(params, dict):
+        raise AgentProtocolError("params must be an object")
+    return Request(_check_id(obj["id"]), method, unwrap_bytes(params))
+
+
+# -- responses (spec section 4) -----------------------------------------------------------
+
+
+def encode_result(request_id: int, result: Any) -> bytes:
+    return encode_frame({"id": request_id, "result": wrap_bytes(result)})
+
+
+def encode_progress(request_id: int, progress: Any) -> bytes:
+    return encode_frame({"id": request_id, "progress": wrap_bytes(progress)})
+
+
+def encode_error(request_id: int | None, error: dict[str, Any]) -> bytes:
+    return encode_frame({"id": request_id, "error": wrap_bytes(error)})
+
+
+def decode_response(body: bytes) -> Response:
+    obj = loads_object(body)
+    if len(obj) != 2 or "id" not in obj:
+        raise AgentProtocolError("a response has exactly the keys id and one of result, progress, error")
+    request_id = obj["id"]
+    if request_id is not None:
+        _check_id(request_id)
+    kind = next(k for k in obj if k != "id")
+    if kind not in ("result", "progress", "error"):
+        raise AgentProtocolError(f"unknown response kind {kind!r}")
+    if request_id is None and kind != "error":
+        raise AgentProtocolError("only an error may have a null id")
+    body_value = unwrap_bytes(obj[kind])
+    if kind == "error" and not (
+        isinstance(body_value, dict)
+        and isinstance(body_value.get("type"), str)
+        and isinstance(body_value.get("message"), str)
+    ):
+        raise AgentProtocolError("malformed error object")
+    return Response(request_id, kind, body_value)

@@ -1,0 +1,74 @@
+"""A client session that starts the agent on demand and unlocks it when locked, like gpg-agent.
+
+Used by every ``pk`` command that needs the agent (the click commands and the fast path).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from polykey.agent import client as agent_client
+from polykey.agent.passwords import PasswordSource
+from polykey.agent.spawn import ensure_started, require_node
+from polykey.errors import AgentLockedError, AgentUnavailableError
+
+
+class Session:
+    """Calls into the agent of one node, starting or unlocking it when needed.
+
+    ``autostart``: start the agent if none runs (asking for the password on a terminal, or from
+    ``--password-file`` / ``PK_PASSWORD``; PasswordRequiredError at once without any of them).
+    """
+
+    def __init__(
+        self,
+        node_path: str | os.PathLike[str],
+        password: PasswordSource | None = None,
+        *,
+        autostart: bool = True,
+        daemon_args: Sequence[str] = (),
+    ) -> None:
+        self.node_path = os.fspath(node_path)
+        self.password = password or PasswordSource()
+        self.autostart = autostart
+        self.daemon_args = list(daemon_args)
+        self._client: agent_client.AgentClient | None = None
+
+    def client(self) -> agent_client.AgentClient:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> agent_client.AgentClient:
+        try:
+            return agent_client.connect(self.node_path)
+        except AgentUnavailableError:
+            if not self.autostart:
+                raise
+        require_node(self.node_path)
+        ensure_started(self.node_path, self.password.get(), self.daemon_args)
+        return agent_client.connect(self.node_path)
+
+    def call(self, method: str, params: dict[str, Any] | None = None, progress: agent_client.ProgressCallback | None = None) -> Any:
+        c = self.client()
+        try:
+            return c.call(method, params, progress)
+        except AgentLockedError:
+            if not self.password.available():
+                raise
+            c.call("agent.unlock", {"password": self.password.get()})
+            return c.call(method, params, progress)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,119 @@
+"""Starting the agent process (docs/spec/agent-protocol.md section 1).
+
+The CLI never imports keynode: it runs ``sys.executable -m keynode``. The password
+reaches the daemon over an inherited pipe (``--password-fd``), never argv, the
+environment or a file; the daemon reports readiness or its startup error as one
+JSON line on another inherited pipe (``--ready-fd``). Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from polykey.agent import paths
+from polykey.errors import AgentRunningError, AgentUnavailableError, NodeNotFoundError, PolykeyError, from_wire
+
+START_TIMEOUT = 120.0  # Argon2id at the "moderate" profile takes seconds on a small machine
+_READY_LIMIT = 64 * 1024
+
+
+def require_node(node_path: str) -> None:
+    if not os.path.exists(paths.node_file(node_path, paths.KEY_FILE)):
+        raise NodeNotFoundError(f"no node at {node_path}: run `pk bootstrap` first")
+
+
+def daemon_argv(node_path: str, extra: Sequence[str] = ()) -> list[str]:
+    return [sys.executable, "-m", "keynode", "--node-path", os.path.abspath(node_path), *extra]
+
+
+def password_pipe(password: bytes) -> int:
+    """A pipe already holding the password (and closed for writing); returns the read end."""
+    r, w = os.pipe()
+    try:
+        view = memoryview(password)
+        while view:
+            view = view[os.write(w, view):]
+    finally:
+        os.close(w)
+    return r
+
+
+def start_agent(node_path: str, password: bytes, extra: Sequence[str] = (), timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Start a background agent for ``node_path`` and wait until it serves; returns its status.
+
+    Raises the daemon's own startup error (WrongPasswordError, AgentRunningError, ...) rebuilt,
+    or AgentUnavailableError when it died without saying why.
+    """
+    import subprocess
+
+    require_node(node_path)
+    log_path = paths.node_file(node_path, paths.LOG)
+    pw_r = password_pipe(password)
+    ready_r, ready_w = os.pipe()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        argv = daemon_argv(node_path, ["--password-fd", str(pw_r), "--ready-fd", str(ready_w), *extra])
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=(pw_r, ready_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_fd,
+            close_fds=True,
+        )
+    finally:
+        os.close(pw_r)
+        os.close(ready_w)
+        os.close(log_fd)
+    try:
+        message = _read_ready(ready_r, timeout)
+    finally:
+        os.close(ready_r)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    if message is None:
+        raise AgentUnavailableError(f"the agent failed to start; see {log_path}")
+    if "error" in message:
+        raise from_wire(message["error"])
+    status = message.get("status")
+    return status if isinstance(status, dict) else {}
+
+
+def _read_ready(fd: int, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) <= _READY_LIMIT:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        obj = json.loads(data.decode("utf-8").strip() or "null")
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def ensure_started(node_path: str, password: bytes, extra: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Start an agent unless one is already running (a concurrent start that lost the race is fine)."""
+    try:
+        return start_agent(node_path, password, extra)
+    except AgentRunningError:
+        return None
+
+
+__all__ = ["start_agent", "ensure_started", "require_node", "daemon_argv", "PolykeyError"]

@@ -1,0 +1,159 @@
+"""``pk agent``: start, stop, status, lock and unlock the node's agent (docs/cli.md "Agent")."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from polykey.agent import client as agent_client
+from polykey.agent import spawn
+from polykey.agent.passwords import PasswordSource
+from polykey.agent.session import Session
+from polykey.cli.common import Settings, common_options, emit, settings
+from polykey.errors import AgentUnavailableError
+
+STOP_TIMEOUT = 10.0
+
+
+def password_source(s: Settings) -> PasswordSource:
+    return PasswordSource(str(s.password_file) if s.password_file is not None else None)
+
+
+def session(s: Settings, *, autostart: bool = True) -> Session:
+    """A session with the agent of the current node, started on demand (the vault commands use this)."""
+    return Session(s.node_path, password_source(s), autostart=autostart)
+
+
+def _describe(status: dict[str, Any]) -> str:
+    lines = [
+        f"Agent: {status.get('state')}",
+        f"NodeId: {status.get('nodeId')}",
+        f"PID: {status.get('pid')}",
+        f"Socket: {status.get('socket')}",
+    ]
+    if "uptime" in status:
+        lines.append(f"Uptime: {status['uptime']:.0f} s")
+    if status.get("idleLock"):
+        lines.append(f"Idle lock: {status['idleLock']:g} s")
+    if "openVaults" in status:
+        lines.append("Open vaults: " + (", ".join(status["openVaults"]) or "(none)"))
+    return "\n".join(lines)
+
+
+def _running_status(s: Settings) -> dict[str, Any] | None:
+    try:
+        with agent_client.connect(s.node_path) as c:
+            status = c.call("agent.status")
+    except AgentUnavailableError:
+        return None
+    return status if isinstance(status, dict) else {}
+
+
+@click.group()
+def agent() -> None:
+    """The node's agent: a background process holding the unlocked key and open vaults.
+
+    Commands that need it start it on demand; these commands manage it explicitly.
+    """
+
+
+@agent.command("start")
+@click.option("--foreground", is_flag=True, help="Run in this process, not in the background (systemd, containers).")
+@click.option("--idle-lock", type=click.FloatRange(min=0.1), metavar="SECONDS", help="Lock after this long unused.")
+@common_options
+def agent_start(foreground: bool, idle_lock: float | None) -> None:
+    """Start the agent (asks for the node password once: terminal, --password-file or PK_PASSWORD)."""
+    s = settings()
+    spawn.require_node(str(s.node_path))
+    extra = ["--idle-lock", f"{idle_lock:g}"] if idle_lock else []
+    if foreground:
+        password = password_source(s).get()
+        fd = spawn.password_pipe(password)
+        os.set_inheritable(fd, True)
+        argv = spawn.daemon_argv(str(s.node_path), ["--foreground", "--password-fd", str(fd), *extra])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(argv[0], argv)
+    current = _running_status(s)
+    if current is not None:
+        emit(s, f"An agent is already running (pid {current.get('pid')}).", {**current, "started": False})
+        return
+    status = spawn.start_agent(str(s.node_path), password_source(s).get(), extra)
+    emit(s, f"Agent started (pid {status.get('pid')}).\n" + _describe(status), {**status, "started": True})
+
+
+@agent.command("stop")
+@common_options
+def agent_stop() -> None:
+    """Stop the agent (within a second); its keys leave memory with it."""
+    s = settings()
+    try:
+        with agent_client.connect(s.node_path) as c:
+            reply = c.call("agent.stop")
+    except AgentUnavailableError:
+        emit(s, "No agent is running.", {"stopped": False, "running": False})
+        return
+    pid = int(reply.get("pid", 0)) if isinstance(reply, dict) else 0
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while pid and time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.02)
+    if pid and _alive(pid):
+        raise AgentUnavailableError(f"the agent (pid {pid}) did not stop within {STOP_TIMEOUT:g} s")
+    emit(s, "Agent stopped.", {"stopped": True, "pid": pid})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+@agent.command("status")
+@common_options
+def agent_status() -> None:
+    """Show whether the agent runs, its state (locked/unlocked), NodeId, uptime and open vaults."""
+    s = settings()
+    status = _running_status(s)
+    if status is None:
+        emit(s, "Agent: not running", {"state": "stopped"})
+        return
+    emit(s, _describe(status), status)
+
+
+@agent.command("lock")
+@common_options
+def agent_lock() -> None:
+    """Drop the keys from the agent's memory; the next use asks for the password again."""
+    s = settings()
+    try:
+        with agent_client.connect(s.node_path) as c:
+            status = c.call("agent.lock")
+    except AgentUnavailableError:
+        emit(s, "No agent is running (nothing to lock).", {"state": "stopped"})
+        return
+    emit(s, "Agent locked.", status)
+
+
+@agent.command("unlock")
+@common_options
+def agent_unlock() -> None:
+    """Give the agent the node password again (starting it if none runs)."""
+    s = settings()
+    source = password_source(s)
+    with session(s) as sess:
+        status = sess.call("agent.status")
+        if isinstance(status, dict) and status.get("state") == "locked":
+            status = sess.call("agent.unlock", {"password": source.get()})
+    emit(s, "Agent unlocked.", status)
