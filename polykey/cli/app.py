@@ -9,6 +9,8 @@ from polykey.cli.common import common_options
 from polykey.cli.errors import run_guarded
 from polykey.cli.agent import agent
 from polykey.cli.keys import bootstrap, keys
+from polykey.cli.secrets import secrets
+from polykey.cli.vaults import vaults
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -26,6 +28,8 @@ def cli() -> None:
 
 cli.add_command(bootstrap)
 cli.add_command(keys)
+cli.add_command(vaults)
+cli.add_command(secrets)
 cli.add_command(agent)
 
 

@@ -1,0 +1,320 @@
+"""``pk secrets``: read and write secrets, written ``VAULT:PATH``.
+
+Values never come from argv: ``set`` reads stdin, a hidden prompt on a terminal,
+or ``--from-file``. ``get`` writes the raw bytes (a newline is added only when
+stdout is a terminal). ``edit`` uses a file in a fresh 0700 directory on tmpfs
+(``/dev/shm``) where available, overwritten and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from polykey.cli.common import common_options, emit, settings
+from polykey.cli.vaults import backend, short, split_secret_path, when
+from polykey.errors import InvalidInputError, SecretNotFoundError
+from polykey.vaults.format import MAX_SECRET_BYTES
+from polykey.vaults.service import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH
+
+
+def _read_limited(stream: object, what: str) -> bytes:
+    data: bytes = stream.read(MAX_SECRET_BYTES + 1)  # type: ignore[attr-defined]
+    if len(data) > MAX_SECRET_BYTES:
+        raise InvalidInputError(f"{what} is larger than the {MAX_SECRET_BYTES}-byte limit for a secret")
+    return data
+
+
+def read_value(from_file: Path | None) -> bytes:
+    """The new secret value: --from-file, else a hidden prompt on a terminal, else all of stdin."""
+    if from_file is not None:
+        try:
+            with open(from_file, "rb") as f:
+                return _read_limited(f, f"file {from_file}")
+        except OSError as e:
+            raise InvalidInputError(f"cannot read {from_file}: {e.strerror}") from None
+    if sys.stdin.isatty():
+        first = getpass.getpass("Secret value: ")
+        if getpass.getpass("Repeat to confirm: ") != first:
+            raise InvalidInputError("the two values do not match")
+        return first.encode("utf-8")
+    return _read_limited(sys.stdin.buffer, "standard input")
+
+
+def write_value(value: bytes) -> None:
+    out = sys.stdout.buffer
+    out.write(value)
+    if sys.stdout.isatty():
+        out.write(b"\n")
+    out.flush()
+
+
+def value_json(value: bytes) -> dict[str, str]:
+    try:
+        return {"value": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"valueBase64": base64.b64encode(value).decode("ascii")}
+
+
+@click.group()
+def secrets() -> None:
+    """Read and write secrets, written VAULT:PATH (e.g. myvault:db/password)."""
+
+
+@click.command("set")
+@click.argument("target", metavar="VAULT:PATH")
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the value from this file (raw bytes).")
+@common_options
+def secrets_set(target: str, from_file: Path | None) -> None:
+    """Create or replace a secret. The value comes from stdin, a hidden prompt, or --from-file."""
+    s = settings()
+    vault, path = split_secret_path(target)
+    value = read_value(from_file)
+    with backend(s) as b:
+        out = b.set_secret(vault, path, value)
+    verb = "Created" if out["created"] else "Updated"
+    emit(s, f"{verb} {vault}:{out['path']} ({len(value)} bytes).", out)
+
+
+@click.command("get")
+@click.argument("target", metavar="VAULT:PATH")
+@click.option("--commit", default=None, help="Read the value as of this commit.")
+@common_options
+def secrets_get(target: str, commit: str | None) -> None:
+    """Print a secret's raw value (a newline is added only on a terminal)."""
+    s = settings()
+    vault, path = split_secret_path(target)
+    with backend(s) as b:
+        value = b.get_secret(vault, path, commit)
+    if s.json:
+        emit(s, "", {"path": path.strip("/"), **value_json(value)})
+    else:
+        write_value(value)
+
+
+for _name in ("set", "write"):
+    secrets.add_command(secrets_set, _name)
+for _name in ("get", "cat"):
+    secrets.add_command(secrets_get, _name)
+
+
+@secrets.command("ls")
+@click.argument("target", metavar="VAULT[:DIR]")
+@click.option("-r", "--recursive", is_flag=True, help="List every descendant.")
+@click.option("--commit", default=None, help="List as of this commit.")
+@common_options
+def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
+    """List the secrets and directories in a vault directory (directories end with '/')."""
+    s = settings()
+    vault, path = split_secret_path(target, need_path=False)
+    with backend(s) as b:
+        rows = b.list_secrets(vault, path, recursive, commit)
+    base = path.strip("/")
+    def show(r: dict[str, str]) -> str:
+        shown = r["path"][len(base) + 1:] if base and r["path"].startswith(base + "/") else r["path"]
+        return shown + ("/" if r["type"] == "dir" else "")
+    emit(s, "\n".join(show(r) for r in rows), rows)
+
+
+@secrets.command("rm")
+@click.argument("targets", nargs=-1, required=True, metavar="VAULT:PATH...")
+@click.option("-r", "--recursive", is_flag=True, help="Remove directories and everything in them.")
+@common_options
+def secrets_rm(targets: tuple[str, ...], recursive: bool) -> None:
+    """Remove secrets (and directories with -r). One commit per path."""
+    s = settings()
+    parsed = [split_secret_path(t) for t in targets]
+    results = []
+    with backend(s) as b:
+        for vault, path in parsed:
+            results.append(b.remove(vault, path, recursive))
+    total = sum(r["removed"] for r in results)
+    emit(s, f"Removed {total} secret{'s' if total != 1 else ''}.", results if len(results) > 1 else results[0])
+
+
+def _same_vault(src: str, dst: str) -> tuple[str, str, str]:
+    vault, src_path = split_secret_path(src)
+    if ":" in dst:
+        dvault, dst_path = split_secret_path(dst, need_path=False)
+        if dvault != vault:
+            raise InvalidInputError("moving or copying between vaults is not supported; get and set instead")
+    else:
+        dst_path = dst
+    return vault, src_path, dst_path
+
+
+@secrets.command("mv")
+@click.argument("src", metavar="VAULT:PATH")
+@click.argument("dst", metavar="[VAULT:]PATH")
+@common_options
+def secrets_mv(src: str, dst: str) -> None:
+    """Rename a secret or directory within a vault (into DST if it is a directory)."""
+    s = settings()
+    vault, src_path, dst_path = _same_vault(src, dst)
+    with backend(s) as b:
+        out = b.move(vault, src_path, dst_path)
+    emit(s, f"Moved to {vault}:{out['path']}.", out)
+
+
+@secrets.command("cp")
+@click.argument("src", metavar="VAULT:PATH")
+@click.argument("dst", metavar="[VAULT:]PATH")
+@common_options
+def secrets_cp(src: str, dst: str) -> None:
+    """Copy a secret or directory within a vault (into DST if it is a directory)."""
+    s = settings()
+    vault, src_path, dst_path = _same_vault(src, dst)
+    with backend(s) as b:
+        out = b.copy(vault, src_path, dst_path)
+    emit(s, f"Copied to {vault}:{out['path']}.", out)
+
+
+@secrets.command("mkdir")
+@click.argument("target", metavar="VAULT:PATH")
+@common_options
+def secrets_mkdir(target: str) -> None:
+    """Create a directory (and its parents)."""
+    s = settings()
+    vault, path = split_secret_path(target)
+    with backend(s) as b:
+        out = b.mkdir(vault, path, True)
+    emit(s, f"Created directory {vault}:{out['path']}/.", out)
+
+
+@secrets.command("stat")
+@click.argument("target", metavar="VAULT:PATH")
+@common_options
+def secrets_stat(target: str) -> None:
+    """Size, creation and modification time, last author and revision count of a secret."""
+    s = settings()
+    vault, path = split_secret_path(target)
+    with backend(s) as b:
+        out = b.stat(vault, path)
+    lines = [
+        f"path:      {vault}:{out['path']}",
+        f"type:      {out['type']}",
+        f"size:      {out['size']} bytes" if out["type"] == "secret" else f"entries:   {out['entries']}",
+        f"created:   {when(out['created'])}",
+        f"modified:  {when(out['modified'])}",
+        f"author:    {out['author'] or '-'}",
+        f"revisions: {out['revisions']}",
+    ]
+    emit(s, "\n".join(lines), out)
+
+
+@secrets.command("history")
+@click.argument("target", metavar="VAULT:PATH")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Show at most N revisions.")
+@common_options
+def secrets_history(target: str, limit: int | None) -> None:
+    """The revisions of one secret, newest first (commit, time, author, action, size)."""
+    s = settings()
+    vault, path = split_secret_path(target)
+    with backend(s) as b:
+        rows = b.history(vault, path, limit)
+    lines = [
+        f"{r['commit'][:12]}  {when(r['time'])}  {short(r['author'])}  {r['action']}"
+        + (f"  {r['size']} bytes" if r["size"] is not None else "")
+        for r in rows
+    ]
+    emit(s, "\n".join(lines), rows)
+
+
+@secrets.command("revert")
+@click.argument("target", metavar="VAULT:PATH")
+@click.argument("commit")
+@common_options
+def secrets_revert(target: str, commit: str) -> None:
+    """Write the secret's value as of COMMIT back as a new commit."""
+    s = settings()
+    vault, path = split_secret_path(target)
+    with backend(s) as b:
+        out = b.revert(vault, path, commit)
+    emit(s, f"Reverted {vault}:{out['path']} to its value at {out['revertedTo'][:12]}.", out)
+
+
+@secrets.command("generate")
+@click.argument("target", metavar="VAULT:PATH")
+@click.option("--length", type=click.IntRange(1, 4096), default=DEFAULT_LENGTH, show_default=True)
+@click.option("--charset", default=DEFAULT_CHARSET, show_default=True,
+              help=f"One of {', '.join(sorted(CHARSETS))}, or the literal characters to draw from.")
+@click.option("--reveal", is_flag=True, help="Also print the generated value.")
+@common_options
+def secrets_generate(target: str, length: int, charset: str, reveal: bool) -> None:
+    """Store a random password; it is not printed unless --reveal is given."""
+    s = settings()
+    vault, path = split_secret_path(target)
+    with backend(s) as b:
+        out = b.generate(vault, path, length, charset, reveal)
+    if reveal and not s.json:
+        write_value(out["value"].encode("utf-8"))
+        return
+    emit(s, f"Generated a {length}-character secret at {vault}:{out['path']}.", out)
+
+
+def _private_tmpdir() -> Path:
+    shm = Path("/dev/shm")
+    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+    return Path(tempfile.mkdtemp(prefix="pk-edit-", dir=base))  # mkdtemp makes it 0700
+
+
+def _scrub(directory: Path) -> None:
+    for f in directory.iterdir():
+        try:
+            size = f.stat().st_size
+            with open(f, "r+b") as fh:
+                fh.write(b"\0" * size)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            pass
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@secrets.command("edit")
+@click.argument("target", metavar="VAULT:PATH")
+@common_options
+def secrets_edit(target: str) -> None:
+    """Edit a secret in $VISUAL / $EDITOR (created if missing). Nothing is written if unchanged."""
+    s = settings()
+    vault, path = split_secret_path(target)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with backend(s) as b:
+        try:
+            old: bytes | None = b.get_secret(vault, path)
+        except SecretNotFoundError:
+            old = None
+        directory = _private_tmpdir()
+        try:
+            file = directory / "secret"
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(old or b"")
+            try:
+                code = subprocess.call([*shlex.split(editor), str(file)])
+            except OSError as e:
+                raise InvalidInputError(f"cannot run the editor {editor!r}: {e.strerror}") from None
+            if code != 0:
+                raise InvalidInputError(f"the editor exited with status {code}; nothing was saved")
+            with open(file, "rb") as f:
+                new = _read_limited(f, "the edited file")
+        finally:
+            _scrub(directory)
+        if old is not None and new == old:
+            emit(s, "Unchanged; nothing written.", {"path": path.strip("/"), "changed": False})
+            return
+        out = b.set_secret(vault, path, new)
+    emit(s, f"Saved {vault}:{out['path']}.", {**out, "changed": True})
+
+
+__all__ = ["secrets"]

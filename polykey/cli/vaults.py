@@ -1,0 +1,155 @@
+"""``pk vaults``: create, list, rename, delete, log, version, members, verify.
+
+Every vault and secret command calls :func:`backend`, which yields an object
+with :class:`polykey.vaults.service.VaultService`'s methods. Today it opens the
+node directly (unlocking the key with the password); the agent issue swaps it
+for a socket client with the same methods.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from polykey.cli.common import Settings, common_options, emit, node_password, settings
+from polykey.errors import InvalidInputError
+from polykey.vaults.service import VaultService
+
+
+@contextmanager
+def backend(s: Settings) -> Iterator[VaultService]:
+    """The vault API for one command: today an in-process VaultService on the unlocked node."""
+    pair = s.node.unlock(node_password(s))
+    service = VaultService(s.node_path, pair)
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:
+    """``VAULT:PATH`` -> ``(vault, path)``. Without ``need_path``, a bare ``VAULT`` means its root."""
+    vault, sep, path = text.partition(":")
+    if not vault:
+        raise InvalidInputError(f"{text!r} must be written VAULT:PATH")
+    if not sep or not path.strip("/"):
+        if need_path:
+            raise InvalidInputError(f"{text!r} must be written VAULT:PATH (e.g. myvault:db/password)")
+        path = ""
+    return vault, path
+
+
+def when(ts: int | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z"
+
+
+def short(node_id: str | None) -> str:
+    return "-" if node_id is None else node_id[:12] + "…"
+
+
+def commit_lines(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{r['commit'][:12]}  {when(r['time'])}  {short(r['author'])}  {r['message']}" for r in rows)
+
+
+@click.group()
+def vaults() -> None:
+    """Manage vaults: encrypted, signed, git-backed collections of secrets."""
+
+
+@vaults.command("create")
+@click.argument("name")
+@common_options
+def vaults_create(name: str) -> None:
+    """Create a vault NAME with this node as its sole owner."""
+    s = settings()
+    with backend(s) as b:
+        out = b.create_vault(name)
+    emit(s, f"Vault {out['name']} created ({out['vaultId']}).", out)
+
+
+@vaults.command("list")
+@common_options
+def vaults_list() -> None:
+    """List the vaults on this node: name, VaultId and this node's role."""
+    s = settings()
+    with backend(s) as b:
+        rows = b.list_vaults()
+    emit(s, "\n".join(f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}" for r in rows), rows)
+
+
+@vaults.command("rename")
+@click.argument("old")
+@click.argument("new")
+@common_options
+def vaults_rename(old: str, new: str) -> None:
+    """Rename vault OLD to NEW (local name only; its VaultId and history do not change)."""
+    s = settings()
+    with backend(s) as b:
+        out = b.rename_vault(old, new)
+    emit(s, f"Vault {old} renamed to {out['name']}.", out)
+
+
+@vaults.command("delete")
+@click.argument("name")
+@common_options
+def vaults_delete(name: str) -> None:
+    """Delete vault NAME and all its history from this node."""
+    s = settings()
+    with backend(s) as b:
+        out = b.delete_vault(name)
+    emit(s, f"Vault {out['name']} deleted.", out)
+
+
+@vaults.command("log")
+@click.argument("vault")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Show at most N commits.")
+@common_options
+def vaults_log(vault: str, limit: int | None) -> None:
+    """The vault's commits, newest first: id, time (UTC), author NodeId, message."""
+    s = settings()
+    with backend(s) as b:
+        rows = b.log(vault, limit)
+    emit(s, commit_lines(rows), rows)
+
+
+@vaults.command("version")
+@click.argument("vault")
+@click.argument("commit")
+@common_options
+def vaults_version(vault: str, commit: str) -> None:
+    """Show VAULT as it was at COMMIT (read-only). Read values with `pk secrets get --commit`."""
+    s = settings()
+    with backend(s) as b:
+        out = b.version(vault, commit)
+    lines = [commit_lines([out])] + [
+        f"{e['path']}/" if e["type"] == "dir" else e["path"] for e in out["secrets"]
+    ]
+    emit(s, "\n".join(lines), out)
+
+
+@vaults.command("members")
+@click.argument("vault")
+@common_options
+def vaults_members(vault: str) -> None:
+    """The vault's members and their roles (owner, writer, reader)."""
+    s = settings()
+    with backend(s) as b:
+        rows = b.members(vault)
+    emit(s, "\n".join(f"{r['nodeId']}\t{r['role']}{'  (this node)' if r['self'] else ''}" for r in rows), rows)
+
+
+@vaults.command("verify")
+@click.argument("vault")
+@common_options
+def vaults_verify(vault: str) -> None:
+    """Check every commit's signature and its author's right to make it. Fails on the first bad commit."""
+    s = settings()
+    with backend(s) as b:
+        out = b.verify(vault)
+    emit(s, f"Vault {vault} verified: {out['commits']} commits, all correctly signed by allowed members.", out)
