@@ -504,8 +504,22 @@ class DiscoveryNotRunningError(DiscoveryError):
     default_message = "discovery is not running"
 
 
+class DatagramError(DiscoveryError):
+    """A DHT datagram is malformed, oversized or not allowed. It is dropped; the node keeps serving."""
+
+    exit_code = EX_PROTOCOL
+    default_message = "malformed DHT datagram"
+
+
 class MessageTooLargeError(TransportError):
     """A message to send is larger than the transport's message cap. Send less per request."""
 
     exit_code = EX_DATAERR
     default_message = "message too large for the transport"
+
+
+class UnknownPeerMethodError(TransportError):
+    """The peer does not serve that method (it may run another version). Nothing was done there."""
+
+    exit_code = EX_PROTOCOL
+    default_message = "the peer does not serve that method"

@@ -1,0 +1,9 @@
+"""The keynode peer transport: Noise XX over TCP, msgpack request/response (docs/spec/transport.md).
+
+Sans-I/O parts live in :mod:`polykey.wire`; this package is the asyncio shell.
+"""
+
+from keynode.transport.limits import TransportLimits
+from keynode.transport.service import Channel, Handler, Transport
+
+__all__ = ["Channel", "Handler", "Transport", "TransportLimits"]

@@ -1,0 +1,346 @@
+"""One peer connection: drives a sans-I/O :class:`~polykey.wire.session.Session` over
+asyncio streams (docs/spec/transport.md sections 6-7).
+
+A :class:`Connection` performs the handshake, then multiplexes requests in both
+directions, answers keepalives, enforces every limit in :class:`TransportLimits`, and
+closes with a logged reason on any violation, stall or timeout. It never raises out of
+:meth:`Connection.run`; the owning :class:`~keynode.transport.Transport` runs it in its
+TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from keynode.transport.limits import TransportLimits
+from polykey.errors import (
+    ConnectionClosedError,
+    HandshakeError,
+    MessageTooLargeError,
+    PolykeyError,
+    ProtocolViolationError,
+    RemoteError,
+    RequestTimeoutError,
+    TransportError,
+)
+from polykey.ids import NodeId
+from polykey.wire import messages as m
+from polykey.wire.session import Event, HandshakeComplete, MessageReceived, Session
+
+log = logging.getLogger("keynode.transport")
+
+READ_SIZE = 256 * 1024
+_EXPIRED_IDS = 1024
+Dispatcher = Callable[[NodeId, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Connection:
+    """A TCP connection to one peer, authenticated once :meth:`handshake` returns."""
+
+    def __init__(
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        limits: TransportLimits,
+        address: tuple[str, int],
+        dispatcher: Dispatcher,
+        clock: Callable[[], float],
+    ) -> None:
+        self._session = session
+        self._reader = reader
+        self._writer = writer
+        self._limits = limits
+        self.address = address
+        self.outbound = session.initiator
+        self._dispatch = dispatcher
+        self._clock = clock
+        self.peer: NodeId | None = None
+        self.created = clock()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.closed = False
+        self.close_reason: str | None = None
+        self.retiring = False
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._expired: OrderedDict[int, None] = OrderedDict()
+        self._next_id = 1
+        self._slots = asyncio.Semaphore(limits.max_inflight_requests)
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._early: list[Event] = []
+        self._last_sent = self.created
+        self._last_work = self.created
+        self._ping_nonce: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.peer or 'unauthenticated'} {self.address[0]}:{self.address[1]}>"
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending or self._handlers)
+
+    async def handshake(self) -> NodeId:
+        """Run the Noise handshake; the peer's proven NodeId. Closes and raises on failure."""
+        try:
+            async with asyncio.timeout(self._limits.handshake_timeout):
+                self._flush()
+                while self.peer is None:
+                    data = await self._reader.read(READ_SIZE)
+                    if not data:
+                        raise HandshakeError("the peer closed the connection during the handshake")
+                    self.bytes_received += len(data)
+                    events = self._session.receive_data(data)
+                    self._flush()
+                    for ev in events:
+                        if isinstance(ev, HandshakeComplete):
+                            self.peer = ev.peer
+                        else:
+                            self._early.append(ev)
+        except TimeoutError:
+            self.close("handshake timed out", graceful=False)
+            raise HandshakeError("handshake timed out") from None
+        except TransportError as e:
+            self.close(f"handshake failed: {e.message}", graceful=False)
+            raise
+        except OSError as e:
+            self.close(f"handshake failed: {type(e).__name__}", graceful=False)
+            raise HandshakeError("connection lost during the handshake") from None
+        if self.closed:
+            raise ConnectionClosedError(self.close_reason)
+        return self.peer
+
+    async def run(self) -> None:
+        """Serve the established connection until it closes. Never raises."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                if not self.closed:
+                    self._tasks = [tg.create_task(self._read_loop()), tg.create_task(self._keepalive())]
+        except Exception:  # noqa: BLE001 - a bug must not take the node down; it is logged
+            log.exception("connection %r failed", self)
+            self.close("internal error", graceful=False)
+        finally:
+            self.close("connection finished", graceful=False)
+
+    def close(self, reason: str, *, graceful: bool = True, level: int = logging.INFO) -> None:
+        """Close now, for ``reason`` (logged; sent to the peer if ``graceful``). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        log.log(level, "closing connection %r: %s", self, reason)
+        transport = self._writer.transport
+        if graceful and self._session.established:
+            try:
+                self._session.send(m.Close(reason[: m.MAX_TEXT]))
+                self._flush(check=False)
+            except (TransportError, OSError):
+                pass
+        if graceful and transport.get_write_buffer_size() == 0:
+            transport.close()
+        else:
+            transport.abort()
+        self._session.close()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionClosedError(f"connection closed: {reason}"))
+        self._pending.clear()
+        current = asyncio.current_task()
+        for task in [*self._tasks, *self._handlers]:
+            if task is not current:
+                task.cancel()
+
+    # -- sending ---------------------------------------------------------------
+
+    def _flush(self, *, check: bool = True) -> None:
+        data = self._session.data_to_send()
+        if data:
+            self._writer.write(data)
+            self.bytes_sent += len(data)
+            self._last_sent = self._clock()
+        if check and self._writer.transport.get_write_buffer_size() > 2 * self._limits.max_message_size:
+            self.close("the peer is not reading", graceful=False, level=logging.WARNING)
+
+    def _send_nowait(self, message: m.Message) -> None:
+        if not self.closed:
+            self._session.send(message)
+            self._flush()
+
+    async def _send(self, message: m.Message) -> None:
+        if self.closed:
+            raise ConnectionClosedError(f"connection closed: {self.close_reason}")
+        self._session.send(message)
+        self._flush()
+        try:
+            async with asyncio.timeout(self._limits.write_timeout):
+                await self._writer.drain()
+        except TimeoutError:
+            self.close("the peer stopped reading (write timed out)", graceful=False, level=logging.WARNING)
+            raise ConnectionClosedError("the peer stopped reading") from None
+        except OSError:
+            self.close("connection lost while writing", graceful=False)
+            raise ConnectionClosedError("connection lost") from None
+
+    def _alloc_id(self) -> int:
+        while True:
+            rid = self._next_id
+            self._next_id = rid % m.MAX_ID + 1
+            if rid not in self._pending:
+                return rid
+
+    async def request(self, method: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send a request and await its answer (RemoteError if the peer's handler failed)."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._slots:
+                    if self.closed:
+                        raise ConnectionClosedError(f"connection closed: {self.close_reason}")
+                    rid = self._alloc_id()
+                    fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                    self._pending[rid] = fut
+                    self._last_work = self._clock()
+                    try:
+                        await self._send(m.Request(rid, method, body))
+                        return await fut
+                    finally:
+                        if self._pending.pop(rid, None) is not None:
+                            self._expired[rid] = None
+                            while len(self._expired) > _EXPIRED_IDS:
+                                self._expired.popitem(last=False)
+                        self._last_work = self._clock()
+        except TimeoutError:
+            raise RequestTimeoutError(f"no answer to {method!r} within {timeout:g}s") from None
+
+    # -- receiving -------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        for ev in self._early:
+            if not self._on_event(ev):
+                return
+        self._early = []
+        lim = self._limits
+        while not self.closed:
+            mid = self._session.mid_message
+            try:
+                async with asyncio.timeout(lim.stall_timeout if mid else lim.idle_timeout):
+                    data = await self._reader.read(READ_SIZE)
+            except TimeoutError:
+                what = "stalled mid-message" if mid else "idle (no keepalive)"
+                self.close(f"the peer {what}", graceful=not mid, level=logging.WARNING)
+                return
+            except OSError as e:
+                self.close(f"connection lost: {type(e).__name__}", graceful=False)
+                return
+            if not data:
+                self.close("the peer closed the connection" + (" mid-message" if mid else ""), graceful=False)
+                return
+            self.bytes_received += len(data)
+            try:
+                events = self._session.receive_data(data)
+            except TransportError as e:
+                self.close(e.message, graceful=False, level=logging.WARNING)
+                return
+            for ev in events:
+                if not self._on_event(ev):
+                    return
+
+    def _on_event(self, ev: Event) -> bool:
+        """Handle one event; False if the connection closed."""
+        if not isinstance(ev, MessageReceived):
+            self.close("unexpected handshake event", graceful=False, level=logging.WARNING)
+            return False
+        try:
+            self._on_message(ev.message)
+        except ProtocolViolationError as e:
+            self.close(e.message, graceful=False, level=logging.WARNING)
+        return not self.closed
+
+    def _on_message(self, msg: m.Message) -> None:
+        if isinstance(msg, m.Request):
+            self._start_handler(msg)
+        elif isinstance(msg, (m.Response, m.Error)):
+            fut = self._pending.pop(msg.id, None)
+            if fut is None:
+                if msg.id in self._expired:
+                    return  # the answer to a request that already timed out
+                raise ProtocolViolationError("answer to an unknown request id")
+            if fut.done():
+                return
+            if isinstance(msg, m.Response):
+                fut.set_result(msg.body)
+            else:
+                fut.set_exception(
+                    RemoteError(
+                        f"the peer answered {msg.type}: {msg.message}",
+                        remote_type=msg.type,
+                        remote_message=msg.message,
+                    )
+                )
+        elif isinstance(msg, m.Ping):
+            self._send_nowait(m.Pong(msg.nonce))
+        elif isinstance(msg, m.Pong):
+            if msg.nonce != self._ping_nonce:
+                raise ProtocolViolationError("unsolicited keepalive answer")
+            self._ping_nonce = None
+        else:
+            self.close(f"the peer closed the connection: {msg.reason!r}", graceful=False)
+
+    # -- handlers --------------------------------------------------------------
+
+    def _start_handler(self, req: m.Request) -> None:
+        if len(self._handlers) >= self._limits.max_concurrent_handlers or self._tg is None:
+            self._send_nowait(m.Error(req.id, "Busy", "too many concurrent requests"))
+            return
+        task = self._tg.create_task(self._handle(req))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, req: m.Request) -> None:
+        assert self.peer is not None
+        self._last_work = self._clock()
+        reply: m.Message
+        try:
+            async with asyncio.timeout(self._limits.handler_timeout):
+                body = await self._dispatch(self.peer, req.method, req.body)
+            reply = m.Response(req.id, m.check_body(body))
+        except PolykeyError as e:
+            reply = m.Error(req.id, type(e).__name__[: m.MAX_ERROR_TYPE], e.message[: m.MAX_TEXT])
+        except TimeoutError:
+            reply = m.Error(req.id, "RequestTimeoutError", "the handler timed out")
+        except Exception:  # noqa: BLE001 - a handler bug is logged, the peer learns nothing more
+            log.exception("handler for %r from %s failed", req.method, self.peer)
+            reply = m.Error(req.id, "InternalError", "internal error")
+        try:
+            try:
+                await self._send(reply)
+            except MessageTooLargeError as e:
+                await self._send(m.Error(req.id, "MessageTooLargeError", e.message))
+        except TransportError:
+            pass  # the connection is closing; its reason is already logged
+        finally:
+            self._last_work = self._clock()
+
+    # -- keepalive and retirement ----------------------------------------------
+
+    async def _keepalive(self) -> None:
+        lim = self._limits
+        tick = min(lim.keepalive_interval, lim.retire_grace) / 2
+        while not self.closed:
+            await asyncio.sleep(tick)
+            now = self._clock()
+            if self.retiring and not self.busy and now - self._last_work >= lim.retire_grace:
+                self.close("duplicate connection retired")
+                return
+            if self._ping_nonce is None and now - self._last_sent >= lim.keepalive_interval:
+                self._ping_nonce = int.from_bytes(os.urandom(8), "big")
+                self._send_nowait(m.Ping(self._ping_nonce))
