@@ -1,0 +1,284 @@
+"""The sans-I/O Session (Noise XX + identity proof + message layer) fed scripted bytes."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from polykey import crypto
+from polykey.errors import (
+    AuthenticationError,
+    HandshakeError,
+    MessageTooLargeError,
+    PeerIdentityMismatchError,
+    ProtocolViolationError,
+    TransportError,
+)
+from polykey.keys.keypair import KeyPair
+from polykey.wire import messages as m
+from polykey.wire.frames import encode_frame
+from polykey.wire.noise import HandshakeState
+from polykey.wire.session import (
+    HANDSHAKE_SIZES,
+    IDENTITY_PREFIX,
+    HandshakeComplete,
+    MessageReceived,
+    PROLOGUE,
+    PROTOCOL_NAME,
+    Session,
+    State,
+    identity_statement,
+)
+
+A = KeyPair.from_seed(bytes(range(32)))
+B = KeyPair.from_seed(bytes(range(1, 33)))
+C = KeyPair.from_seed(bytes(range(2, 34)))
+
+
+def pair(expected: KeyPair | None = B, max_message_size: int = 1 << 21) -> tuple[Session, Session]:
+    i = Session(A, initiator=True, expected_peer=expected.node_id if expected else None,
+                max_message_size=max_message_size)
+    r = Session(B, initiator=False, max_message_size=max_message_size)
+    return i, r
+
+
+def handshake(i: Session, r: Session) -> None:
+    assert r.receive_data(i.data_to_send()) == []
+    assert i.receive_data(r.data_to_send()) == [HandshakeComplete(B.node_id)]
+    assert r.receive_data(i.data_to_send()) == [HandshakeComplete(A.node_id)]
+
+
+def raw_frame(s: Session, plaintext: bytes) -> bytes:
+    """Encrypt ``plaintext`` as the next transport frame, bypassing the message encoder."""
+    assert s._send is not None
+    return encode_frame(s._send.encrypt_with_ad(b"", plaintext))
+
+
+def raw_message(s: Session, data: bytes) -> bytes:
+    return raw_frame(s, len(data).to_bytes(4, "big") + data)
+
+
+def test_handshake_authenticates_both_sides_and_sizes_are_exact() -> None:
+    i, r = pair()
+    m1 = i.data_to_send()
+    assert len(m1) == 2 + HANDSHAKE_SIZES[0]
+    r.receive_data(m1)
+    m2 = r.data_to_send()
+    assert len(m2) == 2 + HANDSHAKE_SIZES[1]
+    assert i.receive_data(m2) == [HandshakeComplete(B.node_id)]
+    m3 = i.data_to_send()
+    assert len(m3) == 2 + HANDSHAKE_SIZES[2]
+    assert r.receive_data(m3) == [HandshakeComplete(A.node_id)]
+    assert i.established and r.established
+    assert i.peer == B.node_id and r.peer == A.node_id
+
+
+def test_handshake_survives_one_byte_at_a_time_and_pipelined_message() -> None:
+    i, r = pair()
+    for b in i.data_to_send():
+        assert r.receive_data(bytes([b])) == []
+    events = []
+    for b in r.data_to_send():
+        events += i.receive_data(bytes([b]))
+    assert events == [HandshakeComplete(B.node_id)]
+    i.send(m.Request(1, "ping", {}))
+    # message 3 and the first request arrive in one read
+    events = r.receive_data(i.data_to_send())
+    assert events == [HandshakeComplete(A.node_id), MessageReceived(m.Request(1, "ping", {}))]
+
+
+def test_identity_proof_is_a_signature_over_the_documented_statement() -> None:
+    """Check the responder's payload with a bare Noise initiator (docs/spec/transport.md s.4)."""
+    hs = HandshakeState(PROTOCOL_NAME, initiator=True, prologue=PROLOGUE, s=A.x25519_private)
+    r = Session(B, initiator=False)
+    r.receive_data(encode_frame(hs.write_message(b"")))
+    payload = hs.read_message(r.data_to_send()[2:])
+    assert len(payload) == 97 and payload[0] == 1 and payload[1:33] == B.public_key
+    assert hs.rs == crypto.x25519_public(B.x25519_private)
+    statement = IDENTITY_PREFIX + b"R" + hs.rs + hs.payload_h
+    assert statement == identity_statement(b"R", hs.rs, hs.payload_h)
+    assert IDENTITY_PREFIX == b"polykey-transport/1 noise identity\x00"
+    crypto.verify(B.public_key, statement, payload[33:])
+    with pytest.raises(AuthenticationError):  # not valid for the other role
+        crypto.verify(B.public_key, IDENTITY_PREFIX + b"I" + hs.rs + hs.payload_h, payload[33:])
+
+
+def test_dialling_the_wrong_identity_fails_before_revealing_ours() -> None:
+    i, r = pair(expected=C)
+    r.receive_data(i.data_to_send())
+    with pytest.raises(PeerIdentityMismatchError):
+        i.receive_data(r.data_to_send())
+    assert i.data_to_send() == b""  # message 3 (our identity) never sent
+    assert i.state is State.CLOSED
+    with pytest.raises(ProtocolViolationError):
+        i.receive_data(b"x")
+
+
+def test_a_peer_claiming_our_own_identity_is_refused() -> None:
+    i = Session(A, initiator=True)
+    r = Session(A, initiator=False)
+    r.receive_data(i.data_to_send())
+    with pytest.raises(HandshakeError):
+        i.receive_data(r.data_to_send())
+
+
+def test_reflected_proof_is_rejected() -> None:
+    """A proof made for the other role (R vs I) does not verify."""
+    i, r = pair()
+    r.receive_data(i.data_to_send())
+    i.receive_data(r.data_to_send())
+    m3 = bytearray(i.data_to_send())
+    m3[-20] ^= 1  # tamper anywhere: AEAD fails
+    with pytest.raises(HandshakeError):
+        r.receive_data(bytes(m3))
+
+
+@pytest.mark.parametrize("step", [0, 1, 2])
+@pytest.mark.parametrize("flip", [2, 20, -1])
+def test_tampered_handshake_messages_fail(step: int, flip: int) -> None:
+    """A flipped bit anywhere fails the handshake (message 1 is only detected at message 2)."""
+    i, r = pair()
+    sides = [(i, r), (r, i), (i, r)]
+    with pytest.raises(TransportError):
+        for k in range(3):
+            sender, receiver = sides[k]
+            data = bytearray(sender.data_to_send())
+            if k == step:
+                data[flip] ^= 0x40
+            receiver.receive_data(bytes(data))
+    assert not (i.established and r.established)
+
+
+@pytest.mark.parametrize("size", [0, 31, 33, 64, 65535])
+def test_wrong_size_first_message_is_refused_from_its_length(size: int) -> None:
+    r = Session(B, initiator=False)
+    with pytest.raises(ProtocolViolationError, match="frame length"):
+        r.receive_data(size.to_bytes(2, "big"))
+
+
+def test_truncated_handshake_waits_then_nothing_is_established() -> None:
+    i, r = pair()
+    m1 = i.data_to_send()
+    assert r.receive_data(m1[:-1]) == []
+    assert r.mid_message and not r.established
+
+
+@given(st.binary(max_size=400))
+@settings(max_examples=300)
+def test_random_bytes_never_establish_and_only_raise_transport_errors(data: bytes) -> None:
+    r = Session(B, initiator=False)
+    try:
+        r.receive_data(data)
+    except TransportError:
+        assert r.state is State.CLOSED
+    assert not r.established
+    i = Session(A, initiator=True)
+    i.data_to_send()
+    try:
+        i.receive_data(data)
+    except TransportError:
+        pass
+    assert not i.established
+
+
+def test_messages_round_trip_including_multi_frame() -> None:
+    i, r = pair()
+    handshake(i, r)
+    big = bytes(range(256)) * 5000  # 1.28 MB: 20 frames
+    i.send(m.Request(7, "sync.pull", {"blob": big}))
+    i.send(m.Ping(3))
+    data = i.data_to_send()
+    events = []
+    for k in range(0, len(data), 9999):
+        events += r.receive_data(data[k : k + 9999])
+    assert events == [MessageReceived(m.Request(7, "sync.pull", {"blob": big})), MessageReceived(m.Ping(3))]
+    r.send(m.Response(7, {"ok": True}))
+    assert i.receive_data(r.data_to_send()) == [MessageReceived(m.Response(7, {"ok": True}))]
+
+
+def test_replayed_frame_closes() -> None:
+    i, r = pair()
+    handshake(i, r)
+    i.send(m.Ping(1))
+    frame = i.data_to_send()
+    r.receive_data(frame)
+    with pytest.raises(ProtocolViolationError, match="replayed or reordered"):
+        r.receive_data(frame)
+    assert r.state is State.CLOSED
+
+
+def test_reordered_frames_close() -> None:
+    i, r = pair()
+    handshake(i, r)
+    i.send(m.Ping(1))
+    f1 = i.data_to_send()
+    i.send(m.Ping(2))
+    f2 = i.data_to_send()
+    with pytest.raises(ProtocolViolationError, match="replayed or reordered"):
+        r.receive_data(f2 + f1)
+
+
+def test_frame_from_another_session_closes() -> None:
+    i, r = pair()
+    handshake(i, r)
+    i2, r2 = pair()
+    handshake(i2, r2)
+    i2.send(m.Ping(1))
+    with pytest.raises(ProtocolViolationError):
+        r.receive_data(i2.data_to_send())
+
+
+def test_oversized_message_header_closes_before_buffering() -> None:
+    i, r = pair(max_message_size=1000)
+    handshake(i, r)
+    with pytest.raises(ProtocolViolationError, match="message length 1001"):
+        r.receive_data(raw_frame(i, (1001).to_bytes(4, "big") + b"x" * 10))
+
+
+def test_sending_an_oversized_message_is_refused_locally() -> None:
+    i, r = pair(max_message_size=1000)
+    handshake(i, r)
+    with pytest.raises(MessageTooLargeError):
+        i.send(m.Request(1, "x", {"b": b"y" * 1000}))
+    assert i.data_to_send() == b""
+    assert i.established
+
+
+def test_unknown_message_type_closes() -> None:
+    i, r = pair()
+    handshake(i, r)
+    with pytest.raises(ProtocolViolationError, match="unknown message type"):
+        r.receive_data(raw_message(i, msgpack.packb([1, 99, 0])))
+
+
+def test_frame_running_past_a_message_end_closes() -> None:
+    i, r = pair()
+    handshake(i, r)
+    body = m.encode(m.Ping(1))
+    with pytest.raises(ProtocolViolationError, match="past the end"):
+        r.receive_data(raw_frame(i, len(body).to_bytes(4, "big") + body + b"\x00"))
+
+
+def test_zero_length_and_truncated_header_close() -> None:
+    i, r = pair()
+    handshake(i, r)
+    with pytest.raises(ProtocolViolationError):
+        r.receive_data(raw_frame(i, b"\x00\x00\x00\x00"))
+    i, r = pair()
+    handshake(i, r)
+    with pytest.raises(ProtocolViolationError, match="header truncated"):
+        r.receive_data(raw_frame(i, b"\x00\x01"))
+
+
+def test_stall_state_is_visible_mid_message() -> None:
+    i, r = pair()
+    handshake(i, r)
+    assert not r.mid_message
+    i.send(m.Request(1, "x", {"b": b"y" * 100_000}))
+    data = i.data_to_send()
+    r.receive_data(data[:70_000])  # one whole frame of two
+    assert r.mid_message
+    r.receive_data(data[70_000:])
+    assert not r.mid_message

@@ -1,0 +1,146 @@
+"""Frames and transport messages: hypothesis round-trips and strict rejection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from polykey.errors import ProtocolViolationError
+from polykey.wire import messages as m
+from polykey.wire.frames import FrameDecoder, encode_frame
+
+bodies_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=20) | st.binary(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+bodies = st.dictionaries(st.text(max_size=10), bodies_values, max_size=5)
+ids = st.integers(1, m.MAX_ID)
+methods = st.from_regex(m.METHOD_RE, fullmatch=True)
+texts = st.text(max_size=50)
+nonces = st.integers(0, m.MAX_NONCE)
+any_message = st.one_of(
+    st.builds(m.Request, ids, methods, bodies),
+    st.builds(m.Response, ids, bodies),
+    st.builds(m.Error, ids, st.text(max_size=m.MAX_ERROR_TYPE), texts),
+    st.builds(m.Ping, nonces),
+    st.builds(m.Pong, nonces),
+    st.builds(m.Close, texts),
+)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=3000), max_size=8), st.data())
+def test_framer_round_trips_under_any_chunking(bodies: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(encode_frame(b) for b in bodies)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    dec = FrameDecoder()
+    out: list[bytes] = []
+    prev = 0
+    for c in [*cuts, len(stream)]:
+        out += dec.add_and_parse(stream[prev:c])
+        prev = c
+    assert out == bodies
+    assert dec.buffered == 0
+
+
+@given(st.integers(0, 65535))
+def test_framer_refuses_lengths_outside_its_bounds_from_the_header(n: int) -> None:
+    dec = FrameDecoder(min_size=16, max_size=1000)
+    header = n.to_bytes(2, "big")
+    if 16 <= n <= 1000:
+        assert dec.add_and_parse(header) == []
+        assert dec.buffered == 2
+    else:
+        with pytest.raises(ProtocolViolationError, match="frame length"):
+            dec.add_and_parse(header)
+
+
+def test_encode_frame_bounds() -> None:
+    with pytest.raises(ValueError):
+        encode_frame(b"")
+    with pytest.raises(ValueError):
+        encode_frame(b"x" * 65536)
+    assert encode_frame(b"ab") == b"\x00\x02ab"
+
+
+@given(any_message)
+@settings(max_examples=300)
+def test_messages_round_trip_byte_for_byte(msg: m.Message) -> None:
+    data = m.encode(msg)
+    assert m.decode(data) == msg
+    assert m.encode(m.decode(data)) == data
+
+
+@given(any_message, st.binary(min_size=1, max_size=4))
+def test_trailing_bytes_are_rejected(msg: m.Message, tail: bytes) -> None:
+    with pytest.raises(ProtocolViolationError):
+        m.decode(m.encode(msg) + tail)
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=500)
+def test_random_bytes_decode_or_raise_protocol_violation_only(data: bytes) -> None:
+    try:
+        msg = m.decode(data)
+    except ProtocolViolationError:
+        return
+    assert m.encode(msg) == data
+
+
+@pytest.mark.parametrize(
+    "obj,why",
+    [
+        ([2, m.T_PING, 1], "version"),
+        ([1, 99, 1], "unknown message type"),
+        ([1, m.T_PING], "fields"),
+        ([1, m.T_PING, 1, 2], "fields"),
+        ([1, m.T_PING, -1], "nonce"),
+        ([1, m.T_PING, True], "nonce"),
+        ([1, m.T_REQUEST, 0, "ping", {}], "request id"),
+        ([1, m.T_REQUEST, 2**32, "ping", {}], "request id"),
+        ([1, m.T_REQUEST, 1, "Ping", {}], "method"),
+        ([1, m.T_REQUEST, 1, "x" * 65, {}], "method"),
+        ([1, m.T_REQUEST, 1, "ping", []], "body"),
+        ([1, m.T_RESPONSE, 1, {"a": {"b": {}}} ], None),
+        ([1, m.T_ERROR, 1, "E" * 65, ""], "error type"),
+        ([1, m.T_CLOSE, "x" * 1025], "close reason"),
+        ({"v": 1}, "array"),
+    ],
+)
+def test_schema_violations(obj: Any, why: str | None) -> None:
+    data = msgpack.packb(obj, use_bin_type=True)
+    if why is None:
+        m.decode(data)
+        return
+    with pytest.raises(ProtocolViolationError, match=why):
+        m.decode(data)
+
+
+def test_non_canonical_and_foreign_encodings_are_rejected() -> None:
+    canonical = m.encode(m.Ping(5))
+    assert canonical == b"\x93\x01\x04\x05"
+    for bad in (
+        b"\x93\x01\x04\xcc\x05",  # 5 as uint8 instead of fixint
+        b"\xdc\x00\x03\x01\x04\x05",  # array16 header
+        b"\x93\x01\x06\xd9\x01x",  # str8 for a 1-char string
+        msgpack.packb([1, m.T_RESPONSE, 1, {"a": 1.5}], use_single_float=True),
+        msgpack.packb([1, m.T_RESPONSE, 1, {1: 2}], use_bin_type=True),  # int key
+        b"\x94\x01\x03\x01\xc7\x01\x05x\xa0",  # ext type
+    ):
+        with pytest.raises(ProtocolViolationError):
+            m.decode(bad)
+
+
+def test_deep_nesting_is_rejected() -> None:
+    deep: Any = {}
+    for _ in range(m.MAX_DEPTH + 1):
+        deep = {"a": deep}
+    with pytest.raises(ProtocolViolationError, match="deeply"):
+        m.decode(msgpack.packb([1, m.T_RESPONSE, 1, deep]))
+    with pytest.raises(ProtocolViolationError):
+        m.decode(b"\x91" * 100_000)
