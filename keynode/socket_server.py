@@ -28,7 +28,7 @@ _UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; 
 
 #: A client that announced a frame must deliver its body within this many seconds.
 BODY_TIMEOUT = 10.0
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = 64
 BACKLOG = 128
 
 

@@ -58,3 +58,17 @@ class UnixAddress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def default_node_path() -> str:
+    """``$PK_NODE_PATH``, else the user's data dir: the same rule as ``polykey.keys.store``."""
+    env = os.environ.get("PK_NODE_PATH")
+    if env:
+        return env
+    import sys
+
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        return os.path.join(home, "Library", "Application Support", "polykey")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return os.path.join(xdg if xdg else os.path.join(home, ".local", "share"), "polykey")

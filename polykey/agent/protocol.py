@@ -21,8 +21,8 @@ from polykey.errors import AgentProtocolError
 VERSION = 1
 HEADER = struct.Struct(">I")
 #: Largest frame body either side accepts (spec section 2). A secret value travels base64-encoded,
-#: so secrets up to about 3 MiB fit.
-MAX_FRAME = 4 * 1024 * 1024
+#: so the largest secret (16 MiB, polykey.vaults.format.MAX_SECRET_BYTES) fits with room to spare.
+MAX_FRAME = 24 * 1024 * 1024
 MAX_ID = 2**53 - 1
 MAX_METHOD = 64
 _METHOD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")

@@ -13,6 +13,11 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    from polykey.cli.fast import dispatch
+
+    code = dispatch(args)
+    if code is not None:
+        return code
     from polykey.cli.app import run
 
     return run(args)

@@ -8,6 +8,7 @@ from polykey import __version__
 from polykey.cli.common import common_options
 from polykey.cli.errors import run_guarded
 from polykey.cli.agent import agent
+from polykey.cli.automation import inject_command, run_command, secrets_env
 from polykey.cli.keys import bootstrap, keys
 from polykey.cli.secrets import secrets
 from polykey.cli.vaults import vaults
@@ -30,6 +31,9 @@ cli.add_command(bootstrap)
 cli.add_command(keys)
 cli.add_command(vaults)
 cli.add_command(secrets)
+secrets.add_command(secrets_env)
+cli.add_command(run_command)
+cli.add_command(inject_command)
 cli.add_command(agent)
 
 

@@ -1,12 +1,16 @@
-"""The one place where errors become one-line messages and exit codes (docs/cli.md)."""
+"""The one place where errors become one-line messages and exit codes (docs/cli.md).
+
+Both routes into ``pk`` use :func:`run_guarded`: the click application and the
+click-free fast path for the hot machine commands (``polykey.cli.fast``). Click is
+therefore never imported here: its exceptions can only exist once the click app
+has imported it, so they are looked up in ``sys.modules`` when an error happens.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Callable
-
-import click
 
 from polykey.errors import EX_SOFTWARE, EX_USAGE, PolykeyError
 
@@ -18,24 +22,33 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+def _click_exit_code(e: BaseException) -> int | None:
+    """The exit code for a click exception, or None if ``e`` is not one."""
+    click = sys.modules.get("click")
+    if click is None:
+        return None
+    if isinstance(e, click.exceptions.Exit):
+        return int(e.exit_code)
+    if isinstance(e, click.exceptions.Abort):
+        _say("aborted")
+        return EXIT_INTERRUPTED
+    if isinstance(e, click.exceptions.UsageError):
+        e.show(file=sys.stderr)
+        return EX_USAGE
+    if isinstance(e, click.ClickException):
+        _say(e.format_message())
+        return EX_USAGE
+    return None
+
+
 def run_guarded(invoke: Callable[[], object]) -> int:
-    """Run ``invoke`` (the click app in non-standalone mode) and map every outcome to an exit code."""
+    """Run ``invoke`` (the click app in non-standalone mode, or a fast-path command) and map every
+    outcome to an exit code."""
     try:
         result = invoke()
     except PolykeyError as e:
         _say(e.message)
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.exceptions.Abort:
-        _say("aborted")
-        return EXIT_INTERRUPTED
-    except click.exceptions.UsageError as e:
-        e.show(file=sys.stderr)
-        return EX_USAGE
-    except click.ClickException as e:
-        _say(e.format_message())
-        return EX_USAGE
     except KeyboardInterrupt:
         _say("interrupted")
         return EXIT_INTERRUPTED
@@ -47,6 +60,9 @@ def run_guarded(invoke: Callable[[], object]) -> int:
             pass
         return 0
     except Exception as e:  # noqa: BLE001 - last line of defence, never a traceback with data
+        code = _click_exit_code(e)
+        if code is not None:
+            return code
         if os.environ.get("PK_DEBUG"):
             raise
         _say(f"internal error ({type(e).__name__}); rerun with PK_DEBUG=1 for details")

@@ -93,13 +93,11 @@ def secrets_set(target: str, from_file: Path | None) -> None:
 def secrets_get(target: str, commit: str | None) -> None:
     """Print a secret's raw value (a newline is added only on a terminal)."""
     s = settings()
-    vault, path = split_secret_path(target)
-    with backend(s) as b:
-        value = b.get_secret(vault, path, commit)
-    if s.json:
-        emit(s, "", {"path": path.strip("/"), **value_json(value)})
-    else:
-        write_value(value)
+    # The same code as the click-free fast path (polykey.cli.fast), so both routes agree.
+    from polykey.cli import hot
+
+    opts = hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
+    hot.secrets_get(opts, target, commit)
 
 
 for _name in ("set", "write"):

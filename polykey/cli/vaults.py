@@ -1,9 +1,8 @@
 """``pk vaults``: create, list, rename, delete, log, version, members, verify.
 
 Every vault and secret command calls :func:`backend`, which yields an object
-with :class:`polykey.vaults.service.VaultService`'s methods. Today it opens the
-node directly (unlocking the key with the password); the agent issue swaps it
-for a socket client with the same methods.
+with :class:`polykey.vaults.service.VaultService`'s methods: a client of the
+node's agent (polykey.agent.remote), which is started on demand.
 """
 
 from __future__ import annotations
@@ -11,24 +10,27 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import click
 
-from polykey.cli.common import Settings, common_options, emit, node_password, settings
+from polykey.cli.common import Settings, common_options, emit, settings
 from polykey.errors import InvalidInputError
 from polykey.vaults.service import VaultService
 
 
 @contextmanager
 def backend(s: Settings) -> Iterator[VaultService]:
-    """The vault API for one command: today an in-process VaultService on the unlocked node."""
-    pair = s.node.unlock(node_password(s))
-    service = VaultService(s.node_path, pair)
+    """The vault API for one command: VaultService's methods, called through the node's agent
+    (started on demand; see polykey.cli.agent.session)."""
+    from polykey.agent.remote import RemoteVaultService
+    from polykey.cli.agent import session
+
+    remote = RemoteVaultService(session(s))
     try:
-        yield service
+        yield cast(VaultService, remote)
     finally:
-        service.close()
+        remote.close()
 
 
 def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:

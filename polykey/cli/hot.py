@@ -1,0 +1,227 @@
+"""The hot machine commands, without click: ``pk secrets get`` and ``pk secrets env``.
+
+Both routes into ``pk`` run these same functions: the click commands
+(``polykey.cli.secrets``, ``polykey.cli.automation``) after click parsed the
+arguments, and the fast dispatcher (``polykey.cli.fast``) which parses them
+itself and never imports click. Only the standard library and ``polykey.agent``
+are imported here (docs/performance.md "Fast path").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from polykey.agent.passwords import PasswordSource
+from polykey.agent.paths import default_node_path
+from polykey.agent.session import Session
+from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError
+
+ENV_FORMATS = ("unix", "json", "dotenv")
+ENV_INVALID = ("error", "warn", "ignore")
+ENV_DUPLICATE = ("keep", "overwrite", "warn", "error")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Options:
+    """The common options (docs/cli.md): node path, password file, output format."""
+
+    __slots__ = ("node_path", "password_file", "format")
+
+    def __init__(self, node_path: str | None, password_file: str | None, fmt: str | None) -> None:
+        self.node_path = str(node_path) if node_path else default_node_path()
+        self.password_file = str(password_file) if password_file is not None else None
+        fmt = fmt or os.environ.get("PK_FORMAT") or "human"
+        if fmt not in ("human", "json"):
+            raise InvalidInputError("PK_FORMAT must be 'human' or 'json'")
+        self.format = fmt
+
+    @property
+    def json(self) -> bool:
+        return self.format == "json"
+
+    def session(self) -> Session:
+        return Session(self.node_path, PasswordSource(self.password_file))
+
+
+def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:
+    """``VAULT:PATH`` -> ``(vault, path)`` (the same rule as ``polykey.cli.vaults``)."""
+    vault, sep, path = text.partition(":")
+    if not vault:
+        raise InvalidInputError(f"{text!r} must be written VAULT:PATH")
+    if not sep or not path.strip("/"):
+        if need_path:
+            raise InvalidInputError(f"{text!r} must be written VAULT:PATH (e.g. myvault:db/password)")
+        path = ""
+    return vault, path
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def value_json(value: bytes) -> dict[str, str]:
+    try:
+        return {"value": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        import binascii
+
+        return {"valueBase64": binascii.b2a_base64(value, newline=False).decode("ascii")}
+
+
+def write_value(value: bytes) -> None:
+    """The raw value on stdout; a newline only when stdout is a terminal."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    out.write(value)
+    if sys.stdout.isatty():
+        out.write(b"\n")
+    out.flush()
+
+
+# -- pk secrets get ----------------------------------------------------------------------
+
+
+def secrets_get(opts: Options, target: str, commit: str | None) -> None:
+    vault, path = split_secret_path(target)
+    params: dict[str, Any] = {"vault": vault, "path": path}
+    if commit is not None:
+        params["commit"] = commit
+    with opts.session() as s:
+        value = s.call("secrets.get", params)
+    if not isinstance(value, bytes):
+        raise InvalidInputError("the agent answered secrets.get without a value")
+    if opts.json:
+        _print_json({"path": path.strip("/"), **value_json(value)})
+    else:
+        write_value(value)
+
+
+# -- pk secrets env --------------------------------------------------------------------
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"pk: warning: {message}\n")
+    sys.stderr.flush()
+
+
+def parse_env_target(text: str) -> tuple[str, str, str | None]:
+    """``vault:path[=NAME]`` or ``vault[:dir]`` -> ``(vault, path, NAME or None)``."""
+    spec, name = text, None
+    if "=" in text:
+        spec, _, name = text.rpartition("=")
+        if not name:
+            raise InvalidInputError(f"{text!r}: the variable name after '=' is empty")
+    vault, path = split_secret_path(spec, need_path=False)
+    return vault, path, name
+
+
+def collect_env(
+    opts: Options, targets: list[str], invalid: str = "error", duplicate: str = "overwrite"
+) -> dict[str, bytes]:
+    """The variables ``targets`` name, resolved through the agent, after the name policies."""
+    if not targets:
+        raise InvalidInputError("name at least one VAULT:PATH[=NAME] or VAULT[:DIR]")
+    parsed = [parse_env_target(t) for t in targets]
+    with opts.session() as s:
+        resolved = s.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p, _ in parsed]})
+    env: dict[str, bytes] = {}
+    for (vault, path, name), ref in zip(parsed, resolved):
+        items: list[dict[str, Any]] = ref["secrets"]
+        if name is not None and not (len(items) == 1 and items[0]["path"].strip("/") == path.strip("/")):
+            raise InvalidInputError(f"{vault}:{path} is a directory; '=NAME' names a single secret")
+        for item in items:
+            var = name if name is not None else item["path"].rstrip("/").rsplit("/", 1)[-1]
+            where = f"{vault}:{item['path']}"
+            if not _ENV_NAME.fullmatch(var):
+                message = f"{where}: {var!r} is not a valid environment variable name (rename it with =NAME)"
+                if invalid == "error":
+                    raise EnvNameError(message, name=var)
+                if invalid == "warn":
+                    _warn(message + "; skipped")
+                continue
+            if var in env:
+                message = f"{where}: {var} is set more than once"
+                if duplicate == "error":
+                    raise EnvNameError(message, name=var)
+                if duplicate == "keep":
+                    continue
+                if duplicate == "warn":
+                    _warn(message + "; the last one wins")
+            env[var] = item["value"]
+    return env
+
+
+def _sh_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def _dotenv_quote(value: str) -> str:
+    if "'" not in value and "\n" not in value and "\r" not in value:
+        return "'" + value + "'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return '"' + escaped + '"'
+
+
+def _text_values(env: dict[str, bytes]) -> dict[str, str]:
+    out = {}
+    for name, value in env.items():
+        try:
+            out[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"{name}: the value is not UTF-8 text and cannot be printed; run a command with it instead") from None
+    return out
+
+
+def format_env(env: dict[str, bytes], env_format: str) -> str:
+    if env_format == "json":
+        return json.dumps(_text_values(env)) + "\n"
+    for name, value in env.items():
+        if b"\0" in value:
+            raise InvalidInputError(f"{name}: the value contains a NUL byte and cannot be an environment variable")
+    text = _text_values(env)
+    if env_format == "dotenv":
+        return "".join(f"{k}={_dotenv_quote(v)}\n" for k, v in text.items())
+    return "".join(f"export {k}={_sh_quote(v)}\n" for k, v in text.items())
+
+
+def exec_with_env(command: list[str], env: dict[str, bytes]) -> None:
+    """Replace this process by ``command`` with ``env`` added: its exit code and signals are ours."""
+    if not command:
+        raise InvalidInputError("no command given after --")
+    merged = dict(os.environb)
+    for name, value in env.items():
+        if b"\0" in value:
+            raise InvalidInputError(f"{name}: the value contains a NUL byte and cannot be an environment variable")
+        merged[name.encode("utf-8")] = value
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], command, merged)
+    except FileNotFoundError:
+        raise CommandNotFoundError(f"command not found: {command[0]}") from None
+    except PermissionError:
+        raise CommandNotFoundError(f"command not executable: {command[0]}") from None
+    except OSError as e:
+        raise CommandNotFoundError(f"cannot run {command[0]}: {e.strerror}") from None
+
+
+def secrets_env(
+    opts: Options,
+    targets: list[str],
+    command: list[str] | None,
+    env_format: str | None = None,
+    invalid: str = "error",
+    duplicate: str = "overwrite",
+) -> None:
+    env = collect_env(opts, targets, invalid, duplicate)
+    if command is not None:
+        exec_with_env(command, env)
+        return
+    chosen = env_format or ("json" if opts.json else "unix")
+    sys.stdout.write(format_env(env, chosen))
+    sys.stdout.flush()
