@@ -1,0 +1,240 @@
+"""History verification against forged, unsigned, unauthorised and tampered commits, and stock git.
+
+Bad commits are crafted at the git level with the real repository, real keys and real signatures;
+`git verify-commit` and `git fsck` are the real git binary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from polykey.crypto import sshsig
+from polykey.errors import (
+    VaultIntegrityError,
+    VaultPermissionError,
+    VaultVerificationError,
+)
+from polykey.ids import NodeId
+from polykey.keys.keypair import KeyPair, ssh_public_key_line
+from polykey.vaults.format import Members, WrappedKeys, join_path, keys_file_name
+from polykey.vaults.index import NameIndex
+from polykey.vaults.repo import BLOB
+from polykey.vaults.service import VaultService
+from polykey.vaults.vault import Vault, author_email
+
+
+@pytest.fixture
+def owner() -> KeyPair:
+    return KeyPair.generate()
+
+
+@pytest.fixture
+def svc(tmp_path: Path, owner: KeyPair) -> Iterator[VaultService]:
+    s = VaultService(tmp_path / "node", owner)
+    s.create_vault("work")
+    s.set_secret("work", "db/password", b"hunter2")
+    s.set_secret("work", "api/token", b"tok")
+    yield s
+    s.close()
+
+
+def vault_of(svc: VaultService) -> Vault:
+    return svc._vault("work")  # noqa: SLF001 - tests craft commits on the real repository
+
+
+def craft(v: Vault, changes: dict[tuple[str, ...], tuple[str, str] | None], signer: KeyPair | None,
+          author: NodeId | None = None, message: str = "set secret\n",
+          sign_payload: bytes | None = None) -> str:
+    """A commit on HEAD with raw (already encrypted) tree changes, signed as asked."""
+    with v.repo.write_lock():
+        head = v.repo.head()
+        assert head is not None
+        tree = v.repo.apply(v.repo.commit_info(head).tree, changes)
+        who = author or (signer.node_id if signer else v.me)
+        if signer is None:
+            repo = pygit2.Repository(str(v.repo.path))
+            sig = pygit2.Signature(str(who), author_email(who), 1_800_000_000, 0)
+            oid = repo.create_commit("refs/heads/main", sig, sig, message, pygit2.Oid(hex=tree),
+                                     [pygit2.Oid(hex=head)])
+            return str(oid)
+        return v.repo.commit(
+            tree, [head], str(who), author_email(who), 1_800_000_000, message,
+            lambda payload: sshsig.sign(signer.seed, sign_payload if sign_payload is not None else payload),
+        )
+
+
+def secret_change(v: Vault, path: str, value: bytes) -> dict[tuple[str, ...], tuple[str, str] | None]:
+    snap = v.snapshot()
+    assert snap.keys is not None
+    parts = tuple(path.split("/"))
+    blob = v.repo.write_blob(snap.keys.encrypt_secret(join_path(parts), value))
+    return {v.enc(snap.keys, parts): (BLOB, blob)}
+
+
+def member_change(v: Vault, owner: KeyPair, new: NodeId, role: str) -> dict[tuple[str, ...], tuple[str, str] | None]:
+    snap = v.snapshot()
+    name = keys_file_name(snap.info.epoch)
+    old = WrappedKeys.decode(v.repo.read_blob(v.repo.entry(snap.tree, f".pk/keys/{name}")[1]))  # type: ignore[index]
+    secret = old.unwrap(owner.seed, owner.node_id)
+    assert secret is not None
+    roles = dict(snap.members.roles)
+    roles[new] = role
+    members = Members(tuple(sorted(roles.items())))
+    wrapped = WrappedKeys.create(snap.info.epoch, secret, list(roles))
+    return {
+        (".pk", "members"): (BLOB, v.repo.write_blob(members.encode())),
+        (".pk", "keys", name): (BLOB, v.repo.write_blob(wrapped.encode())),
+    }
+
+
+def expect_bad(svc: VaultService, commit: str, words: str) -> None:
+    with pytest.raises(VaultVerificationError) as info:
+        svc.verify("work")
+    assert info.value.data["commit"] == commit
+    assert commit in info.value.message and words in info.value.message
+
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+
+
+def test_clean_history_verifies(svc: VaultService) -> None:
+    out = svc.verify("work")
+    assert out == {"ok": True, "commits": 3, "head": vault_of(svc).repo.head()}
+
+
+def test_stock_git_verifies_signatures_and_fsck_is_clean(svc: VaultService, tmp_path: Path) -> None:
+    svc.mkdir("work", "d")
+    svc.move("work", "api", "d")
+    repo = vault_of(svc).repo.path
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text("".join(
+        f"{m['nodeId']}@polykey {ssh_public_key_line(NodeId.from_text(m['nodeId']).raw)}\n"
+        for m in svc.members("work")
+    ))
+    commits = [c["commit"] for c in svc.log("work")]
+    assert len(commits) == 5
+    for c in commits:
+        r = git(repo, "-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", c)
+        assert r.returncode == 0, r.stderr
+        assert 'Good "git" signature' in r.stderr
+    r = git(repo, "fsck", "--strict", "--no-dangling")
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    messages = git(repo, "log", "--format=%B").stdout
+    for name in ("db", "password", "api", "token"):
+        assert name not in messages
+
+
+def test_stock_git_rejects_a_stranger(svc: VaultService, tmp_path: Path) -> None:
+    stranger = KeyPair.generate()
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"{stranger.node_id}@polykey {ssh_public_key_line(stranger.public_key)}\n")
+    head = svc.log("work", 1)[0]["commit"]
+    r = git(vault_of(svc).repo.path, "-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={allowed}",
+            "verify-commit", head)
+    assert r.returncode != 0
+
+
+def test_missing_signature(svc: VaultService) -> None:
+    v = vault_of(svc)
+    bad = craft(v, secret_change(v, "db/password", b"evil"), None)
+    svc.set_secret("work", "later", b"x")  # the first bad commit is named, not the newest
+    expect_bad(svc, bad, "not signed")
+
+
+def test_signature_over_other_content(svc: VaultService, owner: KeyPair) -> None:
+    v = vault_of(svc)
+    bad = craft(v, secret_change(v, "db/password", b"evil"), owner, sign_payload=b"something else")
+    expect_bad(svc, bad, "signature is invalid")
+
+
+def test_signed_by_one_key_claimed_by_another(svc: VaultService, owner: KeyPair) -> None:
+    v = vault_of(svc)
+    bad = craft(v, secret_change(v, "db/password", b"evil"), KeyPair.generate(), author=owner.node_id)
+    expect_bad(svc, bad, "not the signer")
+
+
+def test_commit_by_non_member(svc: VaultService) -> None:
+    v = vault_of(svc)
+    bad = craft(v, secret_change(v, "db/password", b"evil"), KeyPair.generate())
+    expect_bad(svc, bad, "was not a member")
+
+
+def test_reader_and_writer_rules(svc: VaultService, owner: KeyPair) -> None:
+    v = vault_of(svc)
+    reader, writer = KeyPair.generate(), KeyPair.generate()
+    craft(v, member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
+    craft(v, member_change(v, owner, writer.node_id, "writer"), owner, message="add member\n")
+    ok = craft(v, secret_change(v, "db/password", b"by writer"), writer)
+    assert svc.verify("work")["ok"]
+    assert svc.get_secret("work", "db/password") == b"by writer"
+    assert {m["role"] for m in svc.members("work")} == {"owner", "reader", "writer"}
+    escalate = craft(v, member_change(v, owner, writer.node_id, "owner"), writer, message="add member\n")
+    expect_bad(svc, escalate, "not an owner")
+    assert ok != escalate
+
+
+def test_commit_by_reader(svc: VaultService, owner: KeyPair) -> None:
+    v = vault_of(svc)
+    reader = KeyPair.generate()
+    craft(v, member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
+    bad = craft(v, secret_change(v, "db/password", b"evil"), reader)
+    expect_bad(svc, bad, "a reader")
+
+
+def test_reader_node_reads_but_cannot_write(svc: VaultService, owner: KeyPair, tmp_path: Path) -> None:
+    v = vault_of(svc)
+    reader = KeyPair.generate()
+    craft(v, member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
+    node2 = tmp_path / "node2"
+    other = VaultService(node2, reader)
+    shutil.copytree(v.repo.path, node2 / "vaults" / v.repo.path.name)
+    NameIndex(node2 / "vaults", reader.seed).update(lambda e: e.__setitem__("shared", v.vault_id))
+    assert other.get_secret("shared", "db/password") == b"hunter2"
+    assert other.list_vaults()[0]["role"] == "reader"
+    with pytest.raises(VaultPermissionError):
+        other.set_secret("shared", "db/password", b"x")
+    assert other.verify("shared")["ok"]
+
+
+def test_swapped_ciphertexts_fail_integrity(svc: VaultService, owner: KeyPair) -> None:
+    """Even a commit signed by an owner cannot move ciphertext to another path undetected."""
+    v = vault_of(svc)
+    snap = v.snapshot()
+    assert snap.keys is not None
+    a, b = ("db", "password"), ("api", "token")
+    ea, eb = v.find(snap, a), v.find(snap, b)
+    assert ea and eb
+    bad = craft(v, {v.enc(snap.keys, a): eb, v.enc(snap.keys, b): ea}, owner)
+    with pytest.raises(VaultIntegrityError):
+        svc.get_secret("work", "db/password")
+    expect_bad(svc, bad, "failed authentication")
+
+
+def test_tampered_object_file(svc: VaultService, tmp_path: Path, owner: KeyPair) -> None:
+    v = vault_of(svc)
+    snap = v.snapshot()
+    entry = v.find(snap, ("db", "password"))
+    assert entry is not None
+    oid = entry[1]
+    obj = v.repo.path / "objects" / oid[:2] / oid[2:]
+    raw = bytearray(zlib.decompress(obj.read_bytes()))
+    raw[-1] ^= 0x01  # one bit of the ciphertext
+    os.chmod(obj, 0o600)
+    obj.write_bytes(zlib.compress(bytes(raw)))
+    fresh = VaultService(tmp_path / "node", owner)  # no object cached in memory
+    with pytest.raises(VaultIntegrityError):
+        fresh.get_secret("work", "db/password")
+    assert fresh.get_secret("work", "api/token") == b"tok"
+    with pytest.raises(VaultVerificationError) as info:
+        fresh.verify("work")
+    assert "corrupt" in info.value.message
+    assert git(v.repo.path, "fsck").returncode != 0
