@@ -320,6 +320,14 @@ class Transport:
         conn = self._by_peer.get(node_id)
         return Channel(self, conn) if conn is not None and not conn.closed else None
 
+    def stats(self) -> dict[str, int]:
+        """Counts for status pages and leak checks: open connections, handshakes, tasks."""
+        return {
+            "connections": sum(1 for c in self._live if not c.closed),
+            "handshaking": len(self._handshaking),
+            "tasks": len(self._tasks),
+        }
+
     def connections(self) -> list[dict[str, Any]]:
         """Open connections: peer NodeId, address, direction, age (s), bytes sent/received."""
         now = self._clock()

@@ -1,0 +1,257 @@
+"""Bad input and faults against a live transport node in its own process.
+
+Each attack must close only its own connection, with a reason in the node's log,
+and the node must keep serving (checked with a real authenticated ping after each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keynode.transport import Transport
+from polykey.ids import NodeId
+from polykey.keys.keypair import KeyPair
+from polykey.wire import messages as m
+from polykey.wire.frames import encode_frame
+from polykey.wire.session import Session
+
+NODE_SCRIPT = Path(__file__).with_name("transport_node.py")
+NODE_KEY = KeyPair.from_seed(b"\x11" * 32)
+CLIENT_KEY = KeyPair.from_seed(b"\x22" * 32)
+LIMITS = {
+    "handshake_timeout": 1.0,
+    "stall_timeout": 1.0,
+    "keepalive_interval": 0.5,
+    "idle_timeout": 2.0,
+    "max_message_size": 100_000,
+}
+WAIT = 10.0  # generous upper bound for the node to close a connection (not a timing assertion)
+
+
+@dataclass
+class Node:
+    proc: subprocess.Popen[bytes]
+    port: int
+    node_id: NodeId
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for_log(self, text: str, count: int = 1) -> None:
+        deadline = time.monotonic() + WAIT
+        while self.log().count(text) < count:
+            assert time.monotonic() < deadline, f"{text!r} not logged; log:\n{self.log()[-3000:]}"
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    log_path = tmp_path_factory.mktemp("node") / "node.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, str(NODE_SCRIPT), NODE_KEY.seed.hex(), json.dumps(LIMITS)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().split()
+    assert line[:1] == ["READY"], f"node failed to start: {log_path.read_text()}"
+    yield Node(proc, int(line[1]), NodeId.from_text(line[2]), log_path)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(timeout=WAIT) == 0
+    assert "Traceback" not in log_path.read_text()
+
+
+def node_serves(node: Node) -> dict[str, Any]:
+    """An authenticated ping and a stats request from a fresh Transport; the node's stats."""
+
+    async def go() -> dict[str, Any]:
+        async with Transport(CLIENT_KEY) as t:
+            ch = await t.connect(node.node_id, "127.0.0.1", node.port)
+            await ch.ping(timeout=WAIT)
+            return await ch.request("stats", {}, timeout=WAIT)
+
+    return asyncio.run(go())
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the node sends until it closes the connection (fails on WAIT timeout)."""
+    sock.settimeout(WAIT)
+    got = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return got
+        except TimeoutError:
+            pytest.fail("the node did not close the connection")
+        if not chunk:
+            return got
+        got += chunk
+
+
+def handshaken(node: Node) -> tuple[socket.socket, Session]:
+    """A raw socket that completed a real handshake, driven by the sans-I/O Session."""
+    sock = socket.create_connection(("127.0.0.1", node.port), timeout=WAIT)
+    s = Session(CLIENT_KEY, initiator=True, expected_peer=node.node_id)
+    sock.sendall(s.data_to_send())
+    while not s.established:
+        data = sock.recv(65536)
+        assert data
+        s.receive_data(data)
+    sock.sendall(s.data_to_send())
+    return sock, s
+
+
+def raw_frame(s: Session, plaintext: bytes) -> bytes:
+    assert s._send is not None
+    return encode_frame(s._send.encrypt_with_ad(b"", plaintext))
+
+
+def test_node_serves_an_authenticated_ping(node: Node) -> None:
+    stats = node_serves(node)
+    assert stats["connections"] == 1 and stats["handshaking"] == 0
+
+
+@given(garbage=st.binary(min_size=1, max_size=2000))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_random_bytes_close_only_that_connection(node: Node, garbage: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=WAIT) as sock:
+        sock.sendall(garbage)
+        sock.shutdown(socket.SHUT_WR)
+        read_until_closed(sock)
+
+
+def test_node_still_serves_after_garbage_and_frees_everything(node: Node) -> None:
+    stats = node_serves(node)
+    assert stats == {"connections": 1, "handshaking": 0, "tasks": 1}
+
+
+@pytest.mark.parametrize(
+    "prefix,reason",
+    [
+        (b"\xff\xff" + b"x" * 100, "frame length 65535 outside 32..32"),
+        ((33).to_bytes(2, "big") + b"y" * 33, "frame length 33 outside 32..32"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "frame length"),
+    ],
+)
+def test_oversized_or_foreign_first_frame_closes_with_logged_reason(node: Node, prefix: bytes, reason: str) -> None:
+    before = node.log().count(reason)
+    with socket.create_connection(("127.0.0.1", node.port), timeout=WAIT) as sock:
+        sock.sendall(prefix)  # no shutdown: the node must close on its own
+        read_until_closed(sock)
+    node.wait_for_log(reason, before + 1)
+    node_serves(node)
+
+
+def attack_bytes(kind: str, sock: socket.socket, s: Session) -> bytes:
+    if kind == "random":
+        return b"\x00\x40" + bytes(range(64))
+    if kind == "replayed":
+        s.send(m.Request(1, "echo", {"n": 1}))
+        frame = s.data_to_send()
+        sock.sendall(frame)
+        while not (events := s.receive_data(sock.recv(65536))):
+            pass
+        assert isinstance(events[0].message, m.Response)  # type: ignore[union-attr]
+        return frame
+    if kind == "reordered":
+        s.send(m.Ping(1))
+        first = s.data_to_send()
+        s.send(m.Ping(2))
+        return s.data_to_send() + first
+    if kind == "oversized":
+        return raw_frame(s, (LIMITS["max_message_size"] + 1).to_bytes(4, "big") + b"z" * 100)  # type: ignore[operator]
+    if kind == "unknown-type":
+        body = msgpack.packb([1, 42, "?"])
+        return raw_frame(s, len(body).to_bytes(4, "big") + body)
+    if kind == "bad-schema":
+        body = msgpack.packb([1, m.T_REQUEST, 0, "echo", {}])
+        return raw_frame(s, len(body).to_bytes(4, "big") + body)
+    if kind == "unknown-answer":
+        s.send(m.Response(77, {}))
+        return s.data_to_send()
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("random", "failed authentication"),
+        ("replayed", "replayed or reordered"),
+        ("reordered", "replayed or reordered"),
+        ("oversized", "message length 100001 outside 1..100000"),
+        ("unknown-type", "unknown message type"),
+        ("bad-schema", "malformed message: request id out of range"),
+        ("unknown-answer", "answer to an unknown request id"),
+    ],
+)
+def test_bad_transport_messages_close_with_logged_reason(node: Node, kind: str, reason: str) -> None:
+    before = node.log().count(reason)
+    sock, s = handshaken(node)
+    with sock:
+        sock.sendall(attack_bytes(kind, sock, s))
+        read_until_closed(sock)
+    node.wait_for_log(reason, before + 1)
+    node_serves(node)
+
+
+@pytest.mark.parametrize(
+    "stage,reason",
+    [
+        ("connect-only", "handshake timed out"),
+        ("after-message-1", "handshake timed out"),
+        ("half-of-message-1", "handshake timed out"),
+        ("mid-message", "the peer stalled mid-message"),
+        ("mid-frame", "the peer stalled mid-message"),
+        ("silent-after-handshake", "the peer idle (no keepalive)"),
+    ],
+)
+def test_stalled_peers_time_out_and_are_freed(node: Node, stage: str, reason: str) -> None:
+    before = node.log().count(reason)
+    if stage in ("mid-message", "mid-frame", "silent-after-handshake"):
+        sock, s = handshaken(node)
+        if stage == "mid-message":
+            s.send(m.Request(1, "echo", {"b": b"q" * 90_000}))  # two frames
+            sock.sendall(s.data_to_send()[:65537])  # only the first
+        elif stage == "mid-frame":
+            s.send(m.Ping(1))
+            sock.sendall(s.data_to_send()[:-3])
+        # silent: never answer the node's keepalive pings
+    else:
+        sock = socket.create_connection(("127.0.0.1", node.port), timeout=WAIT)
+        s = Session(CLIENT_KEY, initiator=True)
+        first = s.data_to_send()
+        if stage == "after-message-1":
+            sock.sendall(first)
+        elif stage == "half-of-message-1":
+            sock.sendall(first[:10])
+    with sock:
+        read_until_closed(sock)
+    node.wait_for_log(reason, before + 1)
+    assert node_serves(node) == {"connections": 1, "handshaking": 0, "tasks": 1}
+
+
+def test_many_concurrent_stalled_handshakes_do_not_block_real_peers(node: Node) -> None:
+    socks = [socket.create_connection(("127.0.0.1", node.port), timeout=WAIT) for _ in range(20)]
+    try:
+        stats = node_serves(node)
+        assert stats["connections"] == 1
+    finally:
+        for sock in socks:
+            sock.close()
