@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class DhtConfig:
     """Kademlia parameters and the limits that keep a node's cost bounded."""
 
-    ksize: int = 20  # k: bucket size and replication factor (<= dhtmsg.MAX_CONTACTS)
+    ksize: int = 20  # k: bucket size and replication factor (<= dhtmsg.MAX_CONTACTS = 20)
     alpha: int = 3  # parallel requests per lookup
     rpc_timeout: float = 1.0  # a request without a reply after this is a failure
     straggler_timeout: float = 0.25  # a slower request stops holding one of the alpha slots
@@ -27,7 +27,7 @@ class DhtConfig:
     graph_max_nodes: int = 1000  # entries saved in the node graph file
 
     def __post_init__(self) -> None:
-        if not 1 <= self.ksize <= 32 or not 1 <= self.alpha <= self.ksize or self.quorum < 1:
+        if not 1 <= self.ksize <= 20 or not 1 <= self.alpha <= self.ksize or self.quorum < 1:
             raise ValueError("invalid DHT parameters")
         if min(self.rpc_timeout, self.straggler_timeout, self.lookup_timeout) <= 0:
             raise ValueError("DHT timeouts must be positive")

@@ -27,7 +27,7 @@ REQUEST: Final = 0x00
 RESPONSE: Final = 0x01
 MSG_ID_BYTES: Final = 20
 MAX_DATAGRAM: Final = 2048
-MAX_CONTACTS: Final = 32
+MAX_CONTACTS: Final = 20
 
 PING: Final = "ping"
 STORE: Final = "store"
