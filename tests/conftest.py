@@ -94,3 +94,62 @@ def bootstrap_node(tmp: Path, name: str = "node", password: str = "correct horse
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
     yield bootstrap_node(tmp_path)
+
+
+# -- agents ---------------------------------------------------------------------------
+# Every pk command that touches vaults starts the node's agent on demand (a real keynode
+# process). Whatever a test started under its tmp_path is stopped at the end, pass or fail.
+
+
+def agent_pid(node_path: Path) -> int | None:
+    """The pid of the agent holding ``node_path``'s agent.lock, or None if none holds it."""
+    import fcntl
+
+    lock = node_path / "agent.lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def stop_agents_under(root: Path, timeout: float = 10.0) -> list[int]:
+    """SIGTERM (then SIGKILL) every agent whose node directory lies under ``root``."""
+    import signal
+    import time
+
+    stopped = []
+    for lock in root.rglob("agent.lock"):
+        pid = agent_pid(lock.parent)
+        if pid is None or pid <= 0:
+            continue
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + timeout
+        while agent_pid(lock.parent) is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if agent_pid(lock.parent) is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stopped.append(pid)
+    return stopped
+
+
+@pytest.fixture(autouse=True)
+def _stop_agents_at_end(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "tmp_path" in request.fixturenames:
+        stop_agents_under(request.getfixturevalue("tmp_path"))
