@@ -312,7 +312,10 @@ class Connection:
         try:
             async with asyncio.timeout(self._limits.handler_timeout):
                 body = await self._dispatch(self.peer, req.method, req.body)
-            reply = m.Response(req.id, m.check_body(body))
+            try:
+                reply = m.Response(req.id, m.check_body(body))
+            except ProtocolViolationError:
+                raise TypeError(f"handler for {req.method!r} returned an unencodable body") from None
         except PolykeyError as e:
             reply = m.Error(req.id, type(e).__name__[: m.MAX_ERROR_TYPE], e.message[: m.MAX_TEXT])
         except TimeoutError:

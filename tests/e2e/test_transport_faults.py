@@ -32,12 +32,13 @@ from polykey.wire.session import Session
 NODE_SCRIPT = Path(__file__).with_name("transport_node.py")
 NODE_KEY = KeyPair.from_seed(b"\x11" * 32)
 CLIENT_KEY = KeyPair.from_seed(b"\x22" * 32)
-LIMITS = {
+MAX_MESSAGE = 100_000
+LIMITS: dict[str, float] = {
     "handshake_timeout": 1.0,
     "stall_timeout": 1.0,
     "keepalive_interval": 0.5,
     "idle_timeout": 2.0,
-    "max_message_size": 100_000,
+    "max_message_size": MAX_MESSAGE,
 }
 WAIT = 10.0  # generous upper bound for the node to close a connection (not a timing assertion)
 
@@ -176,7 +177,7 @@ def attack_bytes(kind: str, sock: socket.socket, s: Session) -> bytes:
         s.send(m.Ping(2))
         return s.data_to_send() + first
     if kind == "oversized":
-        return raw_frame(s, (LIMITS["max_message_size"] + 1).to_bytes(4, "big") + b"z" * 100)  # type: ignore[operator]
+        return raw_frame(s, (MAX_MESSAGE + 1).to_bytes(4, "big") + b"z" * 100)
     if kind == "unknown-type":
         body = msgpack.packb([1, 42, "?"])
         return raw_frame(s, len(body).to_bytes(4, "big") + body)
