@@ -14,7 +14,7 @@ from __future__ import annotations
 import binascii
 import json
 import struct
-from typing import Any, NamedTuple
+from typing import Any
 
 from polykey.errors import AgentProtocolError
 
@@ -29,24 +29,62 @@ _METHOD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 _BYTES_KEY = "$b"
 
 
-class Request(NamedTuple):
-    """A request from a client (spec section 3)."""
+class Request:
+    """A request from a client (spec section 3). Immutable.
 
+    A slotted class rather than a dataclass or NamedTuple: this module is on the ``pk`` fast
+    path, where creating those classes at import time costs milliseconds.
+    """
+
+    __slots__ = ("id", "method", "params")
     id: int
     method: str
     params: dict[str, Any]
 
+    def __init__(self, id: int, method: str, params: dict[str, Any]) -> None:  # noqa: A002
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "params", params)
 
-class Response(NamedTuple):
-    """One message from the agent about request ``id`` (spec section 4).
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Request is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and (self.id, self.method, self.params) == (other.id, other.method, other.params)
+
+    def __repr__(self) -> str:
+        return f"Request(id={self.id}, method={self.method!r})"  # params may hold a secret
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Response:
+    """One message from the agent about request ``id`` (spec section 4). Immutable.
 
     ``kind`` is ``"result"`` or ``"error"`` (final) or ``"progress"`` (zero or more before the
     final one). ``id`` is ``None`` only for a connection-level error sent just before closing.
     """
 
+    __slots__ = ("id", "kind", "body")
     id: int | None
     kind: str
     body: Any
+
+    def __init__(self, id: int | None, kind: str, body: Any) -> None:  # noqa: A002
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "body", body)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Response is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Response) and (self.id, self.kind, self.body) == (other.id, other.kind, other.body)
+
+    def __repr__(self) -> str:
+        return f"Response(id={self.id}, kind={self.kind!r})"  # the body may hold a secret
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def final(self) -> bool:

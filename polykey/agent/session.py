@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polykey.agent import client as agent_client
-from polykey.agent.passwords import PasswordSource
-from polykey.agent.spawn import ensure_started, require_node
 from polykey.errors import AgentLockedError, AgentUnavailableError
+
+if TYPE_CHECKING:
+    from polykey.agent.passwords import PasswordSource
 
 
 class Session:
@@ -32,10 +33,18 @@ class Session:
         daemon_args: Sequence[str] = (),
     ) -> None:
         self.node_path = os.fspath(node_path)
-        self.password = password or PasswordSource()
+        self._password = password
         self.autostart = autostart
         self.daemon_args = list(daemon_args)
         self._client: agent_client.AgentClient | None = None
+
+    @property
+    def password(self) -> PasswordSource:
+        if self._password is None:
+            from polykey.agent.passwords import PasswordSource
+
+            self._password = PasswordSource()
+        return self._password
 
     def client(self) -> agent_client.AgentClient:
         if self._client is None:
@@ -48,6 +57,8 @@ class Session:
         except AgentUnavailableError:
             if not self.autostart:
                 raise
+        from polykey.agent.spawn import ensure_started, require_node  # only when starting: keep pk fast
+
         require_node(self.node_path)
         ensure_started(self.node_path, self.password.get(), self.daemon_args)
         return agent_client.connect(self.node_path)

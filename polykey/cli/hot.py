@@ -15,7 +15,6 @@ import re
 import sys
 from typing import Any
 
-from polykey.agent.passwords import PasswordSource
 from polykey.agent.paths import default_node_path
 from polykey.agent.session import Session
 from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError
@@ -44,6 +43,10 @@ class Options:
         return self.format == "json"
 
     def session(self) -> Session:
+        if self.password_file is None:
+            return Session(self.node_path)  # the password source is built only if needed
+        from polykey.agent.passwords import PasswordSource
+
         return Session(self.node_path, PasswordSource(self.password_file))
 
 

@@ -1,0 +1,99 @@
+"""``polykey.Client``: secrets for Python programs, through the node's agent.
+
+    from polykey import Client
+    db_password = Client().get("app:db/password")        # bytes, exactly as stored
+
+The same socket and protocol as ``pk`` (docs/spec/agent-protocol.md); standard library
+only, so importing it costs about as much as ``import json, socket``. The agent is started
+on demand when a password source is at hand (``password_file=...`` or ``PK_PASSWORD``).
+A Client holds one connection and is not thread-safe: use one per thread.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from polykey.agent.paths import default_node_path
+from polykey.agent.session import Session
+from polykey.errors import InvalidInputError
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``vault:path`` or ``pk://vault/path`` -> ``(vault, path)``."""
+    if ref.startswith("pk://"):
+        vault, _, path = ref[len("pk://") :].partition("/")
+    else:
+        vault, _, path = ref.partition(":")
+    if not vault or not path.strip("/"):
+        raise InvalidInputError(f"{ref!r} must be written VAULT:PATH or pk://VAULT/PATH")
+    return vault, path
+
+
+class Client:
+    """A connection to the agent of one node (default: ``$PK_NODE_PATH`` or the user's data dir)."""
+
+    def __init__(
+        self,
+        node_path: str | os.PathLike[str] | None = None,
+        *,
+        password_file: str | os.PathLike[str] | None = None,
+        autostart: bool = True,
+    ) -> None:
+        from polykey.agent.passwords import PasswordSource
+
+        node = os.fspath(node_path) if node_path is not None else default_node_path()
+        source = PasswordSource(os.fspath(password_file) if password_file is not None else None)
+        self._session = Session(node, source, autostart=autostart)
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Any agent method (docs/spec/agent-protocol.md section 6) with keyword parameters."""
+        return self._session.call(method, params)
+
+    def get(self, ref: str, commit: str | None = None) -> bytes:
+        """A secret's value, exactly as stored."""
+        vault, path = parse_ref(ref)
+        params: dict[str, Any] = {"vault": vault, "path": path}
+        if commit is not None:
+            params["commit"] = commit
+        value = self._session.call("secrets.get", params)
+        assert isinstance(value, bytes)
+        return value
+
+    def get_text(self, ref: str) -> str:
+        return self.get(ref).decode("utf-8")
+
+    def set(self, ref: str, value: bytes | str) -> dict[str, Any]:
+        vault, path = parse_ref(ref)
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        result: dict[str, Any] = self._session.call("secrets.set", {"vault": vault, "path": path, "value": data})
+        return result
+
+    def list(self, vault: str, path: str = "", recursive: bool = False) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._session.call(
+            "secrets.list", {"vault": vault, "path": path, "recursive": recursive}
+        )
+        return result
+
+    def env(self, *refs: str) -> dict[str, bytes]:
+        """Secrets named by ``vault:path`` (or a ``vault:dir``), keyed by their last path component."""
+        pairs = [parse_ref(r) if ":" in r or r.startswith("pk://") else (r, "") for r in refs]
+        resolved = self._session.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p in pairs]})
+        out: dict[str, bytes] = {}
+        for ref in resolved:
+            for item in ref["secrets"]:
+                out[item["path"].rstrip("/").rsplit("/", 1)[-1]] = item["value"]
+        return out
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._session.call("agent.status")
+        return result
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
