@@ -36,6 +36,7 @@ log = logging.getLogger("keynode.transport")
 
 READ_SIZE = 256 * 1024
 _EXPIRED_IDS = 1024
+_SLACK = 1024 * 1024
 Dispatcher = Callable[[NodeId, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -72,6 +73,7 @@ class Connection:
         self._expired: OrderedDict[int, None] = OrderedDict()
         self._next_id = 1
         self._slots = asyncio.Semaphore(limits.max_inflight_requests)
+        self._write_lock = asyncio.Lock()
         self._handlers: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._tg: asyncio.TaskGroup | None = None
@@ -143,7 +145,7 @@ class Connection:
         if graceful and self._session.established:
             try:
                 self._session.send(m.Close(reason[: m.MAX_TEXT]))
-                self._flush(check=False)
+                self._flush()
             except (TransportError, OSError):
                 pass
         if graceful and transport.get_write_buffer_size() == 0:
@@ -162,28 +164,37 @@ class Connection:
 
     # -- sending ---------------------------------------------------------------
 
-    def _flush(self, *, check: bool = True) -> None:
+    def _flush(self) -> None:
         data = self._session.data_to_send()
         if data:
             self._writer.write(data)
             self.bytes_sent += len(data)
             self._last_sent = self._clock()
-        if check and self._writer.transport.get_write_buffer_size() > 2 * self._limits.max_message_size:
-            self.close("the peer is not reading", graceful=False, level=logging.WARNING)
 
     def _send_nowait(self, message: m.Message) -> None:
-        if not self.closed:
-            self._session.send(message)
-            self._flush()
-
-    async def _send(self, message: m.Message) -> None:
+        """Write a small control message now (Pong, Busy, Ping), without waiting."""
         if self.closed:
-            raise ConnectionClosedError(f"connection closed: {self.close_reason}")
+            return
         self._session.send(message)
         self._flush()
+        # Requests and answers wait for the buffer to drain before writing (see _send), so
+        # the buffer only grows past one message if the peer stops reading.
+        if self._writer.transport.get_write_buffer_size() > self._limits.max_message_size + _SLACK:
+            self.close("the peer is not reading", graceful=False, level=logging.WARNING)
+
+    async def _send(self, message: m.Message) -> None:
+        """Write a request or an answer: first wait (bounded) until the peer has read what
+        was written before, so at most about one message is ever buffered."""
         try:
-            async with asyncio.timeout(self._limits.write_timeout):
-                await self._writer.drain()
+            async with self._write_lock:
+                if self.closed:
+                    raise ConnectionClosedError(f"connection closed: {self.close_reason}")
+                async with asyncio.timeout(self._limits.write_timeout):
+                    await self._writer.drain()
+                if self.closed:
+                    raise ConnectionClosedError(f"connection closed: {self.close_reason}")
+                self._session.send(message)
+                self._flush()
         except TimeoutError:
             self.close("the peer stopped reading (write timed out)", graceful=False, level=logging.WARNING)
             raise ConnectionClosedError("the peer stopped reading") from None
