@@ -23,6 +23,7 @@ class DhtConfig:
     rate_burst: float = 400.0  # ...with this burst
     max_rate_entries: int = 4096  # source addresses tracked by the rate limiter (LRU)
     max_outstanding: int = 1024  # our requests awaiting a reply
+    max_nodes_per_ip: int = 8  # routing-table entries per IP address (loopback exempt)
     max_background: int = 64  # replication and liveness-check tasks in flight
     graph_max_nodes: int = 1000  # entries saved in the node graph file
 

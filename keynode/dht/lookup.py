@@ -9,8 +9,10 @@ its own loop instead of upstream's round-by-round ``gather``:
 - a value lookup validates every record it is given (signature, key, expiry) and
   returns the one with the highest ``seq`` (upstream returns "the most common
   value", which whoever answers most often decides);
-- a lookup ends when the k nearest have all been asked (stragglers are dropped
-  once someone has answered), on ``quorum`` valid records, or at ``lookup_timeout``.
+- a lookup ends when the k nearest have all been asked (stragglers are not
+  waited for once someone has answered), on ``quorum`` valid records, or at
+  ``lookup_timeout``. Requests still in flight then finish in the service's
+  bounded task set, so a dead node still times out and leaves the routing table.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Lookup(SpiderCrawl):  # type: ignore[misc]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.lookup_timeout
         inflight: dict[asyncio.Task[CallResult], tuple[DhtPeer, float]] = {}
+        finished = False
         try:
             while not (self.want_value and self.valid >= cfg.quorum):
                 now = loop.time()
@@ -91,11 +94,13 @@ class Lookup(SpiderCrawl):  # type: ignore[misc]
                 for task in done:
                     peer, _ = inflight.pop(task)
                     self._handle(peer, task.result())
+            finished = True
         finally:
-            for task in inflight:
+            dropped = [t for t in inflight if not (finished and self.protocol.tasks.adopt(t))]
+            for task in dropped:
                 task.cancel()
-            if inflight:
-                await asyncio.gather(*inflight, return_exceptions=True)
+            if dropped:
+                await asyncio.gather(*dropped, return_exceptions=True)
         closest = [p for p in self.nearest if p.id in self.answered]
         return LookupResult(closest, self.best, self.holders, self.rejected)
 

@@ -16,6 +16,10 @@ change what upstream (kademlia 2.2.3 on rpcudp 5.0.1) does wrong for us:
   owner; here they run in the service's bounded :class:`TaskSet`.
 - Peers carry their 32-byte NodeId; their 20-byte DHT id is always derived from
   it (``blake2b(pubkey, 20)``), never taken from the wire.
+- Upstream adds any claimed id from any sender, so one socket could fill a
+  routing table with made-up ids. Here one UDP endpoint holds one entry (a new id
+  at a known endpoint only triggers a liveness ping of the old one), and one IP
+  address at most ``max_nodes_per_ip`` entries (loopback exempt, for local clusters).
 """
 
 from __future__ import annotations
@@ -87,6 +91,19 @@ class Router(RoutingTable):  # type: ignore[misc]
 
     def peers(self) -> list[DhtPeer]:
         return [n for bucket in self.buckets for n in bucket.get_nodes()]
+
+    def _all_entries(self) -> list[DhtPeer]:
+        return [n for b in self.buckets for n in (*b.nodes.values(), *b.replacement_nodes.values())]
+
+    def holder_of(self, host: str, port: int, other_than: bytes) -> DhtPeer | None:
+        """The entry (other than ``other_than``) already at this UDP endpoint, if any."""
+        for n in self._all_entries():
+            if n.port == port and n.ip == host and n.id != other_than:
+                return n
+        return None
+
+    def count_ip(self, host: str) -> int:
+        return sum(1 for n in self._all_entries() if n.ip == host)
 
 
 class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
@@ -216,6 +233,14 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
         already DHT keys and are used as they are.
         """
         if not self.usable(node.ip, node.port) or not self.router.is_new_node(node):
+            return
+        holder = self.router.holder_of(node.ip, node.port, node.id)
+        if holder is not None:  # one node per endpoint: ask the one we know whether it is still there
+            self.stats["endpoint_conflicts"] += 1
+            self.tasks.spawn(self.call_ping(holder), "dht-endpoint-check")
+            return
+        if not ipaddress.ip_address(node.ip).is_loopback and self.router.count_ip(node.ip) >= self.config.max_nodes_per_ip:
+            self.stats["ip_limit_refusals"] += 1
             return
         for key, value in self.storage:
             if len(self.tasks) >= self.config.max_background:

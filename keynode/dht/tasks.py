@@ -30,6 +30,14 @@ class TaskSet:
         task.add_done_callback(self._done)
         return True
 
+    def adopt(self, task: asyncio.Task[Any]) -> bool:
+        """Take ownership of a running task (it is cancelled on :meth:`aclose`); False if full."""
+        if self._closed or len(self._tasks) >= self._limit:
+            return False
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return True
+
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
