@@ -150,6 +150,7 @@ def stop_agents_under(root: Path, timeout: float = 10.0) -> list[int]:
 
 @pytest.fixture(autouse=True)
 def _stop_agents_at_end(request: pytest.FixtureRequest) -> Iterator[None]:
+    root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     yield
-    if "tmp_path" in request.fixturenames:
-        stop_agents_under(request.getfixturevalue("tmp_path"))
+    if root is not None:
+        stop_agents_under(root)
