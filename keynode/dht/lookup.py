@@ -51,8 +51,10 @@ class Lookup(SpiderCrawl):  # type: ignore[misc]
         want_value: bool,
         clock: Callable[[], float],
         known: NodeRecord | None = None,
+        quorum: int | None = None,
     ) -> None:
         cfg = protocol.config
+        self.quorum = quorum if quorum is not None else cfg.quorum
         super().__init__(protocol, Node(key), list(peers), cfg.ksize, cfg.alpha)
         self.protocol: ValidatingProtocol = protocol
         self.key = key
@@ -71,7 +73,7 @@ class Lookup(SpiderCrawl):  # type: ignore[misc]
         inflight: dict[asyncio.Task[CallResult], tuple[DhtPeer, float]] = {}
         finished = False
         try:
-            while not (self.want_value and self.valid >= cfg.quorum):
+            while not (self.want_value and self.valid >= self.quorum):
                 now = loop.time()
                 if now >= deadline:
                     log.debug("lookup for %s hit its deadline", self.key.hex())

@@ -228,14 +228,25 @@ class Discovery:
         self._addresses = new
         return await self.publish()
 
-    async def find(self, node_id: NodeId) -> NodeRecord | None:
-        """The valid record with the highest seq for ``node_id``, or None. Signature verified."""
+    async def find(self, node_id: NodeId, *, quorum: int | None = None) -> NodeRecord | None:
+        """The valid record with the highest seq for ``node_id``, or None. Signature verified.
+
+        The lookup stops after ``quorum`` valid records (default ``config.quorum``; a
+        record this node holds counts as one); a larger quorum asks more nodes.
+        """
         self._running()
         if node_id == self.node_id:
             return self._record
         key = dht_key(node_id)
-        result = await self._lookup(key, want_value=True, known=self._storage.get_record(key))
+        known = self._storage.get_record(key)
+        result = await self._lookup(key, want_value=True, known=known, quorum=quorum)
         return result.record
+
+    async def ping(self, host: str, port: int) -> NodeId | None:
+        """The NodeId a DHT node at ``host:port`` (IP literal) answers with, or None (unauthenticated)."""
+        protocol = self._running()
+        address = (check_host(host, allow_names=False), check_port(port))
+        return await protocol.ping_address(address) if protocol.usable(*address) else None
 
     def add_node(self, node_id: NodeId, host: str, port: int) -> None:
         """Add a contact by hand (``pk nodes add``); kept in the node graph file."""
@@ -271,12 +282,15 @@ class Discovery:
         if self._protocol.usable(host, port) and node_id != self.node_id:
             self._protocol.router.add_contact(DhtPeer(node_id, host, port))
 
-    async def _lookup(self, key: bytes, *, want_value: bool, known: NodeRecord | None = None) -> LookupResult:
+    async def _lookup(
+        self, key: bytes, *, want_value: bool, known: NodeRecord | None = None, quorum: int | None = None
+    ) -> LookupResult:
         protocol = self._running()
         peers = protocol.router.find_neighbors(Node(key), k=self.config.ksize)
         if not peers:
             return LookupResult([], known)
-        result = await Lookup(protocol, key, peers, want_value=want_value, clock=self._clock, known=known).run()
+        lookup = Lookup(protocol, key, peers, want_value=want_value, clock=self._clock, known=known, quorum=quorum)
+        result = await lookup.run()
         self._graph_dirty.set()
         return result
 

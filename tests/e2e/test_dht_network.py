@@ -142,3 +142,14 @@ def test_shutdown_is_prompt_and_leaves_no_task() -> None:
         assert asyncio.all_tasks() == before
 
     run(main)
+
+
+def test_ping_and_thorough_find() -> None:
+    async def main() -> None:
+        async with network(6) as nodes:
+            assert await nodes[1].ping(HOST, nodes[4].port) == nodes[4].node_id
+            assert await nodes[1].ping(HOST, nodes[1].port) is None  # ourselves: not a contact
+            # quorum larger than the network: the lookup asks every node and still returns the record
+            assert await nodes[2].find(nodes[5].node_id, quorum=100) == nodes[5].record
+
+    run(main)
