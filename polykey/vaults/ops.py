@@ -50,8 +50,7 @@ def import_secrets(v: Vault, items: dict[Parts, bytes]) -> JSON:
 
     def build(snap: Snapshot) -> tuple[dict[Parts, Change], str, JSON]:
         dirs_ok: dict[Parts, bool] = {}
-        changes: dict[Parts, Change] = {}
-        for parts, value in items.items():
+        for parts in items:
             e = v.find(snap, parts)
             if e is not None and e[0] == TREE:
                 raise SecretIsDirectoryError(f"{join_path(parts)} is a directory; cannot write a secret over it")
@@ -59,7 +58,8 @@ def import_secrets(v: Vault, items: dict[Parts, bytes]) -> JSON:
                 v.check_parents(snap, parts)
                 for k in range(1, len(parts)):
                     dirs_ok[parts[:k]] = True
-            changes[parts] = (BLOB, v.encrypt(snap, parts, value))
+        oids = v.encrypt_many(snap, list(items.items()))
+        changes: dict[Parts, Change] = {parts: (BLOB, oid) for parts, oid in zip(items, oids)}
         return changes, f"import {_plural(len(items), 'secret')}\n", {"count": len(items)}
 
     return v.write(build)

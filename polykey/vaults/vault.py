@@ -225,6 +225,10 @@ class Vault:
         blob = self.need_keys(snap).encrypt_secret(join_path(parts), value, rng=self.rng)
         return self.repo.write_blob(blob)
 
+    def encrypt_many(self, snap: Snapshot, items: list[tuple[Parts, bytes]]) -> list[str]:
+        keys = self.need_keys(snap)
+        return self.repo.write_blobs([keys.encrypt_secret(join_path(p), v, rng=self.rng) for p, v in items])
+
     def read(self, parts: Parts, commit: str | None = None) -> bytes:
         with self.repo.read_lock():
             snap = self.snapshot(commit)
