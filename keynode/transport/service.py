@@ -21,7 +21,9 @@ from polykey import crypto
 from polykey.errors import (
     ConnectionClosedError,
     HandshakeError,
+    InvalidInputError,
     PeerUnreachableError,
+    ProtocolViolationError,
     TransportError,
     UnknownPeerMethodError,
 )
@@ -79,7 +81,12 @@ class Channel:
         ``request_timeout``), RemoteError if the peer's handler failed, ConnectionClosedError
         if the connection closed first, MessageTooLargeError if ``body`` is too large.
         """
-        payload = m.check_body(dict(body or {}))
+        if not isinstance(method, str) or not m.METHOD_RE.match(method):
+            raise InvalidInputError(f"invalid method name {method!r}")
+        try:
+            payload = m.check_body(dict(body or {}))
+        except (ProtocolViolationError, TypeError, ValueError) as e:
+            raise InvalidInputError(f"request body cannot be sent: {e}") from None
         limit = self._transport.limits.request_timeout if timeout is None else timeout
         return await self._connection().request(method, payload, limit)
 

@@ -288,3 +288,18 @@ def test_peer_shutdown_is_seen_and_leaves_no_tasks(caplog: pytest.LogCaptureFixt
 
     run(go())
     assert "transport shutting down" in caplog.text
+
+
+def test_invalid_local_requests_are_input_errors() -> None:
+    async def go() -> None:
+        async with Transport(A) as ta, Transport(B) as tb:
+            ch = await ta.connect(B.node_id, "127.0.0.1", tb.port)
+            with pytest.raises(InvalidInputError):
+                await ch.request("Not A Method", {})
+            with pytest.raises(InvalidInputError):
+                await ch.request("ping", {"x": object()})
+            with pytest.raises(InvalidInputError):
+                await ch.request("ping", {1: 2})  # type: ignore[dict-item]
+            await ch.ping()
+
+    run(go())

@@ -282,3 +282,22 @@ def test_stall_state_is_visible_mid_message() -> None:
     assert r.mid_message
     r.receive_data(data[70_000:])
     assert not r.mid_message
+
+
+def test_wire_modules_are_sans_io() -> None:
+    """STYLE.md rule 2: the wire modules import no asyncio, socket or keynode."""
+    import ast
+    from pathlib import Path
+
+    import polykey.wire
+
+    forbidden = {"asyncio", "socket", "selectors", "threading", "keynode", "subprocess"}
+    for path in Path(polykey.wire.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
