@@ -117,6 +117,10 @@ class Connection:
         except OSError as e:
             self.close(f"handshake failed: {type(e).__name__}", graceful=False)
             raise HandshakeError("connection lost during the handshake") from None
+        except Exception:  # noqa: BLE001 - a bug must not take the node down; it is logged
+            log.exception("handshake on %r failed unexpectedly", self)
+            self.close("handshake failed: internal error", graceful=False)
+            raise HandshakeError("handshake failed") from None
         if self.closed:
             raise ConnectionClosedError(self.close_reason)
         return self.peer
@@ -258,7 +262,7 @@ class Connection:
             self.bytes_received += len(data)
             try:
                 events = self._session.receive_data(data)
-            except TransportError as e:
+            except PolykeyError as e:
                 self.close(e.message, graceful=False, level=logging.WARNING)
                 return
             for ev in events:

@@ -231,13 +231,17 @@ class Transport:
 
     async def _serve_inbound(self, conn: Connection) -> None:
         try:
-            await conn.handshake()
-        except TransportError:
-            return  # the connection logged why it closed
-        finally:
-            self._handshaking.discard(conn)
-        if self._admit(conn):
-            await self._run(conn)
+            try:
+                await conn.handshake()
+            except TransportError:
+                return  # the connection logged why it closed
+            finally:
+                self._handshaking.discard(conn)
+            if self._admit(conn):
+                await self._run(conn)
+        except Exception:  # noqa: BLE001 - last line of defence: log, drop this peer, keep serving
+            log.exception("inbound connection %r failed", conn)
+            conn.close("internal error", graceful=False)
 
     async def _run(self, conn: Connection) -> None:
         try:

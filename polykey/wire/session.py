@@ -25,6 +25,7 @@ from polykey.errors import (
     HandshakeError,
     MessageTooLargeError,
     PeerIdentityMismatchError,
+    PolykeyError,
     ProtocolViolationError,
     TransportError,
 )
@@ -153,6 +154,12 @@ class Session:
         except TransportError:
             self.close()
             raise
+        except PolykeyError:  # e.g. a low-order X25519 point: the DH is refused
+            established = self.established
+            self.close()
+            if established:
+                raise ProtocolViolationError("transport message failed") from None
+            raise HandshakeError("handshake message failed authentication") from None
         return events
 
     def send(self, message: messages.Message) -> None:

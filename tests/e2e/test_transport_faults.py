@@ -256,3 +256,14 @@ def test_many_concurrent_stalled_handshakes_do_not_block_real_peers(node: Node) 
     finally:
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.parametrize("point", [bytes(32), bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")])
+def test_low_order_ephemeral_key_closes_that_connection_only(node: Node, point: bytes) -> None:
+    reason = "handshake failed: handshake message failed authentication"
+    before = node.log().count(reason)
+    with socket.create_connection(("127.0.0.1", node.port), timeout=WAIT) as sock:
+        sock.sendall(encode_frame(point))
+        read_until_closed(sock)
+    node.wait_for_log(reason, before + 1)
+    assert node_serves(node) == {"connections": 1, "handshaking": 0, "tasks": 1}

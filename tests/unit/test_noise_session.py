@@ -301,3 +301,24 @@ def test_wire_modules_are_sans_io() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+LOW_ORDER_POINTS = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    bytes.fromhex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+]
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS)
+def test_low_order_ephemeral_keys_fail_the_handshake(point: bytes) -> None:
+    r = Session(B, initiator=False)
+    with pytest.raises(HandshakeError):
+        r.receive_data(encode_frame(point))
+    assert r.state is State.CLOSED
+    i = Session(A, initiator=True)
+    i.data_to_send()
+    with pytest.raises(HandshakeError):
+        i.receive_data(encode_frame(point + bytes(HANDSHAKE_SIZES[1] - 32)))
