@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keynode.transport import Transport
+from polykey.errors import PeerIdentityMismatchError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import messages as m
@@ -129,11 +130,41 @@ def test_node_serves_an_authenticated_ping(node: Node) -> None:
     assert stats["connections"] == 1 and stats["handshaking"] == 0
 
 
+def test_mutual_authentication_across_processes(node: Node) -> None:
+    async def go() -> None:
+        async with Transport(CLIENT_KEY) as t:
+            with pytest.raises(PeerIdentityMismatchError):
+                await t.connect(KeyPair.from_seed(b"\x33" * 32).node_id, "127.0.0.1", node.port)
+            ch = await t.connect(node.node_id, "127.0.0.1", node.port)
+            assert ch.peer == node.node_id
+            answer = await ch.request("echo", {"k": b"v"})
+            assert answer == {"peer": str(CLIENT_KEY.node_id), "body": {"k": b"v"}}
+
+    asyncio.run(go())
+
+
 @given(garbage=st.binary(min_size=1, max_size=2000))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_random_bytes_close_only_that_connection(node: Node, garbage: bytes) -> None:
     with socket.create_connection(("127.0.0.1", node.port), timeout=WAIT) as sock:
         sock.sendall(garbage)
+        sock.shutdown(socket.SHUT_WR)
+        read_until_closed(sock)
+
+
+@given(
+    first=st.binary(min_size=32, max_size=32),
+    rest=st.binary(max_size=400),
+    then_half=st.booleans(),
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_well_framed_random_handshakes_close_only_that_connection(
+    node: Node, first: bytes, rest: bytes, then_half: bool
+) -> None:
+    """A first frame of the right size (random key), then random bytes or a right-sized frame."""
+    third = encode_frame((rest * 200)[:161]) if then_half and rest else rest
+    with socket.create_connection(("127.0.0.1", node.port), timeout=WAIT) as sock:
+        sock.sendall(encode_frame(first) + third)
         sock.shutdown(socket.SHUT_WR)
         read_until_closed(sock)
 

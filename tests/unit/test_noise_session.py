@@ -322,3 +322,39 @@ def test_low_order_ephemeral_keys_fail_the_handshake(point: bytes) -> None:
     i.data_to_send()
     with pytest.raises(HandshakeError):
         i.receive_data(encode_frame(point + bytes(HANDSHAKE_SIZES[1] - 32)))
+
+
+@given(st.integers(0, 2), st.binary(min_size=HANDSHAKE_SIZES[1], max_size=HANDSHAKE_SIZES[1]), st.data())
+@settings(max_examples=300)
+def test_well_framed_random_handshake_messages_only_raise_transport_errors(
+    step: int, noise: bytes, data: st.DataObject
+) -> None:
+    """Random contents in a frame of exactly the expected size, at each handshake step."""
+    if step == 0:
+        points = st.sampled_from(LOW_ORDER_POINTS) | st.binary(min_size=32, max_size=32)
+        frame = encode_frame(data.draw(points))
+        r = Session(B, initiator=False)
+        try:
+            assert r.receive_data(frame) == []
+            assert len(r.data_to_send()) == 2 + HANDSHAKE_SIZES[1]
+        except TransportError:
+            assert r.state is State.CLOSED
+        return
+    i, r = pair()
+    r.receive_data(i.data_to_send())
+    if step == 1:
+        with pytest.raises(TransportError):
+            i.receive_data(encode_frame(noise))
+        return
+    i.receive_data(r.data_to_send())
+    with pytest.raises(TransportError):
+        r.receive_data(encode_frame(noise[: HANDSHAKE_SIZES[2]]))
+
+
+@given(st.binary(min_size=17, max_size=300))
+@settings(max_examples=200)
+def test_well_framed_random_transport_frames_close(noise: bytes) -> None:
+    i, r = pair()
+    handshake(i, r)
+    with pytest.raises(ProtocolViolationError):
+        r.receive_data(encode_frame(noise))
