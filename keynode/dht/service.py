@@ -34,6 +34,7 @@ from polykey.wire.records import Address, NodeRecord, Seed, check_host, check_po
 log = logging.getLogger("keynode.dht")
 
 SeedLike = Seed | tuple[NodeId, str, int]
+GRAPH_SAVE_DELAY = 5.0  # seconds between a node-graph change and its write (and on shutdown)
 
 
 class Discovery:
@@ -324,7 +325,7 @@ class Discovery:
             return
         while True:
             await self._graph_dirty.wait()
-            await asyncio.sleep(1.0)  # coalesce bursts of changes into one write
+            await asyncio.sleep(GRAPH_SAVE_DELAY)  # coalesce bursts of changes into one write
             self._graph_dirty.clear()
             try:
                 await asyncio.to_thread(save_graph, self._graph_path, self._graph_entries())

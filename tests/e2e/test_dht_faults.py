@@ -15,8 +15,10 @@ import time
 import tracemalloc
 
 import msgpack
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from keynode.dht import DhtConfig
+from keynode.dht import DhtConfig, Discovery
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M
@@ -187,10 +189,20 @@ def test_floods_cost_bounded_memory_and_the_node_keeps_serving() -> None:
             base = tracemalloc.get_traced_memory()[0]
             # 1. one source, 20,000 valid pings with fresh identities (routing-table churn)
             raw = await RawPeer.open()
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
             for i in range(20000):
                 raw.send(M.encode_request(M.Request(os.urandom(20), M.Ping(NodeId(os.urandom(32))))), victim.port)
                 if i % 40 == 0:
                     await asyncio.sleep(0.0005)  # let the victim read, so the flood reaches it
+            await asyncio.sleep(0.05)
+            elapsed = loop.time() - t0
+            reached, limited = victim.stats["datagrams"], victim.stats.get("dropped_rate_limited", 0)
+            assert reached > 2000, "the flood did not reach the node"
+            # what got past the limiter from that one source is what its token bucket allows
+            # (plus the little honest traffic of a 5-node network)
+            assert reached - limited <= config.rate_burst + config.rate_per_second * elapsed + 200
+            assert victim.stats.get("endpoint_conflicts", 0) > 0  # one socket, one routing entry
             # 2. 300 sources (more than the rate limiter tracks), each a burst of junk
             socks = [await RawPeer.open() for _ in range(300)]
             for s in socks:
@@ -212,8 +224,6 @@ def test_floods_cost_bounded_memory_and_the_node_keeps_serving() -> None:
             assert stats["stored_records"] <= 16
             assert stats["background_tasks"] <= 8
             assert stats["outstanding"] <= config.max_outstanding
-            assert stats["datagrams"] > 10000, "the flood did not reach the node"
-            assert stats.get("dropped_rate_limited", 0) > 8000
             assert stats.get("internal_errors", 0) == 0
             assert grown < 8 * 1024 * 1024, f"memory grew by {grown} bytes"
             # our own record and the honest network are unaffected
@@ -253,3 +263,42 @@ def test_dead_nodes_do_not_stall_lookups() -> None:
             assert any(not dead_ids & {r["node_id"] for r in n.node_graph()} for n in live)
 
     run(main)
+
+
+_junk_objs = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=64) | st.text(max_size=16),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=2),
+    max_leaves=10,
+)
+_requests = st.builds(
+    lambda m, args: [m, args],
+    st.sampled_from(sorted(M.METHODS) + ["stun", "rpc_ping", ""]),
+    st.lists(st.one_of(st.binary(min_size=20, max_size=20), st.binary(min_size=32, max_size=32),
+                       st.binary(max_size=1100), _junk_objs), max_size=4),
+)
+_datagrams = st.one_of(
+    st.binary(max_size=2100),
+    st.tuples(st.sampled_from([0, 1, 2]), st.binary(min_size=20, max_size=20), st.one_of(_requests, _junk_objs)).map(
+        lambda t: bytes([t[0]]) + t[1] + msgpack.packb(t[2], use_bin_type=True)
+    ),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_datagrams, min_size=1, max_size=40))
+def test_hypothesis_garbage_against_a_live_node(datagrams: list[bytes]) -> None:
+    config = DhtConfig(rate_per_second=1e6, rate_burst=1e6)
+
+    async def main() -> None:
+        kp = KeyPair.generate()
+        async with Discovery(kp, host=HOST, config=config) as node:
+            await node.bootstrap()
+            raw = await RawPeer.open()
+            for data in datagrams:
+                raw.send(data, node.port)
+            assert await ping(raw, node.port, NOBODY) == node.node_id  # still serving, in order after the junk
+            assert node.stats.get("internal_errors", 0) == 0
+            assert node.stats["stored_records"] == 1  # only its own: random bytes are never a valid record
+            raw.close()
+
+    run(main, timeout=30)
