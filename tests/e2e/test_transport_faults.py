@@ -35,7 +35,7 @@ NODE_KEY = KeyPair.from_seed(b"\x11" * 32)
 CLIENT_KEY = KeyPair.from_seed(b"\x22" * 32)
 MAX_MESSAGE = 100_000
 LIMITS: dict[str, float] = {
-    "handshake_timeout": 1.0,
+    "handshake_timeout": 1.5,
     "stall_timeout": 1.0,
     "keepalive_interval": 0.5,
     "idle_timeout": 2.0,
