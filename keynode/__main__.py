@@ -40,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-fd", type=int, help="report readiness as one JSON line on this descriptor")
     p.add_argument("--idle-lock", type=float, metavar="SECONDS", help="lock after this long without use")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    from keynode.runner import PARSER_EXTENSIONS
+
+    for extend in PARSER_EXTENSIONS:
+        extend(p)
     return p
+
+
+_CORE_OPTIONS = frozenset({"node_path", "foreground", "password_fd", "password_file", "ready_fd", "idle_lock", "log_level"})
 
 
 def read_fd_password(fd: int) -> bytes:
@@ -170,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(node_path, ns.log_level, ns.foreground)
         from keynode.runner import run_agent
 
-        return run_agent(node_path, password, reporter, idle_lock=ns.idle_lock)
+        extra = {k: v for k, v in vars(ns).items() if k not in _CORE_OPTIONS}
+        return run_agent(node_path, password, reporter, idle_lock=ns.idle_lock, extra=extra)
     except PolykeyError as e:
         reporter.failed(e)
         return e.exit_code

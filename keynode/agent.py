@@ -14,6 +14,7 @@ Plug-in API for other services (peer transport, discovery, sync)::
     agent.keypair         # the unlocked KeyPair (AgentLockedError while locked)
     agent.vaults          # the VaultService (AgentLockedError while locked)
     await agent.run_blocking(fn, *args)   # a blocking call in the bounded thread pool
+    agent.submit_blocking(fn, *args)      # the same, returning the asyncio.Future
     agent.config.extra    # daemon options for services (e.g. host/port/seed), from argv
 """
 
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 from polykey import __version__
 from polykey.agent import paths
 from polykey.errors import AgentLockedError, InvalidInputError, PolykeyError
+from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from polykey.vaults.service import VaultService
@@ -82,7 +84,7 @@ class Agent:
         self._stop_event: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="keynode-worker")
         self._status_file = StatusFile(config.node_path)
-        self._node_id = str(keypair.node_id) if keypair else str(NodeDir(config.node_path).read_keyfile().node_id)
+        self._node_id = str(keypair.node_id if keypair else NodeId(self.node.public_key()))
         self._keypair: KeyPair | None = None
         self._service: VaultService | None = None
         self._inflight = 0
@@ -126,8 +128,12 @@ class Agent:
         return self._service
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        """Run a blocking call in the bounded worker pool (never on the event loop)."""
+        return await self.submit_blocking(fn, *args, **kwargs)
+
+    def submit_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Like :meth:`run_blocking`, returning the pool's future (to wait on with a timeout)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     @contextlib.asynccontextmanager
     async def using_keys(self) -> AsyncIterator[VaultService]:

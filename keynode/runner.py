@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -19,6 +20,13 @@ log = logging.getLogger("keynode")
 #: Functions called with the new Agent before it runs, to plug in services and handlers
 #: (the peer transport and discovery add themselves here). See keynode.agent for the API.
 EXTENSIONS: list[Callable[[Agent], None]] = [vault_handlers.install]
+
+
+#: Functions called with keynode's argparse parser, to add daemon options for services
+#: (e.g. ``--host``, ``--port``, ``--seed``). Every option not of the core daemon ends up in
+#: ``AgentConfig.extra`` under its argparse ``dest``. ``pk agent start`` passes such options
+#: through its ``extra`` daemon arguments (polykey.agent.spawn.start_agent).
+PARSER_EXTENSIONS: list[Callable[[argparse.ArgumentParser], None]] = []
 
 
 class ReadyReporter(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
@@ -18,6 +19,7 @@ from keynode.agent import Agent
 from keynode.handlers import Handler, RequestContext
 
 _MAX_REFS = 1024
+PROGRESS_INTERVAL = 1.0
 _SCALARS = (str, int, bool, type(None))
 
 
@@ -57,6 +59,22 @@ def _vault_of(params: dict[str, Any]) -> str | None:
     return None
 
 
+async def _blocking(agent: Agent, ctx: RequestContext, fn: Callable[..., Any], params: dict[str, Any]) -> Any:
+    """Run ``fn`` in the worker pool, sending ``{"elapsed": s}`` progress about once a second."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    future = agent.submit_blocking(fn, **params)  # a Future of the pool, not a free-running task
+    try:
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=PROGRESS_INTERVAL)
+            if done:
+                return future.result()
+            await ctx.progress({"elapsed": round(loop.time() - started, 1)})
+    finally:
+        if not future.done():
+            future.cancel()
+
+
 def install(agent: Agent) -> None:
     """Register every vault method on ``agent``."""
     locks = VaultLocks()
@@ -74,12 +92,12 @@ def install(agent: Agent) -> None:
                     agent.opened_vaults.add(vault)
                 if is_index:
                     async with locks.index:
-                        return await agent.run_blocking(fn, **params)
+                        return await _blocking(agent, ctx, fn, params)
                 if is_write and vault is not None:
                     async with locks.for_vault(vault):
-                        return await agent.run_blocking(fn, **params)
+                        return await _blocking(agent, ctx, fn, params)
                 if vault is not None and locks.for_vault(vault).locked():
-                    return await agent.run_blocking(fn, **params)
+                    return await _blocking(agent, ctx, fn, params)
                 return fn(**params)
 
         return handler
