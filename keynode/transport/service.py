@@ -130,7 +130,8 @@ class Transport:
         self._handlers: dict[str, Handler] = {}
         self._by_peer: dict[NodeId, Connection] = {}
         self._live: set[Connection] = set()
-        self._handshaking: set[Connection] = set()
+        #: connections in their handshake, oldest first (a dict used as an ordered set)
+        self._handshaking: dict[Connection, None] = {}
         self._dialing: dict[NodeId, asyncio.Future[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -221,12 +222,13 @@ class Transport:
         if self._closing:
             writer.transport.abort()
             return
-        if len(self._handshaking) >= self.limits.max_pending_handshakes:
-            log.warning("refusing connection from %s: too many pending handshakes", writer.get_extra_info("peername"))
-            writer.transport.abort()
-            return
+        inbound = [c for c in self._handshaking if not c.outbound and not c.closed]
+        if len(inbound) >= self.limits.max_pending_handshakes:
+            # Evict the oldest pending handshake rather than refuse the newcomer, so peers
+            # that open connections and stall cannot lock honest peers out.
+            inbound[0].close("evicted: too many pending handshakes", level=logging.WARNING)
         conn = self._new_connection(reader, writer, None)
-        self._handshaking.add(conn)
+        self._handshaking[conn] = None
         self._spawn(self._serve_inbound(conn))
 
     async def _serve_inbound(self, conn: Connection) -> None:
@@ -236,7 +238,7 @@ class Transport:
             except TransportError:
                 return  # the connection logged why it closed
             finally:
-                self._handshaking.discard(conn)
+                self._handshaking.pop(conn, None)
             if self._admit(conn):
                 await self._run(conn)
         except Exception:  # noqa: BLE001 - last line of defence: log, drop this peer, keep serving
@@ -314,13 +316,13 @@ class Transport:
             reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
             raise PeerUnreachableError(f"cannot reach {node_id} at {host}:{port}: {reason}") from None
         conn = self._new_connection(reader, writer, node_id)
-        self._handshaking.add(conn)
+        self._handshaking[conn] = None
         try:
             await conn.handshake()
         except HandshakeError:
             raise
         finally:
-            self._handshaking.discard(conn)
+            self._handshaking.pop(conn, None)
         if not self._admit(conn):
             raise ConnectionClosedError(f"connection closed: {conn.close_reason}")
         self._spawn(self._run(conn))

@@ -304,3 +304,21 @@ def test_invalid_local_requests_are_input_errors() -> None:
             await ch.ping()
 
     run(go())
+
+
+def test_stalled_handshakes_cannot_lock_honest_peers_out(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="keynode.transport")
+
+    async def go() -> None:
+        limits = TransportLimits(max_pending_handshakes=3)
+        async with Transport(A) as ta, Transport(B, limits=limits) as tb:
+            stalled = [await asyncio.open_connection("127.0.0.1", tb.port) for _ in range(10)]
+            # all 10 accepted: 7 evicted, 3 pending
+            await until(lambda: caplog.text.count("evicted: too many pending handshakes") >= 7)
+            ch = await ta.connect(B.node_id, "127.0.0.1", tb.port)
+            await ch.ping()
+            assert tb.stats()["handshaking"] <= 3
+            for _, w in stalled:
+                w.close()
+
+    run(go())
