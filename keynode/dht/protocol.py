@@ -28,6 +28,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import random
 import time
 from collections import Counter
 from typing import Any
@@ -125,6 +126,15 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
         self._self_addr: Addr | None = None
         self._last_warning = 0.0
         self._unreported = 0
+
+    def get_refresh_ids(self) -> list[bytes]:
+        """Random ids in buckets without a lookup for an hour (upstream could draw 2**160,
+        which does not fit in 20 bytes: the last bucket's range is inclusive)."""
+        top = (1 << 160) - 1
+        return [
+            random.randint(lo, min(hi, top)).to_bytes(20, "big")
+            for lo, hi in (b.range for b in self.router.lonely_buckets())
+        ]
 
     # -- asyncio.DatagramProtocol ---------------------------------------------------
 

@@ -148,3 +148,14 @@ def test_peer_dht_id_is_derived_from_node_id() -> None:
     p = DhtPeer(KPS[3].node_id, "127.0.0.1", 9)
     assert p.id == hashlib.blake2b(KPS[3].public_key, digest_size=20).digest()
     assert isinstance(p.node_id, NodeId)
+
+
+def test_refresh_ids_fit_in_20_bytes() -> None:
+    import logging
+
+    proto = ValidatingProtocol(OWN.node_id, storage()[0], DhtConfig(), TaskSet(1, logging.getLogger("test")))
+    assert proto.get_refresh_ids() == []  # every bucket was just touched
+    for bucket in proto.router.buckets:
+        bucket.last_updated -= 7200
+        bucket.range = (2**160 - 1, 2**160)  # upstream's inclusive upper bound, forced
+    assert [len(i) for i in proto.get_refresh_ids()] == [20]
