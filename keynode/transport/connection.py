@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -81,6 +80,7 @@ class Connection:
         self._last_sent = self.created
         self._last_work = self.created
         self._ping_nonce: int | None = None
+        self._pings_sent = 0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -360,5 +360,6 @@ class Connection:
                 self.close("duplicate connection retired")
                 return
             if self._ping_nonce is None and now - self._last_sent >= lim.keepalive_interval:
-                self._ping_nonce = int.from_bytes(os.urandom(8), "big")
+                self._pings_sent += 1
+                self._ping_nonce = self._pings_sent
                 self._send_nowait(m.Ping(self._ping_nonce))
