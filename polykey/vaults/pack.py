@@ -17,8 +17,10 @@ from pathlib import Path
 
 from polykey import fsutil
 
-OBJ_BLOB = 3
+OBJ_COMMIT, OBJ_TREE, OBJ_BLOB = 1, 2, 3
+TYPE_NAMES = {OBJ_COMMIT: b"commit", OBJ_TREE: b"tree", OBJ_BLOB: b"blob"}
 TMP_PREFIX = "tmp_pk_"
+IDX_LIMIT = 64 * 1024 * 1024
 
 
 def object_id(kind: bytes, data: bytes) -> bytes:
@@ -40,18 +42,23 @@ def _entry_header(obj_type: int, size: int) -> bytes:
 
 def build_pack(blobs: list[bytes]) -> tuple[bytes, bytes, list[str]]:
     """``(pack bytes, idx bytes, hex ids)`` for ``blobs`` (duplicates packed once)."""
+    return build_objects_pack([(OBJ_BLOB, b) for b in blobs])
+
+
+def build_objects_pack(objects: list[tuple[int, bytes]]) -> tuple[bytes, bytes, list[str]]:
+    """``(pack bytes, idx bytes, hex ids)`` for ``(type, content)`` objects (duplicates packed once)."""
     seen: dict[bytes, None] = {}
     parts = [b""]  # header placeholder
     entries: list[tuple[bytes, int, int]] = []  # (sha, offset, crc32)
     offset = 12
     ids = []
-    for data in blobs:
-        sha = object_id(b"blob", data)
+    for obj_type, data in objects:
+        sha = object_id(TYPE_NAMES[obj_type], data)
         ids.append(sha.hex())
         if sha in seen:
             continue
         seen[sha] = None
-        packed = _entry_header(OBJ_BLOB, len(data)) + zlib.compress(data, 1)
+        packed = _entry_header(obj_type, len(data)) + zlib.compress(data, 1)
         entries.append((sha, offset, zlib.crc32(packed)))
         parts.append(packed)
         offset += len(packed)
@@ -95,7 +102,12 @@ def _write_durably(path: Path, data: bytes) -> None:
 
 def write_pack(objects_dir: Path, blobs: list[bytes]) -> list[str]:
     """Store ``blobs`` as one pack under ``objects_dir/pack``; returns their hex ids in order."""
-    pack, idx, ids = build_pack(blobs)
+    return write_objects_pack(objects_dir, [(OBJ_BLOB, b) for b in blobs])
+
+
+def write_objects_pack(objects_dir: Path, objects: list[tuple[int, bytes]]) -> list[str]:
+    """Store ``(type, content)`` objects as one durable pack; returns their hex ids in order."""
+    pack, idx, ids = build_objects_pack(objects)
     pack_dir = objects_dir / "pack"
     pack_dir.mkdir(exist_ok=True)
     name = "pack-" + pack[-20:].hex()
@@ -123,3 +135,34 @@ def remove_stale_temporaries(objects_dir: Path) -> None:
     if pack_dir.is_dir():
         for p in pack_dir.glob(f"{TMP_PREFIX}*"):
             p.unlink(missing_ok=True)
+
+
+def pack_ids(idx_path: Path) -> list[str]:
+    """The object ids an idx v2 file lists (strictly checked header and size)."""
+    with open(idx_path, "rb") as f:
+        data = f.read(IDX_LIMIT + 1)
+    if len(data) > IDX_LIMIT or len(data) < 8 + 1024 + 40 or data[:8] != b"\xfftOc\x00\x00\x00\x02":
+        raise ValueError(f"{idx_path.name} is not a pack index v2")
+    count = struct.unpack_from(">I", data, 8 + 255 * 4)[0]
+    start = 8 + 1024
+    if len(data) < start + 28 * count + 40:
+        raise ValueError(f"{idx_path.name} is truncated")
+    return [data[start + 20 * i : start + 20 * (i + 1)].hex() for i in range(count)]
+
+
+def geometric_merge_set(packs: list[tuple[int, Path]], max_packs: int) -> list[Path]:
+    """Which packs (``(size, idx path)``) to merge so pack sizes stay a factor-2 progression.
+
+    Only when there are more than ``max_packs``: the smallest packs, as long as each next one is
+    smaller than twice the sum so far (git's ``repack --geometric=2`` idea). Empty if nothing to do.
+    """
+    if len(packs) <= max_packs:
+        return []
+    ordered = sorted(packs)
+    total, chosen = ordered[0][0], [ordered[0][1]]
+    for size, path in ordered[1:]:
+        if size >= 2 * total:
+            break
+        total += size
+        chosen.append(path)
+    return chosen if len(chosen) >= 2 else []

@@ -19,12 +19,23 @@ import pygit2
 from pygit2.enums import FileMode, ObjectType, Option, SortMode
 
 from polykey.errors import CommitNotFoundError, InvalidInputError, VaultIntegrityError
-from polykey.vaults.pack import remove_stale_temporaries, write_pack
+from polykey.vaults.objects import MODE_BLOB, MODE_TREE, Entries, signed_commit_bytes, tree_bytes
+from polykey.vaults.pack import (
+    OBJ_BLOB,
+    OBJ_COMMIT,
+    OBJ_TREE,
+    TYPE_NAMES,
+    geometric_merge_set,
+    object_id,
+    pack_ids,
+    remove_stale_temporaries,
+    write_objects_pack,
+)
 
 BRANCH = "refs/heads/main"
 LOCK_FILE = "pk-write.lock"
 BLOB, TREE = "blob", "tree"
-PACK_THRESHOLD = 64
+MAX_PACKS = 16
 
 _configured = False
 _configure_mutex = threading.Lock()
@@ -88,6 +99,26 @@ class GitRepo:
         except pygit2.GitError:
             raise VaultIntegrityError("the vault repository cannot be opened (corrupt or missing)") from None
         self._mutex = threading.RLock()
+        self._pending: dict[str, tuple[int, bytes]] | None = None
+
+    def _reopen(self) -> None:
+        """A fresh libgit2 handle: after packs were merged here or by another process."""
+        self._repo.free()
+        try:
+            self._repo = pygit2.Repository(str(self.path), pygit2.enums.RepositoryOpenFlag.BARE)
+        except pygit2.GitError:
+            raise VaultIntegrityError("the vault repository cannot be opened (corrupt or missing)") from None
+
+    def _get(self, oid: str) -> pygit2.Object:
+        """Look an object up; once more on a fresh handle if a pack it was in has been merged away."""
+        try:
+            return self._repo[oid]
+        except (KeyError, pygit2.GitError):
+            self._reopen()
+        try:
+            return self._repo[oid]
+        except (KeyError, ValueError, pygit2.GitError):
+            raise VaultIntegrityError(f"vault object {oid[:12]} is missing or corrupt") from None
 
     @classmethod
     def init(cls, path: Path) -> GitRepo:
@@ -112,8 +143,10 @@ class GitRepo:
                               self.path / "packed-refs.lock"):
                     stale.unlink(missing_ok=True)
                 remove_stale_temporaries(self.path / "objects")
+                self._pending = {}
                 yield
             finally:
+                self._pending = None
                 os.close(fd)
 
     @contextmanager
@@ -147,10 +180,7 @@ class GitRepo:
         return _info(self._commit(oid))
 
     def _commit(self, oid: str) -> pygit2.Commit:
-        try:
-            obj = self._repo[oid]
-        except (KeyError, ValueError, pygit2.GitError):
-            raise VaultIntegrityError(f"commit {oid[:12]} is missing or corrupt") from None
+        obj = self._get(oid)
         if not isinstance(obj, pygit2.Commit):
             raise VaultIntegrityError(f"object {oid[:12]} is not a commit")
         return obj
@@ -179,47 +209,85 @@ class GitRepo:
 
         ``signer(payload: bytes) -> str`` returns the armored SSH signature.
         """
-        who = pygit2.Signature(name, email, when, 0)
-        content = self._repo.create_commit_string(
-            who, who, message, pygit2.Oid(hex=tree), [pygit2.Oid(hex=p) for p in parents]
-        )
-        armored = signer(content.encode("utf-8"))  # type: ignore[operator]
-        oid = self._repo.create_commit_with_signature(content, armored.rstrip("\n"))
-        self._repo.references.create(BRANCH, oid, force=True)
-        return str(oid)
+        oid = self._stage(OBJ_COMMIT, signed_commit_bytes(tree, parents, name, email, when, message, signer))
+        self._flush()
+        try:
+            self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
+        except pygit2.GitError:
+            self._reopen()  # the new pack was not seen yet
+            self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
+        self._consolidate()
+        return oid
+
+    def _stage(self, obj_type: int, data: bytes) -> str:
+        if self._pending is None:
+            raise RuntimeError("vault objects are written only under the write lock")
+        oid = object_id(TYPE_NAMES[obj_type], data).hex()
+        self._pending[oid] = (obj_type, data)
+        return oid
+
+    def _flush(self) -> None:
+        """Store the staged objects as one durable pack."""
+        assert self._pending is not None
+        if self._pending:
+            write_objects_pack(self.path / "objects", list(self._pending.values()))
+            self._pending.clear()
+
+    def _consolidate(self) -> None:
+        """Merge small packs (geometric progression) so lookups never scan many packs."""
+        pack_dir = self.path / "objects" / "pack"
+        packs = []
+        for idx in pack_dir.glob("pack-*.idx"):
+            try:
+                packs.append((idx.with_suffix(".pack").stat().st_size, idx))
+            except FileNotFoundError:
+                continue
+        merge = geometric_merge_set(packs, MAX_PACKS)
+        if not merge:
+            return
+        objects: list[tuple[int, bytes]] = []
+        for idx in merge:
+            for oid in pack_ids(idx):
+                obj_type, data = self._repo.odb.read(pygit2.Oid(hex=oid))
+                objects.append((int(obj_type), data))
+        write_objects_pack(self.path / "objects", objects)
+        for idx in merge:
+            idx.unlink(missing_ok=True)
+            idx.with_suffix(".pack").unlink(missing_ok=True)
+        self._reopen()
 
     # -- objects and trees -----------------------------------------------------------
 
     def write_blob(self, data: bytes) -> str:
-        return str(self._repo.create_blob(data))
+        """Stage a blob for the commit being written (under :meth:`write_lock`)."""
+        return self._stage(OBJ_BLOB, data)
 
     def write_blobs(self, blobs: list[bytes]) -> list[str]:
-        """Many blobs at once: one packfile (two files, two fsyncs) instead of a file per blob."""
-        if len(blobs) < PACK_THRESHOLD:
-            return [self.write_blob(b) for b in blobs]
-        return write_pack(self.path / "objects", blobs)
+        return [self._stage(OBJ_BLOB, b) for b in blobs]
 
     def read_blob(self, oid: str) -> bytes:
-        try:
-            obj = self._repo[oid]
-            if not isinstance(obj, pygit2.Blob):
-                raise ValueError
-            return obj.data
-        except (KeyError, ValueError, pygit2.GitError):
-            raise VaultIntegrityError("a vault object is missing or corrupt") from None
+        obj = self._get(oid)
+        if not isinstance(obj, pygit2.Blob):
+            raise VaultIntegrityError(f"vault object {oid[:12]} is not a blob")
+        data: bytes = obj.data
+        return data
 
     def blob_size(self, oid: str) -> int:
         try:
             return int(self._repo.odb.read_header(pygit2.Oid(hex=oid))[1])
         except (KeyError, ValueError, pygit2.GitError):
-            raise VaultIntegrityError("a vault object is missing or corrupt") from None
+            return len(self.read_blob(oid))
+
+    def _tree(self, tree: str) -> pygit2.Tree:
+        obj = self._get(tree)
+        if not isinstance(obj, pygit2.Tree):
+            raise VaultIntegrityError(f"vault object {tree[:12]} is not a tree")
+        return obj
 
     def entry(self, tree: str, path: str) -> tuple[str, str] | None:
         """``(kind, oid)`` at ``path`` (``a/b``) under ``tree``, or None."""
+        obj = self._tree(tree)
         try:
-            obj = self._repo[tree]
-            if not isinstance(obj, pygit2.Tree):
-                raise ValueError
             e = obj[path]
         except KeyError:
             return None
@@ -230,45 +298,39 @@ class GitRepo:
     def list_tree(self, tree: str) -> list[tuple[str, str, str]]:
         """``[(name, kind, oid)]`` of one tree."""
         try:
-            obj = self._repo[tree]
-            if not isinstance(obj, pygit2.Tree):
-                raise ValueError
-            return [(e.name or "", TREE if e.filemode == FileMode.TREE else BLOB, str(e.id)) for e in obj]
+            return [(e.name or "", TREE if e.filemode == FileMode.TREE else BLOB, str(e.id))
+                    for e in self._tree(tree)]
         except (KeyError, ValueError, pygit2.GitError):
             raise VaultIntegrityError("a vault tree is missing or corrupt") from None
 
     def apply(self, tree: str | None, changes: dict[tuple[str, ...], Change]) -> str:
-        """A new tree: ``tree`` with ``changes`` (keyed by name tuples) applied. Empty subtrees vanish."""
+        """Stage a new tree: ``tree`` with ``changes`` (keyed by name tuples). Empty subtrees vanish."""
         out = self._apply(tree, changes)
-        if out is None:
-            out = str(self._repo.TreeBuilder().write())
-        return out
+        return out if out is not None else self._stage(OBJ_TREE, b"")
 
     def _apply(self, tree: str | None, changes: dict[tuple[str, ...], Change]) -> str | None:
-        try:
-            tb = self._repo.TreeBuilder(self._repo[tree]) if tree else self._repo.TreeBuilder()
-        except (KeyError, ValueError, pygit2.GitError):
-            raise VaultIntegrityError("a vault tree is missing or corrupt") from None
+        entries: Entries = {}
+        if tree:
+            for e in self._tree(tree):
+                entries[e.name or ""] = (int(e.filemode), e.id.raw)
         nested: dict[str, dict[tuple[str, ...], Change]] = {}
         for parts, change in changes.items():
             if len(parts) == 1:
                 if change is None:
-                    if tb.get(parts[0]) is not None:
-                        tb.remove(parts[0])
+                    entries.pop(parts[0], None)
                 else:
                     kind, oid = change
-                    tb.insert(parts[0], pygit2.Oid(hex=oid), FileMode.TREE if kind == TREE else FileMode.BLOB)
+                    entries[parts[0]] = (MODE_TREE if kind == TREE else MODE_BLOB, bytes.fromhex(oid))
             else:
                 nested.setdefault(parts[0], {})[parts[1:]] = change
         for name, sub in nested.items():
-            current = tb.get(name)
-            base = str(current.id) if current is not None and current.type_str == "tree" else None
+            current = entries.get(name)
+            base = current[1].hex() if current is not None and current[0] == MODE_TREE else None
             new = self._apply(base, sub)
             if new is None:
-                if current is not None:
-                    tb.remove(name)
+                entries.pop(name, None)
             else:
-                tb.insert(name, pygit2.Oid(hex=new), FileMode.TREE)
-        if len(tb) == 0:
+                entries[name] = (MODE_TREE, bytes.fromhex(new))
+        if not entries:
             return None
-        return str(tb.write())
+        return self._stage(OBJ_TREE, tree_bytes(entries))

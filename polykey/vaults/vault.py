@@ -92,9 +92,9 @@ class Vault:
             (PK_DIR, "members"): Members(((me, OWNER),)).encode(),
             (PK_DIR, "keys", keys_file_name(0)): WrappedKeys.create(0, secret, [me]).encode(),
         }
-        changes: dict[Parts, Change] = {k: (BLOB, repo.write_blob(v)) for k, v in files.items()}
-        tree = repo.apply(None, changes)
         with repo.write_lock():
+            changes: dict[Parts, Change] = {k: (BLOB, repo.write_blob(v)) for k, v in files.items()}
+            tree = repo.apply(None, changes)
             repo.commit(tree, [], str(me), author_email(me), int(clock()), "create vault\n",
                         lambda payload: sshsig.sign(keypair.seed, payload))
         repo.close()

@@ -10,6 +10,7 @@ import pygit2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from polykey.vaults.objects import MODE_BLOB, MODE_TREE, signed_commit_bytes, tree_bytes
 from polykey.vaults.pack import build_pack, object_id, write_pack
 
 _n = itertools.count()
@@ -36,3 +37,44 @@ def test_duplicates_are_packed_once_and_large_sizes_encode() -> None:
     pack, idx, ids = build_pack([b"a", b"a", b"x" * 70000])
     assert int.from_bytes(pack[8:12], "big") == 2 and ids[0] == ids[1]
     assert idx[:8] == b"\xfftOc\x00\x00\x00\x02"
+
+
+names = st.text(st.sampled_from("0123456789abcdefghijklmnopqrstuv.-_"), min_size=1, max_size=12).filter(
+    lambda n: n not in (".", "..") and n != ".git"
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(names, st.booleans(), min_size=1, max_size=12))
+def test_tree_bytes_match_libgit2(tmp_path: Path, spec: dict[str, bool]) -> None:
+    repo = pygit2.Repository(str(tmp_path / "t.git")) if (tmp_path / "t.git").exists() else \
+        pygit2.init_repository(str(tmp_path / "t.git"), bare=True)
+    blob = repo.create_blob(b"x")
+    empty = repo.TreeBuilder()
+    empty.insert("f", blob, pygit2.enums.FileMode.BLOB)
+    sub = empty.write()
+    tb = repo.TreeBuilder()
+    entries = {}
+    for name, is_tree in spec.items():
+        oid = sub if is_tree else blob
+        mode = MODE_TREE if is_tree else MODE_BLOB
+        tb.insert(name, oid, pygit2.enums.FileMode.TREE if is_tree else pygit2.enums.FileMode.BLOB)
+        entries[name] = (mode, oid.raw)
+    assert repo[tb.write()].read_raw() == tree_bytes(entries)
+
+
+def test_signed_commit_matches_libgit2(tmp_path: Path) -> None:
+    repo = pygit2.init_repository(str(tmp_path / "c.git"), bare=True)
+    tree = repo.TreeBuilder().write()
+    parent = "a" * 40
+    who = pygit2.Signature("vabc", "vabc@polykey", 1_700_000_000, 0)
+    sig = "-----BEGIN SSH SIGNATURE-----\nAAAA\nBBBB\n-----END SSH SIGNATURE-----\n"
+    ours = signed_commit_bytes(str(tree), [], "vabc", "vabc@polykey", 1_700_000_000, "set secret\n",
+                               lambda payload: sig)
+    content = repo.create_commit_string(who, who, "set secret\n", tree, [])
+    theirs = repo[repo.create_commit_with_signature(content, sig.rstrip("\n"))].read_raw()
+    assert ours == theirs
+    seen: list[bytes] = []
+    signed_commit_bytes(str(tree), [parent], "vabc", "vabc@polykey", 1, "m\n", lambda p: seen.append(p) or sig)
+    assert seen == [f"tree {tree}\nparent {parent}\nauthor vabc <vabc@polykey> 1 +0000\n"
+                    f"committer vabc <vabc@polykey> 1 +0000\n\nm\n".encode()]

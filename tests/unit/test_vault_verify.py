@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pygit2
@@ -26,6 +26,7 @@ from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair, ssh_public_key_line
 from polykey.vaults.format import Members, WrappedKeys, join_path, keys_file_name
 from polykey.vaults.index import NameIndex
+from polykey.vaults.pack import pack_ids
 from polykey.vaults.repo import BLOB
 from polykey.vaults.service import VaultService
 from polykey.vaults.vault import Vault, author_email
@@ -50,16 +51,17 @@ def vault_of(svc: VaultService) -> Vault:
     return svc._vault("work")  # noqa: SLF001 - tests craft commits on the real repository
 
 
-def craft(v: Vault, changes: dict[tuple[str, ...], tuple[str, str] | None], signer: KeyPair | None,
+def craft(v: Vault, make: Callable[[], dict[tuple[str, ...], tuple[str, str] | None]], signer: KeyPair | None,
           author: NodeId | None = None, message: str = "set secret\n",
           sign_payload: bytes | None = None) -> str:
     """A commit on HEAD with raw (already encrypted) tree changes, signed as asked."""
     with v.repo.write_lock():
         head = v.repo.head()
         assert head is not None
-        tree = v.repo.apply(v.repo.commit_info(head).tree, changes)
+        tree = v.repo.apply(v.repo.commit_info(head).tree, make())
         who = author or (signer.node_id if signer else v.me)
         if signer is None:
+            v.repo._flush()  # noqa: SLF001 - store the staged objects, then commit without a signature
             repo = pygit2.Repository(str(v.repo.path))
             sig = pygit2.Signature(str(who), author_email(who), 1_800_000_000, 0)
             oid = repo.create_commit("refs/heads/main", sig, sig, message, pygit2.Oid(hex=tree),
@@ -93,6 +95,25 @@ def member_change(v: Vault, owner: KeyPair, new: NodeId, role: str) -> dict[tupl
         (".pk", "members"): (BLOB, v.repo.write_blob(members.encode())),
         (".pk", "keys", name): (BLOB, v.repo.write_blob(wrapped.encode())),
     }
+
+
+def flip_packed_object(repo: Path, oid: str) -> None:
+    """Flip one bit inside the compressed data of ``oid`` in whichever pack holds it."""
+    for idx in (repo / "objects" / "pack").glob("*.idx"):
+        ids = pack_ids(idx)
+        if oid in ids:
+            i, n = ids.index(oid), len(ids)
+            (offset,) = struct.unpack_from(">I", idx.read_bytes(), 8 + 1024 + 24 * n + 4 * i)
+            pack = idx.with_suffix(".pack")
+            data = bytearray(pack.read_bytes())
+            pos = offset
+            while data[pos] & 0x80:
+                pos += 1
+            data[pos + 6] ^= 0x01
+            os.chmod(pack, 0o600)
+            pack.write_bytes(bytes(data))
+            return
+    raise AssertionError("object not found in any pack")
 
 
 def expect_bad(svc: VaultService, commit: str, words: str) -> None:
@@ -145,39 +166,39 @@ def test_stock_git_rejects_a_stranger(svc: VaultService, tmp_path: Path) -> None
 
 def test_missing_signature(svc: VaultService) -> None:
     v = vault_of(svc)
-    bad = craft(v, secret_change(v, "db/password", b"evil"), None)
+    bad = craft(v, lambda: secret_change(v, "db/password", b"evil"), None)
     svc.set_secret("work", "later", b"x")  # the first bad commit is named, not the newest
     expect_bad(svc, bad, "not signed")
 
 
 def test_signature_over_other_content(svc: VaultService, owner: KeyPair) -> None:
     v = vault_of(svc)
-    bad = craft(v, secret_change(v, "db/password", b"evil"), owner, sign_payload=b"something else")
+    bad = craft(v, lambda: secret_change(v, "db/password", b"evil"), owner, sign_payload=b"something else")
     expect_bad(svc, bad, "signature is invalid")
 
 
 def test_signed_by_one_key_claimed_by_another(svc: VaultService, owner: KeyPair) -> None:
     v = vault_of(svc)
-    bad = craft(v, secret_change(v, "db/password", b"evil"), KeyPair.generate(), author=owner.node_id)
+    bad = craft(v, lambda: secret_change(v, "db/password", b"evil"), KeyPair.generate(), author=owner.node_id)
     expect_bad(svc, bad, "not the signer")
 
 
 def test_commit_by_non_member(svc: VaultService) -> None:
     v = vault_of(svc)
-    bad = craft(v, secret_change(v, "db/password", b"evil"), KeyPair.generate())
+    bad = craft(v, lambda: secret_change(v, "db/password", b"evil"), KeyPair.generate())
     expect_bad(svc, bad, "was not a member")
 
 
 def test_reader_and_writer_rules(svc: VaultService, owner: KeyPair) -> None:
     v = vault_of(svc)
     reader, writer = KeyPair.generate(), KeyPair.generate()
-    craft(v, member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
-    craft(v, member_change(v, owner, writer.node_id, "writer"), owner, message="add member\n")
-    ok = craft(v, secret_change(v, "db/password", b"by writer"), writer)
+    craft(v, lambda: member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
+    craft(v, lambda: member_change(v, owner, writer.node_id, "writer"), owner, message="add member\n")
+    ok = craft(v, lambda: secret_change(v, "db/password", b"by writer"), writer)
     assert svc.verify("work")["ok"]
     assert svc.get_secret("work", "db/password") == b"by writer"
     assert {m["role"] for m in svc.members("work")} == {"owner", "reader", "writer"}
-    escalate = craft(v, member_change(v, owner, writer.node_id, "owner"), writer, message="add member\n")
+    escalate = craft(v, lambda: member_change(v, owner, writer.node_id, "owner"), writer, message="add member\n")
     expect_bad(svc, escalate, "not an owner")
     assert ok != escalate
 
@@ -185,15 +206,15 @@ def test_reader_and_writer_rules(svc: VaultService, owner: KeyPair) -> None:
 def test_commit_by_reader(svc: VaultService, owner: KeyPair) -> None:
     v = vault_of(svc)
     reader = KeyPair.generate()
-    craft(v, member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
-    bad = craft(v, secret_change(v, "db/password", b"evil"), reader)
+    craft(v, lambda: member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
+    bad = craft(v, lambda: secret_change(v, "db/password", b"evil"), reader)
     expect_bad(svc, bad, "a reader")
 
 
 def test_reader_node_reads_but_cannot_write(svc: VaultService, owner: KeyPair, tmp_path: Path) -> None:
     v = vault_of(svc)
     reader = KeyPair.generate()
-    craft(v, member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
+    craft(v, lambda: member_change(v, owner, reader.node_id, "reader"), owner, message="add member\n")
     node2 = tmp_path / "node2"
     other = VaultService(node2, reader)
     shutil.copytree(v.repo.path, node2 / "vaults" / v.repo.path.name)
@@ -213,7 +234,7 @@ def test_swapped_ciphertexts_fail_integrity(svc: VaultService, owner: KeyPair) -
     a, b = ("db", "password"), ("api", "token")
     ea, eb = v.find(snap, a), v.find(snap, b)
     assert ea and eb
-    bad = craft(v, {v.enc(snap.keys, a): eb, v.enc(snap.keys, b): ea}, owner)
+    bad = craft(v, lambda: {v.enc(snap.keys, a): eb, v.enc(snap.keys, b): ea}, owner)
     with pytest.raises(VaultIntegrityError):
         svc.get_secret("work", "db/password")
     expect_bad(svc, bad, "failed authentication")
@@ -224,12 +245,7 @@ def test_tampered_object_file(svc: VaultService, tmp_path: Path, owner: KeyPair)
     snap = v.snapshot()
     entry = v.find(snap, ("db", "password"))
     assert entry is not None
-    oid = entry[1]
-    obj = v.repo.path / "objects" / oid[:2] / oid[2:]
-    raw = bytearray(zlib.decompress(obj.read_bytes()))
-    raw[-1] ^= 0x01  # one bit of the ciphertext
-    os.chmod(obj, 0o600)
-    obj.write_bytes(zlib.compress(bytes(raw)))
+    flip_packed_object(v.repo.path, entry[1])
     fresh = VaultService(tmp_path / "node", owner)  # no object cached in memory
     with pytest.raises(VaultIntegrityError):
         fresh.get_secret("work", "db/password")
