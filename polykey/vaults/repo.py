@@ -236,8 +236,12 @@ class GitRepo:
     def _consolidate(self) -> None:
         """Merge small packs (geometric progression) so lookups never scan many packs."""
         pack_dir = self.path / "objects" / "pack"
+        with os.scandir(pack_dir) as it:
+            names = [e.name for e in it if e.name.startswith("pack-") and e.name.endswith(".idx")]
+        if len(names) <= MAX_PACKS:
+            return
         packs = []
-        for idx in pack_dir.glob("pack-*.idx"):
+        for idx in (pack_dir / n for n in names):
             try:
                 packs.append((idx.with_suffix(".pack").stat().st_size, idx))
             except FileNotFoundError:
