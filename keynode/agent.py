@@ -46,6 +46,8 @@ log = logging.getLogger("keynode.agent")
 T = TypeVar("T")
 ServiceFactory = Callable[["Agent"], contextlib.AbstractAsyncContextManager[Any]]
 
+#: How often the agent checks that its socket still exists (seconds).
+SOCKET_CHECK_INTERVAL = 2.0
 #: Threads for blocking vault work (writes fsync; imports and verification are long).
 WORKER_THREADS = 4
 
@@ -168,6 +170,7 @@ class Agent:
                         await stack.enter_async_context(factory(self))
                     if self.config.idle_lock:
                         tg.create_task(self._idle_lock_loop(self.config.idle_lock), name="idle-lock")
+                    tg.create_task(self._watch_socket(sock), name="socket-watch")
                     self._write_status()
                     log.info("agent %s serving on %s (pid %d)", self._node_id, sock, os.getpid())
                     if on_ready is not None:
@@ -222,6 +225,20 @@ class Agent:
         self._set_keys(keypair)
         log.info("unlocked")
         self._write_status()
+
+    async def _watch_socket(self, sock: Path) -> None:
+        """Stop when our socket is removed or replaced (node directory deleted), as gpg-agent does."""
+        ours = sock.stat().st_ino
+        while True:
+            await asyncio.sleep(SOCKET_CHECK_INTERVAL)
+            try:
+                current = sock.stat().st_ino
+            except FileNotFoundError:
+                current = None
+            if current != ours:
+                log.warning("the socket %s was removed or replaced; stopping", sock)
+                self.stop()
+                return
 
     async def _idle_lock_loop(self, idle: float) -> None:
         interval = max(0.05, min(1.0, idle / 4))

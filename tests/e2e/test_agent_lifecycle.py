@@ -172,3 +172,12 @@ def _zombie(pid: int) -> bool:
             return f.read().split(") ", 1)[1].startswith("Z")
     except OSError:
         return True
+
+
+def test_agent_exits_when_its_socket_is_removed(node: Node) -> None:
+    assert pk(node, "agent", "start").code == 0
+    pid = running_pid(node)
+    assert pid
+    (node.path / "agent.sock").unlink()  # e.g. the node directory was deleted
+    wait_for(lambda: running_pid(node) is None, what="agent exit after its socket was removed")
+    assert "removed or replaced" in (node.path / "agent.log").read_text()
