@@ -107,16 +107,17 @@ def agent_stop() -> None:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; an exited process not yet reaped by its parent (a zombie) is gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    try:  # a zombie child of ours counts as gone
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
         return True
 
 

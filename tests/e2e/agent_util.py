@@ -92,8 +92,13 @@ def ping(node: Node) -> bool:
 
 
 def alive(pid: int) -> bool:
+    """True while ``pid`` runs (an exited, not yet reaped process counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b") ", 1)[1][:1] != b"Z"
+    except OSError:
+        return False

@@ -158,20 +158,12 @@ def test_stale_lock_and_socket_after_kill9(node: Node) -> None:
     pid = running_pid(node)
     assert pid
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not alive(pid) or _zombie(pid), what="agent death")
+    wait_for(lambda: not alive(pid), what="agent death")
     assert (node.path / "agent.sock").exists() and (node.path / "agent.lock").exists()  # left behind
     r = pk(node, "secrets", "get", "app:k")
     assert r.code == 0 and r.out == b"v1"
     new_pid = running_pid(node)
     assert new_pid and new_pid != pid
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1].startswith("Z")
-    except OSError:
-        return True
 
 
 def test_agent_exits_when_its_socket_is_removed(node: Node) -> None:
