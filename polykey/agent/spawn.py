@@ -108,12 +108,45 @@ def _read_ready(fd: int, timeout: float) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def lock_held(node_path: str) -> bool:
+    """True while some agent holds ``agent.lock`` (it may still be starting)."""
+    import fcntl
+
+    try:
+        fd = os.open(paths.node_file(node_path, paths.LOCK), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def ensure_started(node_path: str, password: bytes, extra: Sequence[str] = ()) -> dict[str, Any] | None:
-    """Start an agent unless one is already running (a concurrent start that lost the race is fine)."""
+    """Start an agent unless one is already running.
+
+    A concurrent start that won the race may still be unlocking its key: wait (bounded) until
+    its socket answers or it gives up (releases the lock).
+    """
+    from polykey.agent.client import connect
+
     try:
         return start_agent(node_path, password, extra)
     except AgentRunningError:
-        return None
+        pass
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            connect(node_path).close()
+            return None
+        except AgentUnavailableError:
+            if not lock_held(node_path):
+                raise
+        time.sleep(0.02)
+    raise AgentUnavailableError(f"the agent for {node_path} did not become ready")
 
 
 __all__ = ["start_agent", "ensure_started", "require_node", "daemon_argv", "PolykeyError"]

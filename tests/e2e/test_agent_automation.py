@@ -229,3 +229,18 @@ def test_concurrent_cli_clients_share_one_agent(app: Node) -> None:
     outs = [p.communicate(timeout=60)[0] for p in procs]
     assert outs == [b"s3cret"] * 8 and all(p.returncode == 0 for p in procs)
     assert running_pid(app) is not None
+
+
+def test_concurrent_on_demand_starts_yield_one_agent(app: Node) -> None:
+    assert pk(app, "agent", "stop", password=False).code == 0
+    procs = [
+        subprocess.Popen([pk_executable(), "secrets", "get", "app:db/password", "--node-path", str(app.path),
+                          "--password-file", str(app.password_file)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=base_env())
+        for _ in range(6)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [out for out, _ in results] == [b"s3cret"] * 6, [err for _, err in results]
+    assert running_pid(app) is not None
+    agents = subprocess.run(["pgrep", "-f", f"keynode --node-path {app.path}"], capture_output=True, text=True).stdout.split()
+    assert len(agents) == 1
