@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +204,7 @@ class GitRepo:
             raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
 
     def commit(self, tree: str, parents: list[str], name: str, email: str, when: int,
-               message: str, signer: object) -> str:
+               message: str, signer: Callable[[bytes], str]) -> str:
         """Write a signed commit and move the branch to it (caller holds :meth:`write_lock`).
 
         ``signer(payload: bytes) -> str`` returns the armored SSH signature.

@@ -21,7 +21,8 @@ methods on behalf of socket clients. Contract:
   SecretNotFoundError, ...); they cross the agent socket as ``{type, message, data}``.
 
 Signature changes after the first commit of this file are noted here:
-- (none yet)
+- ``__init__`` gained keyword-only ``clock`` and ``rng`` (injectable time and randomness for
+  tests); ``VaultService(node_path, keypair)`` is unchanged.
 """
 
 from __future__ import annotations
