@@ -151,18 +151,18 @@ def pack_ids(idx_path: Path) -> list[str]:
 
 
 def geometric_merge_set(packs: list[tuple[int, Path]], max_packs: int) -> list[Path]:
-    """Which packs (``(size, idx path)``) to merge so pack sizes stay a factor-2 progression.
+    """Which packs (``(size, idx path)``) to merge so that pack sizes form a factor-2 progression.
 
-    Only when there are more than ``max_packs``: the smallest packs, as long as each next one is
-    smaller than twice the sum so far (git's ``repack --geometric=2`` idea). Empty if nothing to do.
+    Only when there are more than ``max_packs``. In ascending size order, the merged set is the
+    shortest prefix after which every pack is at least twice the sum of all smaller ones (git's
+    ``repack --geometric=2`` idea), so the remaining packs number O(log(total size)).
     """
     if len(packs) <= max_packs:
         return []
     ordered = sorted(packs)
-    total, chosen = ordered[0][0], [ordered[0][1]]
-    for size, path in ordered[1:]:
-        if size >= 2 * total:
-            break
-        total += size
-        chosen.append(path)
-    return chosen if len(chosen) >= 2 else []
+    total, last = ordered[0][0], 0
+    for j in range(1, len(ordered)):
+        if ordered[j][0] < 2 * total:
+            last = j
+        total += ordered[j][0]
+    return [p for _s, p in ordered[: last + 1]] if last >= 1 else []

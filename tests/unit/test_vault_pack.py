@@ -78,3 +78,33 @@ def test_signed_commit_matches_libgit2(tmp_path: Path) -> None:
     signed_commit_bytes(str(tree), [parent], "vabc", "vabc@polykey", 1, "m\n", lambda p: seen.append(p) or sig)
     assert seen == [f"tree {tree}\nparent {parent}\nauthor vabc <vabc@polykey> 1 +0000\n"
                     f"committer vabc <vabc@polykey> 1 +0000\n\nm\n".encode()]
+
+
+def test_geometric_merge_set() -> None:
+    from polykey.vaults.pack import geometric_merge_set
+
+    p = [Path(f"p{i}") for i in range(40)]
+    assert geometric_merge_set([(10, x) for x in p[:5]], 16) == []
+    # one tiny pack, many similar ones, one huge one: all but the huge one merge
+    packs = [(1, p[0])] + [(10, x) for x in p[1:30]] + [(10_000, p[30])]
+    assert set(geometric_merge_set(packs, 16)) == set(p[:30])
+    # already a progression: nothing to do
+    prog = [(3**i, p[i]) for i in range(20)]
+    assert geometric_merge_set(prog, 16) == []
+
+
+def test_many_writes_keep_few_packs(tmp_path: Path) -> None:
+    from polykey.keys.keypair import KeyPair
+    from polykey.vaults.service import VaultService
+
+    svc = VaultService(tmp_path / "n", KeyPair.generate())
+    vid = svc.create_vault("v")["vaultId"]
+    svc.import_secrets("v", {f"d/{i}": b"x" for i in range(300)})
+    for i in range(120):
+        svc.set_secret("v", f"s{i % 7}", b"%d" % i)
+    packs = list((tmp_path / "n" / "vaults" / f"{vid}.git" / "objects" / "pack").glob("*.idx"))
+    assert len(packs) <= 16
+    assert svc.get_secret("v", "s0") == b"119"
+    assert svc.verify("v")["commits"] == 122
+    r = subprocess.run(["git", "-C", str(packs[0].parents[2]), "fsck", "--strict"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
