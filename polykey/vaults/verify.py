@@ -4,7 +4,8 @@ Every commit, oldest first, MUST carry an SSHSIG (namespace ``git``) by the
 Ed25519 key whose NodeId is its author and committer, and that NodeId MUST
 hold, as of every parent, a role allowing the change: ``owner`` or ``writer``
 for secrets, ``owner`` when ``.pk/`` changes. A root commit MUST be signed by an
-owner listed in its own ``.pk/members``. Every secret blob this node can
+owner listed in its own ``.pk/members``. The current epoch's wrapped keys MUST name
+exactly the members. Every secret blob this node can
 decrypt MUST authenticate under its path. The first commit that breaks a rule
 is reported with its id and the reason.
 """
@@ -22,7 +23,7 @@ from polykey.errors import (
     VaultVerificationError,
 )
 from polykey.ids import NodeId
-from polykey.vaults.format import DIR_MARKER, OWNER, WRITER, join_path
+from polykey.vaults.format import DIR_MARKER, OWNER, WRITER, WrappedKeys, join_path, keys_file_name
 from polykey.vaults.repo import BLOB, TREE, CommitInfo
 from polykey.vaults.vault import PK_DIR, Parts, Snapshot, Vault, author_email
 
@@ -102,6 +103,23 @@ def _check_role(v: Vault, c: CommitInfo, signer: NodeId) -> None:
             raise _Bad(f"changes the vault membership or keys, but {signer} is a {role}, not an owner")
 
 
+def _check_keys(v: Vault, c: CommitInfo, checked: set[str]) -> None:
+    """The current epoch's wrapped keys name exactly the members (section 4.3)."""
+    pk = _pk_tree(v, c.tree)
+    if pk is None or pk in checked:
+        return
+    info, members = v.meta(c.tree)
+    e = v.repo.entry(c.tree, f"{PK_DIR}/keys/{keys_file_name(info.epoch)}")
+    if e is None or e[0] != BLOB:
+        raise _Bad(f"it has no wrapped keys for epoch {info.epoch}")
+    wrapped = WrappedKeys.decode(v.repo.read_blob(e[1]))
+    if wrapped.epoch != info.epoch:
+        raise _Bad("its wrapped keys are for another epoch")
+    if {n for n, _w in wrapped.wraps} != {n for n, _r in members.roles}:
+        raise _Bad("its wrapped keys do not match its member list")
+    checked.add(pk)
+
+
 def _check_blobs(v: Vault, snap: Snapshot, seen: set[tuple[Parts, str]]) -> None:
     if snap.keys is None:
         return
@@ -135,10 +153,12 @@ def verify(v: Vault) -> dict[str, Any]:
                                          reason="no branch")
         commits = _topological(v, head)
         seen: set[tuple[Parts, str]] = set()
+        checked: set[str] = set()
         for c in commits:
             try:
                 signer = _signer(v, c)
                 _check_role(v, c, signer)
+                _check_keys(v, c, checked)
                 _check_blobs(v, v.load(c.id), seen)
             except _Bad as bad:
                 raise VaultVerificationError(f"commit {c.id}: {bad.reason}", commit=c.id, reason=bad.reason) from None

@@ -254,3 +254,16 @@ def test_tampered_object_file(svc: VaultService, tmp_path: Path, owner: KeyPair)
         fresh.verify("work")
     assert "corrupt" in info.value.message
     assert git(v.repo.path, "fsck").returncode != 0
+
+
+def test_member_without_a_wrapped_key(svc: VaultService, owner: KeyPair) -> None:
+    v = vault_of(svc)
+
+    def members_only() -> dict[tuple[str, ...], tuple[str, str] | None]:
+        snap = v.snapshot()
+        roles = dict(snap.members.roles)
+        roles[KeyPair.generate().node_id] = "writer"
+        return {(".pk", "members"): (BLOB, v.repo.write_blob(Members(tuple(sorted(roles.items()))).encode()))}
+
+    bad = craft(v, members_only, owner, message="add member\n")
+    expect_bad(svc, bad, "do not match its member list")
