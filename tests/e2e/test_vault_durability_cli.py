@@ -141,3 +141,31 @@ def test_no_name_or_value_in_clear_under_the_node_dir(node: Node, tmp_path: Path
         for needle in needles:
             assert needle not in batch, needle
     assert os.stat(node.path / "vaults").st_mode & 0o077 == 0
+
+
+CONCURRENT = r"""
+import sys
+from pathlib import Path
+from polykey.keys.store import NodeDir
+from polykey.vaults.service import VaultService
+
+node, pw, tag = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes().strip(), sys.argv[3]
+svc = VaultService(node, NodeDir(node).unlock(pw))
+for i in range(25):
+    svc.set_secret("work", f"{tag}/{i}", f"{tag}-{i}".encode())
+    assert svc.get_secret("work", f"{tag}/{i}") == f"{tag}-{i}".encode()
+"""
+
+
+def test_two_processes_writing_one_vault_lose_nothing(node: Node, tmp_path: Path) -> None:
+    assert node.pk("vaults", "create", "work").code == 0
+    script = tmp_path / "concurrent.py"
+    script.write_text(CONCURRENT)
+    procs = [subprocess.Popen([sys.executable, str(script), str(node.path), str(node.password_file), tag],
+                              env=base_env()) for tag in ("a", "b", "c")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    listing = node.pk("secrets", "ls", "-r", "work", "--format", "json").json
+    assert len([e for e in listing if e["type"] == "secret"]) == 75  # type: ignore[union-attr, index]
+    assert node.pk("secrets", "get", "work:b/24").out == b"b-24"
+    assert len(node.pk("vaults", "log", "work", "--format", "json").json) == 76  # type: ignore[arg-type]
+    assert node.pk("vaults", "verify", "work").code == 0
