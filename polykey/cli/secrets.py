@@ -24,7 +24,7 @@ from polykey.cli.common import common_options, emit, settings
 from polykey.cli.vaults import backend, short, split_secret_path, when
 from polykey.errors import InvalidInputError, SecretNotFoundError
 from polykey.vaults.format import MAX_SECRET_BYTES
-from polykey.vaults.service import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH
+from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH
 
 
 def _read_limited(stream: object, what: str) -> bytes:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from polykey.cli.common import Settings, common_options, emit, settings
 from polykey.errors import InvalidInputError
-from polykey.vaults.service import VaultService
+
+if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this process
+    from polykey.vaults.service import VaultService
 
 
 @contextmanager
@@ -28,7 +30,7 @@ def backend(s: Settings) -> Iterator[VaultService]:
 
     remote = RemoteVaultService(session(s))
     try:
-        yield cast(VaultService, remote)
+        yield cast("VaultService", remote)
     finally:
         remote.close()
 

@@ -42,27 +42,19 @@ from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
 from polykey.vaults import ops
-from polykey.vaults.format import MAX_SECRET_BYTES, split_path
+from polykey.vaults.format import split_path
+from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.index import NameIndex, validate_name
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify as _verify
 
+__all__ = ["CHARSETS", "DEFAULT_CHARSET", "DEFAULT_LENGTH", "VAULTS_DIR", "VaultService"]
+
 VAULTS_DIR = "vaults"
-MAX_GENERATE_LENGTH = 4096
 MAX_LOG_LIMIT = 1_000_000
 
 JSON = dict[str, Any]
 
-#: Characters ``generate`` draws from, by name; any other string is used as the literal set.
-CHARSETS: dict[str, str] = {
-    "alnum": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-    "alpha": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-    "digits": "0123456789",
-    "hex": "0123456789abcdef",
-    "symbols": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&()*+,-./:;<=>?@[]^_{|}~",
-}
-DEFAULT_CHARSET = "alnum"
-DEFAULT_LENGTH = 32
 
 
 class VaultService:
@@ -281,7 +273,7 @@ class VaultService:
         Returns ``{"path", "commit", "created": bool}``. SecretIsDirectoryError if ``path`` is a
         directory, SecretNotDirectoryError if a parent is a secret.
         """
-        _check_value(value)
+        check_value(value)
         return ops.set_secret(self._vault(vault), split_path(path), value)
 
     def get_secret(self, vault: str, path: str, commit: str | None = None) -> bytes:
@@ -373,15 +365,7 @@ class VaultService:
         """Store a random password of ``length`` characters from ``charset`` (a name in CHARSETS or a
         literal set). Returns ``{"path", "commit", "length"}`` plus ``"value"`` only when ``reveal``.
         """
-        chars = CHARSETS.get(charset, charset)
-        if not isinstance(chars, str) or len(set(chars)) < 2 or len(chars) > 1024:
-            raise InvalidInputError("the charset must be a known name or at least 2 distinct characters")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in chars):
-            raise InvalidInputError("the charset must not contain control characters")
-        if not 1 <= length <= MAX_GENERATE_LENGTH:
-            raise InvalidInputError(f"the length must be 1 to {MAX_GENERATE_LENGTH}")
-        alphabet = sorted(set(chars))
-        value = "".join(alphabet[_uniform(self._rng, len(alphabet))] for _ in range(length))
+        value = generate_password(length, charset, self._rng)
         result = ops.set_secret(self._vault(vault), split_path(path), value.encode("utf-8"),
                                 message="generate secret\n")
         result["length"] = length
@@ -393,25 +377,10 @@ class VaultService:
         """Write many secrets in one commit. Returns ``{"commit", "count"}``."""
         parsed: dict[tuple[str, ...], bytes] = {}
         for path, value in items.items():
-            _check_value(value)
+            check_value(value)
             parts = split_path(path)
             if parts in parsed:
                 raise InvalidInputError(f"{path!r} appears twice in the import")
             parsed[parts] = value
         return ops.import_secrets(self._vault(vault), parsed)
 
-
-def _check_value(value: bytes) -> None:
-    if not isinstance(value, bytes):
-        raise InvalidInputError("a secret value must be bytes")
-    if len(value) > MAX_SECRET_BYTES:
-        raise InvalidInputError(f"secret values are limited to {MAX_SECRET_BYTES} bytes")
-
-
-def _uniform(rng: crypto.Rng, n: int) -> int:
-    """An unbiased index in ``range(n)`` (rejection sampling over 32-bit draws)."""
-    limit = (1 << 32) - (1 << 32) % n
-    while True:
-        x = int.from_bytes(rng(4), "big")
-        if x < limit:
-            return x % n

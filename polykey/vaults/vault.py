@@ -76,7 +76,7 @@ class Vault:
         self.rng = rng
         self._head: Snapshot | None = None
         self._meta: dict[str, tuple[VaultInfo, Members]] = {}
-        self._keys: dict[int, EpochKeys | None] = {}
+        self._keys: dict[int, EpochKeys] = {}
         self._names: dict[tuple[int, str], str] = {}
 
     @classmethod
@@ -151,8 +151,9 @@ class Vault:
         return self.repo.read_blob(e[1])
 
     def _epoch_keys(self, tree: str, epoch: int) -> EpochKeys | None:
-        if epoch in self._keys:
-            return self._keys[epoch]
+        cached = self._keys.get(epoch)
+        if cached is not None:
+            return cached
         e = self.repo.entry(tree, f"{PK_DIR}/keys/{keys_file_name(epoch)}")
         if e is None or e[0] != BLOB:
             raise VaultFormatError(f"the vault has no wrapped keys for epoch {epoch}")
@@ -160,8 +161,9 @@ class Vault:
         if wrapped.epoch != epoch:
             raise VaultFormatError("the vault's wrapped keys are for another epoch")
         secret = wrapped.unwrap(self.keypair.seed, self.me)
-        keys = None if secret is None else EpochKeys.derive(self.vault_id, epoch, secret)
-        self._keys[epoch] = keys
+        if secret is None:
+            return None  # not cached: a later commit may add a wrap for this node in this epoch
+        keys = self._keys[epoch] = EpochKeys.derive(self.vault_id, epoch, secret)
         return keys
 
     def need_keys(self, snap: Snapshot) -> EpochKeys:
