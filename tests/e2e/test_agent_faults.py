@@ -74,10 +74,11 @@ def test_unknown_method_keeps_the_connection(agent: Node) -> None:
         assert recv_frame(s) == {"id": 3, "result": {"pong": True}}
 
 
-def _writer(node: Node, name: str, stop: threading.Event, done: list[tuple[str, bytes]], errors: list[BaseException]) -> None:
+def _writer(node: Node, name: str, stop: threading.Event, done: list[tuple[str, bytes]], errors: list[BaseException],
+            autostart: bool = True) -> None:
     i = 0
     try:
-        with Client(node.path, password_file=node.password_file) as c:
+        with Client(node.path, password_file=node.password_file, autostart=autostart) as c:
             while not stop.is_set():
                 path, value = f"w/{name}/{i}", f"{name}-{i}".encode()
                 c.set(f"app:{path}", value)
@@ -112,9 +113,13 @@ def test_eight_concurrent_writers_lose_nothing(agent: Node) -> None:
 def test_kill9_during_writes_keeps_every_reported_write(agent: Node) -> None:
     done: list[tuple[str, bytes]] = []
     for round_ in range(3):
+        if round_:
+            assert pk(agent, "agent", "start").code == 0
         stop = threading.Event()
         errors: list[BaseException] = []
-        threads = [threading.Thread(target=_writer, args=(agent, f"r{round_}c{n}", stop, done, errors)) for n in range(4)]
+        # autostart=False: a writer must not restart the agent we are about to kill
+        threads = [threading.Thread(target=_writer, args=(agent, f"r{round_}c{n}", stop, done, errors, False))
+                   for n in range(4)]
         for t in threads:
             t.start()
         wait_for(lambda: sum(1 for p, _ in done if p.startswith(f"w/r{round_}")) >= 10, what="some writes")
