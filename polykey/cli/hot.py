@@ -25,14 +25,24 @@ ENV_DUPLICATE = ("keep", "overwrite", "warn", "error")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def as_path_text(text: str) -> str:
+    """``str(pathlib.PurePosixPath(text))`` without importing pathlib (the click route prints paths
+    after click made them ``Path`` objects; the fast path must print them the same)."""
+    if not text:
+        return "."
+    lead = "//" if text.startswith("//") and not text.startswith("///") else "/" if text.startswith("/") else ""
+    parts = [p for p in text.split("/") if p and p != "."]
+    return (lead + "/".join(parts)) or "."
+
+
 class Options:
     """The common options (docs/cli.md): node path, password file, output format."""
 
     __slots__ = ("node_path", "password_file", "format")
 
     def __init__(self, node_path: str | None, password_file: str | None, fmt: str | None) -> None:
-        self.node_path = str(node_path) if node_path else default_node_path()
-        self.password_file = str(password_file) if password_file is not None else None
+        self.node_path = as_path_text(str(node_path) if node_path else default_node_path())
+        self.password_file = as_path_text(str(password_file)) if password_file is not None else None
         fmt = fmt or os.environ.get("PK_FORMAT") or "human"
         if fmt not in ("human", "json"):
             raise InvalidInputError("PK_FORMAT must be 'human' or 'json'")

@@ -184,6 +184,11 @@ def test_fast_path_and_click_agree_without_agent_or_password(node: Node) -> None
         fast = pk(node, *args, password=False, env=no_password_env())
         slow = pk(node, *args, password=False, env=no_password_env(PK_NO_FAST_PATH="1"))
         assert fast.code == slow.code == 64 and fast.err == slow.err
+    missing = str(node.path.parent / "nothing-here") + "//"
+    for args in (["secrets", "get", "app:x"], ["secrets", "env", "app:x", "--format", "json"]):
+        fast = run_pk(*args, "--node-path", missing, env=base_env(PK_PASSWORD="pw"))
+        slow = run_pk(*args, "--node-path", missing, env=base_env(PK_PASSWORD="pw", PK_NO_FAST_PATH="1"))
+        assert fast.code == slow.code == 66 and fast.err == slow.err and "nothing-here:" in fast.err
 
 
 def test_fast_path_and_click_agree_on_commands(app: Node) -> None:

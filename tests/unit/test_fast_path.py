@@ -97,3 +97,14 @@ def test_env_file() -> None:
         parse_env_file("NOEQUALS\n", ".env")
     with pytest.raises(SecretReferenceError):
         parse_env_file("A=pk://novault\n", ".env")
+
+
+from pathlib import PurePosixPath  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.text(alphabet="/.ab~", max_size=12))
+def test_paths_print_as_click_prints_them(text: str) -> None:
+    assert hot.as_path_text(text) == str(PurePosixPath(text)) if text else hot.as_path_text(text) == "."
