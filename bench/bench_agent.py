@@ -79,6 +79,40 @@ def throughput(node: Path, clients: int, seconds: float) -> float:
     return total / seconds
 
 
+def _agent_pid(env: dict[str, str]) -> int:
+    return int(_pk(env, "agent", "status", "--format", "json").split(b'"pid": ')[1].split(b",")[0])
+
+
+def _wait_exit(pid: int) -> None:
+    import select
+
+    fd = os.pidfd_open(pid)
+    try:
+        select.select([fd], [], [], 30)
+    finally:
+        os.close(fd)
+
+
+def stop_latency(env: dict[str, str], runs: int) -> tuple[list[float], list[float]]:
+    """Seconds for `pk agent stop` (whole command) and from SIGTERM to the agent's exit."""
+    import signal
+
+    by_command: list[float] = []
+    by_signal: list[float] = []
+    for _ in range(runs):
+        _pk(env, "agent", "start")
+        t0 = time.perf_counter()
+        _pk(env, "agent", "stop")
+        by_command.append(time.perf_counter() - t0)
+        _pk(env, "agent", "start")
+        pid = _agent_pid(env)
+        t0 = time.perf_counter()
+        os.kill(pid, signal.SIGTERM)
+        _wait_exit(pid)
+        by_signal.append(time.perf_counter() - t0)
+    return by_command, by_signal
+
+
 def main(quick: bool = False) -> None:
     root = Path(polykey.__file__).parent
     compileall.compile_dir(str(root), quiet=1)
@@ -92,7 +126,7 @@ def main(quick: bool = False) -> None:
         _pk(env, "vaults", "create", "bench")
         _pk(env, "secrets", "set", "bench:db/password", input=SECRET)
         try:
-            pid = int(_pk(env, "agent", "status", "--format", "json").split(b'"pid": ')[1].split(b",")[0])
+            pid = _agent_pid(env)
             time.sleep(1.0)
             rss_fresh = _rss_mb(pid)
             assert _pk(env, "secrets", "get", "bench:db/password") == SECRET
@@ -124,6 +158,16 @@ def main(quick: bool = False) -> None:
             print(f"| secrets.get, 8 concurrent clients | {eight:,.0f} gets/s | {eight / one:.2f}× | ≥ 5,000 gets/s |")
             print(f"| idle agent RSS, fresh (one vault open) | {rss_fresh:.1f} MB |  | ≤ 60 MB |")
             print(f"| idle agent RSS, after the throughput runs | {rss_after:.1f} MB |  | ≤ 60 MB |")
+            by_command, by_signal = stop_latency(env, 3 if quick else 7)
+            print_table(
+                "Agent: stopping",
+                [
+                    Row("python -c pass", base),
+                    Row("pk agent stop (whole command, until the agent is gone)", by_command, "agent gone < 1 s"),
+                    Row("SIGTERM to agent exit", by_signal, "< 1 s"),
+                ],
+                baseline="python -c pass",
+            )
         finally:
             subprocess.run([PK, "agent", "stop"], env=env, capture_output=True, check=False)
 
