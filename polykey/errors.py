@@ -205,7 +205,7 @@ class SecretNotFoundError(VaultError):
 
 
 class SecretExistsError(VaultError):
-    """Something already exists at that path (e.g. `mkdir` of an existing secret). Choose another path."""
+    """A directory already exists at that path (`mkdir` of an existing directory). Choose another path."""
 
     exit_code = EX_CANTCREAT
     default_message = "a secret or directory already exists at that path"

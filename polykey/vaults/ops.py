@@ -11,6 +11,7 @@ from polykey.errors import (
     InvalidInputError,
     SecretExistsError,
     SecretIsDirectoryError,
+    SecretNotDirectoryError,
     SecretNotFoundError,
 )
 from polykey.vaults.format import DIR_MARKER, join_path
@@ -92,9 +93,10 @@ def mkdir(v: Vault, parts: Parts, parents: bool) -> JSON:
 
     def build(snap: Snapshot) -> tuple[dict[Parts, Change], str, JSON]:
         e = v.find(snap, parts)
+        if e is not None and e[0] == TREE:
+            raise SecretExistsError(f"directory {join_path(parts)} already exists")
         if e is not None:
-            what = "a directory" if e[0] == TREE else "a secret"
-            raise SecretExistsError(f"{join_path(parts)} already exists as {what}")
+            raise SecretNotDirectoryError(f"{join_path(parts)} is a secret; cannot make a directory over it")
         v.check_parents(snap, parts)
         if not parents and len(parts) > 1 and v.find(snap, parts[:-1]) is None:
             raise SecretNotFoundError(f"no directory {join_path(parts[:-1])!r} (use --parents)")
@@ -124,7 +126,7 @@ def transfer(v: Vault, src: Parts, dst: Parts, *, keep_source: bool) -> JSON:
             if de[0] == TREE:
                 raise SecretIsDirectoryError(f"{join_path(target)} is a directory; cannot write a secret over it")
             if se[0] == TREE:
-                raise SecretExistsError(f"{join_path(target)} is a secret; cannot write a directory over it")
+                raise SecretNotDirectoryError(f"{join_path(target)} is a secret; cannot write a directory over it")
         else:
             v.check_parents(snap, target)
         entries = [((), BLOB, se[1])] if se[0] == BLOB else list(v.walk(snap, se[1], (), True, markers=True))

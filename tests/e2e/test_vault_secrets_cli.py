@@ -46,6 +46,8 @@ def test_errors_and_exit_codes(vnode: Node) -> None:
         (("secrets", "get", "work:db"), 82, "is a directory"),
         (("secrets", "rm", "work:db"), 82, "use -r"),
         (("secrets", "mkdir", "work:db"), 73, "already exists"),
+        (("secrets", "mkdir", "work:db/password"), 82, "cannot make a directory over it"),
+        (("secrets", "cp", "work:db", "work:db/password"), 64, "into itself"),
         (("secrets", "get", "work"), 64, "VAULT:PATH"),
         (("secrets", "get", "work:../x"), 64, "'..'"),
     ]

@@ -94,8 +94,10 @@ def test_file_directory_conflicts(svc: VaultService) -> None:
         svc.get_secret("work", "db")
     with pytest.raises(SecretNotFoundError):
         svc.get_secret("work", "db/user")
-    with pytest.raises(SecretExistsError):
+    with pytest.raises(SecretNotDirectoryError):
         svc.mkdir("work", "db/password")
+    with pytest.raises(SecretExistsError):
+        svc.mkdir("work", "db")
     with pytest.raises(SecretNotDirectoryError):
         svc.mkdir("work", "db/password/x")
     with pytest.raises(SecretIsDirectoryError):
@@ -129,7 +131,7 @@ def test_move_and_copy(svc: VaultService) -> None:
     assert svc.get_secret("work", "g") == b"X"
     svc.copy("work", "g", "dest/f")  # secret over secret: replaced
     assert svc.get_secret("work", "dest/f") == b"X"
-    with pytest.raises(SecretExistsError):
+    with pytest.raises(SecretNotDirectoryError):
         svc.move("work", "d", "g")  # a directory over a secret
     with pytest.raises(InvalidInputError):
         svc.move("work", "d", "d/y")
