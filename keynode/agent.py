@@ -91,6 +91,7 @@ class Agent:
         self._service: VaultService | None = None
         self._inflight = 0
         self._drained: asyncio.Event | None = None
+        self._key_change = asyncio.Lock()  # one lock/unlock at a time
         self.started_at = wall_clock()
         self._started_mono = clock()
         self.last_used = clock()
@@ -125,7 +126,7 @@ class Agent:
 
     @property
     def vaults(self) -> VaultService:
-        if self._service is None:
+        if self._service is None or self._keypair is None:  # _keypair is None while locking
             raise AgentLockedError()
         return self._service
 
@@ -203,28 +204,28 @@ class Agent:
 
     async def lock(self, reason: str) -> None:
         """Drop the keys; waits for requests that are using them to finish."""
-        if self.locked:
-            return
-        keypair, self._keypair = self._keypair, None  # new requests see "locked" from here on
-        while self._inflight:
-            self._drained = asyncio.Event()
-            await self._drained.wait()
-        self._drained = None
-        self._keypair = keypair
-        self._drop_keys()
-        del keypair
-        log.info("locked (%s)", reason)
-        self._write_status()
+        async with self._key_change:
+            if self.locked:
+                return
+            self._keypair = None  # new requests see "locked" from here on
+            while self._inflight:
+                self._drained = asyncio.Event()
+                await self._drained.wait()
+            self._drained = None
+            self._drop_keys()
+            log.info("locked (%s)", reason)
+            self._write_status()
 
     async def unlock(self, password: bytes) -> None:
-        if not self.locked:
-            return
-        keypair = await self.run_blocking(self.node.unlock, password)
-        if str(keypair.node_id) != self._node_id:
-            raise InvalidInputError("the key file changed under the agent; restart it")
-        self._set_keys(keypair)
-        log.info("unlocked")
-        self._write_status()
+        async with self._key_change:
+            if not self.locked:
+                return
+            keypair = await self.run_blocking(self.node.unlock, password)
+            if str(keypair.node_id) != self._node_id:
+                raise InvalidInputError("the key file changed under the agent; restart it")
+            self._set_keys(keypair)
+            log.info("unlocked")
+            self._write_status()
 
     async def _watch_socket(self, sock: Path) -> None:
         """Stop when our socket is removed or replaced (node directory deleted), as gpg-agent does."""

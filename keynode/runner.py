@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from polykey.errors import PolykeyError
 from polykey.keys.store import NodeDir
 from keynode import vault_handlers
 from keynode.agent import Agent, AgentConfig
@@ -49,10 +50,28 @@ def run_agent(
         agent = Agent(AgentConfig(node_path, idle_lock=idle_lock, extra=dict(extra or {})), keypair)
         for extend in EXTENSIONS:
             extend(agent)
-        asyncio.run(_serve(agent, reporter))
+        try:
+            asyncio.run(_serve(agent, reporter))
+        except BaseExceptionGroup as group:
+            # A service or the socket failed to start: report its PolykeyError, not the group.
+            first = _first_polykey_error(group)
+            if first is None:
+                raise
+            raise first from group
     finally:
         lock.release()
     return 0
+
+
+def _first_polykey_error(group: BaseExceptionGroup[BaseException]) -> PolykeyError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, PolykeyError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_polykey_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 async def _serve(agent: Agent, reporter: ReadyReporter) -> None:

@@ -69,6 +69,9 @@ class SocketServer:
         try:
             with paths.UnixAddress(str(self.path)) as address:
                 listener.bind(address.address)
+        except OSError as e:
+            listener.close()
+            raise AgentUnavailableError(f"cannot listen on {self.path}: {e.strerror}") from None
         except BaseException:
             listener.close()
             raise
