@@ -1,0 +1,99 @@
+"""The Agent object in-process on a real node: progress heartbeats, lock vs in-flight work, idle lock."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from polykey import crypto
+from polykey.errors import AgentLockedError
+from polykey.keys.keypair import KeyPair
+from polykey.keys.store import NodeDir
+from keynode import vault_handlers
+from keynode.agent import Agent, AgentConfig
+from keynode.handlers import RequestContext
+
+PASSWORD = b"pw"
+
+
+def make_agent(tmp_path: Path, **config: Any) -> Agent:
+    pair = KeyPair.generate()
+    NodeDir(tmp_path / "node").create(pair, PASSWORD, crypto.KDF_PROFILES["min"])
+    agent = Agent(AgentConfig(tmp_path / "node", **config), pair)
+    vault_handlers.install(agent)
+    return agent
+
+
+def ctx(method: str, progress: list[Any]) -> RequestContext:
+    async def record(obj: Any) -> None:
+        progress.append(obj)
+
+    return RequestContext(1, method, 0, 0, record)
+
+
+def test_long_operations_send_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vault_handlers, "PROGRESS_INTERVAL", 0.02)
+    agent = make_agent(tmp_path)
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        return "done"
+
+    async def main() -> tuple[Any, list[Any]]:
+        progress: list[Any] = []
+        task = asyncio.create_task(vault_handlers._blocking(agent, ctx("x.y", progress), lambda **_: slow(), {}))
+        while len(progress) < 3:
+            await asyncio.sleep(0.01)
+        release.set()
+        return await task, progress
+
+    result, progress = asyncio.run(main())
+    assert result == "done" and all(set(p) == {"elapsed"} for p in progress)
+
+
+def test_lock_waits_for_requests_in_flight_then_refuses(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path)
+
+    async def main() -> list[str]:
+        events: list[str] = []
+        async with agent.using_keys():
+            locking = asyncio.create_task(agent.lock("test"))
+            await asyncio.sleep(0.05)
+            events.append("in-flight done" if not locking.done() else "locked too early")
+            with pytest.raises(AgentLockedError):
+                _ = agent.vaults  # new work is refused while locking
+        await locking
+        events.append(agent.status()["state"])
+        with pytest.raises(AgentLockedError):
+            await agent.dispatch(ctx("vaults.list", []), {})
+        await agent.unlock(PASSWORD)
+        events.append(agent.status()["state"])
+        return events
+
+    assert asyncio.run(main()) == ["in-flight done", "locked", "unlocked"]
+
+
+def test_idle_lock_uses_the_injected_clock(tmp_path: Path) -> None:
+    now = [1000.0]
+    pair = KeyPair.generate()
+    NodeDir(tmp_path / "node").create(pair, PASSWORD, crypto.KDF_PROFILES["min"])
+    agent = Agent(AgentConfig(tmp_path / "node", idle_lock=0.2), pair, clock=lambda: now[0])
+
+    async def main() -> str:
+        loop_task = asyncio.create_task(agent._idle_lock_loop(0.2))
+        await asyncio.sleep(0.15)
+        assert not agent.locked  # the fake clock has not moved
+        now[0] += 0.5
+        for _ in range(100):
+            if agent.locked:
+                break
+            await asyncio.sleep(0.01)
+        loop_task.cancel()
+        return str(agent.status()["state"])
+
+    assert asyncio.run(main()) == "locked"
