@@ -137,6 +137,7 @@ def _daemonize(reporter: Reporter) -> None:
         os.close(relay_to)
     reporter.fd = w
     os.setsid()
+    os.chdir("/")  # hold no directory of the starting shell
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)

@@ -31,12 +31,14 @@ class Session:
         *,
         autostart: bool = True,
         daemon_args: Sequence[str] = (),
+        on_progress: agent_client.ProgressCallback | None = None,
     ) -> None:
         self.node_path = os.fspath(node_path)
         self._password = password
         self.autostart = autostart
         self.daemon_args = list(daemon_args)
         self._client: agent_client.AgentClient | None = None
+        self.on_progress = on_progress
 
     @property
     def password(self) -> PasswordSource:
@@ -65,6 +67,7 @@ class Session:
 
     def call(self, method: str, params: dict[str, Any] | None = None, progress: agent_client.ProgressCallback | None = None) -> Any:
         c = self.client()
+        progress = progress or self.on_progress
         try:
             return c.call(method, params, progress)
         except AgentLockedError:

@@ -23,9 +23,17 @@ def password_source(s: Settings) -> PasswordSource:
     return PasswordSource(str(s.password_file) if s.password_file is not None else None)
 
 
+def _show_progress(progress: Any) -> None:
+    """Long operations report ``{"elapsed": s}`` about once a second: show it on a terminal."""
+    if isinstance(progress, dict) and isinstance(progress.get("elapsed"), (int, float)):
+        sys.stderr.write(f"pk: still working ({progress['elapsed']:.0f} s)\n")
+        sys.stderr.flush()
+
+
 def session(s: Settings, *, autostart: bool = True) -> Session:
     """A session with the agent of the current node, started on demand (the vault commands use this)."""
-    return Session(s.node_path, password_source(s), autostart=autostart)
+    shown = _show_progress if sys.stderr.isatty() else None
+    return Session(s.node_path, password_source(s), autostart=autostart, on_progress=shown)
 
 
 def _describe(status: dict[str, Any]) -> str:
