@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,6 +43,10 @@ def run_agent(
     idle_lock: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> int:
+    mode = node_path.stat().st_mode & 0o777
+    if mode != 0o700:  # the socket's only protection besides SO_PEERCRED is this directory
+        log.warning("node directory %s had mode %o; setting 0700", node_path, mode)
+        os.chmod(node_path, 0o700)
     lock = AgentLock(node_path)
     lock.acquire()  # AgentRunningError: reported by the caller
     try:

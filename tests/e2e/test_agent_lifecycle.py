@@ -173,3 +173,10 @@ def test_agent_exits_when_its_socket_is_removed(node: Node) -> None:
     (node.path / "agent.sock").unlink()  # e.g. the node directory was deleted
     wait_for(lambda: running_pid(node) is None, what="agent exit after its socket was removed")
     assert "removed or replaced" in (node.path / "agent.log").read_text()
+
+
+def test_agent_makes_the_node_directory_private(node: Node) -> None:
+    os.chmod(node.path, 0o755)
+    assert pk(node, "agent", "start").code == 0
+    assert stat.S_IMODE(node.path.stat().st_mode) == 0o700
+    assert "setting 0700" in (node.path / "agent.log").read_text()
