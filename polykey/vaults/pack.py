@@ -115,7 +115,8 @@ def write_objects_pack(objects_dir: Path, objects: list[tuple[int, bytes]]) -> l
     if final_idx.exists():
         return ids
     token = os.urandom(6).hex()
-    tmp_pack, tmp_idx = pack_dir / f"{TMP_PREFIX}{token}.pack", pack_dir / f"{TMP_PREFIX}{token}.idx"
+    # Temporary names must not end in .pack/.idx: git fsck would read a half-written one as a pack.
+    tmp_pack, tmp_idx = pack_dir / f"{TMP_PREFIX}pack_{token}", pack_dir / f"{TMP_PREFIX}idx_{token}"
     try:
         _write_durably(tmp_pack, pack)
         _write_durably(tmp_idx, idx)
@@ -130,11 +131,14 @@ def write_objects_pack(objects_dir: Path, objects: list[tuple[int, bytes]]) -> l
 
 
 def remove_stale_temporaries(objects_dir: Path) -> None:
-    """Delete half-written packs a killed writer left (call under the write lock)."""
+    """Delete half-written packs a killed writer left (call under the write lock only)."""
     pack_dir = objects_dir / "pack"
     if pack_dir.is_dir():
         for p in pack_dir.glob(f"{TMP_PREFIX}*"):
             p.unlink(missing_ok=True)
+        for p in pack_dir.glob("pack-*.pack"):  # renamed, but killed before its .idx was
+            if not p.with_suffix(".idx").exists():
+                p.unlink(missing_ok=True)
 
 
 def pack_ids(idx_path: Path) -> list[str]:

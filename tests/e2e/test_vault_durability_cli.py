@@ -52,12 +52,12 @@ def test_kill_9_during_writes_loses_nothing_reported(node: Node, tmp_path: Path)
     rng = random.Random(1234)
     latest: dict[int, int] = {}  # key -> the last write to it that was reported done
     start = 1
-    for _round in range(8):
+    for _round in range(12):
         proc = subprocess.Popen([sys.executable, str(script), str(node.path), str(node.password_file), str(start)],
                                 stdout=subprocess.PIPE, env=base_env())
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"ready\n"
-        time.sleep(rng.uniform(0.05, 0.6))
+        time.sleep(rng.uniform(0.02, 0.4))
         proc.send_signal(signal.SIGKILL)
         out = proc.stdout.read().decode()
         proc.wait()
