@@ -183,8 +183,8 @@ class Agent:
             pass
         finally:
             self._tg = None
+            self._executor.shutdown(wait=True, cancel_futures=True)  # writes in flight finish first
             self._drop_keys()
-            self._executor.shutdown(wait=True, cancel_futures=True)
             self._status_file.remove()
             log.info("stopped")
 

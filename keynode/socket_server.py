@@ -96,7 +96,12 @@ class SocketServer:
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            conn, _ = await loop.sock_accept(listener)
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as e:  # e.g. EMFILE: keep serving the connections we have
+                log.warning("accept failed: %s", e.strerror)
+                await asyncio.sleep(0.1)
+                continue
             try:
                 pid, uid, _gid = peer_credentials(conn)
             except OSError:
