@@ -1,8 +1,8 @@
 """VaultService: the one API every vault and secret operation goes through.
 
-The ``pk`` CLI calls it in-process today (opening the node with the password);
-the agent (keynode) will hold one instance per unlocked node and call the same
-methods on behalf of socket clients. Contract:
+The agent (keynode) holds one instance per unlocked node and calls these methods
+for socket clients; the ``pk`` CLI reaches them through ``polykey.agent.remote``
+(same names and parameters). Tests and benchmarks use it in-process. Contract:
 
 - Constructed as ``VaultService(node_path, keypair)``; :meth:`close` releases
   open repositories. Also a context manager.
@@ -237,7 +237,7 @@ class VaultService:
     def version(self, vault: str, commit: str) -> JSON:
         """The vault as of ``commit``, read-only.
 
-        Returns ``{"commit", "author", "time", "message", "secrets": [{"path", "type"}]}``, the whole
+        Returns ``{"commit", "parents", "author", "time", "message", "secrets": [{"path", "type"}]}``, the whole
         tree listed recursively (``type`` is ``"secret"`` or ``"dir"``). Values at that commit are read
         with ``get_secret(vault, path, commit=...)``. CommitNotFoundError.
         """
@@ -316,7 +316,7 @@ class VaultService:
     def move(self, vault: str, src: str, dst: str) -> JSON:
         """Rename a secret or directory (one commit). Into ``dst`` if it is an existing directory.
 
-        Returns ``{"commit", "path"}`` (the final path).
+        Returns ``{"path", "count", "commit"}`` (the final path, the number of secrets moved).
         """
         return ops.transfer(self._vault(vault), split_path(src), split_path(dst, allow_root=True), keep_source=False)
 
@@ -325,11 +325,17 @@ class VaultService:
         return ops.transfer(self._vault(vault), split_path(src), split_path(dst, allow_root=True), keep_source=True)
 
     def mkdir(self, vault: str, path: str, parents: bool = True) -> JSON:
-        """Create an (empty) directory. Returns ``{"commit", "path"}``; SecretExistsError if present."""
+        """Create an (empty) directory. Returns ``{"path", "commit"}``.
+
+        SecretExistsError if the directory exists, SecretNotDirectoryError if a secret is there.
+        """
         return ops.mkdir(self._vault(vault), split_path(path), parents)
 
     def stat(self, vault: str, path: str) -> JSON:
-        """``{"path", "type", "size", "created", "modified", "author", "revisions", "commit"}``.
+        """``{"path", "type", "size", "entries", "created", "modified", "author", "revisions", "commit"}``.
+
+        ``size`` is the value's length for a secret (``entries`` None), ``entries`` the number of
+        children for a directory (``size`` None).
 
         ``created``/``modified`` are unix seconds of the first/last commit that wrote it, ``author``
         the NodeId of the last writer, ``revisions`` the number of commits that changed it.
@@ -337,16 +343,21 @@ class VaultService:
         return _history.stat(self._vault(vault), split_path(path, allow_root=True))
 
     def history(self, vault: str, path: str, limit: int | None = None) -> list[JSON]:
-        """Revisions of one secret, newest first: ``[{"commit", "time", "author", "size", "action"}]``.
+        """Revisions of one secret, newest first: ``[{"commit", "parents", "time", "author", "message",
+        "action", "size", "type"}]``.
 
-        ``action`` is ``"created"``, ``"modified"`` or ``"removed"``.
+        ``action`` is ``"created"``, ``"modified"`` or ``"removed"``; ``size`` and ``type`` describe
+        the path after that commit (None when removed).
         """
         if limit is not None and not 1 <= limit <= MAX_LOG_LIMIT:
             raise InvalidInputError("the history limit must be a positive number")
         return _history.history(self._vault(vault), split_path(path), limit)
 
     def revert(self, vault: str, path: str, commit: str) -> JSON:
-        """Write the secret's value as of ``commit`` back as a new commit. Returns ``{"commit", "path"}``."""
+        """Write the secret's value as of ``commit`` back as a new commit.
+
+        Returns ``{"path", "created", "commit", "revertedTo"}`` (the full id of ``commit``).
+        """
         v = self._vault(vault)
         parts = split_path(path)
         value = v.read(parts, commit)
@@ -363,7 +374,7 @@ class VaultService:
         reveal: bool = False,
     ) -> JSON:
         """Store a random password of ``length`` characters from ``charset`` (a name in CHARSETS or a
-        literal set). Returns ``{"path", "commit", "length"}`` plus ``"value"`` only when ``reveal``.
+        literal set). Returns ``{"path", "created", "commit", "length"}`` plus ``"value"`` only when ``reveal``.
         """
         value = generate_password(length, charset, self._rng)
         result = ops.set_secret(self._vault(vault), split_path(path), value.encode("utf-8"),
