@@ -20,6 +20,7 @@ compare both routes).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 _COMMON = {"--node-path": "node_path", "--password-file": "password_file", "--format": "format"}
 _COMMON_CHOICES = {"format": ("human", "json")}
@@ -36,7 +37,7 @@ class _Fallback(Exception):
     """This command line is for click."""
 
 
-def _options(tokens: list[str], known: dict[str, str], choices: dict[str, tuple[str, ...]]) -> tuple[dict[str, str], list[str]]:
+def _options(tokens: list[str], known: Mapping[str, str], choices: Mapping[str, tuple[str, ...]]) -> tuple[dict[str, str], list[str]]:
     """Split ``tokens`` into options (last one wins) and positionals; _Fallback on anything odd."""
     values: dict[str, str] = {}
     positionals: list[str] = []
