@@ -25,6 +25,9 @@ _EXEC_META = "pk.exec"
 class _PassThroughCommand(click.Command):
     """A command whose arguments after the first ``--`` are a command line to run, kept apart."""
 
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "[-- CMD [ARGS]...]"]
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:
             cut = args.index("--")
