@@ -16,6 +16,8 @@ Plug-in API for other services (peer transport, discovery, sync)::
     await agent.run_blocking(fn, *args)   # a blocking call in the bounded thread pool
     agent.submit_blocking(fn, *args)      # the same, returning the asyncio.Future
     agent.config.extra    # daemon options for services (e.g. host/port/seed), from argv
+    agent.on_key_change(callback)         # called after every lock and unlock
+    agent.status_extra["peer"] = fn       # fn() -> JSON-able, shown in `pk agent status`
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class Agent:
         self._started_mono = clock()
         self.last_used = clock()
         self.opened_vaults: set[str] = set()
+        self._key_listeners: list[Callable[[], None]] = []
+        #: Extra fields of :meth:`status`, each computed when asked (plugged-in services).
+        self.status_extra: dict[str, Callable[[], Any]] = {}
         if keypair is not None:
             self._set_keys(keypair)
         self._register_builtin()
@@ -107,6 +112,14 @@ class Agent:
         if self._tg is not None:
             raise RuntimeError("services must be added before the agent runs")
         self._services.append(factory)
+
+    def on_key_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every lock and unlock (services holding the key follow it)."""
+        self._key_listeners.append(callback)
+
+    def _keys_changed(self) -> None:
+        for callback in self._key_listeners:
+            callback()
 
     @property
     def task_group(self) -> asyncio.TaskGroup:
@@ -214,6 +227,7 @@ class Agent:
             self._drained = None
             self._drop_keys()
             log.info("locked (%s)", reason)
+            self._keys_changed()
             self._write_status()
 
     async def unlock(self, password: bytes) -> None:
@@ -225,6 +239,7 @@ class Agent:
                 raise InvalidInputError("the key file changed under the agent; restart it")
             self._set_keys(keypair)
             log.info("unlocked")
+            self._keys_changed()
             self._write_status()
 
     async def _watch_socket(self, sock: Path) -> None:
@@ -262,6 +277,7 @@ class Agent:
             "idleLock": self.config.idle_lock,
             "openVaults": sorted(self.opened_vaults),
             "version": __version__,
+            **{name: field() for name, field in self.status_extra.items()},
         }
 
     def _write_status(self) -> None:

@@ -523,3 +523,16 @@ class UnknownPeerMethodError(TransportError):
 
     exit_code = EX_PROTOCOL
     default_message = "the peer does not serve that method"
+
+
+# -- peer networking in the agent (pk nodes, keynode/network.py) ------------------
+
+
+class PeerNotFoundError(DiscoveryError):
+    """No address is known for that NodeId: the DHT has no valid record and the node graph no entry.
+
+    Check the NodeId, that the node is running with a seed in common, or add it with `pk nodes add`.
+    """
+
+    exit_code = 84
+    default_message = "node not found"

@@ -3,7 +3,12 @@
 Public API: :class:`Discovery` and :class:`DhtConfig`.
 """
 
+import logging as _logging
+
 from keynode.dht.config import DhtConfig
 from keynode.dht.service import Discovery
+
+# kademlia's crawler logs every lookup at INFO; our own loggers (keynode.dht.*) say what matters.
+_logging.getLogger("kademlia").setLevel(_logging.WARNING)
 
 __all__ = ["DhtConfig", "Discovery"]

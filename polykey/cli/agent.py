@@ -15,6 +15,7 @@ from polykey.agent.passwords import PasswordSource
 from polykey.agent.session import Session
 from polykey.cli.common import Settings, common_options, emit, settings
 from polykey.errors import AgentUnavailableError
+from polykey.wire.records import parse_seed
 
 STOP_TIMEOUT = 10.0
 
@@ -45,6 +46,11 @@ def _describe(status: dict[str, Any]) -> str:
     ]
     if "uptime" in status:
         lines.append(f"Uptime: {status['uptime']:.0f} s")
+    peer = status.get("peer")
+    if isinstance(peer, dict):
+        lines.append(f"Peer listener: {peer.get('host')}:{peer.get('port')} (TCP and UDP)")
+    elif "peer" in status:
+        lines.append("Peer listener: stopped while locked")
     if status.get("idleLock"):
         lines.append(f"Idle lock: {status['idleLock']:g} s")
     if "openVaults" in status:
@@ -72,12 +78,27 @@ def agent() -> None:
 @agent.command("start")
 @click.option("--foreground", is_flag=True, help="Run in this process, not in the background (systemd, containers).")
 @click.option("--idle-lock", type=click.FloatRange(min=0.1), metavar="SECONDS", help="Lock after this long unused.")
+@click.option("--host", metavar="ADDR", help="Peer listener address, TCP and UDP [env PK_PEER_HOST; default 127.0.0.1].")
+@click.option("--port", type=click.IntRange(0, 65535), help="Peer listener port [env PK_PEER_PORT; default a free port].")
+@click.option("--seed", "seeds", multiple=True, metavar="NODEID@HOST:PORT",
+              help="A seed node to join the network through (repeatable) [env PK_SEED_NODES].")
 @common_options
-def agent_start(foreground: bool, idle_lock: float | None) -> None:
-    """Start the agent (asks for the node password once: terminal, --password-file or PK_PASSWORD)."""
+def agent_start(foreground: bool, idle_lock: float | None, host: str | None, port: int | None,
+                seeds: tuple[str, ...]) -> None:
+    """Start the agent (asks for the node password once: terminal, --password-file or PK_PASSWORD).
+
+    The agent also listens for other keynodes on HOST:PORT (TCP for the encrypted
+    channel, UDP for the DHT) and joins the network through the seed nodes.
+    """
     s = settings()
     spawn.require_node(str(s.node_path))
     extra = ["--idle-lock", f"{idle_lock:g}"] if idle_lock else []
+    if host is not None:
+        extra += ["--host", host]
+    if port is not None:
+        extra += ["--port", str(port)]
+    for seed in seeds:
+        extra += ["--seed", str(parse_seed(seed))]
     if foreground:
         password = password_source(s).get()
         fd = spawn.password_pipe(password)

@@ -10,6 +10,7 @@ from polykey.cli.errors import run_guarded
 from polykey.cli.agent import agent
 from polykey.cli.automation import inject_command, run_command, secrets_env
 from polykey.cli.keys import bootstrap, keys
+from polykey.cli.nodes import nodes
 from polykey.cli.secrets import secrets
 from polykey.cli.vaults import vaults
 
@@ -35,6 +36,7 @@ secrets.add_command(secrets_env)
 cli.add_command(run_command)
 cli.add_command(inject_command)
 cli.add_command(agent)
+cli.add_command(nodes)
 
 
 def run(args: list[str]) -> int:
