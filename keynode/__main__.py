@@ -165,6 +165,7 @@ def _setup_logging(node_path: Path, level: str, foreground: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     reporter = Reporter(ns.ready_fd)
+    daemonized = False
     os.umask(0o077)
     try:
         node_path = (ns.node_path or default_node_path()).absolute()
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         NodeDir(node_path).read_keyfile()  # NodeNotFoundError before detaching
         if not ns.foreground:
             _daemonize(reporter)
+            daemonized = True
         _setup_logging(node_path, ns.log_level, ns.foreground)
         from keynode.runner import run_agent
 
@@ -182,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_agent(node_path, password, reporter, idle_lock=ns.idle_lock, extra=extra)
     except PolykeyError as e:
         reporter.failed(e)
+        if daemonized:
+            # A background start that failed (e.g. lost the race for the agent lock) leaves at
+            # once: nobody waits for it, and a lingering loser looks like a second agent.
+            logging.shutdown()
+            os._exit(e.exit_code)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
