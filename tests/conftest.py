@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,33 @@ def base_env(**extra: str) -> dict[str, str]:
     env["PK_KDF_PROFILE"] = "min"
     env.update(extra)
     return env
+
+
+def run_on_pty(args: list[str], answers: list[bytes], env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, bytes]:
+    """Run pk on a pty, answering each prompt (a line ending in ': ') in turn."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execve(pk_executable(), [pk_executable(), *args], env if env is not None else base_env())
+    output = b""
+    pending = list(answers)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and output.rstrip().endswith(b":"):
+                os.write(fd, pending.pop(0) + b"\n")
+                output += b"<answered>"
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output
+
 
 
 @dataclass

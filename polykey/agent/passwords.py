@@ -44,9 +44,11 @@ def have_tty() -> bool:
 class PasswordSource:
     """Where the node password comes from; read lazily, at most once."""
 
-    def __init__(self, password_file: str | None = None, *, prompt: str = "Node password: ") -> None:
+    def __init__(self, password_file: str | None = None, *, prompt: str = "Node password: ",
+                 confirm: bool = False) -> None:
         self.password_file = password_file
         self.prompt = prompt
+        self.confirm = confirm
         self._cached: bytes | None = None
 
     def available(self) -> bool:
@@ -64,11 +66,18 @@ class PasswordSource:
         env = os.environ.get("PK_PASSWORD")
         if env:
             return env.encode("utf-8")
-        if not have_tty():
-            raise PasswordRequiredError()
-        import getpass
+        return prompt_password(self.prompt, confirm=self.confirm)
 
-        value = getpass.getpass(self.prompt)
-        if not value:
-            raise InvalidInputError("the password must not be empty")
-        return value.encode("utf-8")
+
+def prompt_password(prompt: str, *, confirm: bool = False) -> bytes:
+    """Ask on the terminal (hidden); twice when ``confirm``. PasswordRequiredError without a TTY."""
+    if not have_tty():
+        raise PasswordRequiredError()
+    import getpass
+
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat to confirm: ") != value:
+        raise InvalidInputError("the passwords do not match")
+    if not value:
+        raise InvalidInputError("the password must not be empty")
+    return value.encode("utf-8")

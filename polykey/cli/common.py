@@ -9,10 +9,8 @@ A password is never taken from argv.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +19,12 @@ from typing import Any, TypeVar
 import click
 
 from polykey import crypto
-from polykey.errors import InvalidInputError, PasswordRequiredError
+from polykey.agent import passwords
+from polykey.errors import InvalidInputError
 from polykey.keys.store import NodeDir, default_node_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PASSWORD_FILE_LIMIT = 4096
 _META = "pk.common"
 
 
@@ -110,55 +108,23 @@ def settings() -> Settings:
     return Settings(node_path=Path(node_path), password_file=given.get("password_file"), format=fmt)
 
 
-# -- passwords -------------------------------------------------------------------
+# -- passwords (one implementation, shared with the click-free fast path) ------------------
 
 
 def read_secret_file(path: Path, what: str = "password file") -> bytes:
-    """A password from a file: at most 4 KiB, one trailing newline stripped."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(PASSWORD_FILE_LIMIT + 1)
-    except OSError as e:
-        raise InvalidInputError(f"cannot read {what} {path}: {e.strerror}") from None
-    if len(data) > PASSWORD_FILE_LIMIT:
-        raise InvalidInputError(f"{what} {path} is larger than {PASSWORD_FILE_LIMIT} bytes")
-    if data.endswith(b"\r\n"):
-        data = data[:-2]
-    elif data.endswith(b"\n"):
-        data = data[:-1]
-    if not data:
-        raise InvalidInputError(f"{what} {path} is empty")
-    return data
+    """A password (or recovery code) from a file: at most 4 KiB, one trailing newline stripped."""
+    return passwords.read_password_file(str(path), what)
 
 
-def _is_tty() -> bool:
-    try:
-        with open("/dev/tty"):
-            return sys.stdin.isatty()
-    except OSError:
-        return False
-
-
-def prompt_password(prompt: str, *, confirm: bool) -> bytes:
-    """Ask on the terminal (hidden); twice when ``confirm``. PasswordRequiredError without a TTY."""
-    if not _is_tty():
-        raise PasswordRequiredError()
-    first = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Repeat to confirm: ") != first:
-        raise InvalidInputError("the passwords do not match")
-    if not first:
-        raise InvalidInputError("the password must not be empty")
-    return first.encode("utf-8")
+prompt_password = passwords.prompt_password
 
 
 def node_password(s: Settings, *, confirm: bool = False, prompt: str = "Node password: ") -> bytes:
     """The node password from --password-file, PK_PASSWORD, or a terminal prompt."""
-    if s.password_file is not None:
-        return read_secret_file(s.password_file)
-    env = os.environ.get("PK_PASSWORD")
-    if env:
-        return env.encode("utf-8")
-    return prompt_password(prompt, confirm=confirm)
+    source = passwords.PasswordSource(
+        str(s.password_file) if s.password_file is not None else None, prompt=prompt, confirm=confirm
+    )
+    return source.get()
 
 
 # -- output ----------------------------------------------------------------------

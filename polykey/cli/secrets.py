@@ -21,7 +21,8 @@ from pathlib import Path
 import click
 
 from polykey.cli.common import common_options, emit, settings
-from polykey.cli.vaults import backend, short, split_secret_path, when
+from polykey.cli.hot import split_secret_path
+from polykey.cli.vaults import backend, short, when
 from polykey.errors import InvalidInputError, SecretNotFoundError
 from polykey.vaults.format import MAX_SECRET_BYTES
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH

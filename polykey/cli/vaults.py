@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from polykey.cli.common import Settings, common_options, emit, settings
-from polykey.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this process
     from polykey.vaults.service import VaultService
@@ -33,18 +32,6 @@ def backend(s: Settings) -> Iterator[VaultService]:
         yield cast("VaultService", remote)
     finally:
         remote.close()
-
-
-def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:
-    """``VAULT:PATH`` -> ``(vault, path)``. Without ``need_path``, a bare ``VAULT`` means its root."""
-    vault, sep, path = text.partition(":")
-    if not vault:
-        raise InvalidInputError(f"{text!r} must be written VAULT:PATH")
-    if not sep or not path.strip("/"):
-        if need_path:
-            raise InvalidInputError(f"{text!r} must be written VAULT:PATH (e.g. myvault:db/password)")
-        path = ""
-    return vault, path
 
 
 def when(ts: int | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import Node, base_env, pk_executable, run_pk
-from .agent_util import pk, running_pid, wait_for
+from .agent_util import pk, running_pid
 
 
 @pytest.fixture

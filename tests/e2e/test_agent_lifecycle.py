@@ -9,9 +9,8 @@ import stat
 import subprocess
 import sys
 
-from ..conftest import Node, base_env, pk_executable
+from ..conftest import Node, base_env, pk_executable, run_on_pty
 from .agent_util import alive, no_password_env, pk, ping, running_pid, status, wait_for
-from .test_tty_prompts import run_on_pty
 
 
 def test_start_status_stop(node: Node) -> None:

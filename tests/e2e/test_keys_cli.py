@@ -10,7 +10,7 @@ from pathlib import Path
 from polykey.keys import recovery
 from polykey.keys.keypair import KeyPair
 
-from ..conftest import Node, base_env, bootstrap_node, run_pk
+from ..conftest import Node, base_env, run_pk
 
 
 def test_bootstrap_json_and_recover_gives_same_node_id(tmp_path: Path, node: Node) -> None:

@@ -115,7 +115,7 @@ def test_manual_entry_and_seed_from_environment(tmp_path: Path, cluster: dict[st
 
 
 def test_wrong_identity_at_a_known_address_is_not_verified(tmp_path: Path, cluster: dict[str, Any]) -> None:
-    b, c = cluster["b"], cluster["c"]
+    b = cluster["b"]
     e = bootstrap_node(tmp_path, "e")
     start(e)
     # Claim that B lives at C's address: C answers as C, so B is not reached there.

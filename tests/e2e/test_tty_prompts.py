@@ -2,39 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import time
 from pathlib import Path
 
-from ..conftest import base_env, pk_executable, run_pk
-
-
-def run_on_pty(args: list[str], answers: list[bytes], env: dict[str, str], timeout: float = 30) -> tuple[int, bytes]:
-    """Run pk on a pty, answering each prompt (a line ending in ': ') in turn."""
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.execve(pk_executable(), [pk_executable(), *args], env)
-    output = b""
-    pending = list(answers)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-            if pending and output.rstrip().endswith(b":"):
-                os.write(fd, pending.pop(0) + b"\n")
-                output += b"<answered>"
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), output
+from ..conftest import base_env, run_on_pty, run_pk
 
 
 def test_bootstrap_asks_twice_and_hides_the_password(tmp_path: Path) -> None:

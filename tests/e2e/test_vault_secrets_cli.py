@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import pty
-import select
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from ..conftest import Node, base_env, pk_executable
+from ..conftest import Node, base_env, run_on_pty
 
 
 @pytest.fixture
@@ -131,33 +128,11 @@ def test_edit_uses_a_private_tmpfs_file_and_removes_it(vnode: Node, tmp_path: Pa
     assert vnode.pk("secrets", "edit", "work:e", env=failing).code == 64
 
 
-def _pty(args: list[str], answers: list[bytes], timeout: float = 30) -> tuple[int, bytes]:
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(pk_executable(), [pk_executable(), *args], base_env())
-    out, pending, deadline = b"", list(answers), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if pending and out.rstrip().endswith(b":"):
-                os.write(fd, pending.pop(0) + b"\n")
-                out += b"<answered>"
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), out
-
-
 def test_tty_prompt_is_hidden_and_get_adds_a_newline(vnode: Node) -> None:
     common = ["--node-path", str(vnode.path), "--password-file", str(vnode.password_file)]
-    code, out = _pty(["secrets", "set", "work:typed", *common], [b"t0p-s3cret", b"t0p-s3cret"])
+    code, out = run_on_pty(["secrets", "set", "work:typed", *common], [b"t0p-s3cret", b"t0p-s3cret"])
     assert code == 0, out
     assert b"Secret value:" in out and b"t0p-s3cret" not in out
-    code, out = _pty(["secrets", "get", "work:typed", *common], [])
+    code, out = run_on_pty(["secrets", "get", "work:typed", *common], [])
     assert code == 0 and out.endswith(b"t0p-s3cret\r\n")
 
