@@ -9,6 +9,7 @@ stdout is a terminal). ``edit`` uses a file in a fresh 0700 directory on tmpfs
 from __future__ import annotations
 
 import base64
+import copy
 import getpass
 import os
 import shlex
@@ -22,7 +23,7 @@ import click
 
 from polykey.cli.common import common_options, emit, settings
 from polykey.cli.hot import split_secret_path
-from polykey.cli.vaults import backend, short, when
+from polykey.cli.vaults import backend, short, utf8, when
 from polykey.errors import InvalidInputError, SecretNotFoundError
 from polykey.vaults.format import MAX_SECRET_BYTES
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH
@@ -43,6 +44,8 @@ def read_value(from_file: Path | None) -> bytes:
                 return _read_limited(f, f"file {from_file}")
         except OSError as e:
             raise InvalidInputError(f"cannot read {from_file}: {e.strerror}") from None
+    if sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise InvalidInputError("no value: standard input is closed; pipe the value in or use --from-file")
     if sys.stdin.isatty():
         first = getpass.getpass("Secret value: ")
         if getpass.getpass("Repeat to confirm: ") != first:
@@ -67,17 +70,23 @@ def value_json(value: bytes) -> dict[str, str]:
 
 
 @click.group()
+@common_options
 def secrets() -> None:
     """Read and write secrets, written VAULT:PATH (e.g. myvault:db/password)."""
 
 
 @click.command("set")
-@click.argument("target", metavar="VAULT:PATH")
+@click.argument("target", metavar="VAULT:PATH", callback=utf8)
 @click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the value from this file (raw bytes).")
 @common_options
 def secrets_set(target: str, from_file: Path | None) -> None:
-    """Create or replace a secret. The value comes from stdin, a hidden prompt, or --from-file."""
+    """Create or replace a secret.
+
+    The value is all of standard input, exactly as given (binary is fine; `echo` adds a newline,
+    `printf` does not), or asked twice without echo when standard input is a terminal, or the bytes
+    of --from-file. Never an argument. At most 16 MiB.
+    """
     s = settings()
     vault, path = split_secret_path(target)
     value = read_value(from_file)
@@ -88,8 +97,8 @@ def secrets_set(target: str, from_file: Path | None) -> None:
 
 
 @click.command("get")
-@click.argument("target", metavar="VAULT:PATH")
-@click.option("--commit", default=None, help="Read the value as of this commit.")
+@click.argument("target", metavar="VAULT:PATH", callback=utf8)
+@click.option("--commit", default=None, metavar="COMMIT", callback=utf8, help="Read the value as of this commit.")
 @common_options
 def secrets_get(target: str, commit: str | None) -> None:
     """Print a secret's raw value (a newline is added only on a terminal)."""
@@ -101,16 +110,23 @@ def secrets_get(target: str, commit: str | None) -> None:
     hot.secrets_get(opts, target, commit)
 
 
-for _name in ("set", "write"):
-    secrets.add_command(secrets_set, _name)
-for _name in ("get", "cat"):
-    secrets.add_command(secrets_get, _name)
+def _alias(command: click.Command, of: str) -> click.Command:
+    """The same command under a second name, listed as an alias in ``pk secrets --help``."""
+    alias = copy.copy(command)
+    alias.short_help = f"Alias of '{of}'."
+    return alias
+
+
+secrets.add_command(secrets_set, "set")
+secrets.add_command(_alias(secrets_set, "set"), "write")
+secrets.add_command(secrets_get, "get")
+secrets.add_command(_alias(secrets_get, "get"), "cat")
 
 
 @secrets.command("ls")
-@click.argument("target", metavar="VAULT[:DIR]")
+@click.argument("target", metavar="VAULT[:DIR]", callback=utf8)
 @click.option("-r", "--recursive", is_flag=True, help="List every descendant.")
-@click.option("--commit", default=None, help="List as of this commit.")
+@click.option("--commit", default=None, metavar="COMMIT", callback=utf8, help="List as of this commit.")
 @common_options
 def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
     """List the secrets and directories in a vault directory (directories end with '/')."""
@@ -126,7 +142,7 @@ def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
 
 
 @secrets.command("rm")
-@click.argument("targets", nargs=-1, required=True, metavar="VAULT:PATH...")
+@click.argument("targets", nargs=-1, required=True, metavar="VAULT:PATH...", callback=utf8)
 @click.option("-r", "--recursive", is_flag=True, help="Remove directories and everything in them.")
 @common_options
 def secrets_rm(targets: tuple[str, ...], recursive: bool) -> None:
@@ -153,8 +169,8 @@ def _same_vault(src: str, dst: str) -> tuple[str, str, str]:
 
 
 @secrets.command("mv")
-@click.argument("src", metavar="VAULT:PATH")
-@click.argument("dst", metavar="[VAULT:]PATH")
+@click.argument("src", metavar="VAULT:PATH", callback=utf8)
+@click.argument("dst", metavar="[VAULT:]PATH", callback=utf8)
 @common_options
 def secrets_mv(src: str, dst: str) -> None:
     """Rename a secret or directory within a vault (into DST if it is a directory)."""
@@ -166,8 +182,8 @@ def secrets_mv(src: str, dst: str) -> None:
 
 
 @secrets.command("cp")
-@click.argument("src", metavar="VAULT:PATH")
-@click.argument("dst", metavar="[VAULT:]PATH")
+@click.argument("src", metavar="VAULT:PATH", callback=utf8)
+@click.argument("dst", metavar="[VAULT:]PATH", callback=utf8)
 @common_options
 def secrets_cp(src: str, dst: str) -> None:
     """Copy a secret or directory within a vault (into DST if it is a directory)."""
@@ -179,7 +195,7 @@ def secrets_cp(src: str, dst: str) -> None:
 
 
 @secrets.command("mkdir")
-@click.argument("target", metavar="VAULT:PATH")
+@click.argument("target", metavar="VAULT:PATH", callback=utf8)
 @common_options
 def secrets_mkdir(target: str) -> None:
     """Create a directory (and its parents)."""
@@ -191,7 +207,7 @@ def secrets_mkdir(target: str) -> None:
 
 
 @secrets.command("stat")
-@click.argument("target", metavar="VAULT:PATH")
+@click.argument("target", metavar="VAULT:PATH", callback=utf8)
 @common_options
 def secrets_stat(target: str) -> None:
     """Size, creation and modification time, last author and revision count of a secret."""
@@ -212,7 +228,7 @@ def secrets_stat(target: str) -> None:
 
 
 @secrets.command("history")
-@click.argument("target", metavar="VAULT:PATH")
+@click.argument("target", metavar="VAULT:PATH", callback=utf8)
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Show at most N revisions.")
 @common_options
 def secrets_history(target: str, limit: int | None) -> None:
@@ -230,8 +246,8 @@ def secrets_history(target: str, limit: int | None) -> None:
 
 
 @secrets.command("revert")
-@click.argument("target", metavar="VAULT:PATH")
-@click.argument("commit")
+@click.argument("target", metavar="VAULT:PATH", callback=utf8)
+@click.argument("commit", callback=utf8)
 @common_options
 def secrets_revert(target: str, commit: str) -> None:
     """Write the secret's value as of COMMIT back as a new commit."""
@@ -243,9 +259,10 @@ def secrets_revert(target: str, commit: str) -> None:
 
 
 @secrets.command("generate")
-@click.argument("target", metavar="VAULT:PATH")
-@click.option("--length", type=click.IntRange(1, 4096), default=DEFAULT_LENGTH, show_default=True)
-@click.option("--charset", default=DEFAULT_CHARSET, show_default=True,
+@click.argument("target", metavar="VAULT:PATH", callback=utf8)
+@click.option("--length", type=click.IntRange(1, 4096), default=DEFAULT_LENGTH, show_default=True,
+              help="Number of characters.")
+@click.option("--charset", default=DEFAULT_CHARSET, show_default=True, callback=utf8,
               help=f"One of {', '.join(sorted(CHARSETS))}, or the literal characters to draw from.")
 @click.option("--reveal", is_flag=True, help="Also print the generated value.")
 @common_options
@@ -258,7 +275,9 @@ def secrets_generate(target: str, length: int, charset: str, reveal: bool) -> No
     if reveal and not s.json:
         write_value(out["value"].encode("utf-8"))
         return
-    emit(s, f"Generated a {length}-character secret at {vault}:{out['path']}.", out)
+    where, what = f"{vault}:{out['path']}", f"a random secret of {length} characters"
+    human = f"Stored {what} at {where}" if out["created"] else f"Replaced {where} with {what}"
+    emit(s, human + " (not shown).", out)
 
 
 def _private_tmpdir() -> Path:
@@ -281,7 +300,7 @@ def _scrub(directory: Path) -> None:
 
 
 @secrets.command("edit")
-@click.argument("target", metavar="VAULT:PATH")
+@click.argument("target", metavar="VAULT:PATH", callback=utf8)
 @common_options
 def secrets_edit(target: str) -> None:
     """Edit a secret in $VISUAL / $EDITOR (created if missing). Nothing is written if unchanged."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from polykey.cli.common import Settings, common_options, emit, settings
+from polykey.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this process
     from polykey.vaults.service import VaultService
@@ -34,6 +35,18 @@ def backend(s: Settings) -> Iterator[VaultService]:
         remote.close()
 
 
+def utf8(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Argument callback: vault names, secret paths and commits are UTF-8 text (the agent protocol is
+    JSON). A non-UTF-8 argument is one usage error, not an internal one."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError(f"{param.human_readable_name} is not valid UTF-8 text") from None
+    return value
+
+
 def when(ts: int | None) -> str:
     if ts is None:
         return "-"
@@ -49,12 +62,13 @@ def commit_lines(rows: list[dict[str, Any]]) -> str:
 
 
 @click.group()
+@common_options
 def vaults() -> None:
     """Manage vaults: encrypted, signed, git-backed collections of secrets."""
 
 
 @vaults.command("create")
-@click.argument("name")
+@click.argument("name", callback=utf8)
 @common_options
 def vaults_create(name: str) -> None:
     """Create a vault NAME with this node as its sole owner."""
@@ -75,8 +89,8 @@ def vaults_list() -> None:
 
 
 @vaults.command("rename")
-@click.argument("old")
-@click.argument("new")
+@click.argument("old", callback=utf8)
+@click.argument("new", callback=utf8)
 @common_options
 def vaults_rename(old: str, new: str) -> None:
     """Rename vault OLD to NEW (local name only; its VaultId and history do not change)."""
@@ -87,7 +101,7 @@ def vaults_rename(old: str, new: str) -> None:
 
 
 @vaults.command("delete")
-@click.argument("name")
+@click.argument("name", callback=utf8)
 @common_options
 def vaults_delete(name: str) -> None:
     """Delete vault NAME and all its history from this node."""
@@ -98,7 +112,7 @@ def vaults_delete(name: str) -> None:
 
 
 @vaults.command("log")
-@click.argument("vault")
+@click.argument("vault", callback=utf8)
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Show at most N commits.")
 @common_options
 def vaults_log(vault: str, limit: int | None) -> None:
@@ -110,8 +124,8 @@ def vaults_log(vault: str, limit: int | None) -> None:
 
 
 @vaults.command("version")
-@click.argument("vault")
-@click.argument("commit")
+@click.argument("vault", callback=utf8)
+@click.argument("commit", callback=utf8)
 @common_options
 def vaults_version(vault: str, commit: str) -> None:
     """Show VAULT as it was at COMMIT (read-only). Read values with `pk secrets get --commit`."""
@@ -125,7 +139,7 @@ def vaults_version(vault: str, commit: str) -> None:
 
 
 @vaults.command("members")
-@click.argument("vault")
+@click.argument("vault", callback=utf8)
 @common_options
 def vaults_members(vault: str) -> None:
     """The vault's members and their roles (owner, writer, reader)."""
@@ -136,7 +150,7 @@ def vaults_members(vault: str) -> None:
 
 
 @vaults.command("verify")
-@click.argument("vault")
+@click.argument("vault", callback=utf8)
 @common_options
 def vaults_verify(vault: str) -> None:
     """Check every commit's signature and its author's right to make it. Fails on the first bad commit."""

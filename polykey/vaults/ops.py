@@ -14,9 +14,9 @@ from polykey.errors import (
     SecretNotDirectoryError,
     SecretNotFoundError,
 )
-from polykey.vaults.format import DIR_MARKER, join_path
+from polykey.vaults.format import join_path
 from polykey.vaults.repo import BLOB, TREE, Change
-from polykey.vaults.vault import Parts, Snapshot, Vault, check_not_root
+from polykey.vaults.vault import MARKER, Parts, Snapshot, Vault, check_not_root
 
 JSON = dict[str, Any]
 
@@ -100,7 +100,7 @@ def mkdir(v: Vault, parts: Parts, parents: bool) -> JSON:
         v.check_parents(snap, parts)
         if not parents and len(parts) > 1 and v.find(snap, parts[:-1]) is None:
             raise SecretNotFoundError(f"no directory {join_path(parts[:-1])!r} (use --parents)")
-        return {parts + (DIR_MARKER,): (BLOB, v.empty_blob())}, "create directory\n", {"path": join_path(parts)}
+        return {parts + (MARKER,): (BLOB, v.empty_blob())}, "create directory\n", {"path": join_path(parts)}
 
     return v.write(build)
 
@@ -135,7 +135,7 @@ def transfer(v: Vault, src: Parts, dst: Parts, *, keep_source: bool) -> JSON:
         for rel, kind, oid in entries:
             if kind != BLOB:
                 continue
-            if rel and rel[-1] == DIR_MARKER:
+            if rel and rel[-1] == MARKER:
                 changes[target + rel] = (BLOB, oid)
                 continue
             value = v.decrypt(snap, src + rel, oid)

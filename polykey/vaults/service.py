@@ -347,11 +347,15 @@ class VaultService:
         "action", "size", "type"}]``.
 
         ``action`` is ``"created"``, ``"modified"`` or ``"removed"``; ``size`` and ``type`` describe
-        the path after that commit (None when removed).
+        the path after that commit (None when removed). SecretNotFoundError if no commit ever
+        wrote the path.
         """
         if limit is not None and not 1 <= limit <= MAX_LOG_LIMIT:
             raise InvalidInputError("the history limit must be a positive number")
-        return _history.history(self._vault(vault), split_path(path), limit)
+        rows = _history.history(self._vault(vault), split_path(path), limit)
+        if not rows:
+            raise SecretNotFoundError(f"no secret or directory {path.strip('/')!r} in this vault's history")
+        return rows
 
     def revert(self, vault: str, path: str, commit: str) -> JSON:
         """Write the secret's value as of ``commit`` back as a new commit.

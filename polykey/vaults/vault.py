@@ -43,6 +43,10 @@ from polykey.vaults.format import (
 from polykey.vaults.repo import BLOB, TREE, Change, GitRepo
 
 PK_DIR = ".pk"
+#: How a directory's on-disk ``.keep`` marker appears among *plain* paths (in ``walk`` and in the
+#: changes a write builds). A user's own secret may be named ``.keep``: its name is encrypted like any
+#: other, so the marker needs a plain key no valid path component can equal (NUL is never allowed).
+MARKER = "\0.keep"
 Clock = Callable[[], float]
 Parts = tuple[str, ...]
 _NAME_CACHE_LIMIT = 100_000
@@ -211,7 +215,7 @@ class Vault:
                 continue
             if name == DIR_MARKER:
                 if markers and kind == BLOB:
-                    yield prefix + (name,), kind, oid
+                    yield prefix + (MARKER,), kind, oid
                 continue
             parts = prefix + (keys.decrypt_name(name),)
             yield parts, kind, oid
@@ -263,7 +267,7 @@ class Vault:
             return result
 
     def enc_marker(self, keys: EpochKeys, parts: Parts) -> Parts:
-        if parts and parts[-1] == DIR_MARKER:
+        if parts and parts[-1] == MARKER:
             return self.enc(keys, parts[:-1]) + (DIR_MARKER,)
         return self.enc(keys, parts)
 

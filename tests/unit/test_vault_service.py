@@ -121,6 +121,24 @@ def test_ls_mkdir_rm(svc: VaultService) -> None:
         svc.remove("work", "a/1")
 
 
+def test_user_secrets_named_keep_are_not_directory_markers(svc: VaultService) -> None:
+    svc.mkdir("work", "d")
+    svc.set_secret("work", "d/.keep", b"mine")
+    svc.set_secret("work", ".keep", b"top")
+    svc.copy("work", "d", "e")
+    svc.move("work", "e", "f")
+    assert [r["path"] for r in svc.list_secrets("work", "", True)] == [".keep", "d", "d/.keep", "f", "f/.keep"]
+    assert svc.get_secret("work", "f/.keep") == b"mine"
+    svc.remove("work", "f/.keep")
+    assert svc.list_secrets("work", "f") == []  # the copied mkdir marker keeps it
+    assert svc.verify("work")["ok"]
+
+
+def test_history_of_an_unknown_path(svc: VaultService) -> None:
+    with pytest.raises(SecretNotFoundError):
+        svc.history("work", "never/written")
+
+
 def test_move_and_copy(svc: VaultService) -> None:
     svc.import_secrets("work", {"d/x": b"X", "d/y/z": b"Z", "f": b"F"})
     svc.mkdir("work", "dest")

@@ -1,0 +1,95 @@
+"""`pk secrets` / `pk vaults` at the edges of their input: odd names, closed stdin, non-UTF-8
+arguments, paths with no history, help texts. The real `pk` as a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from ..conftest import Node, base_env, pk_executable
+
+
+@pytest.fixture
+def vnode(node: Node) -> Node:
+    assert node.pk("vaults", "create", "work").code == 0
+    return node
+
+
+def _one_line_error(err: str) -> None:
+    assert err.startswith("pk: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_secret_named_like_the_directory_marker_is_an_ordinary_secret(vnode: Node) -> None:
+    # `.keep` is what marks an empty directory on disk; a user's own `.keep` must not be mistaken for it.
+    assert vnode.pk("secrets", "set", "work:.keep", input=b"root keep").code == 0
+    assert vnode.pk("secrets", "mkdir", "work:d").code == 0
+    assert vnode.pk("secrets", "set", "work:d/.keep", input=b"inner keep").code == 0
+    assert vnode.pk("secrets", "set", "work:.pk", input=b"not metadata").code == 0
+    assert vnode.pk("secrets", "ls", "-r", "work").text.splitlines() == [".keep", ".pk", "d/", "d/.keep"]
+    assert vnode.pk("secrets", "cp", "work:d", "work:e").code == 0
+    assert vnode.pk("secrets", "mv", "work:.keep", "work:e").code == 0
+    assert vnode.pk("secrets", "get", "work:e/.keep").out == b"root keep"  # replaced by the moved one
+    assert vnode.pk("secrets", "get", "work:d/.keep").out == b"inner keep"
+    assert vnode.pk("secrets", "get", "work:.pk").out == b"not metadata"
+    assert vnode.pk("secrets", "rm", "work:d/.keep").code == 0
+    assert vnode.pk("secrets", "ls", "work:d").code == 0  # made by mkdir: still there
+    ok = vnode.pk("vaults", "verify", "work")
+    assert ok.code == 0, ok.err
+
+
+def test_set_with_stdin_closed_is_a_usage_error(vnode: Node) -> None:
+    cmd = f"exec {pk_executable()} secrets set work:x --node-path {vnode.path} --password-file {vnode.password_file} <&-"
+    r = subprocess.run(["sh", "-c", cmd], capture_output=True, env=base_env(), timeout=60)
+    assert r.returncode == 64
+    err = r.stderr.decode()
+    _one_line_error(err)
+    assert "standard input is closed" in err
+    assert vnode.pk("secrets", "get", "work:x").code == 81  # nothing written
+
+
+def test_empty_value_from_stdin_is_stored_as_empty(vnode: Node) -> None:
+    r = vnode.pk("secrets", "set", "work:empty", input=b"")
+    assert r.code == 0 and "(0 bytes)" in r.text
+    assert vnode.pk("secrets", "get", "work:empty").out == b""
+    assert vnode.pk("secrets", "stat", "work:empty", "--format", "json").json["size"] == 0  # type: ignore[index]
+
+
+def test_history_of_a_path_never_written_is_not_found(vnode: Node) -> None:
+    r = vnode.pk("secrets", "history", "work:never")
+    assert r.code == 81
+    _one_line_error(r.err)
+    vnode.pk("secrets", "set", "work:gone", input=b"v")
+    vnode.pk("secrets", "rm", "work:gone")
+    rows = vnode.pk("secrets", "history", "work:gone", "--format", "json").json
+    assert [row["action"] for row in rows] == ["removed", "created"]  # type: ignore[index]
+
+
+def test_arguments_that_are_not_utf8_are_usage_errors(vnode: Node) -> None:
+    common = [b"--node-path", bytes(vnode.path), b"--password-file", bytes(vnode.password_file)]
+    for args in ([b"secrets", b"set", b"work:bad\xff"], [b"secrets", b"ls", b"w\xffrk"],
+                 [b"vaults", b"create", b"n\xffme"], [b"secrets", b"mv", b"work:a", b"b\xff"],
+                 [b"secrets", b"generate", b"work:g", b"--charset", b"ab\xff"]):
+        r = subprocess.run([pk_executable().encode(), *args, *common], input=b"v", capture_output=True,
+                           env=base_env(), timeout=60)
+        assert r.returncode == 64, (args, r.stderr)
+        _one_line_error(r.stderr.decode("utf-8", "replace"))
+        assert b"not valid UTF-8" in r.stderr
+
+
+def test_help_names_aliases_and_every_generate_option(node: Node) -> None:
+    listing = node.pk("secrets", "--help").text  # the common options are accepted on the group too
+    assert "write     Alias of 'set'." in listing and "cat       Alias of 'get'." in listing
+    assert node.pk("secrets", "write", "--help").text.startswith("Usage: pk secrets write [OPTIONS] VAULT:PATH")
+    assert "Never an argument" in " ".join(node.pk("secrets", "set", "--help").text.split())
+    gen = node.pk("secrets", "generate", "--help").text
+    assert "Number of characters." in gen and "--reveal" in gen and "digits" in gen
+
+
+def test_generate_says_what_it_did_without_the_value(vnode: Node) -> None:
+    first = vnode.pk("secrets", "generate", "work:pw", "--length", "8")
+    assert first.text == "Stored a random secret of 8 characters at work:pw (not shown).\n"
+    again = vnode.pk("secrets", "generate", "work:pw", "--charset", "hex")
+    assert again.text == "Replaced work:pw with a random secret of 32 characters (not shown).\n"
+    value = vnode.pk("secrets", "get", "work:pw").out
+    assert len(value) == 32 and set(value) <= set(b"0123456789abcdef")
