@@ -139,6 +139,9 @@ def remove_stale_temporaries(objects_dir: Path) -> None:
         for p in pack_dir.glob("pack-*.pack"):  # renamed, but killed before its .idx was
             if not p.with_suffix(".idx").exists():
                 p.unlink(missing_ok=True)
+        for p in pack_dir.glob("pack-*.idx"):  # only after a power loss reordered the two renames
+            if not p.with_suffix(".pack").exists():
+                p.unlink(missing_ok=True)
 
 
 def pack_ids(idx_path: Path) -> list[str]:

@@ -108,3 +108,25 @@ def test_many_writes_keep_few_packs(tmp_path: Path) -> None:
     assert svc.verify("v")["commits"] == 122
     r = subprocess.run(["git", "-C", str(packs[0].parents[2]), "fsck", "--strict"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_writer_removes_half_renamed_packs(tmp_path: Path) -> None:
+    from polykey.keys.keypair import KeyPair
+    from polykey.vaults.pack import OBJ_BLOB, build_objects_pack
+    from polykey.vaults.service import VaultService
+
+    svc = VaultService(tmp_path / "n", KeyPair.generate())
+    vid = svc.create_vault("v")["vaultId"]
+    pack_dir = tmp_path / "n" / "vaults" / f"{vid}.git" / "objects" / "pack"
+    pack, idx, _ids = build_objects_pack([(OBJ_BLOB, b"orphan one")])
+    (pack_dir / f"pack-{pack[-20:].hex()}.idx").write_bytes(idx)  # an .idx whose .pack never landed
+    pack2, _idx2, _ = build_objects_pack([(OBJ_BLOB, b"orphan two")])
+    (pack_dir / f"pack-{pack2[-20:].hex()}.pack").write_bytes(pack2)  # a .pack whose .idx never landed
+    (pack_dir / "tmp_pk_pack_0123").write_bytes(b"half")
+    svc.set_secret("v", "k", b"v")
+    for name in (f"pack-{pack[-20:].hex()}.idx", f"pack-{pack2[-20:].hex()}.pack", "tmp_pk_pack_0123"):
+        assert not (pack_dir / name).exists(), name
+    r = subprocess.run(["git", "-C", str(pack_dir.parents[1]), "fsck", "--strict"], capture_output=True, text=True)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stdout + r.stderr
+    assert svc.get_secret("v", "k") == b"v"
+    svc.close()
