@@ -3,6 +3,12 @@
 Every connection is a task in the agent's task group. A peer of another uid is refused
 and logged; a malformed, oversized or truncated frame closes that one connection with an
 error; the agent keeps serving everyone else.
+
+Bounds (spec section 2 "Limits"): at most ``MAX_CONNECTIONS`` at once, one request in flight
+per connection, a frame must arrive whole within ``FRAME_TIMEOUT`` of its first byte, and a
+response not taken within ``WRITE_TIMEOUT`` closes the connection. At the connection limit
+the longest-idle connection is closed (with a notice its client reconnects on) to make room,
+so a client that leaks idle connections cannot lock the others out.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -26,10 +33,32 @@ log = logging.getLogger("keynode.socket")
 Dispatch = Callable[[RequestContext, dict[str, Any]], Awaitable[Any]]
 _UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
 
-#: A client that announced a frame must deliver its body within this many seconds.
-BODY_TIMEOUT = 10.0
+#: Once the first byte of a frame arrived, the whole frame must arrive within this many seconds.
+FRAME_TIMEOUT = 10.0
+#: A client must take a response within this many seconds or its connection is closed.
+WRITE_TIMEOUT = 30.0
+#: Progress messages are skipped (not queued) while this many bytes wait unread by the client.
+PROGRESS_BACKLOG = 64 * 1024
 MAX_CONNECTIONS = 64
 BACKLOG = 128
+
+
+class _Stalled(Exception):
+    """The client did not take a response within WRITE_TIMEOUT."""
+
+
+class _Connection:
+    """What the accept loop knows about one open connection (to pick an idle one to close)."""
+
+    __slots__ = ("pid", "sock", "idle", "last_active", "evicted", "writer")
+
+    def __init__(self, pid: int, sock: socket.socket, now: float) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.idle = True  # waiting for the first byte of a request (a new connection is idle too)
+        self.last_active = now
+        self.evicted = False
+        self.writer: asyncio.StreamWriter | None = None
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -60,7 +89,7 @@ class SocketServer:
         self._max_frame = max_frame
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
-        self._connections = 0
+        self._connections: set[_Connection] = set()
 
     async def __aenter__(self) -> SocketServer:
         self.path.unlink(missing_ok=True)  # we hold the agent lock: any socket here is stale
@@ -111,49 +140,101 @@ class SocketServer:
                 log.warning("refused a connection from uid %d (pid %d): not the agent's owner", uid, pid)
                 _refuse(conn, AgentPermissionError())
                 continue
-            if self._connections >= self._max_connections:
-                log.warning("refused a connection from pid %d: %d connections open", pid, self._connections)
-                _refuse(conn, AgentUnavailableError("the agent has too many open connections; retry"))
+            if len(self._connections) >= self._max_connections and not self._close_idle():
+                log.warning("refused a connection from pid %d: %d connections busy", pid, len(self._connections))
+                _refuse(conn, AgentUnavailableError("the agent has too many busy connections; retry"))
                 continue
-            self._connections += 1
-            self._tg.create_task(self._serve(conn, pid, uid), name=f"agent-conn-{pid}")
+            state = _Connection(pid, conn, time.monotonic())
+            self._connections.add(state)
+            self._tg.create_task(self._serve(conn, state, uid), name=f"agent-conn-{pid}")
 
-    async def _serve(self, conn: socket.socket, pid: int, uid: int) -> None:
-        reader, writer = await asyncio.open_unix_connection(sock=conn)
+    def _close_idle(self) -> bool:
+        """Close the longest-idle connection to make room; False if every connection is busy.
+
+        An idle connection is waiting for the first byte of its next request; once marked
+        evicted it never reads one, so its client can safely resend on a new connection.
+        """
+        idle = [c for c in self._connections if c.idle]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.last_active)
+        victim.evicted = True
+        self._connections.discard(victim)
+        log.info("closed an idle connection of pid %d to make room (%d open)", victim.pid, len(self._connections))
+        notice = AgentUnavailableError("the agent closed this idle connection to make room; reconnect", idleClosed=True)
+        frame = protocol.encode_error(None, notice.to_wire())
+        if victim.writer is not None:
+            victim.writer.write(frame)
+            victim.writer.close()
+        else:  # its task has not started yet; it closes the socket when it does
+            try:
+                victim.sock.send(frame)  # a few bytes into an empty, non-blocking socket buffer
+            except OSError:
+                pass
+        return True
+
+    async def _serve(self, conn: socket.socket, state: _Connection, uid: int) -> None:
+        pid = state.pid
+        if state.evicted:
+            conn.close()
+            return
         try:
-            await self._serve_frames(reader, writer, pid, uid)
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+        except BaseException:
+            self._connections.discard(state)
+            conn.close()
+            raise
+        state.writer = writer
+        if state.evicted:  # closed to make room while the stream was being set up
+            writer.close()
+            return
+        try:
+            await self._serve_frames(reader, writer, state, uid)
         except AgentProtocolError as e:
             log.warning("closing connection from pid %d: %s", pid, e.message)
             await _send_quietly(writer, protocol.encode_error(None, e.to_wire()))
+        except _Stalled:
+            log.warning("closing connection from pid %d: it did not read its response within %g s", pid, WRITE_TIMEOUT)
+            writer.transport.abort()
         except (ConnectionError, asyncio.IncompleteReadError):
             log.info("connection from pid %d dropped", pid)
         finally:
-            self._connections -= 1
+            self._connections.discard(state)
             writer.close()
 
-    async def _serve_frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
+    async def _serve_frames(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Connection, uid: int
+    ) -> None:
         while True:
+            state.idle, state.last_active = True, time.monotonic()
             try:
-                header = await reader.readexactly(protocol.HEADER.size)
-            except asyncio.IncompleteReadError as e:
-                if e.partial:
-                    raise AgentProtocolError("truncated frame header") from None
+                first = await reader.readexactly(1)
+            except asyncio.IncompleteReadError:
                 return  # clean end of connection
-            n = protocol.frame_length(header)
-            if n > self._max_frame:
-                raise AgentProtocolError(f"frame of {n} bytes exceeds the {self._max_frame}-byte limit")
+            state.idle = False
+            if state.evicted:
+                return  # closed to make room: this request is never read (the client resends it)
+            got_header = False
             try:
-                async with asyncio.timeout(BODY_TIMEOUT):
+                async with asyncio.timeout(FRAME_TIMEOUT):
+                    header = first + await reader.readexactly(protocol.HEADER.size - 1)
+                    got_header = True
+                    n = protocol.frame_length(header)
+                    if n > self._max_frame:
+                        raise AgentProtocolError(f"frame of {n} bytes exceeds the {self._max_frame}-byte limit")
                     body = await reader.readexactly(n)
             except (asyncio.IncompleteReadError, TimeoutError):
-                raise AgentProtocolError("truncated frame") from None
+                raise AgentProtocolError("truncated frame" if got_header else "truncated frame header") from None
             request = protocol.decode_request(body)
-            await self._answer(request, writer, pid, uid)
+            await self._answer(request, writer, state.pid, uid)
 
     async def _answer(self, request: protocol.Request, writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
         async def progress(obj: Any) -> None:
+            # Best effort and never blocking: a client that stopped reading must not stall the
+            # operation (it may hold a vault's write lock); the final response is what counts.
+            if writer.is_closing() or writer.transport.get_write_buffer_size() > PROGRESS_BACKLOG:
+                return
             writer.write(protocol.encode_progress(request.id, obj))
-            await writer.drain()
 
         ctx = RequestContext(request.id, request.method, uid, pid, progress)
         try:
@@ -165,7 +246,11 @@ class SocketServer:
             log.exception("internal error serving %s", request.method)
             frame = _error_frame(request.id, PolykeyError("internal error in the agent; see agent.log"))
         writer.write(frame)
-        await writer.drain()
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await writer.drain()
+        except TimeoutError:
+            raise _Stalled from None
 
 
 def _error_frame(request_id: int, e: PolykeyError) -> bytes:

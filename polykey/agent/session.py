@@ -66,8 +66,19 @@ class Session:
         return agent_client.connect(self.node_path)
 
     def call(self, method: str, params: dict[str, Any] | None = None, progress: agent_client.ProgressCallback | None = None) -> Any:
-        c = self.client()
         progress = progress or self.on_progress
+        try:
+            return self._call(method, params, progress)
+        except AgentUnavailableError as e:
+            if e.data.get("idleClosed") is not True:
+                raise
+        # The agent closed this connection while it was idle, to make room for others
+        # (docs/spec/agent-protocol.md section 2): it never read the request, so resend it.
+        self.close()
+        return self._call(method, params, progress)
+
+    def _call(self, method: str, params: dict[str, Any] | None, progress: agent_client.ProgressCallback | None) -> Any:
+        c = self.client()
         try:
             return c.call(method, params, progress)
         except AgentLockedError:

@@ -155,3 +155,20 @@ def test_agent_survives_client_killed_mid_request(agent: Node) -> None:
     assert ping(agent)
     assert pk(agent, "secrets", "get", "app:k").out == b"v"
     assert alive(running_pid(agent) or -1)
+
+
+def test_leaked_idle_connections_do_not_lock_others_out(agent: Node) -> None:
+    assert pk(agent, "secrets", "set", "app:k", input=b"v").code == 0
+    with Client(agent.path, password_file=agent.password_file) as c:
+        assert c.get("app:k") == b"v"  # an idle client, the oldest connection
+        leaked = [raw_connect(agent) for _ in range(64)]  # a program leaking connections
+        try:
+            assert ping(agent)  # a new client still gets in: the oldest idle ones made room
+            r = pk(agent, "secrets", "get", "app:k")
+            assert (r.code, r.out) == (0, b"v"), r.err
+            assert c.get("app:k") == b"v"  # the idle client reconnects by itself
+            assert pk(agent, "agent", "stop", password=False).code == 0
+        finally:
+            for s in leaked:
+                s.close()
+    assert running_pid(agent) is None

@@ -14,7 +14,7 @@ import pytest
 
 from polykey.agent import protocol
 from polykey.agent.client import connect
-from polykey.errors import AgentPermissionError, SecretNotFoundError
+from polykey.errors import AgentPermissionError, AgentUnavailableError, SecretNotFoundError
 from keynode.handlers import HandlerRegistry, RequestContext
 from keynode.socket_server import SocketServer, peer_credentials
 
@@ -103,3 +103,133 @@ def test_registry_rules() -> None:
         registry.register("Bad Name", h)
     assert registry.lookup("nodes.find").needs_unlock is True
     assert protocol.MAX_METHOD >= 64
+
+
+# -- bounds: one bad client cannot starve the others ---------------------------------------
+
+
+def _raw(node: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(node / "agent.sock"))
+    return s
+
+
+def _frame(s: socket.socket) -> Any:
+    """One frame's JSON, or None at end of file."""
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    return json.loads(buf[4 : 4 + struct.unpack(">I", buf[:4])[0]])
+
+
+async def _serve_bounded(tmp_path: Path, client_fn: Any, **server: Any) -> Any:
+    registry = HandlerRegistry()
+
+    async def big(ctx: RequestContext, params: dict[str, Any]) -> Any:
+        return b"x" * (8 * 1024 * 1024)
+
+    async def ping(ctx: RequestContext, params: dict[str, Any]) -> Any:
+        return {"pong": True}
+
+    registry.register("test.big", big, needs_unlock=False)
+    registry.register("test.ping", ping, needs_unlock=False)
+
+    async def dispatch(ctx: RequestContext, params: dict[str, Any]) -> Any:
+        return await registry.lookup(ctx.method).handler(ctx, params)
+
+    async with asyncio.TaskGroup() as tg:
+        async with SocketServer(tmp_path / "agent.sock", dispatch, tg, **server):
+            result = await asyncio.to_thread(client_fn, tmp_path)
+    return result
+
+
+def test_idle_connections_make_room_and_their_clients_reconnect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from polykey.agent.session import Session
+
+    def client(node: Path) -> None:
+        with Session(node, autostart=False) as old:
+            assert old.call("test.ping") == {"pong": True}  # now idle, and the oldest
+            leaked = [_raw(node), _raw(node)]  # a client leaking connections fills the agent up
+            with connect(node) as c:  # ... yet a new client gets in: the oldest idle one made room
+                assert c.call("test.ping") == {"pong": True}
+            assert old.call("test.ping") == {"pong": True}  # its client reconnected by itself
+            for s in leaked:
+                s.close()
+
+    with caplog.at_level("INFO", logger="keynode.socket"):
+        asyncio.run(_serve_bounded(tmp_path, client, max_connections=3))
+    assert caplog.text.count("closed an idle connection") >= 1
+
+
+def test_evicted_connection_gets_a_notice_and_is_never_read(tmp_path: Path) -> None:
+    def client(node: Path) -> Any:
+        first = _raw(node)
+        second = _raw(node)
+        with connect(node) as c:
+            assert c.call("test.ping") == {"pong": True}
+        notice = _frame(first)
+        assert _frame(first) is None  # closed
+        second.close()
+        return notice
+
+    notice = asyncio.run(_serve_bounded(tmp_path, client, max_connections=2))
+    assert notice["id"] is None and notice["error"]["type"] == "AgentUnavailableError"
+    assert notice["error"]["data"] == {"idleClosed": True}
+
+
+def test_busy_connections_are_not_evicted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keynode import socket_server
+
+    monkeypatch.setattr(socket_server, "FRAME_TIMEOUT", 5.0)
+
+    def client(node: Path) -> Any:
+        busy = _raw(node)
+        busy.sendall(b"\x00\x00")  # in the middle of a frame header: not idle
+        import time
+
+        time.sleep(0.2)
+        with connect(node) as c:
+            with pytest.raises(AgentUnavailableError, match="busy"):
+                c.call("test.ping")
+        busy.close()
+
+    asyncio.run(_serve_bounded(tmp_path, client, max_connections=1))
+
+
+def test_stalled_header_and_unread_responses_close_only_that_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from keynode import socket_server
+
+    monkeypatch.setattr(socket_server, "FRAME_TIMEOUT", 0.3)
+    monkeypatch.setattr(socket_server, "WRITE_TIMEOUT", 0.3)
+
+    def client(node: Path) -> Any:
+        half = _raw(node)
+        half.sendall(b"\x00\x00")  # half a header, then nothing
+        reply = _frame(half)
+        assert reply["error"]["type"] == "AgentProtocolError" and "truncated frame header" in reply["error"]["message"]
+        assert _frame(half) is None
+        half.close()
+
+        greedy = _raw(node)  # asks for 8 MiB and never reads it
+        greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        greedy.sendall(protocol.encode_request(1, "test.big"))
+        import time
+
+        deadline = time.monotonic() + 10
+        while "did not read its response" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with connect(node) as c:
+            assert c.call("test.ping") == {"pong": True}
+        greedy.close()
+
+    with caplog.at_level("INFO", logger="keynode.socket"):
+        asyncio.run(_serve_bounded(tmp_path, client))
+    assert "did not read its response" in caplog.text
