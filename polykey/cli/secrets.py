@@ -14,10 +14,14 @@ import getpass
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -146,11 +150,14 @@ def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
 @click.option("-r", "--recursive", is_flag=True, help="Remove directories and everything in them.")
 @common_options
 def secrets_rm(targets: tuple[str, ...], recursive: bool) -> None:
-    """Remove secrets (and directories with -r). One commit per path."""
+    """Remove secrets (and directories with -r). One commit per path; nothing is removed if a
+    path does not exist."""
     s = settings()
     parsed = [split_secret_path(t) for t in targets]
     results = []
     with backend(s) as b:
+        for vault, path in parsed:  # like `git rm`: a typo in one path removes nothing
+            b.list_secrets(vault, path)
         for vault, path in parsed:
             results.append(b.remove(vault, path, recursive))
     total = sum(r["removed"] for r in results)
@@ -299,6 +306,34 @@ def _scrub(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+class _Signalled(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _unwind_on_termination() -> Iterator[None]:
+    """SIGTERM, or SIGHUP (the terminal closed), while the editor runs: unwind first, so the clear
+    copy is scrubbed and removed, then die of the same signal."""
+
+    def unwind(signum: int, _frame: FrameType | None) -> None:
+        raise _Signalled(signum)
+
+    caught = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, unwind) for sig in caught}
+    try:
+        yield
+    except _Signalled as e:
+        for sig in caught:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), e.signum)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @secrets.command("edit")
 @click.argument("target", metavar="VAULT:PATH", callback=utf8)
 @common_options
@@ -307,7 +342,13 @@ def secrets_edit(target: str) -> None:
     s = settings()
     vault, path = split_secret_path(target)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    with backend(s) as b:
+    try:
+        command = shlex.split(editor)
+    except ValueError:
+        raise InvalidInputError(f"cannot parse the editor command {editor!r}") from None
+    if not command:
+        raise InvalidInputError("the editor command ($VISUAL / $EDITOR) is empty")
+    with _unwind_on_termination(), backend(s) as b:
         try:
             old: bytes | None = b.get_secret(vault, path)
         except SecretNotFoundError:
@@ -319,7 +360,7 @@ def secrets_edit(target: str) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(old or b"")
             try:
-                code = subprocess.call([*shlex.split(editor), str(file)])
+                code = subprocess.call([*command, str(file)])
             except OSError as e:
                 raise InvalidInputError(f"cannot run the editor {editor!r}: {e.strerror}") from None
             if code != 0:

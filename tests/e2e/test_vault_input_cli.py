@@ -3,7 +3,11 @@ arguments, paths with no history, help texts. The real `pk` as a subprocess."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +97,44 @@ def test_generate_says_what_it_did_without_the_value(vnode: Node) -> None:
     assert again.text == "Replaced work:pw with a random secret of 32 characters (not shown).\n"
     value = vnode.pk("secrets", "get", "work:pw").out
     assert len(value) == 32 and set(value) <= set(b"0123456789abcdef")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_edit_killed_while_the_editor_runs_removes_the_clear_copy(vnode: Node, tmp_path: Path, signum: int) -> None:
+    vnode.pk("secrets", "set", "work:e", input=b"old value")
+    record = tmp_path / "record"
+    editor = tmp_path / "editor.py"
+    editor.write_text(f"import sys, time\nopen({str(record)!r}, 'w').write(sys.argv[1])\ntime.sleep(60)\n")
+    proc = subprocess.Popen(
+        [pk_executable(), "secrets", "edit", "work:e", "--node-path", str(vnode.path),
+         "--password-file", str(vnode.password_file)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=base_env(EDITOR=f"{sys.executable} {editor}", VISUAL=""),
+    )
+    deadline = time.monotonic() + 30
+    while not (record.exists() and record.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    copy = Path(record.read_text())
+    assert copy.read_bytes() == b"old value"
+    proc.send_signal(signum)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signum
+    assert not copy.parent.exists()
+    assert vnode.pk("secrets", "get", "work:e").out == b"old value"
+
+
+def test_edit_with_an_empty_or_unparsable_editor(vnode: Node) -> None:
+    for value, words in (("  ", "is empty"), ("vi 'x", "cannot parse")):
+        r = vnode.pk("secrets", "edit", "work:e", env=base_env(EDITOR=value, VISUAL=""))
+        assert r.code == 64 and words in r.err, r.err
+        _one_line_error(r.err)
+
+
+def test_rm_of_several_paths_removes_nothing_when_one_is_missing(vnode: Node) -> None:
+    vnode.pk("secrets", "set", "work:a", input=b"1")
+    vnode.pk("secrets", "set", "work:b", input=b"2")
+    r = vnode.pk("secrets", "rm", "work:a", "work:typo", "work:b")
+    assert r.code == 81 and "typo" in r.err
+    assert vnode.pk("secrets", "ls", "work").text.splitlines() == ["a", "b"]
+    ok = vnode.pk("secrets", "rm", "work:a", "work:b")
+    assert ok.code == 0 and ok.text == "Removed 2 secrets.\n"
