@@ -36,7 +36,7 @@ from polykey.errors import (
     PolykeyError,
 )
 from polykey.ids import NodeId
-from polykey.wire.records import Seed, check_port, parse_seed, parse_seeds
+from polykey.wire.records import Address, NodeRecord, Seed, check_port, parse_seed, parse_seeds
 
 log = logging.getLogger("keynode.network")
 
@@ -83,6 +83,7 @@ class Network:
         self._key_change = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failure: str | None = None  # why the peer services are not running, if they failed
         self._register()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -93,11 +94,12 @@ class Network:
         # Serve once the listener is up and a first bootstrap was tried, so that a node
         # started right after this one can already find it.
         waiter = asyncio.ensure_future(self._ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=FIRST_BOOTSTRAP_TIMEOUT + CONNECT_TIMEOUT,
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=FIRST_BOOTSTRAP_TIMEOUT,
                                      return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if self._task in done:
             self._task.result()  # a bind error: the agent fails to start, saying why
+        self._ready.set()  # start-up is over: later failures are logged, the agent keeps serving
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -117,10 +119,11 @@ class Network:
             try:
                 async with self._running():
                     await self._key_change.wait()
-            except PolykeyError as e:
+            except Exception as e:  # noqa: BLE001 - the agent keeps serving its vaults either way
                 if not self._ready.is_set():
                     raise  # at start: the agent fails to start and says why
-                log.error("peer services stopped: %s", e.message)
+                self._failure = e.message if isinstance(e, PolykeyError) else f"internal error ({type(e).__name__})"
+                log.error("peer services stopped: %s", self._failure, exc_info=not isinstance(e, PolykeyError))
                 self._ready.set()
                 await self._key_change.wait()
 
@@ -129,15 +132,17 @@ class Network:
         keypair = self._agent.keypair
         async with contextlib.AsyncExitStack() as stack:
             transport, discovery = await self._bind(stack, keypair)
-            self._transport, self._discovery = transport, discovery
+            self._transport, self._discovery, self._failure = transport, discovery, None
             self._agent.status_extra["peer"] = lambda: {"host": self._host, "port": self._port}
             retry = self._agent.task_group.create_task(self._bootstrap_loop(discovery), name="dht-bootstrap")
             try:
                 yield
             finally:
-                retry.cancel()
                 self._transport = self._discovery = None
                 self._agent.status_extra["peer"] = lambda: None
+                retry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retry
                 log.info("peer services stopped")
 
     async def _bind(self, stack: contextlib.AsyncExitStack, keypair: Any) -> tuple[Transport, Discovery]:
@@ -155,9 +160,6 @@ class Network:
                 if self._port != 0 or attempt == BIND_ATTEMPTS - 1:
                     raise
                 continue
-            except OSError as e:
-                await inner.aclose()
-                raise PeerUnreachableError(f"cannot listen on {self._host}:{self._port}: {e.strerror}") from None
             except BaseException:
                 await inner.aclose()
                 raise
@@ -168,20 +170,21 @@ class Network:
         raise AssertionError("unreachable")
 
     async def _bootstrap_loop(self, discovery: Discovery) -> None:
+        """Bootstrap; while it reaches nobody although there is someone to ask, retry with backoff."""
         delay, cap = BOOTSTRAP_RETRY
         first = True
         while True:
             try:
                 known = await discovery.bootstrap()
-            except PolykeyError as e:
-                log.warning("bootstrap failed: %s", e.message)
+            except Exception as e:  # noqa: BLE001 - never take the agent down; retry later
+                log.warning("bootstrap failed: %s", e.message if isinstance(e, PolykeyError) else repr(e))
                 known = 0
             if first:
                 first = False
                 self._ready.set()
-            if known or not self._seeds:
+            if known or not discovery.has_contacts:
                 return
-            log.info("bootstrap reached no seed; retrying in %g s", delay)
+            log.info("bootstrap reached no node; retrying in %g s", delay)
             await asyncio.sleep(delay)
             delay = min(cap, delay * 2)
 
@@ -189,44 +192,50 @@ class Network:
 
     def _services(self) -> tuple[Transport, Discovery]:
         if self._transport is None or self._discovery is None:
+            if self._failure is not None:
+                raise PeerUnreachableError(f"peer networking is not running: {self._failure}")
             raise AgentLockedError("peer networking is not running (the agent is locked or starting)")
         return self._transport, self._discovery
 
-    async def _candidates(self, discovery: Discovery, node_id: NodeId) -> tuple[list[tuple[str, int]], Any]:
+    async def _candidates(self, discovery: Discovery, node_id: NodeId) -> tuple[list[Address], NodeRecord | None]:
         """Addresses to try for ``node_id``: its DHT record's, then manual and routing-table entries."""
+        if node_id == self._agent.keypair.node_id:
+            raise InvalidInputError("that is this node's own NodeId")
         record = await discovery.find(node_id)
         addresses = list(record.addresses) if record is not None else []
         for entry in discovery.node_graph():
             if entry["node_id"] == str(node_id) and (entry["host"], entry["port"]) not in addresses:
                 addresses.append((entry["host"], entry["port"]))
-        return addresses, record
-
-    async def _reach(self, node_id: NodeId) -> tuple[Channel, list[dict[str, Any]]]:
-        """An authenticated channel to ``node_id``, and what each address tried gave."""
-        transport, discovery = self._services()
-        if node_id == self._agent.keypair.node_id:
-            raise InvalidInputError("that is this node's own NodeId")
-        existing = transport.channel(node_id)
-        if existing is not None and existing.is_open:
-            host, port = existing.address
-            return existing, [{"host": host, "port": port, "verified": True}]
-        addresses, _ = await self._candidates(discovery, node_id)
         if not addresses:
             raise PeerNotFoundError(f"node {node_id} was not found in the DHT or the node graph")
-        tried: list[dict[str, Any]] = []
-        for host, port in addresses:
-            try:
-                channel = await asyncio.wait_for(transport.connect(node_id, host, port), CONNECT_TIMEOUT)
-            except (PolykeyError, asyncio.TimeoutError) as e:
-                reason = e.message if isinstance(e, PolykeyError) else "timed out"
-                tried.append({"host": host, "port": port, "verified": False, "error": reason})
-                continue
-            tried.append({"host": host, "port": port, "verified": True})
-            return channel, tried
-        raise PeerUnreachableError(
-            f"node {node_id} did not answer as itself at any of its {len(addresses)} address(es)",
-            tried=tried,
-        )
+        return addresses, record
+
+    async def _try(self, transport: Transport, node_id: NodeId, address: Address, *, new: bool) -> dict[str, Any]:
+        """Connect to ``node_id`` at ``address`` expecting it to prove ``node_id``; what happened."""
+        host, port = address
+        connect = transport.dial if new else transport.connect
+        try:
+            await asyncio.wait_for(connect(node_id, host, port), CONNECT_TIMEOUT)
+        except (PolykeyError, asyncio.TimeoutError) as e:
+            reason = e.message if isinstance(e, PolykeyError) else "timed out"
+            prefix = f"cannot reach {node_id} at {host}:{port}: "  # said once, by the caller
+            return {"host": host, "port": port, "verified": False, "error": reason.removeprefix(prefix)}
+        return {"host": host, "port": port, "verified": True}
+
+    async def _reach(self, node_id: NodeId) -> Channel:
+        """An authenticated channel to ``node_id``: the open one, or the first address that proves it."""
+        transport, discovery = self._services()
+        existing = transport.channel(node_id)
+        if existing is not None and existing.is_open:
+            return existing
+        addresses, _ = await self._candidates(discovery, node_id)
+        tried = []
+        for address in addresses:
+            tried.append(await self._try(transport, node_id, address, new=False))
+            channel = transport.channel(node_id)
+            if tried[-1]["verified"] and channel is not None:
+                return channel
+        raise _unreachable(node_id, tried)
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -251,24 +260,35 @@ class Network:
 
     async def _h_find(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId"})
-        _, discovery = self._services()
+        transport, discovery = self._services()
         addresses, record = await self._candidates(discovery, node_id)
-        if not addresses:
-            raise PeerNotFoundError(f"node {node_id} was not found in the DHT or the node graph")
-        _, tried = await self._reach(node_id)
+        # Every address is proven by a handshake expecting node_id. An open outbound connection
+        # was proven at its address when it was dialled; any other address gets a new connection
+        # (an inbound connection's address is the peer's source port, not where it listens).
+        open_at = None
+        channel = transport.channel(node_id)
+        if channel is not None and channel.is_open and channel.outbound:
+            open_at = channel.address
+        tried = await asyncio.gather(*(
+            self._try(transport, node_id, a, new=True) if a != open_at
+            else _verified(a) for a in addresses
+        ))
+        if not any(t["verified"] for t in tried):
+            raise _unreachable(node_id, list(tried))
         return {
             "nodeId": str(node_id),
-            "addresses": tried,
+            "addresses": list(tried),
             "record": None if record is None else {"seq": record.seq, "expiry": record.expiry,
                                                    "addresses": [list(a) for a in record.addresses]},
         }
 
     async def _h_ping(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId"})
-        channel, _ = await self._reach(node_id)
+        channel = await self._reach(node_id)
         rtt = await channel.ping(timeout=CONNECT_TIMEOUT)
         host, port = channel.address
-        return {"nodeId": str(node_id), "host": host, "port": port, "rtt": rtt}
+        direction = "outbound" if channel.outbound else "inbound"
+        return {"nodeId": str(node_id), "host": host, "port": port, "direction": direction, "rtt": rtt}
 
     async def _h_list(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
         _no_params(params)
@@ -283,6 +303,16 @@ def _node_id(params: dict[str, Any], allowed: set[str]) -> NodeId:
     if set(params) - allowed or not isinstance(params.get("nodeId"), str):
         raise InvalidInputError(f"expected parameters {', '.join(sorted(allowed))}")
     return NodeId.from_text(params["nodeId"])
+
+
+async def _verified(address: Address) -> dict[str, Any]:
+    return {"host": address[0], "port": address[1], "verified": True}
+
+
+def _unreachable(node_id: NodeId, tried: list[dict[str, Any]]) -> PeerUnreachableError:
+    reasons = "; ".join(f"{t['host']}:{t['port']}: {t['error']}" for t in tried)
+    return PeerUnreachableError(f"node {node_id} did not answer as itself at any known address ({reasons})",
+                                tried=tried)
 
 
 def _no_params(params: dict[str, Any]) -> None:

@@ -77,14 +77,17 @@ def decode_graph(data: bytes) -> list[GraphEntry]:
 
 
 def load_graph(path: Path) -> list[GraphEntry]:
-    """The saved entries, or ``[]`` if there is no file yet."""
+    """The saved entries, or ``[]`` if there is no file yet. Errors name the file."""
     try:
-        data = read_limited(path, MAX_FILE_BYTES)
+        try:
+            data = read_limited(path, MAX_FILE_BYTES)
+        except ValueError:
+            raise NodeGraphFileError("the node graph file is too large") from None
+        return decode_graph(data)
     except FileNotFoundError:
         return []
-    except ValueError:
-        raise NodeGraphFileError("the node graph file is too large") from None
-    return decode_graph(data)
+    except NodeGraphFileError as exc:  # it is only a cache: say which file and what to do
+        raise NodeGraphFileError(f"{path}: {exc.message}; move it away (it is rebuilt from the seeds)") from None
 
 
 def save_graph(path: Path, entries: list[GraphEntry]) -> None:

@@ -141,6 +141,11 @@ class Discovery:
         return self._addresses
 
     @property
+    def has_contacts(self) -> bool:
+        """Whether there is anyone to bootstrap from: seeds, or entries of the node graph file."""
+        return bool(self._seeds or self._saved or self._manual)
+
+    @property
     def record(self) -> NodeRecord | None:
         """Our latest published record."""
         return self._record
@@ -166,8 +171,16 @@ class Discovery:
         for seed in self._seeds:
             if seed.node_id != self.node_id:
                 pings.append(self._ping_seed(loop, seed))
+        known_ids = set()
         for peer in protocol.router.peers():
+            known_ids.add(peer.node_id)
             pings.append(protocol.call_ping(peer))
+        # Saved and manual entries that left the routing table (they did not answer at an
+        # earlier bootstrap) are asked again, so a retry finds nodes that came back.
+        for entry in self._saved + [GraphEntry(n, h, p, True) for n, (h, p) in self._manual.items()]:
+            if entry.node_id not in known_ids and self._protocol.usable(entry.host, entry.port):
+                known_ids.add(entry.node_id)
+                pings.append(protocol.call_ping(DhtPeer(entry.node_id, entry.host, entry.port)))
         await asyncio.gather(*pings)
         await self._lookup(dht_key(self.node_id), want_value=False)
         await self.publish()
@@ -297,9 +310,12 @@ class Discovery:
 
     def _graph_entries(self) -> list[GraphEntry]:
         entries = [GraphEntry(n, h, p, True) for n, (h, p) in self._manual.items()]
-        for peer in self._protocol.router.peers():
+        peers = self._protocol.router.peers()
+        for peer in peers:
             if peer.node_id not in self._manual:
                 entries.append(GraphEntry(peer.node_id, peer.ip, peer.port, False))
+        if not peers:  # nobody answers (offline?): keep what we knew rather than forget it all
+            entries += [e for e in self._saved if not e.manual and e.node_id not in self._manual]
         return entries[: self.config.graph_max_nodes]
 
     async def _every(self, interval: float, action: Callable[[], Any]) -> None:

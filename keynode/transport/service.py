@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
@@ -20,7 +21,6 @@ from keynode.transport.limits import TransportLimits
 from polykey import crypto
 from polykey.errors import (
     ConnectionClosedError,
-    HandshakeError,
     InvalidInputError,
     PeerUnreachableError,
     ProtocolViolationError,
@@ -53,6 +53,11 @@ class Channel:
     def address(self) -> tuple[str, int]:
         """The peer's TCP address on the current connection."""
         return self._connection().address
+
+    @property
+    def outbound(self) -> bool:
+        """Whether this node dialled the current connection (its address is where the peer listens)."""
+        return self._connection().outbound
 
     @property
     def is_open(self) -> bool:
@@ -308,18 +313,34 @@ class Transport:
         fut.set_result(conn)
         return Channel(self, conn)
 
+    async def dial(self, node_id: NodeId, host: str, port: int) -> Channel:
+        """A new connection to ``node_id`` at ``host:port``, even if one is open already.
+
+        Proves that ``node_id`` answers at that address now (``pk nodes find``). The new
+        connection replaces an open one to the same peer by the rule of section 6 (the
+        other retires once idle). Raises as :meth:`connect`.
+        """
+        if self._closing or self._tg is None:
+            raise TransportError("the transport is not running")
+        if node_id == self.node_id:
+            raise TransportError("cannot connect to ourselves")
+        return Channel(self, await self._dial(node_id, host, port))
+
     async def _dial(self, node_id: NodeId, host: str, port: int) -> Connection:
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
                 reader, writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError) as e:
-            reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+            # asyncio's OSError says "Connect call failed (...)"; the errno's text is clearer
+            reason = "timed out" if isinstance(e, TimeoutError) else (
+                os.strerror(e.errno).lower() if e.errno else (e.strerror or type(e).__name__))
             raise PeerUnreachableError(f"cannot reach {node_id} at {host}:{port}: {reason}") from None
         conn = self._new_connection(reader, writer, node_id)
         self._handshaking[conn] = None
         try:
             await conn.handshake()
-        except HandshakeError:
+        except BaseException:  # failed (already closed), or the caller gave up: free the socket
+            conn.close("dial abandoned", graceful=False)
             raise
         finally:
             self._handshaking.pop(conn, None)

@@ -41,27 +41,39 @@ def _age(seconds: float) -> str:
 
 @click.group()
 def nodes() -> None:
-    """Find, reach and list other keynodes (through the agent's DHT and peer transport)."""
+    """Find, reach and list other keynodes (through the agent's DHT and peer transport).
+
+    The agent (started on demand) joins the network through its seeds (`pk agent start
+    --seed NODEID@HOST:PORT`, or PK_SEED_NODES) and the node graph it saved. A NodeId is
+    the text `pk keys public` prints on that node; HOST:PORT is the peer listener that
+    `pk agent status` shows there. Every command takes --format json.
+    """
 
 
-@nodes.command("add")
+@nodes.command("add", short_help="Add a node's address by hand (kept across restarts).")
 @click.argument("node_id", metavar="NODEID")
 @click.argument("address", metavar="HOST:PORT")
 @common_options
 def nodes_add(node_id: str, address: str) -> None:
-    """Add a node's address to the node graph by hand (kept across restarts)."""
+    """Add a node's address to the node graph by hand (kept across restarts).
+
+    HOST is an IP address or a name (resolved once, now); IPv6 as [ADDR]:PORT. Use it for a
+    node that shares no seed with this one. The address is only a hint: `pk nodes ping`
+    still checks that the node there proves NODEID.
+    """
     host, port = _host_port(address)
     result = _call("nodes.add", {"nodeId": _node_id(node_id), "host": host, "port": port})
     emit(settings(), f"Added {result['nodeId']} at {result['host']}:{result['port']}", result)
 
 
-@nodes.command("find")
+@nodes.command("find", short_help="Find a node's addresses and verify each one.")
 @click.argument("node_id", metavar="NODEID")
 @common_options
 def nodes_find(node_id: str) -> None:
-    """Find a node's addresses (its signed DHT record) and verify them by connecting.
+    """Find a node's addresses (its signed DHT record and the node graph) and verify each.
 
-    An address is verified when the peer there proved NODEID over the encrypted channel.
+    An address is verified when the peer there proved NODEID in the encrypted handshake.
+    Exit 84 if no address is known, 69 if none of them answers as NODEID.
     """
     result = _call("nodes.find", {"nodeId": _node_id(node_id)})
     lines = []
@@ -71,17 +83,22 @@ def nodes_find(node_id: str) -> None:
     emit(settings(), "\n".join(lines), result)
 
 
-@nodes.command("ping")
+@nodes.command("ping", short_help="Round-trip time over the authenticated channel.")
 @click.argument("node_id", metavar="NODEID")
 @common_options
 def nodes_ping(node_id: str) -> None:
-    """Round-trip time to a node over the authenticated channel (finding it first if needed)."""
+    """Round-trip time to a node over the authenticated channel.
+
+    Uses the open channel to NODEID if there is one, else finds the node first (as
+    `pk nodes find`). Exit 84 if no address is known, 69 if it cannot be reached.
+    """
     result = _call("nodes.ping", {"nodeId": _node_id(node_id)})
-    emit(settings(), f"{result['nodeId']} at {result['host']}:{result['port']}: {result['rtt'] * 1000:.2f} ms",
+    via = "connected to" if result.get("direction") != "inbound" else "connected from"
+    emit(settings(), f"{result['nodeId']} ({via} {result['host']}:{result['port']}): {result['rtt'] * 1000:.2f} ms",
          result)
 
 
-@nodes.command("list")
+@nodes.command("list", short_help="The node graph: the nodes this node knows.")
 @common_options
 def nodes_list() -> None:
     """The node graph: the nodes this node knows, by DHT bucket; manual entries are marked."""
@@ -91,7 +108,7 @@ def nodes_list() -> None:
     emit(settings(), "\n".join(lines) or "(no nodes known)", rows)
 
 
-@nodes.command("connections")
+@nodes.command("connections", short_help="Open authenticated channels to other nodes.")
 @common_options
 def nodes_connections() -> None:
     """Open authenticated channels: peer NodeId, address, direction, age, bytes sent and received."""
