@@ -239,10 +239,11 @@ class Vault:
         with self.repo.read_lock():
             snap = self.snapshot(commit)
             e = self.find(snap, parts)
+            when = "" if commit is None else f" as of commit {snap.commit[:12]}"
             if e is None:
-                raise SecretNotFoundError(f"no secret {join_path(parts)!r} in this vault")
+                raise SecretNotFoundError(f"no secret {join_path(parts)!r} in this vault{when}")
             if e[0] == TREE:
-                raise SecretIsDirectoryError(f"{join_path(parts)} is a directory")
+                raise SecretIsDirectoryError(f"{join_path(parts)} is a directory{when}")
             return self.decrypt(snap, parts, e[1])
 
     def write(self, build: Callable[[Snapshot], tuple[dict[Parts, Change], str, dict[str, Any]]]) -> dict[str, Any]:

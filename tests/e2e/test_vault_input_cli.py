@@ -138,3 +138,13 @@ def test_rm_of_several_paths_removes_nothing_when_one_is_missing(vnode: Node) ->
     assert vnode.pk("secrets", "ls", "work").text.splitlines() == ["a", "b"]
     ok = vnode.pk("secrets", "rm", "work:a", "work:b")
     assert ok.code == 0 and ok.text == "Removed 2 secrets.\n"
+
+
+def test_reading_a_path_absent_at_a_commit_names_the_commit(vnode: Node) -> None:
+    before = vnode.pk("vaults", "log", "work", "--format", "json").json[0]["commit"]  # type: ignore[index]
+    vnode.pk("secrets", "set", "work:later", input=b"v")
+    for args in (("secrets", "revert", "work:later", before[:8]), ("secrets", "get", "work:later", "--commit", before)):
+        r = vnode.pk(*args)
+        assert r.code == 81 and f"as of commit {before[:12]}" in r.err, r.err
+        _one_line_error(r.err)
+    assert vnode.pk("secrets", "get", "work:later").out == b"v"
