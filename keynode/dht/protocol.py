@@ -84,6 +84,19 @@ class Router(RoutingTable):  # type: ignore[misc]
             protocol: ValidatingProtocol = self.protocol
             protocol.tasks.spawn(protocol.call_ping(bucket.head()), "dht-liveness-ping")
 
+    def remove_contact(self, node: DhtPeer) -> None:
+        """Remove ``node``'s entry, but only if it is at ``node``'s address: a stale address of a
+        node (from an old contact list) failing must not evict the entry at its current one."""
+        held = self.entry(node.id)
+        if held is None or held.address == node.address:
+            super().remove_contact(node)
+
+    def entry(self, dht_id: bytes) -> DhtPeer | None:
+        """The routing-table entry (or replacement) with this DHT id, if any."""
+        bucket = self.buckets[self.get_bucket_for(Node(dht_id))]
+        found: DhtPeer | None = bucket.nodes.get(dht_id) or bucket.replacement_nodes.get(dht_id)
+        return found
+
     def get_bucket_for(self, node: Node) -> int:
         for index, bucket in enumerate(self.buckets):
             if node.long_id <= bucket.range[1]:
@@ -126,6 +139,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
         self._self_addr: Addr | None = None
         self._last_warning = 0.0
         self._unreported = 0
+        self._moving: set[bytes] = set()  # DHT ids whose old address is being checked
 
     def get_refresh_ids(self) -> list[bytes]:
         """Random ids in buckets without a lookup for an hour (upstream could draw 2**160,
@@ -242,7 +256,17 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
         Upstream wrapped each storage key in ``digest()`` again here; our keys are
         already DHT keys and are used as they are.
         """
-        if not self.usable(node.ip, node.port) or not self.router.is_new_node(node):
+        if not self.usable(node.ip, node.port):
+            return
+        if not self.router.is_new_node(node):
+            known = self.router.entry(node.id)
+            if known is not None and known.address != node.address and node.id not in self._moving:
+                # The node may have moved (restarted on another port): ask the old address; if
+                # nobody answers there as that node any more, the entry takes the new address.
+                self.stats["moved_checks"] += 1
+                self._moving.add(node.id)
+                if not self.tasks.spawn(self._check_moved(known, node), "dht-moved-check"):
+                    self._moving.discard(node.id)
             return
         holder = self.router.holder_of(node.ip, node.port, node.id)
         if holder is not None:  # one node per endpoint: ask the one we know whether it is still there
@@ -263,6 +287,14 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
             if not neighbors or (new_node_close and this_closest):
                 self.tasks.spawn(self.call_store(node, key, value), "dht-replicate")
         self.router.add_contact(node)
+
+    async def _check_moved(self, old: DhtPeer, new: DhtPeer) -> None:
+        try:
+            ok, _ = await self.call_ping(old)  # no valid answer: removed from the table
+            if not ok:
+                self.welcome_if_new(new)
+        finally:
+            self._moving.discard(new.id)
 
     # -- making calls --------------------------------------------------------------------
 

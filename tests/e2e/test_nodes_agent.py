@@ -70,6 +70,9 @@ def test_restart_on_another_port_without_seed(cluster: dict[str, Any]) -> None:
     assert {"host": HOST, "port": new_port, "verified": True} in found["addresses"]
     assert not any(x["verified"] for x in found["addresses"] if x["port"] == old_port)
     assert nodes(c, "ping", b.node_id)["rtt"] > 0
+    # and C's node graph moves B to its new port (the old one no longer answers as B)
+    wait_for(lambda: [(r["node_id"], r["port"]) for r in nodes(c, "list") if r["node_id"] == b.node_id]
+             == [(b.node_id, new_port)], what="C's node graph to follow B")
 
 
 def test_a_seed_down_at_start_is_retried_until_it_comes_up(tmp_path: Path, cluster: dict[str, Any]) -> None:
