@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -242,8 +243,10 @@ class SocketServer:
             frame = protocol.encode_result(request.id, result)
         except PolykeyError as e:
             frame = _error_frame(request.id, e)
-        except Exception:  # noqa: BLE001 - a handler bug must not take the agent down
-            log.exception("internal error serving %s", request.method)
+        except Exception as e:  # noqa: BLE001 - a handler bug must not take the agent down
+            # The stack, not the exception's text: that may quote a secret's name or value.
+            where = "".join(traceback.format_tb(e.__traceback__))
+            log.error("internal error serving %s: %s\n%s", request.method, type(e).__name__, where.rstrip())
             frame = _error_frame(request.id, PolykeyError("internal error in the agent; see agent.log"))
         writer.write(frame)
         try:

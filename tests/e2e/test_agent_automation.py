@@ -92,6 +92,11 @@ def test_env_runs_a_command_with_exit_code_and_signals(app: Node) -> None:
     assert (r.code, r.out) == (7, b"k-123\n|s3cret")
     r = pk(app, "secrets", "env", "app:db/password", cmd=["sh", "-c", "kill -TERM $$"])
     assert r.code == -signal.SIGTERM
+    # The command gets default signal dispositions, as from a shell (Python ignores SIGPIPE).
+    r = pk(app, "secrets", "env", "app:db/password", cmd=["sh", "-c", "kill -PIPE $$; exit 9"])
+    assert r.code == -signal.SIGPIPE
+    r = pk(app, "secrets", "env", "app:db/password", cmd=["sh", "-c", "yes | head -n 1"])
+    assert (r.code, r.out, r.err) == (0, b"y\n", "")
     r = pk(app, "secrets", "env", "app:db/password", cmd=["no-such-command-xyz"])
     assert r.code == 127 and r.err.strip() == "pk: command not found: no-such-command-xyz"
     # A signal sent to pk reaches the command (pk became it).
@@ -115,6 +120,7 @@ def test_run_with_env_file(app: Node, tmp_path: Path) -> None:
     env_file.write_text("# deploy\nDB_PASSWORD=pk://app/db/password\nexport API_KEY='pk://app/api/API_KEY'\nMODE=prod\n")
     r = pk(app, "run", "--env-file", env_file, cmd=["sh", "-c", 'printf "%s|%s|%s" "$DB_PASSWORD" "$API_KEY" "$MODE"'])
     assert (r.code, r.out) == (0, b"s3cret|k-123\n|prod")
+    assert pk(app, "run", "--env-file", env_file, cmd=["sh", "-c", "kill -PIPE $$; exit 9"]).code == -signal.SIGPIPE
     env_file.write_text("DB=pk://app/nope\n")
     r = pk(app, "run", "--env-file", env_file, cmd=["true"])
     assert r.code == 81 and "nope" in r.err  # SecretNotFoundError, rebuilt from the agent
@@ -160,6 +166,10 @@ HOT_CASES = [
     ["secrets", "get", "nosuchvault:x"],
     ["secrets", "get", "novaultpath"],
     ["secrets", "get", "app:db"],
+    ["secrets", "get", "app:bin"],
+    ["secrets", "get", ":x"],
+    ["secrets", "get", "nosuchvault:x", "--format", "json"],
+    ["secrets", "get", "app:db/password", "--commit", "zz"],
     ["secrets", "env", "app:db", "app:api/API_KEY=KEY"],
     ["secrets", "env", "app:db", "--env-format", "json"],
     ["secrets", "env", "app"],

@@ -179,3 +179,21 @@ def test_agent_makes_the_node_directory_private(node: Node) -> None:
     assert pk(node, "agent", "start").code == 0
     assert stat.S_IMODE(node.path.stat().st_mode) == 0o700
     assert "setting 0700" in (node.path / "agent.log").read_text()
+
+
+def test_agent_log_holds_no_secret_name_or_value(node: Node) -> None:
+    name, value, vault = "zqxname", b"zqxvalue-8841", "zqxvault"
+    assert pk(node, "vaults", "create", vault).code == 0
+    assert pk(node, "secrets", "set", f"{vault}:{name}/{name}2", input=value).code == 0
+    assert pk(node, "secrets", "get", f"{vault}:{name}/{name}2").out == value
+    assert pk(node, "secrets", "get", f"{vault}:{name}/missing-zqx").code == 81
+    assert pk(node, "secrets", "get", "zqxnovault:x").code == 80
+    assert pk(node, "secrets", "env", f"{vault}:{name}", cmd=["true"]).code == 0
+    assert pk(node, "secrets", "mv", f"{vault}:{name}/{name}2", f"{vault}:{name}/{name}3").code == 0
+    assert pk(node, "secrets", "generate", f"{vault}:{name}4").code == 0
+    assert pk(node, "vaults", "rename", vault, vault + "2").code == 0
+    assert pk(node, "agent", "lock", password=False).code == 0
+    assert pk(node, "secrets", "get", f"{vault}2:{name}/{name}3").out == value
+    assert pk(node, "agent", "stop", password=False).code == 0
+    log = (node.path / "agent.log").read_text()
+    assert "stopped" in log and "zqx" not in log and "correct horse" not in log

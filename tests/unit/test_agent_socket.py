@@ -14,7 +14,7 @@ import pytest
 
 from polykey.agent import protocol
 from polykey.agent.client import connect
-from polykey.errors import AgentPermissionError, AgentUnavailableError, SecretNotFoundError
+from polykey.errors import AgentPermissionError, AgentUnavailableError, PolykeyError, SecretNotFoundError
 from keynode.handlers import HandlerRegistry, RequestContext
 from keynode.socket_server import SocketServer, peer_credentials
 
@@ -233,3 +233,32 @@ def test_stalled_header_and_unread_responses_close_only_that_connection(
     with caplog.at_level("INFO", logger="keynode.socket"):
         asyncio.run(_serve_bounded(tmp_path, client))
     assert "did not read its response" in caplog.text
+
+
+def test_a_handler_bug_is_logged_without_its_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = HandlerRegistry()
+
+    async def buggy(ctx: RequestContext, params: dict[str, Any]) -> Any:
+        raise KeyError("db/zz-secret-" + "name")  # e.g. a lookup quoting a secret's path (split: the stack shows source lines)
+
+    registry.register("test.buggy", buggy, needs_unlock=False)
+
+    async def dispatch(ctx: RequestContext, params: dict[str, Any]) -> Any:
+        return await registry.lookup(ctx.method).handler(ctx, params)
+
+    def client(node: Path) -> str:
+        with connect(node) as c:
+            with pytest.raises(PolykeyError) as info:
+                c.call("test.buggy")
+        return info.value.message
+
+    async def main() -> str:
+        async with asyncio.TaskGroup() as tg:
+            async with SocketServer(tmp_path / "agent.sock", dispatch, tg):
+                return await asyncio.to_thread(client, tmp_path)
+
+    with caplog.at_level("INFO", logger="keynode.socket"):
+        message = asyncio.run(main())
+    assert message == "internal error in the agent; see agent.log"
+    assert "internal error serving test.buggy: KeyError" in caplog.text and "in buggy" in caplog.text
+    assert "zz-secret-name" not in caplog.text
