@@ -369,7 +369,7 @@ def secrets_edit(target: str) -> None:
                 new = _read_limited(f, "the edited file")
         finally:
             _scrub(directory)
-        if old is not None and new == old:
+        if new == (old if old is not None else b""):  # a new secret left empty is not created
             emit(s, "Unchanged; nothing written.", {"path": path.strip("/"), "changed": False})
             return
         out = b.set_secret(vault, path, new)

@@ -148,3 +148,9 @@ def test_reading_a_path_absent_at_a_commit_names_the_commit(vnode: Node) -> None
         assert r.code == 81 and f"as of commit {before[:12]}" in r.err, r.err
         _one_line_error(r.err)
     assert vnode.pk("secrets", "get", "work:later").out == b"v"
+
+
+def test_edit_of_a_new_secret_left_empty_creates_nothing(vnode: Node) -> None:
+    r = vnode.pk("secrets", "edit", "work:typo", env=base_env(EDITOR="true", VISUAL=""))
+    assert r.code == 0 and r.text == "Unchanged; nothing written.\n"
+    assert vnode.pk("secrets", "get", "work:typo").code == 81
