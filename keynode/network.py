@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -179,6 +180,8 @@ class Network:
             except Exception as e:  # noqa: BLE001 - never take the agent down; retry later
                 log.warning("bootstrap failed: %s", e.message if isinstance(e, PolykeyError) else repr(e))
                 known = 0
+            if known and not discovery.addresses:
+                await self._advertise_route(discovery)
             if first:
                 first = False
                 self._ready.set()
@@ -187,6 +190,17 @@ class Network:
             log.info("bootstrap reached no node; retrying in %g s", delay)
             await asyncio.sleep(delay)
             delay = min(cap, delay * 2)
+
+    async def _advertise_route(self, discovery: Discovery) -> None:
+        """Bound to 0.0.0.0 or ::, a node has no address to put in its record: advertise the
+        local address the system uses to reach the nodes that answered (and publish it)."""
+        for row in discovery.node_graph():
+            local = _route_to(row["host"])
+            if local is not None:
+                log.info("bound to %s: advertising %s:%d, the address that reaches %s",
+                         self._host, local, self._port, row["host"])
+                await discovery.update_addresses([(local, self._port)])
+                return
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -327,6 +341,18 @@ async def _resolve(host: str, port: int) -> str:
     except socket.gaierror:
         raise InvalidInputError(f"cannot resolve host {host!r}") from None
     return str(infos[0][4][0])
+
+
+def _route_to(host: str) -> str | None:
+    """The local IP the system would send from to reach ``host`` (no packet is sent)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            local = ipaddress.ip_address(s.getsockname()[0].split("%")[0])
+    except (OSError, ValueError):
+        return None
+    return None if local.is_unspecified or local.is_link_local else str(local)
 
 
 def install(agent: Agent) -> None:

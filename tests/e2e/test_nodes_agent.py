@@ -161,3 +161,16 @@ def test_an_address_that_stalls_the_handshake_is_abandoned_and_freed(tmp_path: P
             while conn.recv(4096):  # C's first handshake message, then C hangs up
                 pass
     assert nodes(c, "ping", cluster["b"].node_id)["rtt"] > 0
+
+
+def test_a_node_bound_to_all_interfaces_publishes_the_address_that_reaches_its_peers(
+    tmp_path: Path, cluster: dict[str, Any]
+) -> None:
+    c = cluster["c"]
+    g = bootstrap_node(tmp_path, "g")
+    r = g.pk("agent", "start", "--host", "0.0.0.0", "--seed", cluster["seed"], "--format", "json")
+    assert r.code == 0, r.err
+    port = r.json["peer"]["port"]  # type: ignore[index]
+    found = nodes(c, "find", g.node_id)
+    assert found["record"] is not None and found["record"]["addresses"] == [[HOST, port]]
+    assert {"host": HOST, "port": port, "verified": True} in found["addresses"]
