@@ -46,6 +46,19 @@ def validate_name(name: str) -> str:
     return name
 
 
+def validate_new_name(name: str) -> str:
+    """A valid name for a new or renamed vault: also not one that reads as a VaultId (section 7),
+    which would shadow that vault wherever vaults are named."""
+    name = validate_name(name)
+    if name.startswith("v"):
+        try:
+            VaultId.from_text(name)
+        except InvalidInputError:
+            return name
+        raise InvalidInputError("a vault name must not look like a VaultId")
+    return name
+
+
 def index_key(seed: bytes) -> bytes:
     return crypto.derive(seed, b"polykey vault name index v1", 32)
 

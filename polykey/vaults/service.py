@@ -44,7 +44,7 @@ from polykey.vaults import history as _history
 from polykey.vaults import ops
 from polykey.vaults.format import split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
-from polykey.vaults.index import NameIndex, validate_name
+from polykey.vaults.index import NameIndex, validate_new_name
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify as _verify
 
@@ -147,14 +147,7 @@ class VaultService:
         Returns ``{"name", "vaultId", "commit"}``. VaultExistsError if the name is taken,
         InvalidInputError for a bad name (1..128 chars, no control chars, not ``v`` + a VaultId).
         """
-        name = validate_name(name)
-        if name.startswith("v"):
-            try:
-                VaultId.from_text(name)
-            except InvalidInputError:
-                pass
-            else:
-                raise InvalidInputError("a vault name must not look like a VaultId")
+        name = validate_new_name(name)
         if self._index.lookup(name) is not None:
             raise VaultExistsError(f"a vault named {name!r} already exists")
         vid = VaultId(self._rng(VaultId.SIZE))
@@ -189,9 +182,10 @@ class VaultService:
     def rename_vault(self, old: str, new: str) -> JSON:
         """Rename a vault in the local index (its VaultId and history are unchanged).
 
-        Returns ``{"name", "vaultId"}``. VaultNotFoundError, VaultExistsError.
+        Returns ``{"name", "vaultId"}``. VaultNotFoundError, VaultExistsError, InvalidInputError for a
+        bad name (the rules of :meth:`create_vault`).
         """
-        new = validate_name(new)
+        new = validate_new_name(new)
         vid = self._resolve(old)
 
         def change(entries: dict[str, VaultId]) -> None:

@@ -44,7 +44,7 @@ def test_a_secret_named_like_the_directory_marker_is_an_ordinary_secret(vnode: N
 
 def test_set_with_stdin_closed_is_a_usage_error(vnode: Node) -> None:
     cmd = f"exec {pk_executable()} secrets set work:x --node-path {vnode.path} --password-file {vnode.password_file} <&-"
-    r = subprocess.run(["sh", "-c", cmd], capture_output=True, env=base_env(), timeout=60)
+    r = subprocess.run(["sh", "-c", cmd], check=False, capture_output=True, env=base_env(), timeout=60)
     assert r.returncode == 64
     err = r.stderr.decode()
     _one_line_error(err)
@@ -74,7 +74,7 @@ def test_arguments_that_are_not_utf8_are_usage_errors(vnode: Node) -> None:
     for args in ([b"secrets", b"set", b"work:bad\xff"], [b"secrets", b"ls", b"w\xffrk"],
                  [b"vaults", b"create", b"n\xffme"], [b"secrets", b"mv", b"work:a", b"b\xff"],
                  [b"secrets", b"generate", b"work:g", b"--charset", b"ab\xff"]):
-        r = subprocess.run([pk_executable().encode(), *args, *common], input=b"v", capture_output=True,
+        r = subprocess.run([pk_executable().encode(), *args, *common], input=b"v", capture_output=True, check=False,
                            env=base_env(), timeout=60)
         assert r.returncode == 64, (args, r.stderr)
         _one_line_error(r.stderr.decode("utf-8", "replace"))
@@ -154,3 +154,40 @@ def test_edit_of_a_new_secret_left_empty_creates_nothing(vnode: Node) -> None:
     r = vnode.pk("secrets", "edit", "work:typo", env=base_env(EDITOR="true", VISUAL=""))
     assert r.code == 0 and r.text == "Unchanged; nothing written.\n"
     assert vnode.pk("secrets", "get", "work:typo").code == 81
+
+
+def test_stock_git_verifies_a_vault_written_by_pk_as_docs_cli_says(vnode: Node, tmp_path: Path) -> None:
+    for args, value in ((("secrets", "set", "work:db/password-xyzzy"), b"hunter2-plugh"),
+                        (("secrets", "mkdir", "work:empty-dir-frobozz"), b""),
+                        (("secrets", "mv", "work:db/password-xyzzy", "work:moved-zorkmid"), b""),
+                        (("secrets", "rm", "work:empty-dir-frobozz"), b"")):
+        assert vnode.pk(*args, input=value).code == 0
+    vid = vnode.pk("vaults", "list", "--format", "json").json[0]["vaultId"]  # type: ignore[index]
+    repo = vnode.path / "vaults" / f"{vid}.git"
+    signers = tmp_path / "allowed_signers"
+    key = vnode.pk("keys", "public", "--ssh").text.strip()
+    members = vnode.pk("vaults", "members", "work", "--format", "json").json
+    signers.write_text("".join(f"{m['nodeId']}@polykey {key}\n" for m in members))  # type: ignore[union-attr,index]
+    commits = subprocess.run(["git", "-C", str(repo), "rev-list", "main"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert len(commits) == 5
+    for c in commits:
+        r = subprocess.run(["git", "-C", str(repo), "-c", "gpg.format=ssh", "-c",
+                            f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", c],
+                           capture_output=True, text=True, check=False)
+        assert r.returncode == 0 and 'Good "git" signature' in r.stderr, r.stderr
+    fsck = subprocess.run(["git", "-C", str(repo), "fsck", "--strict"], capture_output=True, text=True, check=False)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    log = subprocess.run(["git", "-C", str(repo), "log", "--stat", "--format=%an %s%n%b", "main"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "move 1 secret" in log
+    for word in ("xyzzy", "plugh", "frobozz", "zorkmid", "password", "work"):
+        assert word not in log
+
+
+def test_a_vault_cannot_be_renamed_to_another_vaults_id(vnode: Node) -> None:
+    other = vnode.pk("vaults", "create", "other", "--format", "json").json["vaultId"]  # type: ignore[index]
+    r = vnode.pk("vaults", "rename", "work", other)
+    assert r.code == 64 and "look like a VaultId" in r.err
+    vnode.pk("secrets", "set", f"{other}:k", input=b"to other")
+    assert vnode.pk("secrets", "get", "other:k").out == b"to other"

@@ -134,6 +134,13 @@ def test_user_secrets_named_keep_are_not_directory_markers(svc: VaultService) ->
     assert svc.verify("work")["ok"]
 
 
+def test_rename_to_a_name_that_reads_as_a_vault_id_is_refused(svc: VaultService) -> None:
+    other = svc.create_vault("other")["vaultId"]
+    with pytest.raises(InvalidInputError, match="look like a VaultId"):
+        svc.rename_vault("work", other)
+    assert [r["name"] for r in svc.list_vaults()] == ["other", "work"]
+
+
 def test_history_of_an_unknown_path(svc: VaultService) -> None:
     with pytest.raises(SecretNotFoundError):
         svc.history("work", "never/written")
