@@ -109,7 +109,8 @@ def agent_start(foreground: bool, idle_lock: float | None, host: str | None, por
         os.execv(argv[0], argv)
     current = _running_status(s)
     if current is not None:
-        emit(s, f"An agent is already running (pid {current.get('pid')}).", {**current, "started": False})
+        note = " Its options are unchanged: `pk agent stop` first to start it with others." if extra else ""
+        emit(s, f"An agent is already running (pid {current.get('pid')}).{note}", {**current, "started": False})
         return
     status = spawn.start_agent(str(s.node_path), password_source(s).get(), extra)
     emit(s, f"Agent started (pid {status.get('pid')}).\n" + _describe(status), {**status, "started": True})

@@ -35,6 +35,9 @@ def test_start_status_stop(node: Node) -> None:
 
     again = pk(node, "agent", "start", "--format", "json")
     assert again.code == 0 and again.json["started"] is False and again.json["pid"] == pid  # type: ignore[index]
+    again = pk(node, "agent", "start", "--idle-lock", "5")  # not silently taken as applied
+    assert again.code == 0 and "options are unchanged" in again.err + again.text
+    assert status(node)["idleLock"] is None
 
     stopped = pk(node, "agent", "stop", password=False)
     assert stopped.code == 0, stopped.err
