@@ -159,9 +159,11 @@ def secrets_rm(targets: tuple[str, ...], recursive: bool) -> None:
         for vault, path in parsed:  # like `git rm`: a typo in one path removes nothing
             b.list_secrets(vault, path)
         for vault, path in parsed:
-            results.append(b.remove(vault, path, recursive))
+            results.append({"vault": vault, "path": path.strip("/"), **b.remove(vault, path, recursive)})
     total = sum(r["removed"] for r in results)
-    emit(s, f"Removed {total} secret{'s' if total != 1 else ''}.", results if len(results) > 1 else results[0])
+    # One JSON shape for any number of paths: the totals, the last commit, and each path's result.
+    data = {"removed": total, "commit": results[-1]["commit"], "results": results}
+    emit(s, f"Removed {total} secret{'s' if total != 1 else ''}.", data)
 
 
 def _same_vault(src: str, dst: str) -> tuple[str, str, str]:

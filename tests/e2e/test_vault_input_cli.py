@@ -138,6 +138,14 @@ def test_rm_of_several_paths_removes_nothing_when_one_is_missing(vnode: Node) ->
     assert vnode.pk("secrets", "ls", "work").text.splitlines() == ["a", "b"]
     ok = vnode.pk("secrets", "rm", "work:a", "work:b")
     assert ok.code == 0 and ok.text == "Removed 2 secrets.\n"
+    for paths in (["work:c"], ["work:d", "work:e/"]):  # one JSON shape for one path or several
+        for p in paths:
+            vnode.pk("secrets", "set", p, input=b"v")
+        out = vnode.pk("secrets", "rm", *paths, "--format", "json").json
+        assert isinstance(out, dict) and out["removed"] == len(paths)
+        assert [(r["vault"], r["path"], r["removed"]) for r in out["results"]] == [
+            ("work", p.split(":")[1].strip("/"), 1) for p in paths]
+        assert out["commit"] == out["results"][-1]["commit"]
 
 
 def test_reading_a_path_absent_at_a_commit_names_the_commit(vnode: Node) -> None:
