@@ -112,7 +112,7 @@ def test_edit_uses_a_private_tmpfs_file_and_removes_it(vnode: Node, tmp_path: Pa
         " + oct(stat.S_IMODE(os.stat(f).st_mode)) + '\\n' + open(f).read())\n"
         "open(f, 'w').write('edited value')\n"
     )
-    env = base_env(EDITOR=f"{sys.executable} {editor}")
+    env = base_env(EDITOR=f"{sys.executable} {editor}", VISUAL="")
     vnode.pk("secrets", "set", "work:e", input=b"old value")
     r = vnode.pk("secrets", "edit", "work:e", env=env)
     assert r.code == 0, r.err
@@ -124,7 +124,7 @@ def test_edit_uses_a_private_tmpfs_file_and_removes_it(vnode: Node, tmp_path: Pa
     assert vnode.pk("secrets", "get", "work:e").out == b"edited value"
     assert vnode.pk("secrets", "edit", "work:new/one", env=env).code == 0  # created when missing
     assert vnode.pk("secrets", "get", "work:new/one").out == b"edited value"
-    failing = base_env(EDITOR="false")
+    failing = base_env(EDITOR="false", VISUAL="")
     assert vnode.pk("secrets", "edit", "work:e", env=failing).code == 64
 
 
