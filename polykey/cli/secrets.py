@@ -178,8 +178,8 @@ def _same_vault(src: str, dst: str) -> tuple[str, str, str]:
 
 
 @secrets.command("mv")
-@click.argument("src", metavar="VAULT:PATH", callback=utf8)
-@click.argument("dst", metavar="[VAULT:]PATH", callback=utf8)
+@click.argument("src", metavar="VAULT:SRC", callback=utf8)
+@click.argument("dst", metavar="[VAULT:]DST", callback=utf8)
 @common_options
 def secrets_mv(src: str, dst: str) -> None:
     """Rename a secret or directory within a vault (into DST if it is a directory)."""
@@ -191,8 +191,8 @@ def secrets_mv(src: str, dst: str) -> None:
 
 
 @secrets.command("cp")
-@click.argument("src", metavar="VAULT:PATH", callback=utf8)
-@click.argument("dst", metavar="[VAULT:]PATH", callback=utf8)
+@click.argument("src", metavar="VAULT:SRC", callback=utf8)
+@click.argument("dst", metavar="[VAULT:]DST", callback=utf8)
 @common_options
 def secrets_cp(src: str, dst: str) -> None:
     """Copy a secret or directory within a vault (into DST if it is a directory)."""
@@ -238,7 +238,7 @@ def secrets_stat(target: str) -> None:
 
 @secrets.command("history")
 @click.argument("target", metavar="VAULT:PATH", callback=utf8)
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Show at most N revisions.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Show at most N revisions.")
 @common_options
 def secrets_history(target: str, limit: int | None) -> None:
     """The revisions of one secret, newest first (commit, time, author, action, size)."""

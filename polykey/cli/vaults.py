@@ -113,7 +113,7 @@ def vaults_delete(name: str) -> None:
 
 @vaults.command("log")
 @click.argument("vault", callback=utf8)
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Show at most N commits.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Show at most N commits.")
 @common_options
 def vaults_log(vault: str, limit: int | None) -> None:
     """The vault's commits, newest first: id, time (UTC), author NodeId, message."""

@@ -88,6 +88,8 @@ def test_help_names_aliases_and_every_generate_option(node: Node) -> None:
     assert "Never an argument" in " ".join(node.pk("secrets", "set", "--help").text.split())
     gen = node.pk("secrets", "generate", "--help").text
     assert "Number of characters." in gen and "--reveal" in gen and "digits" in gen
+    assert node.pk("secrets", "mv", "--help").text.startswith("Usage: pk secrets mv [OPTIONS] VAULT:SRC [VAULT:]DST")
+    assert "-n, --limit N " in node.pk("vaults", "log", "--help").text
 
 
 def test_generate_says_what_it_did_without_the_value(vnode: Node) -> None:
