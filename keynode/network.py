@@ -55,7 +55,7 @@ def add_daemon_options(parser: argparse.ArgumentParser) -> None:
     """keynode options: ``--host``, ``--port``, ``--seed`` (repeatable)."""
     parser.add_argument("--host", default=os.environ.get("PK_PEER_HOST", "127.0.0.1"),
                         help="peer listener address, TCP and UDP [env PK_PEER_HOST; default 127.0.0.1]")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PK_PEER_PORT", "0") or 0),
+    parser.add_argument("--port", type=int, default=None,
                         help="peer listener port, TCP and UDP [env PK_PEER_PORT; default a free port]")
     parser.add_argument("--seed", action="append", default=None, metavar="NODEID@HOST:PORT",
                         help="a seed node (repeatable) [env PK_SEED_NODES, separated by ',' or ';']")
@@ -74,9 +74,8 @@ class Network:
     def __init__(self, agent: Agent) -> None:
         extra = dict(agent.config.extra)
         self._agent = agent
-        self._host: str = extra.get("host") or "127.0.0.1"
-        port = int(extra.get("port") or 0)
-        self._port: int = 0 if port == 0 else check_port(port)
+        self._host: str = _listen_host(extra.get("host") or "127.0.0.1")
+        self._port: int = _listen_port(extra.get("port"))
         self._seeds = seeds_from(extra)
         self._graph_path = agent.config.node_path / GRAPH_FILE
         self._transport: Transport | None = None
@@ -341,6 +340,28 @@ async def _resolve(host: str, port: int) -> str:
     except socket.gaierror:
         raise InvalidInputError(f"cannot resolve host {host!r}") from None
     return str(infos[0][4][0])
+
+
+def _listen_host(text: str) -> str:
+    """``--host``: an IP address (the DHT and the records carry addresses, not names)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise InvalidInputError(
+            f"--host must be an IP address to listen on (127.0.0.1, ::1, 0.0.0.0 or ::), not {text[:64]!r}"
+        ) from None
+
+
+def _listen_port(given: int | None) -> int:
+    """``--port``, else ``PK_PEER_PORT``, else 0 (a free port)."""
+    if given is None:
+        text = os.environ.get("PK_PEER_PORT", "").strip()
+        if not text:
+            return 0
+        if not text.isdigit() or int(text) > 65535:
+            raise InvalidInputError(f"PK_PEER_PORT must be a port number 0..65535, not {text[:20]!r}")
+        given = int(text)
+    return 0 if given == 0 else check_port(given)
 
 
 def _route_to(host: str) -> str | None:

@@ -368,7 +368,7 @@ class Transport:
         return [
             {
                 "peer": str(c.peer),
-                "address": f"{c.address[0]}:{c.address[1]}",
+                "address": f"[{c.address[0]}]:{c.address[1]}" if ":" in c.address[0] else f"{c.address[0]}:{c.address[1]}",
                 "direction": "outbound" if c.outbound else "inbound",
                 "age": round(now - c.created, 3),
                 "bytes_sent": c.bytes_sent,

@@ -31,6 +31,11 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _addr(host: str, port: int) -> str:
+    """HOST:PORT, an IPv6 host in brackets (as `pk nodes add` and seeds take it)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _age(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -79,7 +84,7 @@ def nodes_find(node_id: str) -> None:
     lines = []
     for a in result["addresses"]:
         mark = "verified" if a["verified"] else f"not verified ({a.get('error', 'no answer')})"
-        lines.append(f"{a['host']}:{a['port']}  {mark}")
+        lines.append(f"{_addr(a['host'], a['port'])}  {mark}")
     emit(settings(), "\n".join(lines), result)
 
 
@@ -94,7 +99,7 @@ def nodes_ping(node_id: str) -> None:
     """
     result = _call("nodes.ping", {"nodeId": _node_id(node_id)})
     via = "connected to" if result.get("direction") != "inbound" else "connected from"
-    emit(settings(), f"{result['nodeId']} ({via} {result['host']}:{result['port']}): {result['rtt'] * 1000:.2f} ms",
+    emit(settings(), f"{result['nodeId']} ({via} {_addr(result['host'], result['port'])}): {result['rtt'] * 1000:.2f} ms",
          result)
 
 
@@ -103,7 +108,9 @@ def nodes_ping(node_id: str) -> None:
 def nodes_list() -> None:
     """The node graph: the nodes this node knows, by DHT bucket; manual entries are marked."""
     rows = _call("nodes.list")
-    lines = [f"{r['node_id']}  {r['host']}:{r['port']}  bucket {r['bucket']}{'  manual' if r.get('manual') else ''}"
+    lines = [f"{r['node_id']}  {_addr(r['host'], r['port'])}  "
+             + (f"bucket {r['bucket']}" if r.get("bucket") is not None else "not in the routing table")
+             + ("  manual" if r.get("manual") else "")
              for r in rows]
     emit(settings(), "\n".join(lines) or "(no nodes known)", rows)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from polykey.keys.keypair import KeyPair
 
-from ..conftest import Node, bootstrap_node, run_pk
+from ..conftest import Node, base_env, bootstrap_node, run_pk
 from .agent_util import wait_for
 from .test_nodes_cli import HOST, cluster, nodes, start
 
@@ -174,3 +174,28 @@ def test_a_node_bound_to_all_interfaces_publishes_the_address_that_reaches_its_p
     found = nodes(c, "find", g.node_id)
     assert found["record"] is not None and found["record"]["addresses"] == [[HOST, port]]
     assert {"host": HOST, "port": port, "verified": True} in found["addresses"]
+
+
+def test_peer_port_from_the_environment(tmp_path: Path) -> None:
+    n = bootstrap_node(tmp_path, "n")
+    r = n.pk("agent", "start", env=base_env(PK_PEER_PORT="http"))
+    assert r.code == 64 and "PK_PEER_PORT" in r.err
+    port = free_port()
+    r = n.pk("agent", "start", "--format", "json", env=base_env(PK_PEER_PORT=str(port)))
+    assert r.code == 0, r.err
+    assert r.json["peer"] == {"host": HOST, "port": port}  # type: ignore[index]
+
+
+def test_ipv6_listeners_and_a_host_that_is_not_an_address(tmp_path: Path) -> None:
+    p, q = bootstrap_node(tmp_path, "p"), bootstrap_node(tmp_path, "q")
+    r = p.pk("agent", "start", "--host", "localhost")
+    assert r.code == 64 and "--host must be an IP address" in r.err
+    r = p.pk("agent", "start", "--host", "::1", "--format", "json")
+    assert r.code == 0, r.err
+    p_port = r.json["peer"]["port"]  # type: ignore[index]
+    r = q.pk("agent", "start", "--host", "::1", "--seed", f"{p.node_id}@[::1]:{p_port}")
+    assert r.code == 0, r.err
+    found = q.pk("nodes", "find", p.node_id)
+    assert found.code == 0 and f"[::1]:{p_port}  verified" in found.text, found.err
+    assert f"[::1]:{p_port}" in q.pk("nodes", "list").text
+    assert "[::1]:" in q.pk("nodes", "connections").text
