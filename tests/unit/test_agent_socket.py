@@ -7,6 +7,8 @@ import json
 import os
 import socket
 import struct
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,9 @@ def _frame(s: socket.socket) -> Any:
     return json.loads(buf[4 : 4 + struct.unpack(">I", buf[:4])[0]])
 
 
+HELD, RELEASE = threading.Event(), threading.Event()
+
+
 async def _serve_bounded(tmp_path: Path, client_fn: Any, **server: Any) -> Any:
     registry = HandlerRegistry()
 
@@ -135,8 +140,15 @@ async def _serve_bounded(tmp_path: Path, client_fn: Any, **server: Any) -> Any:
     async def ping(ctx: RequestContext, params: dict[str, Any]) -> Any:
         return {"pong": True}
 
+    async def hold(ctx: RequestContext, params: dict[str, Any]) -> Any:
+        HELD.set()
+        while not RELEASE.is_set():
+            await asyncio.sleep(0.01)
+        return {"held": True}
+
     registry.register("test.big", big, needs_unlock=False)
     registry.register("test.ping", ping, needs_unlock=False)
+    registry.register("test.hold", hold, needs_unlock=False)
 
     async def dispatch(ctx: RequestContext, params: dict[str, Any]) -> Any:
         return await registry.lookup(ctx.method).handler(ctx, params)
@@ -183,20 +195,19 @@ def test_evicted_connection_gets_a_notice_and_is_never_read(tmp_path: Path) -> N
     assert notice["error"]["data"] == {"idleClosed": True}
 
 
-def test_busy_connections_are_not_evicted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from keynode import socket_server
-
-    monkeypatch.setattr(socket_server, "FRAME_TIMEOUT", 5.0)
+def test_busy_connections_are_not_evicted(tmp_path: Path) -> None:
+    HELD.clear()
+    RELEASE.clear()
 
     def client(node: Path) -> Any:
         busy = _raw(node)
-        busy.sendall(b"\x00\x00")  # in the middle of a frame header: not idle
-        import time
-
-        time.sleep(0.2)
+        busy.sendall(protocol.encode_request(1, "test.hold"))
+        assert HELD.wait(10)  # the agent is working on it: not idle
         with connect(node) as c:
             with pytest.raises(AgentUnavailableError, match="busy"):
                 c.call("test.ping")
+        RELEASE.set()
+        assert _frame(busy) == {"id": 1, "result": {"held": True}}
         busy.close()
 
     asyncio.run(_serve_bounded(tmp_path, client, max_connections=1))
@@ -221,8 +232,6 @@ def test_stalled_header_and_unread_responses_close_only_that_connection(
         greedy = _raw(node)  # asks for 8 MiB and never reads it
         greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         greedy.sendall(protocol.encode_request(1, "test.big"))
-        import time
-
         deadline = time.monotonic() + 10
         while "did not read its response" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.05)
