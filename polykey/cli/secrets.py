@@ -156,7 +156,7 @@ def secrets_rm(targets: tuple[str, ...], recursive: bool) -> None:
     parsed = [split_secret_path(t) for t in targets]
     results = []
     with backend(s) as b:
-        for vault, path in parsed:  # like `git rm`: a typo in one path removes nothing
+        for vault, path in parsed if len(parsed) > 1 else []:  # like `git rm`: a typo removes nothing
             b.list_secrets(vault, path)
         for vault, path in parsed:
             results.append({"vault": vault, "path": path.strip("/"), **b.remove(vault, path, recursive)})
