@@ -211,6 +211,12 @@ def unwrap_bytes(value: Any) -> Any:
 # -- requests (spec section 3) -----------------------------------------------------------
 
 
+def _brief(value: Any) -> str:
+    """A peer-supplied value quoted in an error (and so in the agent's log): at most ~40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _check_id(value: Any) -> int:
     if type(value) is not int or not 0 < value <= MAX_ID:
         raise AgentProtocolError("request id must be an integer in 1..2^53-1")
@@ -229,7 +235,7 @@ def decode_request(body: bytes) -> Request:
     if set(obj) != {"v", "id", "method", "params"}:
         raise AgentProtocolError("a request has exactly the keys v, id, method, params")
     if obj["v"] != VERSION or type(obj["v"]) is not int:
-        raise AgentProtocolError(f"unsupported protocol version {obj['v']!r} (this agent speaks {VERSION})")
+        raise AgentProtocolError(f"unsupported protocol version {_brief(obj['v'])} (this agent speaks {VERSION})")
     method = obj["method"]
     if (
         not isinstance(method, str)
@@ -267,7 +273,7 @@ def decode_response(body: bytes) -> Response:
         _check_id(request_id)
     kind = next(k for k in obj if k != "id")
     if kind not in ("result", "progress", "error"):
-        raise AgentProtocolError(f"unknown response kind {kind!r}")
+        raise AgentProtocolError(f"unknown response kind {_brief(kind)}")
     if request_id is None and kind != "error":
         raise AgentProtocolError("only an error may have a null id")
     body_value = unwrap_bytes(obj[kind])

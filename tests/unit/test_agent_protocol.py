@@ -140,3 +140,14 @@ def test_garbage_never_crashes_the_decoder(data: bytes) -> None:
             protocol.decode_request(body)
     except AgentProtocolError:
         pass
+
+
+def test_errors_quote_peer_values_briefly() -> None:
+    """A protocol error lands in agent.log: a peer cannot make it carry megabytes."""
+    huge = "v" * 100_000
+    with pytest.raises(AgentProtocolError) as info:
+        protocol.decode_request(json.dumps({"v": huge, "id": 1, "method": "a.b", "params": {}}).encode())
+    assert len(info.value.message) < 100 and "unsupported protocol version 'vvv" in info.value.message
+    with pytest.raises(AgentProtocolError) as info:
+        protocol.decode_response(json.dumps({"id": 1, huge: 1}).encode())
+    assert len(info.value.message) < 100
