@@ -82,6 +82,9 @@ class Network:
         self._discovery: Discovery | None = None
         self._key_change = asyncio.Event()
         self._ready = asyncio.Event()
+        #: set while the services run, or are known not to (locked, failed); clear while they
+        #: (re)start after a lock or unlock, so requests wait for them instead of failing
+        self._settled = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failure: str | None = None  # why the peer services are not running, if they failed
         self._register()
@@ -89,7 +92,7 @@ class Network:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Network:
-        self._agent.on_key_change(self._key_change.set)
+        self._agent.on_key_change(self._on_key_change)
         self._task = self._agent.task_group.create_task(self._supervise(), name="network")
         # Serve once the listener is up and a first bootstrap was tried, so that a node
         # started right after this one can already find it.
@@ -101,6 +104,10 @@ class Network:
             self._task.result()  # a bind error: the agent fails to start, saying why
         self._ready.set()  # start-up is over: later failures are logged, the agent keeps serving
         return self
+
+    def _on_key_change(self) -> None:
+        self._settled.clear()  # at once: a request right after `pk agent unlock` waits for the restart
+        self._key_change.set()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
@@ -114,6 +121,7 @@ class Network:
             self._key_change.clear()
             if self._agent.locked:
                 self._ready.set()
+                self._settled.set()
                 await self._key_change.wait()
                 continue
             try:
@@ -125,6 +133,7 @@ class Network:
                 self._failure = e.message if isinstance(e, PolykeyError) else f"internal error ({type(e).__name__})"
                 log.error("peer services stopped: %s", self._failure, exc_info=not isinstance(e, PolykeyError))
                 self._ready.set()
+                self._settled.set()
                 await self._key_change.wait()
 
     @contextlib.asynccontextmanager
@@ -134,6 +143,7 @@ class Network:
             transport, discovery = await self._bind(stack, keypair)
             self._transport, self._discovery, self._failure = transport, discovery, None
             self._agent.status_extra["peer"] = lambda: {"host": self._host, "port": self._port}
+            self._settled.set()
             retry = self._agent.task_group.create_task(self._bootstrap_loop(discovery), name="dht-bootstrap")
             try:
                 yield
@@ -203,7 +213,11 @@ class Network:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _services(self) -> tuple[Transport, Discovery]:
+    async def _services(self) -> tuple[Transport, Discovery]:
+        if not self._settled.is_set():  # restarting after an unlock: wait (bounded) for it
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_BOOTSTRAP_TIMEOUT):
+                    await self._settled.wait()
         if self._transport is None or self._discovery is None:
             if self._failure is not None:
                 raise PeerUnreachableError(f"peer networking is not running: {self._failure}")
@@ -237,7 +251,7 @@ class Network:
 
     async def _reach(self, node_id: NodeId) -> Channel:
         """An authenticated channel to ``node_id``: the open one, or the first address that proves it."""
-        transport, discovery = self._services()
+        transport, discovery = await self._services()
         existing = transport.channel(node_id)
         if existing is not None and existing.is_open:
             return existing
@@ -267,13 +281,13 @@ class Network:
             raise InvalidInputError("nodes.add takes nodeId, host (string) and port (integer)")
         check_port(port)
         ip = await _resolve(host, port)
-        _, discovery = self._services()
+        _, discovery = await self._services()
         discovery.add_node(node_id, ip, port)
         return {"nodeId": str(node_id), "host": ip, "port": port}
 
     async def _h_find(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId"})
-        transport, discovery = self._services()
+        transport, discovery = await self._services()
         addresses, record = await self._candidates(discovery, node_id)
         # Every address is proven by a handshake expecting node_id. An open outbound connection
         # was proven at its address when it was dialled; any other address gets a new connection
@@ -305,11 +319,11 @@ class Network:
 
     async def _h_list(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
         _no_params(params)
-        return self._services()[1].node_graph()
+        return (await self._services())[1].node_graph()
 
     async def _h_connections(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
         _no_params(params)
-        return self._services()[0].connections()
+        return (await self._services())[0].connections()
 
 
 def _node_id(params: dict[str, Any], allowed: set[str]) -> NodeId:

@@ -199,3 +199,13 @@ def test_ipv6_listeners_and_a_host_that_is_not_an_address(tmp_path: Path) -> Non
     assert found.code == 0 and f"[::1]:{p_port}  verified" in found.text, found.err
     assert f"[::1]:{p_port}" in q.pk("nodes", "list").text
     assert "[::1]:" in q.pk("nodes", "connections").text
+
+
+def test_a_nodes_command_right_after_an_unlock_waits_for_the_peer_services(cluster: dict[str, Any]) -> None:
+    a, c = cluster["a"], cluster["c"]
+    for _ in range(3):
+        assert c.pk("agent", "lock").code == 0
+        r = c.pk("nodes", "ping", a.node_id, "--format", "json")  # unlocks on demand, then pings at once
+        assert r.code == 0, r.err
+        assert r.json["nodeId"] == a.node_id  # type: ignore[index]
+        assert a.node_id in {row["node_id"] for row in nodes(c, "list")}
