@@ -3,14 +3,16 @@
 Writes are serialised per vault (and index changes node-wide) with asyncio locks, so
 concurrent clients never lose a write, and run in the agent's bounded thread pool so a
 commit's fsync never stalls the event loop. Reads run inline on the loop (they take well
-under a millisecond) unless a write to the same vault is in flight.
+under a millisecond) unless a write is in flight: a write holds its vault's thread lock, and
+a vault may be named by name or VaultId, so an inline read could wait on it and stall every
+client. Per-vault locks exist only while a write uses them (names come from clients).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
@@ -24,14 +26,33 @@ _SCALARS = (str, int, bool, type(None))
 
 
 class VaultLocks:
-    """One asyncio lock per vault name for writes, plus one for the vault index."""
+    """Writes serialised per vault name, index changes node-wide; counts the writes in flight."""
 
     def __init__(self) -> None:
         self.index = asyncio.Lock()
-        self._vaults: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._vaults: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+        #: Writes (and index operations) waiting or running: reads leave the loop meanwhile.
+        self.in_flight = 0
 
-    def for_vault(self, name: str) -> asyncio.Lock:
-        return self._vaults[name]
+    @contextlib.asynccontextmanager
+    async def writing(self, vault: str | None) -> AsyncIterator[None]:
+        """Hold the write lock of ``vault`` (None: the vault index)."""
+        if vault is None:
+            lock = self.index
+        else:
+            lock = self._vaults.setdefault(vault, asyncio.Lock())
+            self._users[vault] = self._users.get(vault, 0) + 1
+        self.in_flight += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self.in_flight -= 1
+            if vault is not None:
+                self._users[vault] -= 1
+                if not self._users[vault]:  # nobody holds or waits for it: forget the name
+                    del self._users[vault], self._vaults[vault]
 
 
 def _check_params(method: str, names: tuple[str, ...], params: dict[str, Any]) -> None:
@@ -88,17 +109,18 @@ def install(agent: Agent) -> None:
             vault = _vault_of(params)
             async with agent.using_keys() as service:
                 fn = getattr(service, operation)
-                if vault is not None:
-                    agent.opened_vaults.add(vault)
-                if is_index:
-                    async with locks.index:
-                        return await _blocking(agent, ctx, fn, params)
-                if is_write and vault is not None:
-                    async with locks.for_vault(vault):
-                        return await _blocking(agent, ctx, fn, params)
-                if vault is not None and locks.for_vault(vault).locked():
-                    return await _blocking(agent, ctx, fn, params)
-                return fn(**params)
+                if is_index or (is_write and vault is not None):
+                    async with locks.writing(None if is_index else vault):
+                        result = await _blocking(agent, ctx, fn, params)
+                elif locks.in_flight:
+                    result = await _blocking(agent, ctx, fn, params)
+                else:
+                    result = fn(**params)
+            if method in ("vaults.delete", "vaults.rename"):
+                agent.opened_vaults.discard(params.get("name", params.get("old")))
+            elif vault is not None:
+                agent.opened_vaults.add(vault)  # only names that worked: clients choose them
+            return result
 
         return handler
 
@@ -110,25 +132,31 @@ def install(agent: Agent) -> None:
         refs = params.get("refs")
         if set(params) != {"refs"} or not isinstance(refs, list) or len(refs) > _MAX_REFS:
             raise InvalidInputError(f"secrets.resolve takes refs: a list of at most {_MAX_REFS} {{vault, path}}")
-        out = []
+        for ref in refs:
+            if not (
+                isinstance(ref, dict)
+                and set(ref) == {"vault", "path"}
+                and isinstance(ref["vault"], str)
+                and isinstance(ref["path"], str)
+            ):
+                raise InvalidInputError("secrets.resolve: each ref is {vault, path}")
         async with agent.using_keys() as service:
-            for ref in refs:
-                if not (
-                    isinstance(ref, dict)
-                    and set(ref) == {"vault", "path"}
-                    and isinstance(ref["vault"], str)
-                    and isinstance(ref["path"], str)
-                ):
-                    raise InvalidInputError("secrets.resolve: each ref is {vault, path}")
-                vault, path = ref["vault"], ref["path"]
-                agent.opened_vaults.add(vault)
-                entries = service.list_secrets(vault, path, recursive=True)
-                values = [
-                    {"path": e["path"], "value": service.get_secret(vault, e["path"])}
-                    for e in entries
-                    if e.get("type") == "secret"
-                ]
-                out.append({"vault": vault, "path": path, "secrets": values})
-        return out
+
+            def work(**_: Any) -> list[dict[str, Any]]:
+                out = []
+                for ref in refs:
+                    vault, path = ref["vault"], ref["path"]
+                    entries = service.list_secrets(vault, path, recursive=True)
+                    values = [
+                        {"path": e["path"], "value": service.get_secret(vault, e["path"])}
+                        for e in entries
+                        if e.get("type") == "secret"
+                    ]
+                    out.append({"vault": vault, "path": path, "secrets": values})
+                return out
+
+            result = await _blocking(agent, ctx, work, {}) if locks.in_flight else work()
+        agent.opened_vaults.update(ref["vault"] for ref in refs)
+        return result
 
     agent.handlers.register("secrets.resolve", resolve)

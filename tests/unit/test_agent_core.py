@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from polykey import crypto
-from polykey.errors import AgentLockedError
+from polykey.errors import AgentLockedError, PolykeyError
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode import vault_handlers
@@ -97,3 +97,45 @@ def test_idle_lock_uses_the_injected_clock(tmp_path: Path) -> None:
         return str(agent.status()["state"])
 
     assert asyncio.run(main()) == "locked"
+
+
+def test_reads_leave_the_loop_while_a_write_runs_and_only_real_vaults_show(tmp_path: Path) -> None:
+    """A read naming the vault by VaultId while a write (by name) holds the vault must not block
+    the event loop; a vault name that does not exist is never listed as open."""
+    agent = make_agent(tmp_path)
+    service = agent.vaults
+    vault_id = service.create_vault("app")["vaultId"]
+    service.set_secret("app", "k", b"v")
+    release, writing = threading.Event(), threading.Event()
+    real_set, real_get = service.set_secret, service.get_secret
+    read_threads: list[str] = []
+
+    def slow_set(vault: str, path: str, value: bytes) -> Any:
+        writing.set()
+        release.wait(10)
+        return real_set(vault, path, value)
+
+    def spy_get(vault: str, path: str, commit: str | None = None) -> bytes:
+        read_threads.append(threading.current_thread().name)
+        return real_get(vault, path, commit)
+
+    service.set_secret, service.get_secret = slow_set, spy_get  # type: ignore[method-assign]
+
+    async def call(method: str, params: dict[str, Any]) -> Any:
+        return await agent.dispatch(ctx(method, []), params)
+
+    async def main() -> None:
+        write = asyncio.create_task(call("secrets.set", {"vault": "app", "path": "k2", "value": b"w"}))
+        while not writing.is_set():
+            await asyncio.sleep(0.01)
+        assert await call("secrets.get", {"vault": vault_id, "path": "k"}) == b"v"
+        release.set()
+        await write
+        assert await call("secrets.get", {"vault": "app", "path": "k2"}) == b"w"  # inline again
+        for bogus in ("nope1", "nope2"):
+            with pytest.raises(PolykeyError):
+                await call("secrets.get", {"vault": bogus, "path": "k"})
+
+    asyncio.run(main())
+    assert read_threads[0].startswith("keynode-worker") and read_threads[1] == "MainThread"
+    assert agent.status()["openVaults"] == sorted({"app", vault_id})
