@@ -180,22 +180,24 @@ class Network:
         raise AssertionError("unreachable")
 
     async def _bootstrap_loop(self, discovery: Discovery) -> None:
-        """Bootstrap; while it reaches nobody although there is someone to ask, retry with backoff."""
+        """Bootstrap; while it reaches nobody although there is someone to ask, retry with backoff.
+        Later, if the routing table ever empties (every node it knew went away), start over."""
         delay, cap = BOOTSTRAP_RETRY
-        first = True
         while True:
             try:
                 known = await discovery.bootstrap()
+                if known and not discovery.addresses:
+                    await self._advertise_route(discovery)
             except Exception as e:  # noqa: BLE001 - never take the agent down; retry later
                 log.warning("bootstrap failed: %s", e.message if isinstance(e, PolykeyError) else repr(e))
                 known = 0
-            if known and not discovery.addresses:
-                await self._advertise_route(discovery)
-            if first:
-                first = False
-                self._ready.set()
+            self._ready.set()
             if known or not discovery.has_contacts:
-                return
+                delay = BOOTSTRAP_RETRY[0]
+                while _routing_size(discovery) or not discovery.has_contacts:
+                    await asyncio.sleep(cap)
+                log.info("the routing table is empty; bootstrapping again")
+                continue
             log.info("bootstrap reached no node; retrying in %g s", delay)
             await asyncio.sleep(delay)
             delay = min(cap, delay * 2)
@@ -354,6 +356,10 @@ async def _resolve(host: str, port: int) -> str:
     except socket.gaierror:
         raise InvalidInputError(f"cannot resolve host {host!r}") from None
     return str(infos[0][4][0])
+
+
+def _routing_size(discovery: Discovery) -> int:
+    return sum(1 for row in discovery.node_graph() if row["bucket"] is not None)
 
 
 def _listen_host(text: str) -> str:
