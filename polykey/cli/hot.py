@@ -203,10 +203,15 @@ def format_env(env: dict[str, bytes], env_format: str) -> str:
 
 
 def exec_with_env(command: list[str], env: dict[str, bytes]) -> None:
-    """Replace this process by ``command`` with ``env`` added: its exit code and signals are ours."""
+    """Replace this process by ``command`` with ``env`` added: its exit code and signals are ours.
+
+    The node password (``PK_PASSWORD``) is not passed on: the command gets the secrets it was
+    given, not the key to every secret of the node.
+    """
     if not command:
         raise InvalidInputError("no command given after --")
     merged = dict(os.environb)
+    merged.pop(b"PK_PASSWORD", None)
     for name, value in env.items():
         if b"\0" in value:
             raise InvalidInputError(f"{name}: the value contains a NUL byte and cannot be an environment variable")

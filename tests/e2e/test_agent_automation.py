@@ -97,6 +97,10 @@ def test_env_runs_a_command_with_exit_code_and_signals(app: Node) -> None:
     assert r.code == -signal.SIGPIPE
     r = pk(app, "secrets", "env", "app:db/password", cmd=["sh", "-c", "yes | head -n 1"])
     assert (r.code, r.out, r.err) == (0, b"y\n", "")
+    # The node password given to pk is not handed on to the command.
+    r = pk(app, "secrets", "env", "app:db/password", password=False, env=base_env(PK_PASSWORD="correct horse"),
+           cmd=["sh", "-c", 'printf "%s|%s" "${PK_PASSWORD-unset}" "$password"'])
+    assert (r.code, r.out) == (0, b"unset|s3cret"), r.err
     r = pk(app, "secrets", "env", "app:db/password", cmd=["no-such-command-xyz"])
     assert r.code == 127 and r.err.strip() == "pk: command not found: no-such-command-xyz"
     # A signal sent to pk reaches the command (pk became it).
@@ -121,6 +125,9 @@ def test_run_with_env_file(app: Node, tmp_path: Path) -> None:
     r = pk(app, "run", "--env-file", env_file, cmd=["sh", "-c", 'printf "%s|%s|%s" "$DB_PASSWORD" "$API_KEY" "$MODE"'])
     assert (r.code, r.out) == (0, b"s3cret|k-123\n|prod")
     assert pk(app, "run", "--env-file", env_file, cmd=["sh", "-c", "kill -PIPE $$; exit 9"]).code == -signal.SIGPIPE
+    r = pk(app, "run", "--env-file", env_file, password=False, env=base_env(PK_PASSWORD="correct horse"),
+           cmd=["sh", "-c", 'printf "%s|%s" "${PK_PASSWORD-unset}" "$DB_PASSWORD"'])
+    assert (r.code, r.out) == (0, b"unset|s3cret"), r.err
     env_file.write_text("DB=pk://app/nope\n")
     r = pk(app, "run", "--env-file", env_file, cmd=["true"])
     assert r.code == 81 and "nope" in r.err  # SecretNotFoundError, rebuilt from the agent
