@@ -282,7 +282,7 @@ class Network:
         if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
             raise InvalidInputError("nodes.add takes nodeId, host (string) and port (integer)")
         check_port(port)
-        ip = await _resolve(host, port)
+        ip = await _resolve(host, port, self._host)
         _, discovery = await self._services()
         discovery.add_node(node_id, ip, port)
         return {"nodeId": str(node_id), "host": ip, "port": port}
@@ -349,13 +349,15 @@ def _no_params(params: dict[str, Any]) -> None:
         raise InvalidInputError("this method takes no parameters")
 
 
-async def _resolve(host: str, port: int) -> str:
-    """An IP literal for ``host`` (the DHT stores addresses, not names)."""
+async def _resolve(host: str, port: int, listen_host: str) -> str:
+    """An IP literal for ``host`` (the DHT stores addresses, not names); of our listener's family
+    if the name has one (``localhost`` may list ``::1`` first on a node listening on IPv4)."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise InvalidInputError(f"cannot resolve host {host!r}") from None
-    return str(infos[0][4][0])
+    ours = socket.AF_INET6 if ipaddress.ip_address(listen_host).version == 6 else socket.AF_INET
+    return str(next((i for i in infos if i[0] == ours), infos[0])[4][0])
 
 
 def _routing_size(discovery: Discovery) -> int:
