@@ -32,6 +32,12 @@ def daemon_argv(node_path: str, extra: Sequence[str] = ()) -> list[str]:
     return [sys.executable, "-m", "keynode", "--node-path", os.path.abspath(node_path), *extra]
 
 
+def daemon_env() -> dict[str, str]:
+    """The daemon's environment: ours without ``PK_PASSWORD``. The password reaches it only over
+    the pipe; left in its environment it would outlive ``pk agent lock`` (``/proc/PID/environ``)."""
+    return {k: v for k, v in os.environ.items() if k != "PK_PASSWORD"}
+
+
 def password_pipe(password: bytes) -> int:
     """A pipe already holding the password (and closed for writing); returns the read end."""
     r, w = os.pipe()
@@ -66,6 +72,7 @@ def start_agent(node_path: str, password: bytes, extra: Sequence[str] = (), time
             stdout=subprocess.DEVNULL,
             stderr=log_fd,
             close_fds=True,
+            env=daemon_env(),
         )
     finally:
         os.close(pw_r)
@@ -149,4 +156,4 @@ def ensure_started(node_path: str, password: bytes, extra: Sequence[str] = ()) -
     raise AgentUnavailableError(f"the agent for {node_path} did not become ready")
 
 
-__all__ = ["start_agent", "ensure_started", "require_node", "daemon_argv", "PolykeyError"]
+__all__ = ["start_agent", "ensure_started", "require_node", "daemon_argv", "daemon_env", "PolykeyError"]

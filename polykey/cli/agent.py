@@ -106,7 +106,7 @@ def agent_start(foreground: bool, idle_lock: float | None, host: str | None, por
         argv = spawn.daemon_argv(str(s.node_path), ["--foreground", "--password-fd", str(fd), *extra])
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(argv[0], argv)
+        os.execve(argv[0], argv, spawn.daemon_env())
     current = _running_status(s)
     if current is not None:
         note = " Its options are unchanged: `pk agent stop` first to start it with others." if extra else ""

@@ -200,3 +200,26 @@ def test_agent_log_holds_no_secret_name_or_value(node: Node) -> None:
     assert pk(node, "agent", "stop", password=False).code == 0
     log = (node.path / "agent.log").read_text()
     assert "stopped" in log and "zqx" not in log and "correct horse" not in log
+
+
+def _environ(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return f.read().split(b"\0")
+
+
+def test_the_password_is_never_in_the_agents_environment(node: Node) -> None:
+    env = base_env(PK_PASSWORD="correct horse")
+    assert pk(node, "vaults", "create", "app", password=False, env=env).code == 0  # an on-demand start
+    pid = running_pid(node)
+    assert pid and not any(v.startswith(b"PK_PASSWORD=") for v in _environ(pid))
+    assert pk(node, "agent", "lock", password=False).code == 0
+    assert pk(node, "vaults", "list", password=False, env=env).code == 0  # unlocked by the client
+    assert pk(node, "agent", "stop", password=False).code == 0
+    proc = subprocess.Popen([pk_executable(), "agent", "start", "--foreground", "--node-path", str(node.path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: running_pid(node) == proc.pid, what="foreground agent")
+        assert not any(v.startswith(b"PK_PASSWORD=") for v in _environ(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
