@@ -209,3 +209,16 @@ def test_a_nodes_command_right_after_an_unlock_waits_for_the_peer_services(clust
         assert r.code == 0, r.err
         assert r.json["nodeId"] == a.node_id  # type: ignore[index]
         assert a.node_id in {row["node_id"] for row in nodes(c, "list")}
+
+
+def test_port_taken_while_locked_the_agent_keeps_serving_and_says_why(cluster: dict[str, Any]) -> None:
+    a, b = cluster["a"], cluster["b"]
+    assert b.pk("agent", "lock").code == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind((HOST, cluster["ports"]["b"]))
+        assert b.pk("agent", "unlock").code == 0  # the vaults are back even if the peer port is not
+        r = b.pk("nodes", "list")
+        assert r.code == 69 and "peer networking is not running" in r.err and "already in use" in r.err
+        assert b.pk("vaults", "list").code == 0
+    assert b.pk("agent", "lock").code == 0 and b.pk("agent", "unlock").code == 0
+    assert nodes(b, "ping", a.node_id)["port"] == cluster["ports"]["a"]
