@@ -18,14 +18,19 @@ from polykey.errors import AgentPermissionError, AgentProtocolError, AgentUnavai
 
 ProgressCallback = Callable[[Any], None]
 _RECV = 256 * 1024
+#: Seconds a request may go without any message from the agent (long operations send progress
+#: about once a second, spec section 4) before the client gives up: a stopped or stuck agent
+#: must not hang a deploy job forever.
+REPLY_TIMEOUT = 120.0
 
 
 class AgentClient:
     """A connection to the agent of one node. Use :func:`connect` to make one."""
 
-    def __init__(self, sock: socket.socket, node_path: str) -> None:
+    def __init__(self, sock: socket.socket, node_path: str, reply_timeout: float = REPLY_TIMEOUT) -> None:
         self._sock = sock
         self.node_path = node_path
+        self.reply_timeout = reply_timeout
         self._next_id = 1
         self._buf = bytearray()
 
@@ -51,7 +56,13 @@ class AgentClient:
         self._next_id += 1
         frame = protocol.encode_request(request_id, method, params)
         try:
+            self._sock.settimeout(self.reply_timeout)
+        except OSError:
+            raise AgentUnavailableError("the connection to the agent is closed") from None
+        try:
             self._sock.sendall(frame)
+        except TimeoutError:
+            raise self._silent() from None
         except OSError:
             # The agent may have refused us with an error frame before closing: surface it.
             raise self._pending_error() from None
@@ -65,6 +76,12 @@ class AgentClient:
                 raise from_wire(response.body)
             if progress is not None:
                 progress(response.body)
+
+    def _silent(self) -> AgentUnavailableError:
+        self.close()  # a late answer must not be taken for the next request's
+        return AgentUnavailableError(
+            f"the agent sent nothing for {self.reply_timeout:g} s (stopped or stuck? see agent.log)"
+        )
 
     def _pending_error(self) -> Exception:
         try:
@@ -83,6 +100,8 @@ class AgentClient:
         while len(self._buf) < n:
             try:
                 chunk = self._sock.recv(_RECV)
+            except TimeoutError:
+                raise self._silent() from None
             except OSError:
                 chunk = b""
             if not chunk:
@@ -95,7 +114,7 @@ class AgentClient:
         return data
 
 
-def connect(node_path: str | os.PathLike[str], timeout: float = 5.0) -> AgentClient:
+def connect(node_path: str | os.PathLike[str], timeout: float = 5.0, reply_timeout: float = REPLY_TIMEOUT) -> AgentClient:
     """Connect to the agent of ``node_path``; AgentUnavailableError when none listens."""
     node = os.fspath(node_path)
     address = paths.UnixAddress(paths.socket_path(node))
@@ -111,7 +130,7 @@ def connect(node_path: str | os.PathLike[str], timeout: float = 5.0) -> AgentCli
         raise AgentUnavailableError(f"no agent is running for {node}") from None
     finally:
         address.close()
-    return AgentClient(sock, node)
+    return AgentClient(sock, node, reply_timeout)
 
 
 def call_once(node_path: str | os.PathLike[str], method: str, params: dict[str, Any] | None = None) -> Any:

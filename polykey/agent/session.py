@@ -70,11 +70,11 @@ class Session:
         try:
             return self._call(method, params, progress)
         except AgentUnavailableError as e:
+            self.close()  # the connection is gone: a later call connects (or starts the agent) anew
             if e.data.get("idleClosed") is not True:
                 raise
         # The agent closed this connection while it was idle, to make room for others
-        # (docs/spec/agent-protocol.md section 2): it never read the request, so resend it.
-        self.close()
+        # (docs/spec/agent-protocol.md section 3 "Limits"): it never read the request, so resend it.
         return self._call(method, params, progress)
 
     def _call(self, method: str, params: dict[str, Any] | None, progress: agent_client.ProgressCallback | None) -> Any:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from polykey import Client
-from polykey.errors import PolykeyError
+from polykey.errors import AgentUnavailableError, PolykeyError
 
 from ..conftest import Node
 from .agent_util import alive, pk, ping, raw_connect, recv_frame, running_pid, send_frame, wait_for
@@ -172,3 +172,13 @@ def test_leaked_idle_connections_do_not_lock_others_out(agent: Node) -> None:
             for s in leaked:
                 s.close()
     assert running_pid(agent) is None
+
+
+def test_a_client_carries_on_after_the_agent_restarts(agent: Node) -> None:
+    with Client(agent.path, password_file=agent.password_file) as c:
+        c.set("app:k", b"1")
+        assert pk(agent, "agent", "stop", password=False).code == 0
+        with pytest.raises(AgentUnavailableError):
+            c.get("app:k")  # its connection died with the agent (the request may not be resent)
+        assert c.get("app:k") == b"1"  # the next call connects anew, starting the agent
+    assert running_pid(agent) is not None

@@ -56,7 +56,8 @@ def test_sigterm_stops_the_agent(node: Node) -> None:
     assert pid
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: running_pid(node) is None, what="agent exit after SIGTERM")
-    assert not (node.path / "agent.sock").exists()
+    assert not (node.path / "agent.sock").exists() and not (node.path / "agent.json").exists()
+    assert "received SIGTERM" in (node.path / "agent.log").read_text()
 
 
 def test_lock_unlock_and_auto_unlock(node: Node) -> None:

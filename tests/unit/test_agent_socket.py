@@ -271,3 +271,22 @@ def test_a_handler_bug_is_logged_without_its_message(tmp_path: Path, caplog: pyt
     assert message == "internal error in the agent; see agent.log"
     assert "internal error serving test.buggy: KeyError" in caplog.text and "in buggy" in caplog.text
     assert "zz-secret-name" not in caplog.text
+
+
+def test_a_silent_agent_does_not_hang_its_client(tmp_path: Path) -> None:
+    HELD.clear()
+    RELEASE.clear()
+
+    def client(node: Path) -> str:
+        with connect(node, reply_timeout=0.3) as c:
+            try:
+                with pytest.raises(AgentUnavailableError) as info:
+                    c.call("test.hold")  # the agent never answers (stopped, stuck)
+                with pytest.raises(AgentUnavailableError):
+                    c.call("test.ping")  # that connection is finished, not confused
+            finally:
+                RELEASE.set()
+        return info.value.message
+
+    message = asyncio.run(_serve_bounded(tmp_path, client))
+    assert message == "the agent sent nothing for 0.3 s (stopped or stuck? see agent.log)"
