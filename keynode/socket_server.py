@@ -277,6 +277,9 @@ def _refuse(conn: socket.socket, error: PolykeyError) -> None:
 async def _send_quietly(writer: asyncio.StreamWriter, frame: bytes) -> None:
     try:
         writer.write(frame)
-        await writer.drain()
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await writer.drain()
+    except TimeoutError:
+        writer.transport.abort()  # not read: do not keep it for a flush that never comes
     except (ConnectionError, OSError):
         pass
