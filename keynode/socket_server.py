@@ -4,7 +4,7 @@ Every connection is a task in the agent's task group. A peer of another uid is r
 and logged; a malformed, oversized or truncated frame closes that one connection with an
 error; the agent keeps serving everyone else.
 
-Bounds (spec section 2 "Limits"): at most ``MAX_CONNECTIONS`` at once, one request in flight
+Bounds (spec section 3 "Limits"): at most ``MAX_CONNECTIONS`` at once, one request in flight
 per connection, a frame must arrive whole within ``FRAME_TIMEOUT`` of its first byte, and a
 response not taken within ``WRITE_TIMEOUT`` closes the connection. At the connection limit
 the longest-idle connection is closed (with a notice its client reconnects on) to make room,
