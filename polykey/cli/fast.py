@@ -93,10 +93,22 @@ def _parse(argv: list[str]) -> tuple[str, dict[str, str], list[str], list[str] |
     return kind, {**root, **opts}, positionals, command
 
 
+def _utf8(tokens: list[str]) -> bool:
+    """False if an argument holds bytes that are not UTF-8 (decoded by Python as surrogates)."""
+    try:
+        for token in tokens:
+            token.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def dispatch(argv: list[str]) -> int | None:
     """Run a hot command without click and return its exit code, or ``None`` to use click."""
     if os.environ.get("PK_NO_FAST_PATH"):
         return None
+    if not _utf8(argv[: argv.index("--")] if "--" in argv else argv):
+        return None  # click words the error (the child command's own arguments may be anything)
     try:
         kind, opts, positionals, command = _parse(argv)
     except _Fallback:

@@ -274,3 +274,11 @@ def test_concurrent_on_demand_starts_yield_one_agent(app: Node) -> None:
             break
         time.sleep(0.05)
     assert agents == [str(serving)]
+
+
+def test_non_utf8_arguments_are_a_usage_error_on_both_routes(app: Node) -> None:
+    argv = [pk_executable().encode(), b"secrets", b"get", b"app:\xff", b"--node-path", bytes(app.path),
+            b"--password-file", bytes(app.password_file)]
+    for env in (base_env(), base_env(PK_NO_FAST_PATH="1")):
+        r = subprocess.run(argv, capture_output=True, env=env, timeout=60)
+        assert r.returncode == 64 and b"not valid UTF-8" in r.stderr, r.stderr
