@@ -33,6 +33,14 @@ def free_port() -> int:
             return port
 
 
+def _bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind((HOST, port))
+    except OSError:
+        return False
+    return True
+
+
 def stop(node: Node) -> None:
     r = node.pk("agent", "stop")
     assert r.code == 0, r.err
@@ -215,7 +223,8 @@ def test_port_taken_while_locked_the_agent_keeps_serving_and_says_why(cluster: d
     a, b = cluster["a"], cluster["b"]
     assert b.pk("agent", "lock").code == 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
-        squatter.bind((HOST, cluster["ports"]["b"]))
+        # `pk agent lock` returns once the key is dropped; the listener closes a moment later
+        wait_for(lambda: _bound(squatter, cluster["ports"]["b"]), what="B's UDP port to be released")
         assert b.pk("agent", "unlock").code == 0  # the vaults are back even if the peer port is not
         r = b.pk("nodes", "list")
         assert r.code == 69 and "peer networking is not running" in r.err and "already in use" in r.err
