@@ -41,6 +41,13 @@ def _bound(sock: socket.socket, port: int) -> bool:
     return True
 
 
+def record_addresses(node: Node, node_id: str) -> Any:
+    """The addresses in the record ``node`` finds for ``node_id`` (None if no record or no answer)."""
+    r = node.pk("nodes", "find", node_id, "--format", "json")
+    record = r.json["record"] if r.code == 0 else None  # type: ignore[index]
+    return None if record is None else record["addresses"]
+
+
 def stop(node: Node) -> None:
     r = node.pk("agent", "stop")
     assert r.code == 0, r.err
@@ -73,6 +80,8 @@ def test_restart_on_another_port_without_seed(cluster: dict[str, Any]) -> None:
     assert nodes(b, "ping", a.node_id)["rtt"] > 0
     assert {"host": HOST, "port": cluster["ports"]["c"], "verified": True} in nodes(b, "find", c.node_id)["addresses"]
     # C learns the new address from the newer record (higher seq) B published at start
+    # (start waits up to 5 s for that; polled in case a loaded machine made it slower)
+    wait_for(lambda: record_addresses(c, b.node_id) == [[HOST, new_port]], what="B's new record")
     found = nodes(c, "find", b.node_id)
     assert found["record"]["addresses"] == [[HOST, new_port]] and found["record"]["seq"] > old_seq
     assert {"host": HOST, "port": new_port, "verified": True} in found["addresses"]
@@ -145,7 +154,7 @@ def test_a_node_alone_keeps_its_node_graph_for_later(cluster: dict[str, Any]) ->
     for node in (a, b, c):
         stop(node)
     start(c)  # nobody answers: C stays alone, and must not forget whom it knew
-    assert nodes(c, "list") == []
+    wait_for(lambda: nodes(c, "list") == [], what="the dead nodes to leave C's routing table")
     stop(c)
     graph = (c.path / "nodegraph.json").read_text()
     assert a.node_id in graph and b.node_id in graph
@@ -179,6 +188,7 @@ def test_a_node_bound_to_all_interfaces_publishes_the_address_that_reaches_its_p
     r = g.pk("agent", "start", "--host", "0.0.0.0", "--seed", cluster["seed"], "--format", "json")
     assert r.code == 0, r.err
     port = r.json["peer"]["port"]  # type: ignore[index]
+    wait_for(lambda: record_addresses(c, g.node_id) == [[HOST, port]], what="G's record")
     found = nodes(c, "find", g.node_id)
     assert found["record"] is not None and found["record"]["addresses"] == [[HOST, port]]
     assert {"host": HOST, "port": port, "verified": True} in found["addresses"]
