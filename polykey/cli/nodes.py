@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -81,10 +82,18 @@ def nodes_find(node_id: str) -> None:
     Exit 84 if no address is known, 69 if none of them answers as NODEID.
     """
     result = _call("nodes.find", {"nodeId": _node_id(node_id)})
+    record = result.get("record")
+    in_record = {(h, p) for h, p in record["addresses"]} if record else set()
     lines = []
     for a in result["addresses"]:
         mark = "verified" if a["verified"] else f"not verified ({a.get('error', 'no answer')})"
-        lines.append(f"{_addr(a['host'], a['port'])}  {mark}")
+        source = "" if (a["host"], a["port"]) in in_record else "  (node graph)"
+        lines.append(f"{_addr(a['host'], a['port'])}  {mark}{source}")
+    if record:
+        left = _age(max(0.0, record["expiry"] - time.time()))
+        lines.append(f"signed DHT record: seq {record['seq']}, expires in {left}")
+    else:
+        lines.append("no DHT record found: addresses from the node graph")
     emit(settings(), "\n".join(lines), result)
 
 

@@ -60,7 +60,8 @@ def test_c_finds_b_through_the_seed_and_pings_it(cluster: dict[str, Any]) -> Non
     assert found["record"]["addresses"] == [[HOST, cluster["ports"]["b"]]]
 
     human = c.pk("nodes", "find", b.node_id)
-    assert human.code == 0 and f"{HOST}:{cluster['ports']['b']}  verified" in human.text
+    assert human.code == 0 and f"{HOST}:{cluster['ports']['b']}  verified\n" in human.text
+    assert f"signed DHT record: seq {found['record']['seq']}, expires in " in human.text
 
     ping = nodes(c, "ping", b.node_id)
     assert ping["nodeId"] == b.node_id and ping["port"] == cluster["ports"]["b"] and ping["rtt"] > 0
