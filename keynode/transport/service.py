@@ -156,7 +156,8 @@ class Transport:
             )
         except OSError as e:
             await self._tg.__aexit__(None, None, None)
-            raise TransportError(f"cannot listen on {self.host}:{self._requested_port}: {e.strerror}") from None
+            reason = os.strerror(e.errno).lower() if e.errno and e.errno > 0 else (e.strerror or type(e).__name__)
+            raise TransportError(f"cannot listen on TCP {self.host}:{self._requested_port}: {reason}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("transport %s listening on %s:%d", self.node_id, self.host, self.port)
         return self

@@ -241,3 +241,13 @@ def test_port_taken_while_locked_the_agent_keeps_serving_and_says_why(cluster: d
         assert b.pk("vaults", "list").code == 0
     assert b.pk("agent", "lock").code == 0 and b.pk("agent", "unlock").code == 0
     assert nodes(b, "ping", a.node_id)["port"] == cluster["ports"]["a"]
+
+
+def test_a_taken_port_at_start_is_named(tmp_path: Path) -> None:
+    n = bootstrap_node(tmp_path, "n")
+    with socket.socket() as squatter:
+        squatter.bind((HOST, 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        r = n.pk("agent", "start", "--port", str(port))
+    assert r.code == 69 and r.err.strip() == f"pk: cannot listen on TCP {HOST}:{port}: address already in use"
