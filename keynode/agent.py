@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,8 @@ ServiceFactory = Callable[["Agent"], contextlib.AbstractAsyncContextManager[Any]
 
 #: How often the agent checks that its socket still exists (seconds).
 SOCKET_CHECK_INTERVAL = 2.0
+#: How long lock/unlock wait for services that hold the key to follow (seconds).
+KEY_CHANGE_TIMEOUT = 10.0
 #: Threads for blocking vault work (writes fsync; imports and verification are long).
 WORKER_THREADS = 4
 
@@ -98,7 +100,7 @@ class Agent:
         self._started_mono = clock()
         self.last_used = clock()
         self.opened_vaults: set[str] = set()
-        self._key_listeners: list[Callable[[], None]] = []
+        self._key_listeners: list[Callable[[], Awaitable[Any] | None]] = []
         #: Extra fields of :meth:`status`, each computed when asked (plugged-in services).
         self.status_extra: dict[str, Callable[[], Any]] = {}
         if keypair is not None:
@@ -113,13 +115,26 @@ class Agent:
             raise RuntimeError("services must be added before the agent runs")
         self._services.append(factory)
 
-    def on_key_change(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` after every lock and unlock (services holding the key follow it)."""
+    def on_key_change(self, callback: Callable[[], Awaitable[Any] | None]) -> None:
+        """Call ``callback()`` after every lock and unlock (services holding the key follow it).
+
+        If it returns an awaitable, lock and unlock answer only once it is done (at most
+        :data:`KEY_CHANGE_TIMEOUT` seconds), so `pk agent lock` returns after the services
+        holding the key have let it go.
+        """
         self._key_listeners.append(callback)
 
-    def _keys_changed(self) -> None:
+    async def _keys_changed(self) -> None:
+        pending: list[asyncio.Future[Any]] = []
         for callback in self._key_listeners:
-            callback()
+            waitable = callback()
+            if waitable is not None:
+                pending.append(asyncio.ensure_future(waitable))
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=KEY_CHANGE_TIMEOUT)
+            for task in late:
+                task.cancel()
+                log.warning("a service did not follow the key change within %g s", KEY_CHANGE_TIMEOUT)
 
     @property
     def task_group(self) -> asyncio.TaskGroup:
@@ -227,7 +242,7 @@ class Agent:
             self._drained = None
             self._drop_keys()
             log.info("locked (%s)", reason)
-            self._keys_changed()
+            await self._keys_changed()
             self._write_status()
 
     async def unlock(self, password: bytes) -> None:
@@ -239,7 +254,7 @@ class Agent:
                 raise InvalidInputError("the key file changed under the agent; restart it")
             self._set_keys(keypair)
             log.info("unlocked")
-            self._keys_changed()
+            await self._keys_changed()
             self._write_status()
 
     async def _watch_socket(self, sock: Path) -> None:

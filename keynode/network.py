@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from keynode.agent import Agent
@@ -105,9 +105,15 @@ class Network:
         self._ready.set()  # start-up is over: later failures are logged, the agent keeps serving
         return self
 
-    def _on_key_change(self) -> None:
+    def _not_running(self) -> dict[str, Any] | None:
+        """``peer`` in the agent status while the services are down: why, unless simply locked."""
+        return None if self._failure is None else {"error": self._failure}
+
+    def _on_key_change(self) -> Awaitable[Any]:
+        """The agent locked or unlocked: stop or restart; lock/unlock answer once that is done."""
         self._settled.clear()  # at once: a request right after `pk agent unlock` waits for the restart
         self._key_change.set()
+        return self._settled.wait()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
@@ -120,6 +126,7 @@ class Network:
         while True:
             self._key_change.clear()
             if self._agent.locked:
+                self._failure = None  # locked is reason enough; the next unlock tries again
                 self._ready.set()
                 self._settled.set()
                 await self._key_change.wait()
@@ -149,7 +156,7 @@ class Network:
                 yield
             finally:
                 self._transport = self._discovery = None
-                self._agent.status_extra["peer"] = lambda: None
+                self._agent.status_extra["peer"] = self._not_running
                 retry.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retry

@@ -47,8 +47,12 @@ def _describe(status: dict[str, Any]) -> str:
     if "uptime" in status:
         lines.append(f"Uptime: {status['uptime']:.0f} s")
     peer = status.get("peer")
-    if isinstance(peer, dict):
-        lines.append(f"Peer listener: {peer.get('host')}:{peer.get('port')} (TCP and UDP)")
+    if isinstance(peer, dict) and "error" in peer:
+        lines.append(f"Peer listener: not running ({peer['error']})")
+    elif isinstance(peer, dict):
+        host = str(peer.get("host"))
+        shown = f"[{host}]" if ":" in host else host
+        lines.append(f"Peer listener: {shown}:{peer.get('port')} (TCP and UDP)")
     elif "peer" in status:
         lines.append("Peer listener: stopped while locked")
     if status.get("idleLock"):

@@ -88,11 +88,15 @@ def test_locked_peer_is_unreachable_until_unlocked(cluster: dict[str, Any]) -> N
     b, c = cluster["b"], cluster["c"]
     assert nodes(c, "ping", b.node_id)["rtt"] > 0
     assert b.pk("agent", "lock").code == 0
+    # `pk agent lock` answers only after the peer listener (which holds the key) has closed.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((HOST, cluster["ports"]["b"]), timeout=5).close()
     status = b.pk("agent", "status", "--format", "json").json
     assert status["state"] == "locked" and status["peer"] is None
     r = c.pk("nodes", "ping", b.node_id)
     assert r.code == 69, r.err
     assert b.pk("agent", "unlock").code == 0
+    socket.create_connection((HOST, cluster["ports"]["b"]), timeout=5).close()  # listening again at once
     assert nodes(c, "ping", b.node_id)["port"] == cluster["ports"]["b"]  # same port after unlock
 
 
