@@ -125,19 +125,27 @@ def agent_start(foreground: bool, idle_lock: float | None, host: str | None, por
 def agent_stop() -> None:
     """Stop the agent (within a second); its keys leave memory with it."""
     s = settings()
+    pid = stop_agent(s)
+    if pid is None:
+        emit(s, "No agent is running.", {"stopped": False, "running": False})
+        return
+    emit(s, "Agent stopped.", {"stopped": True, "pid": pid})
+
+
+def stop_agent(s: Settings) -> int | None:
+    """Stop the node's agent and wait until it is gone; its pid, or None if none was running."""
     try:
         with agent_client.connect(s.node_path) as c:
             reply = c.call("agent.stop")
     except AgentUnavailableError:
-        emit(s, "No agent is running.", {"stopped": False, "running": False})
-        return
+        return None
     pid = int(reply.get("pid", 0)) if isinstance(reply, dict) else 0
     deadline = time.monotonic() + STOP_TIMEOUT
     while pid and time.monotonic() < deadline and _alive(pid):
         time.sleep(0.02)
     if pid and _alive(pid):
         raise AgentUnavailableError(f"the agent (pid {pid}) did not stop within {STOP_TIMEOUT:g} s")
-    emit(s, "Agent stopped.", {"stopped": True, "pid": pid})
+    return pid
 
 
 def _alive(pid: int) -> bool:

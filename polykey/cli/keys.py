@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from polykey import fsutil
+from polykey import crypto, fsutil
 from polykey.cli.common import (
+    Settings,
     common_options,
     emit,
     kdf_limits,
@@ -29,6 +30,15 @@ def _write_recovery_code(path: Path, words: list[str]) -> None:
     if path.exists():
         raise InvalidInputError(f"{path} already exists; refusing to overwrite a recovery code file")
     fsutil.atomic_write(path, (" ".join(words) + "\n").encode("ascii"))
+
+
+def _replace_node(s: Settings, pair: KeyPair, password: bytes, limits: crypto.KdfLimits, fresh: bool) -> None:
+    """Create the node; with ``fresh`` first stop an agent serving the node being replaced."""
+    if fresh and s.node.exists():
+        from polykey.cli.agent import stop_agent
+
+        stop_agent(s)
+    s.node.create(pair, password, limits, fresh=fresh)
 
 
 @click.command()
@@ -54,7 +64,7 @@ def bootstrap(recovery_code_out_file: Path | None, fresh: bool, kdf_profile: str
     password = node_password(s, confirm=True, prompt="New node password: ")
     words = recovery.new_code()
     pair = KeyPair.from_seed(recovery.code_to_ed25519_seed(words))
-    s.node.create(pair, password, limits, fresh=fresh)
+    _replace_node(s, pair, password, limits, fresh)
     code = " ".join(words)
     if recovery_code_out_file is not None:
         _write_recovery_code(recovery_code_out_file, words)
@@ -144,7 +154,7 @@ def keys_recover(recovery_code_file: Path | None, fresh: bool, kdf_profile: str 
         raise NodeExistsError(f"a node already exists at {s.node_path} (use --fresh to replace it)")
     password = node_password(s, confirm=True, prompt="New node password: ")
     pair = KeyPair.from_seed(recovery.code_to_ed25519_seed(words))
-    s.node.create(pair, password, limits, fresh=fresh)
+    _replace_node(s, pair, password, limits, fresh)
     emit(
         s,
         f"Node recovered at {s.node_path}\nNodeId: {pair.node_id}",

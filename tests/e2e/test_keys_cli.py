@@ -186,3 +186,15 @@ def test_default_node_path_from_environment(tmp_path: Path) -> None:
     r = run_pk("bootstrap", "--password-file", pw, "--format", "json", env=env)
     assert r.code == 0, r.err
     assert r.json["nodePath"] == os.path.join(str(tmp_path / "xdg"), "polykey")
+
+
+def test_fresh_replacement_stops_the_old_nodes_agent(tmp_path: Path, node: Node) -> None:
+    assert node.pk("vaults", "create", "old").code == 0  # starts the agent on demand
+    assert node.pk("agent", "status", "--format", "json").json["state"] == "unlocked"
+    r = node.pk("bootstrap", "--fresh", "--format", "json")
+    assert r.code == 0, r.err
+    new_id = r.json["nodeId"]
+    # no agent of the old identity is left serving the new node
+    assert node.pk("agent", "status", "--format", "json").json["state"] == "stopped"
+    assert node.pk("vaults", "list", "--format", "json").json == []
+    assert node.pk("agent", "status", "--format", "json").json["nodeId"] == new_id
