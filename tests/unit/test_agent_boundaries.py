@@ -11,7 +11,8 @@ from .test_architecture import ROOT, imports_of, rel
 
 LIGHT = sorted(
     [*(ROOT / "polykey" / "agent").glob("*.py")]
-    + [ROOT / "polykey" / p for p in ("__init__.py", "client.py", "errors.py")]
+    + [ROOT / "polykey" / p for p in ("__init__.py", "client.py")]
+    + sorted((ROOT / "polykey" / "errors").glob("*.py"))
     + [ROOT / "polykey" / "cli" / p for p in ("__init__.py", "fast.py", "hot.py", "errors.py")]
 )
 ALLOWED_POLYKEY = {"polykey", "polykey.errors", "polykey.client", "polykey.client.Client", "polykey.cli"}
