@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 from polykey.errors import InvalidInputError
 
@@ -44,51 +45,45 @@ def decode_base32hex(text: str, nbytes: int, what: str) -> bytes:
     return raw
 
 
-@dataclass(frozen=True, order=True)
-class NodeId:
-    """A node's identity: its 32-byte Ed25519 public key."""
+@dataclass(frozen=True, order=True, repr=False)
+class _RawId:
+    """A fixed-size binary identifier shown as multibase base32hex (the base of the id types)."""
 
     raw: bytes
 
-    SIZE = 32
+    SIZE: ClassVar[int]
+    WHAT: ClassVar[str]
 
     def __post_init__(self) -> None:
         if not isinstance(self.raw, bytes) or len(self.raw) != self.SIZE:
-            raise InvalidInputError("invalid NodeId: must be 32 bytes")
+            raise InvalidInputError(f"invalid {self.WHAT}: must be {self.SIZE} bytes")
 
     @classmethod
-    def from_text(cls, text: str) -> NodeId:
-        return cls(decode_base32hex(text, cls.SIZE, "NodeId"))
+    def from_text(cls, text: str) -> Self:
+        return cls(decode_base32hex(text, cls.SIZE, cls.WHAT))
 
     def __str__(self) -> str:
         return encode_base32hex(self.raw)
 
     def __repr__(self) -> str:
-        return f"NodeId({self})"
+        return f"{self.WHAT}({self})"
+
+
+@dataclass(frozen=True, order=True, repr=False)
+class NodeId(_RawId):
+    """A node's identity: its 32-byte Ed25519 public key."""
+
+    SIZE = 32
+    WHAT = "NodeId"
 
     @property
     def public_key(self) -> bytes:
         return self.raw
 
 
-@dataclass(frozen=True, order=True)
-class VaultId:
+@dataclass(frozen=True, order=True, repr=False)
+class VaultId(_RawId):
     """A vault's permanent identity: 16 random bytes, stable across renames and replicas."""
 
-    raw: bytes
-
     SIZE = 16
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.raw, bytes) or len(self.raw) != self.SIZE:
-            raise InvalidInputError("invalid VaultId: must be 16 bytes")
-
-    @classmethod
-    def from_text(cls, text: str) -> VaultId:
-        return cls(decode_base32hex(text, cls.SIZE, "VaultId"))
-
-    def __str__(self) -> str:
-        return encode_base32hex(self.raw)
-
-    def __repr__(self) -> str:
-        return f"VaultId({self})"
+    WHAT = "VaultId"
