@@ -223,7 +223,9 @@ class Discovery:
                 log.warning("no address to advertise (bound to %s); not publishing", self._host)
                 return 0
             now = self._clock()
-            seq = max(int(now * 1000), self._record.seq + 1 if self._record else 0)
+            # microseconds: a node restarted within the same millisecond (seen in tests: start,
+            # publish, stop, start again) must still publish a higher seq than its last life did
+            seq = max(int(now * 1_000_000), self._record.seq + 1 if self._record else 0)
             record = sign_record(self._keypair, self._addresses, seq, int(now) + self.config.record_ttl)
             key, data = dht_key(self.node_id), record.encode()
             self._storage.put(key, data)
