@@ -221,6 +221,9 @@ class Agent:
     def _set_keys(self, keypair: KeyPair) -> None:
         self._keypair = keypair
         self._service = VaultService(self.config.node_path, keypair)
+        removed = self._service.sweep_leftovers()
+        if removed:
+            log.info("removed %d leftover(s) of interrupted vault writes: %s", len(removed), ", ".join(removed))
         self.opened_vaults = set()
         self.last_used = self._clock()
 

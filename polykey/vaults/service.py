@@ -139,6 +139,29 @@ class VaultService:
     ) -> None:
         self.close()
 
+    def sweep_leftovers(self) -> list[str]:
+        """Remove what a killed create, delete or file write left in the vaults directory.
+
+        ``.tmp-<id>.git`` (a create that never renamed into place), ``.trash-<id>.git`` (a delete
+        that renamed but did not finish removing) and ``.<file>.<hex>.tmp`` (an atomic write that
+        never replaced its target) are never read. Only their owner may call this: the agent does
+        at unlock, holding the node's lock, so no other writer is building one of them. Returns the
+        names removed, for the log.
+        """
+        removed = []
+        for entry in sorted(os.listdir(self._dir)):
+            path = self._dir / entry
+            if entry.startswith((".tmp-", ".trash-")) and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif entry.startswith(".") and entry.endswith(".tmp") and not path.is_dir():
+                path.unlink(missing_ok=True)
+            else:
+                continue
+            removed.append(entry)
+        if removed:
+            fsutil.fsync_dir(self._dir)
+        return removed
+
     # -- vaults --------------------------------------------------------------------
 
     def create_vault(self, name: str) -> JSON:

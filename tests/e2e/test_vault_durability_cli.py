@@ -169,3 +169,23 @@ def test_two_processes_writing_one_vault_lose_nothing(node: Node, tmp_path: Path
     assert node.pk("secrets", "get", "work:b/24").out == b"b-24"
     assert len(node.pk("vaults", "log", "work", "--format", "json").json) == 76  # type: ignore[arg-type]
     assert node.pk("vaults", "verify", "work").code == 0
+
+
+def test_the_agent_removes_what_interrupted_writes_left(node: Node) -> None:
+    """A create killed before its rename, a delete killed before its rmtree and an atomic write
+    killed before its replace leave dot-entries behind; the next agent start removes them and
+    touches nothing else."""
+    assert node.pk("vaults", "create", "keep").code == 0
+    assert node.pk("secrets", "set", "keep:a", input=b"kept").code == 0
+    assert node.pk("agent", "stop").code == 0
+    vaults = node.path / "vaults"
+    before = sorted(p.name for p in vaults.iterdir())
+    for name in (".tmp-vdeadbeef.git", ".trash-vcafe.git"):
+        (vaults / name / "objects").mkdir(parents=True)
+        (vaults / name / "objects" / "x").write_bytes(b"half-built")
+    (vaults / ".index.0123456789ab.tmp").write_bytes(b"half-written")
+    assert node.pk("vaults", "list").code == 0  # starts the agent again
+    assert sorted(p.name for p in vaults.iterdir()) == before
+    assert node.pk("secrets", "get", "keep:a").out == b"kept"
+    log = (node.path / "agent.log").read_text()
+    assert "removed 3 leftover(s) of interrupted vault writes" in log
