@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import socket
@@ -144,11 +145,17 @@ def _daemonize(reporter: Reporter) -> None:
     os.close(devnull)
 
 
+LOG_MAX_BYTES = 8 << 20  # agent.log is rotated past this size...
+LOG_BACKUPS = 2  # ...keeping agent.log.1 and agent.log.2: at most 24 MiB of log per node
+
+
 def _setup_logging(node_path: Path, level: str, foreground: bool) -> None:
     log_path = paths.node_file(node_path, paths.LOG)
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # umask 077 (set in main) makes this file and every rotated one 0600; chmod fixes an older file
+    handler = logging.handlers.RotatingFileHandler(
+        log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+    )
     os.chmod(log_path, 0o600)
-    handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     handler.setFormatter(fmt)
     root = logging.getLogger()
@@ -157,8 +164,8 @@ def _setup_logging(node_path: Path, level: str, foreground: bool) -> None:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(fmt)
         root.addHandler(console)
-    else:
-        os.dup2(fd, 2)  # stray tracebacks land in the log too
+    elif handler.stream is not None:
+        os.dup2(handler.stream.fileno(), 2)  # stray tracebacks land in the log too (the current file)
     root.setLevel(level.upper())
 
 

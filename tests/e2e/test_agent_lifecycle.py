@@ -185,6 +185,23 @@ def test_agent_makes_the_node_directory_private(node: Node) -> None:
     assert "setting 0700" in (node.path / "agent.log").read_text()
 
 
+def test_agent_log_is_rotated(node: Node) -> None:
+    from keynode.__main__ import LOG_BACKUPS, LOG_MAX_BYTES
+
+    log = node.path / "agent.log"
+    for age in range(LOG_BACKUPS, 0, -1):  # older generations already there: the oldest is dropped
+        (node.path / f"agent.log.{age}").write_text(f"generation {age}\n")
+        os.chmod(node.path / f"agent.log.{age}", 0o600)
+    log.write_bytes(b"old line\n" * (LOG_MAX_BYTES // 9 + 1))
+    assert pk(node, "agent", "start").code == 0
+    assert pk(node, "agent", "stop", password=False).code == 0
+    assert (node.path / "agent.log.1").read_bytes().startswith(b"old line\n")
+    assert (node.path / f"agent.log.{LOG_BACKUPS}").read_text() == f"generation {LOG_BACKUPS - 1}\n"
+    assert not (node.path / f"agent.log.{LOG_BACKUPS + 1}").exists()
+    assert log.stat().st_size < 100_000 and "stopped" in log.read_text()
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in node.path.glob("agent.log*"))
+
+
 def test_agent_log_holds_no_secret_name_or_value(node: Node) -> None:
     name, value, vault = "zqxname", b"zqxvalue-8841", "zqxvault"
     assert pk(node, "vaults", "create", vault).code == 0
