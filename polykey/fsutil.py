@@ -28,6 +28,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def is_atomic_write_temp(name: str) -> bool:
+    """Whether a directory entry is the temporary file of an :func:`atomic_write` (a killed one
+    leaves it behind; its target was never replaced)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Replace ``path`` with ``data`` atomically and durably, with ``mode``."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")

@@ -153,7 +153,7 @@ class VaultService:
             path = self._dir / entry
             if entry.startswith((".tmp-", ".trash-")) and path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
-            elif entry.startswith(".") and entry.endswith(".tmp") and not path.is_dir():
+            elif fsutil.is_atomic_write_temp(entry) and not path.is_dir():
                 path.unlink(missing_ok=True)
             else:
                 continue
