@@ -178,6 +178,9 @@ def inject_command(in_file: Path, out_file: Path | None) -> None:
         out += text[pos : m.start()].encode("utf-8") + values[ref]
         pos = m.end()
     out += text[pos:].encode("utf-8")
+    if out_file is None and s.json:
+        emit(s, "", {"references": len(refs), **hot.value_json(bytes(out))})
+        return
     if out_file is None:
         sys.stdout.flush()
         sys.stdout.buffer.write(bytes(out))
