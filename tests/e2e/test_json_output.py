@@ -207,6 +207,10 @@ def test_every_command_prints_one_json_value_of_its_shape(tmp_path: Path) -> Non
     assert b.node_id in {row["node_id"] for row in pk(a, "nodes", "list")}
     assert b.node_id in {row["peer"] for row in pk(a, "nodes", "connections")}
 
+    # a failure prints nothing on stdout, one line on stderr
+    failed = run_pk("secrets", "get", "apps:nope", "--node-path", a.path, "--format", "json")
+    assert (failed.code, failed.out) == (81, b"") and failed.err.count("\n") == 1, failed
+
     pk(a, "agent", "lock", password=False)
     pk(a, "agent", "unlock")
     pk(a, "agent", "stop", password=False)
