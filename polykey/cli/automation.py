@@ -59,7 +59,7 @@ def secrets_env(targets: tuple[str, ...], env_format: str | None, invalid: str, 
 
     A secret becomes a variable named after its last path component, or NAME with
     VAULT:PATH=NAME; VAULT:DIR (or a whole VAULT) adds every secret below it. With a
-    command, pk becomes that command (its exit code and signals are pk's). Values are
+    command, pk becomes that command: the exit code and signals are CMD's. Values are
     exactly as stored: no newline is added.
     """
     s = settings()

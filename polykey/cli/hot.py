@@ -203,7 +203,7 @@ def format_env(env: dict[str, bytes], env_format: str) -> str:
 
 
 def exec_with_env(command: list[str], env: dict[str, bytes]) -> None:
-    """Replace this process by ``command`` with ``env`` added: its exit code and signals are ours.
+    """Replace this process by ``command`` with ``env`` added: the exit code and signals are the command's.
 
     The node password (``PK_PASSWORD``) is not passed on: the command gets the secrets it was
     given, not the key to every secret of the node.

@@ -1,0 +1,72 @@
+"""Rough edges a new user meets (issue 8): help texts, the default node path, a second agent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ..conftest import Node, base_env, pk_executable, run_pk
+from .agent_util import no_password_env, pk, ping, running_pid
+
+
+def test_env_help_says_the_exit_code_and_signals_are_the_commands() -> None:
+    r = run_pk("secrets", "env", "--help")
+    assert r.code == 0
+    text = " ".join(r.text.split())
+    assert "the exit code and signals are CMD's" in text and "pk's" not in text
+
+
+def test_a_relative_xdg_data_home_is_ignored(tmp_path: Path) -> None:
+    """XDG Base Directory spec: a relative path in XDG_DATA_HOME is invalid and ignored. Both
+    routes into pk (click: bootstrap; the fast path: secrets get) find the same node."""
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse\n")
+    home = tmp_path / "home"
+    env = base_env(HOME=str(home), XDG_DATA_HOME="relative/xdg", PK_PASSWORD="correct horse")
+    env.pop("PK_NODE_PATH", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([pk_executable(), *args], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+
+    r = run("bootstrap", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    expected = home / ".local" / "share" / "polykey"
+    assert json.loads(r.stdout)["nodePath"] == str(expected)
+    assert not (tmp_path / "relative").exists()
+    assert run("vaults", "create", "app").returncode == 0
+    assert subprocess.run([pk_executable(), "secrets", "set", "app:k"], input=b"v", cwd=tmp_path, env=env,
+                          capture_output=True, timeout=60).returncode == 0
+    r = run("secrets", "get", "app:k")  # the click-free route
+    assert (r.returncode, r.stdout) == (0, b"v"), r.stderr
+    assert not (tmp_path / "relative").exists()
+    run("agent", "stop")
+
+
+def test_default_node_path_has_one_rule(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from polykey.agent import paths
+    from polykey.keys import store
+
+    mp = monkeypatch
+    mp.delenv("PK_NODE_PATH", raising=False)
+    mp.setenv("HOME", str(tmp_path))
+    for xdg, base in [("", tmp_path / ".local/share"), ("rel/dir", tmp_path / ".local/share"),
+                      (str(tmp_path / "x"), tmp_path / "x")]:
+        mp.setenv("XDG_DATA_HOME", xdg)
+        assert paths.default_node_path() == str(base / "polykey")
+        assert store.default_node_path() == base / "polykey"
+
+
+def test_foreground_start_while_an_agent_runs(node: Node) -> None:
+    """`pk agent start --foreground` beside a running agent: `pk:` and exit 73, with or without
+    a password source (before, 64 without one, and a `keynode:` message with one)."""
+    assert pk(node, "agent", "start").code == 0
+    pid = running_pid(node)
+    with_password = pk(node, "agent", "start", "--foreground")
+    without = pk(node, "agent", "start", "--foreground", password=False, env=no_password_env())
+    for r in (with_password, without):
+        assert r.code == 73, r.err
+        assert r.err.startswith("pk: ") and "already running" in r.err and len(r.err.splitlines()) == 1
+    assert running_pid(node) == pid and ping(node)
