@@ -116,10 +116,10 @@ def install(agent: Agent) -> None:
                     result = await _blocking(agent, ctx, fn, params)
                 else:
                     result = fn(**params)
-            if method in ("vaults.delete", "vaults.rename"):
-                agent.opened_vaults.discard(params.get("name", params.get("old")))
+            if method == "vaults.delete":
+                agent.opened_vaults.discard(result["vaultId"])
             elif vault is not None:
-                agent.opened_vaults.add(vault)  # only names that worked: clients choose them
+                agent.note_opened(vault)  # only names that worked: clients choose them
             return result
 
         return handler
@@ -156,7 +156,8 @@ def install(agent: Agent) -> None:
                 return out
 
             result = await _blocking(agent, ctx, work, {}) if locks.in_flight else work()
-        agent.opened_vaults.update(ref["vault"] for ref in refs)
+        for ref in refs:
+            agent.note_opened(ref["vault"])
         return result
 
     agent.handlers.register("secrets.resolve", resolve)

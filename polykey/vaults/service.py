@@ -191,6 +191,14 @@ class VaultService:
             self._open[vid] = v
         return {"name": name, "vaultId": str(vid), "commit": v.snapshot().commit}
 
+    def vault_id(self, vault: str) -> str:
+        """The VaultId text of a vault named by its name or VaultId. VaultNotFoundError."""
+        return str(self._resolve(vault))
+
+    def vault_names(self) -> dict[str, str]:
+        """VaultId text -> local name, for every vault on this node."""
+        return {str(vid): name for name, vid in self._index.entries().items()}
+
     def list_vaults(self) -> list[JSON]:
         """Every vault on this node, sorted by name: ``[{"name", "vaultId", "role"}]``."""
         out = []

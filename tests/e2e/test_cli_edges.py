@@ -70,3 +70,23 @@ def test_foreground_start_while_an_agent_runs(node: Node) -> None:
         assert r.code == 73, r.err
         assert r.err.startswith("pk: ") and "already running" in r.err and len(r.err.splitlines()) == 1
     assert running_pid(node) == pid and ping(node)
+
+
+def test_status_lists_each_open_vault_once_by_name(node: Node) -> None:
+    """A vault used by name and by VaultId (`pk://VAULTID/...`) is one open vault, shown by name,
+    and it follows a rename."""
+    created = pk(node, "vaults", "create", "app", "--format", "json")
+    assert created.code == 0, created.err
+    vault_id = created.json["vaultId"]  # type: ignore[index]
+    assert pk(node, "secrets", "set", "app:k", input=b"v").code == 0
+    r = pk(node, "inject", input=f"x={{{{ pk://{vault_id}/k }}}}".encode())
+    assert (r.code, r.out) == (0, b"x=v"), r.err
+    assert pk(node, "secrets", "env", f"{vault_id}:k", "--env-format", "json").code == 0
+    assert pk(node, "secrets", "get", f"{vault_id}:k").out == b"v"
+    st = pk(node, "agent", "status", "--format", "json").json
+    assert st["openVaults"] == ["app"]  # type: ignore[index]
+    assert "Open vaults: app\n" in pk(node, "agent", "status").text
+    assert pk(node, "vaults", "rename", "app", "prod").code == 0
+    assert pk(node, "agent", "status", "--format", "json").json["openVaults"] == ["prod"]  # type: ignore[index]
+    assert pk(node, "vaults", "delete", "prod").code == 0
+    assert pk(node, "agent", "status", "--format", "json").json["openVaults"] == []  # type: ignore[index]
