@@ -173,11 +173,30 @@ def _sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def _dotenv_quote(value: str) -> str:
-    if "'" not in value and "\n" not in value and "\r" not in value:
-        return "'" + value + "'"
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return '"' + escaped + '"'
+#: Why a value has no dotenv form (docs/automation.md "Output formats"); never names the value.
+DOTENV_UNSAFE = (
+    "this value cannot be written as dotenv that both sh and python-dotenv read back exactly (it holds "
+    "a carriage return or '${', ends in a backslash, or holds a single quote or two backslashes in a row "
+    "together with a '$' or a backtick); use --env-format unix or json, or run the command after --"
+)
+
+
+def _dotenv_quote(name: str, value: str) -> str:
+    """A dotenv value that ``sh`` (``set -a; . FILE``) and python-dotenv both read back as ``value``.
+
+    Single quotes when they can carry it: literal in sh; python-dotenv reads them literally too
+    except ``\\\\`` and ``\\'`` (and expands ``${NAME}``). Otherwise double quotes with ``\\`` and
+    ``"`` escaped, which both read the same way, if there is no ``$`` or backtick (sh expands them
+    there, python-dotenv would keep a backslash before them). A carriage return does not survive
+    python-dotenv's universal-newline file reading, and a final backslash would escape the closing
+    quote for older python-dotenv releases. Anything else is an error, never an unsafe line.
+    """
+    if "\r" not in value and "${" not in value and not value.endswith("\\"):
+        if "'" not in value and "\\\\" not in value:
+            return "'" + value + "'"
+        if "$" not in value and "`" not in value:
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise InvalidInputError(f"{name}: {DOTENV_UNSAFE}")
 
 
 def _text_values(env: dict[str, bytes]) -> dict[str, str]:
@@ -198,7 +217,7 @@ def format_env(env: dict[str, bytes], env_format: str) -> str:
             raise InvalidInputError(f"{name}: the value contains a NUL byte and cannot be an environment variable")
     text = _text_values(env)
     if env_format == "dotenv":
-        return "".join(f"{k}={_dotenv_quote(v)}\n" for k, v in text.items())
+        return "".join(f"{k}={_dotenv_quote(k, v)}\n" for k, v in text.items())
     return "".join(f"export {k}={_sh_quote(v)}\n" for k, v in text.items())
 
 

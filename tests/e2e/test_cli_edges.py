@@ -90,3 +90,36 @@ def test_status_lists_each_open_vault_once_by_name(node: Node) -> None:
     assert pk(node, "agent", "status", "--format", "json").json["openVaults"] == ["prod"]  # type: ignore[index]
     assert pk(node, "vaults", "delete", "prod").code == 0
     assert pk(node, "agent", "status", "--format", "json").json["openVaults"] == []  # type: ignore[index]
+
+
+ENV_VALUES = {"SQ": "it's", "DOLLAR": "pa$$ `id` $(id)", "BS": "C:\\x\\\\y", "NL": "a\nb=c", "UNI": "grüße", "EMPTY": ""}
+
+
+def test_env_formats_read_back_exactly_through_a_real_agent(node: Node, tmp_path: Path) -> None:
+    from dotenv import dotenv_values
+
+    assert pk(node, "vaults", "create", "app").code == 0
+    for name, value in {**ENV_VALUES, "ISSUE": "it's $HOME `id`"}.items():
+        assert pk(node, "secrets", "set", f"app:env/{name}", input=value.encode()).code == 0
+    targets = [f"app:env/{name}" for name in ENV_VALUES]
+    names = list(ENV_VALUES)
+    show = "printf '%s\\0' " + " ".join(f'"${n}"' for n in names)
+    for route in ({}, {"PK_NO_FAST_PATH": "1"}):
+        for fmt in ("unix", "dotenv", "json"):
+            r = pk(node, "secrets", "env", *targets, "--env-format", fmt, env=base_env(**route))
+            assert r.code == 0, r.err
+            path = tmp_path / f"out.{fmt}"
+            path.write_bytes(r.out)
+            if fmt == "json":
+                assert json.loads(r.out) == ENV_VALUES
+                continue
+            read = subprocess.run(["sh", "-c", f"set -a; . {path}; {show}"], capture_output=True, timeout=30)
+            assert read.stdout.decode().split("\0")[:-1] == [ENV_VALUES[n] for n in names]
+            if fmt == "dotenv":
+                assert dict(dotenv_values(path)) == ENV_VALUES
+        # The issue's value has no dotenv form both readers agree on: refused, nothing printed.
+        r = pk(node, "secrets", "env", "app:env/ISSUE", "--env-format", "dotenv", env=base_env(**route))
+        assert (r.code, r.out) == (64, b"") and r.err.startswith("pk: ISSUE: ") and len(r.err.splitlines()) == 1
+        r = pk(node, "secrets", "env", "app:env/ISSUE", env=base_env(**route))
+        read = subprocess.run(["sh", "-c", r.text + 'printf %s "$ISSUE"'], capture_output=True, timeout=30)
+        assert read.stdout == b"it's $HOME `id`"
