@@ -13,7 +13,7 @@ import click
 
 from polykey import fsutil
 from polykey.cli import hot
-from polykey.cli.common import Settings, common_options, emit, settings
+from polykey.cli.common import common_options, emit, hot_options, settings
 from polykey.errors import EnvNameError, InvalidInputError, SecretReferenceError
 
 _REF = re.compile(r"pk://([^/\s{}]+)/([^\s{}]+)")
@@ -41,10 +41,6 @@ def _exec_args() -> list[str] | None:
     return list(value) if value is not None else None
 
 
-def _opts(s: Settings) -> hot.Options:
-    return hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
-
-
 @click.command("env", cls=_PassThroughCommand)
 @click.argument("targets", nargs=-1, required=True, metavar="VAULT:PATH[=NAME]|VAULT[:DIR]...")
 @click.option("--env-format", type=click.Choice(hot.ENV_FORMATS), default=None,
@@ -63,7 +59,7 @@ def secrets_env(targets: tuple[str, ...], env_format: str | None, invalid: str, 
     exactly as stored: no newline is added.
     """
     s = settings()
-    hot.secrets_env(_opts(s), list(targets), _exec_args(), env_format, invalid, duplicate)
+    hot.secrets_env(hot_options(s), list(targets), _exec_args(), env_format, invalid, duplicate)
 
 
 # -- references -----------------------------------------------------------------------
@@ -135,7 +131,7 @@ def run_command(env_files: tuple[Path, ...]) -> None:
         except (OSError, ValueError, UnicodeDecodeError) as e:
             raise InvalidInputError(f"cannot read env file {path}: {getattr(e, 'strerror', None) or e}") from None
         entries.extend(parse_env_file(text, str(path)))
-    opts = _opts(s)
+    opts = hot_options(s)
     values = resolve_references(opts, [v for _, v in entries if isinstance(v, tuple)])
     env: dict[str, bytes] = {}
     for var, value in entries:
@@ -171,7 +167,7 @@ def inject_command(in_file: Path, out_file: Path | None) -> None:
     for m in _TEMPLATE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
         refs.append(parse_reference(m.group(1), f"{name} line {line}"))
-    values = resolve_references(_opts(s), refs)
+    values = resolve_references(hot_options(s), refs)
     out = bytearray()
     pos = 0
     for m, ref in zip(_TEMPLATE.finditer(text), refs):

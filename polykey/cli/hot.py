@@ -114,6 +114,48 @@ def secrets_get(opts: Options, target: str, commit: str | None) -> None:
         write_value(value)
 
 
+# -- pk vaults list, pk secrets ls ----------------------------------------------------
+
+
+def _hint(message: str) -> None:
+    """What there is and what to do next, on stderr (stdout stays the listing, empty here)."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def show_vaults(opts: Options, rows: list[dict[str, Any]]) -> None:
+    """``pk vaults list`` (and ``pk secrets ls`` without a vault): name, VaultId, role."""
+    if opts.json:
+        _print_json(rows)
+    elif not rows:
+        _hint("No vaults yet: pk vaults create NAME")
+    else:
+        sys.stdout.write("".join(f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}\n" for r in rows))
+        sys.stdout.flush()
+
+
+def show_secrets(opts: Options, vault: str, path: str, commit: str | None, rows: list[dict[str, Any]]) -> None:
+    """``pk secrets ls VAULT[:DIR]``: entries relative to DIR, directories ending with '/'."""
+    if opts.json:
+        _print_json(rows)
+        return
+    base = path.strip("/")
+    if not rows:
+        where = f"{vault}:{base}/" if base else f"Vault {vault}"
+        if commit is not None:
+            _hint(f"{where} was empty at commit {commit}")
+        else:
+            _hint(f"{where} is empty: add a secret with pk secrets set {vault}:{base + '/' if base else ''}NAME")
+        return
+
+    def shown(r: dict[str, Any]) -> str:
+        name = r["path"][len(base) + 1 :] if base and r["path"].startswith(base + "/") else r["path"]
+        return name + ("/" if r["type"] == "dir" else "")
+
+    sys.stdout.write("".join(shown(r) + "\n" for r in rows))
+    sys.stdout.flush()
+
+
 # -- pk secrets env --------------------------------------------------------------------
 
 

@@ -123,3 +123,26 @@ def test_env_formats_read_back_exactly_through_a_real_agent(node: Node, tmp_path
         r = pk(node, "secrets", "env", "app:env/ISSUE", env=base_env(**route))
         read = subprocess.run(["sh", "-c", r.text + 'printf %s "$ISSUE"'], capture_output=True, timeout=30)
         assert read.stdout == b"it's $HOME `id`"
+
+
+def test_empty_listings_say_what_to_do_next(node: Node) -> None:
+    for args in (["vaults", "list"], ["secrets", "ls"]):
+        r = pk(node, *args)
+        assert (r.code, r.out, r.err) == (0, b"", "No vaults yet: pk vaults create NAME\n"), args
+        r = pk(node, *args, "--format", "json")
+        assert (r.code, r.json) == (0, [])
+    created = pk(node, "vaults", "create", "app", "--format", "json").json
+    # `pk secrets ls` without a vault lists the vaults, exactly as `pk vaults list` does.
+    for fmt in ("human", "json"):
+        assert pk(node, "secrets", "ls", "--format", fmt).out == pk(node, "vaults", "list", "--format", fmt).out
+    r = pk(node, "secrets", "ls")
+    assert r.text == f"app\t{created['vaultId']}\towner\n"  # type: ignore[index]
+    r = pk(node, "secrets", "ls", "app")
+    assert (r.code, r.out, r.err) == (0, b"", "Vault app is empty: add a secret with pk secrets set app:NAME\n")
+    assert pk(node, "secrets", "ls", "app", "--format", "json").json == []
+    assert pk(node, "secrets", "mkdir", "app:db").code == 0
+    r = pk(node, "secrets", "ls", "app:db")
+    assert (r.code, r.out, r.err) == (0, b"", "app:db/ is empty: add a secret with pk secrets set app:db/NAME\n")
+    assert pk(node, "secrets", "ls", "app").text == "db/\n"
+    r = pk(node, "secrets", "ls", "-r")
+    assert r.code == 64 and r.err.startswith("pk: ")
