@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
-from polykey.errors import InvalidInputError
+from polykey.errors import InvalidInputError, PolykeyError
 from keynode.agent import Agent
 from keynode.handlers import Handler, RequestContext
 
@@ -144,14 +144,18 @@ def install(agent: Agent) -> None:
 
             def work(**_: Any) -> list[dict[str, Any]]:
                 out = []
-                for ref in refs:
+                for at, ref in enumerate(refs):
                     vault, path = ref["vault"], ref["path"]
-                    entries = service.list_secrets(vault, path, recursive=True)
-                    values = [
-                        {"path": e["path"], "value": service.get_secret(vault, e["path"])}
-                        for e in entries
-                        if e.get("type") == "secret"
-                    ]
+                    try:
+                        entries = service.list_secrets(vault, path, recursive=True)
+                        values = [
+                            {"path": e["path"], "value": service.get_secret(vault, e["path"])}
+                            for e in entries
+                            if e.get("type") == "secret"
+                        ]
+                    except PolykeyError as e:
+                        e.data = {**e.data, "ref": at}  # which ref failed, for the client's message
+                        raise
                     out.append({"vault": vault, "path": path, "secrets": values})
                 return out
 

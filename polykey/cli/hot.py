@@ -17,7 +17,7 @@ from typing import Any
 
 from polykey.agent.paths import default_node_path
 from polykey.agent.session import Session
-from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError
+from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError, PolykeyError, VaultError
 
 ENV_FORMATS = ("unix", "json", "dotenv")
 ENV_INVALID = ("error", "warn", "ignore")
@@ -70,6 +70,14 @@ def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:
             raise InvalidInputError(f"{text!r} must be written VAULT:PATH (e.g. myvault:db/password)")
         path = ""
     return vault, path
+
+
+def about(where: str, e: PolykeyError) -> PolykeyError:
+    """``e`` with ``where`` (the reference or line the user wrote) before its message; same type,
+    so the same exit code."""
+    e.message = f"{where}: {e.message}"
+    e.args = (e.message,)
+    return e
 
 
 def _print_json(data: Any) -> None:
@@ -183,7 +191,15 @@ def collect_env(
         raise InvalidInputError("name at least one VAULT:PATH[=NAME] or VAULT[:DIR]")
     parsed = [parse_env_target(t) for t in targets]
     with opts.session() as s:
-        resolved = s.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p, _ in parsed]})
+        try:
+            resolved = s.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p, _ in parsed]})
+        except PolykeyError as e:
+            # The agent says which ref failed (data "ref"); with one target it can only be that one.
+            at = e.data.get("ref", 0 if len(parsed) == 1 and isinstance(e, VaultError) else None)
+            if isinstance(at, int) and not isinstance(at, bool) and 0 <= at < len(parsed):
+                vault, path, _ = parsed[at]
+                raise about(f"{vault}:{path}" if path else vault, e) from None
+            raise
     env: dict[str, bytes] = {}
     for (vault, path, name), ref in zip(parsed, resolved):
         items: list[dict[str, Any]] = ref["secrets"]

@@ -146,3 +146,28 @@ def test_empty_listings_say_what_to_do_next(node: Node) -> None:
     assert pk(node, "secrets", "ls", "app").text == "db/\n"
     r = pk(node, "secrets", "ls", "-r")
     assert r.code == 64 and r.err.startswith("pk: ")
+
+
+def test_reference_errors_name_the_reference_and_line(node: Node, tmp_path: Path) -> None:
+    assert pk(node, "vaults", "create", "app").code == 0
+    assert pk(node, "secrets", "set", "app:k", input=b"v").code == 0
+    for route in ({}, {"PK_NO_FAST_PATH": "1"}):
+        r = pk(node, "secrets", "env", "app:nope", env=base_env(**route))
+        assert r.code == 81 and r.err.startswith("pk: app:nope: ") and "'nope'" in r.err, r.err
+        r = pk(node, "secrets", "env", "app:k", "other:x=X", "--env-format", "json", env=base_env(**route))
+        assert r.code == 80 and r.err.startswith("pk: other:x: ") and r.out == b"", r.err
+        r = pk(node, "secrets", "env", "app:k", "app:nope/deeper", cmd=["true"], env=base_env(**route))
+        assert r.code == 81 and r.err.startswith("pk: app:nope/deeper: "), r.err
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text("# deploy\nK=pk://app/k\n\nDB=pk://app/nope\n")
+    r = pk(node, "run", "--env-file", env_file, cmd=["true"])
+    assert r.code == 81 and r.err.startswith(f"pk: {env_file} line 4: pk://app/nope: "), r.err
+    env_file.write_text("K=pk://gone/k\n")
+    r = pk(node, "run", "--env-file", env_file, cmd=["true"])
+    assert r.code == 80 and r.err.startswith(f"pk: {env_file} line 1: pk://gone/k: "), r.err
+    r = pk(node, "inject", input=b"a={{ pk://app/k }}\n\nb={{ pk://app/k }} {{ pk://app/nope }}\n")
+    assert (r.code, r.out) == (81, b"") and r.err.startswith("pk: stdin line 3: pk://app/nope: "), r.err
+    template = tmp_path / "t.tmpl"
+    template.write_text("x\n{{ pk://app/nope }}\n")
+    r = pk(node, "inject", "-i", template, "-o", tmp_path / "out")
+    assert r.code == 81 and r.err.startswith(f"pk: {template} line 2: pk://app/nope: ") and not (tmp_path / "out").exists()
