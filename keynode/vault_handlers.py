@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
-from polykey.errors import InvalidInputError, PolykeyError
+from polykey.errors import InvalidInputError, PolykeyError, VaultFormatError, VaultIntegrityError
 from keynode.agent import Agent
 from keynode.handlers import Handler, RequestContext
 
@@ -96,6 +96,14 @@ async def _blocking(agent: Agent, ctx: RequestContext, fn: Callable[..., Any], p
             future.cancel()
 
 
+def _damaged(vault: str, e: VaultIntegrityError | VaultFormatError) -> PolykeyError:
+    """The error of an operation on a vault whose data cannot be read, naming the vault (same type
+    and exit code); the other vaults are unaffected (``pk vaults list`` marks this one)."""
+    e.message = f"vault {vault!r} is damaged: {e.message}; restore it from a replica or backup"
+    e.args = (e.message,)
+    return e
+
+
 def install(agent: Agent) -> None:
     """Register every vault method on ``agent``."""
     locks = VaultLocks()
@@ -109,13 +117,18 @@ def install(agent: Agent) -> None:
             vault = _vault_of(params)
             async with agent.using_keys() as service:
                 fn = getattr(service, operation)
-                if is_index or (is_write and vault is not None):
-                    async with locks.writing(None if is_index else vault):
+                try:
+                    if is_index or (is_write and vault is not None):
+                        async with locks.writing(None if is_index else vault):
+                            result = await _blocking(agent, ctx, fn, params)
+                    elif locks.in_flight:
                         result = await _blocking(agent, ctx, fn, params)
-                elif locks.in_flight:
-                    result = await _blocking(agent, ctx, fn, params)
-                else:
-                    result = fn(**params)
+                    else:
+                        result = fn(**params)
+                except (VaultIntegrityError, VaultFormatError) as e:
+                    if vault is None:
+                        raise
+                    raise _damaged(vault, e) from None
             if method == "vaults.delete":
                 agent.opened_vaults.discard(result["vaultId"])
             elif vault is not None:
@@ -155,6 +168,8 @@ def install(agent: Agent) -> None:
                         ]
                     except PolykeyError as e:
                         e.data = {**e.data, "ref": at}  # which ref failed, for the client's message
+                        if isinstance(e, (VaultIntegrityError, VaultFormatError)):
+                            raise _damaged(vault, e) from None
                         raise
                     out.append({"vault": vault, "path": path, "secrets": values})
                 return out

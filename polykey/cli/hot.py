@@ -132,13 +132,18 @@ def _hint(message: str) -> None:
 
 
 def show_vaults(opts: Options, rows: list[dict[str, Any]]) -> None:
-    """``pk vaults list`` (and ``pk secrets ls`` without a vault): name, VaultId, role."""
+    """``pk vaults list`` (and ``pk secrets ls`` without a vault): name, VaultId, role, and
+    ``DAMAGED: reason`` after a vault whose repository cannot be read."""
     if opts.json:
         _print_json(rows)
     elif not rows:
         _hint("No vaults yet: pk vaults create NAME")
     else:
-        sys.stdout.write("".join(f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}\n" for r in rows))
+        def line(r: dict[str, Any]) -> str:
+            damaged = f"\tDAMAGED: {r.get('reason')}" if r.get("state") == "damaged" else ""
+            return f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}{damaged}\n"
+
+        sys.stdout.write("".join(line(r) for r in rows))
         sys.stdout.flush()
 
 
