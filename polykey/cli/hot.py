@@ -162,7 +162,8 @@ def show_secrets(opts: Options, vault: str, path: str, commit: str | None, rows:
         return
 
     def shown(r: dict[str, Any]) -> str:
-        name = r["path"][len(base) + 1 :] if base and r["path"].startswith(base + "/") else r["path"]
+        full = str(r["path"])
+        name = full[len(base) + 1 :] if base and full.startswith(base + "/") else full
         return name + ("/" if r["type"] == "dir" else "")
 
     sys.stdout.write("".join(shown(r) + "\n" for r in rows))
