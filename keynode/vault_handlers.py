@@ -99,9 +99,7 @@ async def _blocking(agent: Agent, ctx: RequestContext, fn: Callable[..., Any], p
 def _damaged(vault: str, e: VaultIntegrityError | VaultFormatError) -> PolykeyError:
     """The error of an operation on a vault whose data cannot be read, naming the vault (same type
     and exit code); the other vaults are unaffected (``pk vaults list`` marks this one)."""
-    e.message = f"vault {vault!r} is damaged: {e.message}; restore it from a replica or backup"
-    e.args = (e.message,)
-    return e
+    return e.within(f"vault {vault!r} is damaged", "; restore it from a replica or backup")
 
 
 def install(agent: Agent) -> None:

@@ -84,7 +84,7 @@ def resolve_references(opts: hot.Options, refs: dict[tuple[str, str], str]) -> d
             try:
                 values[(vault, path)] = session.call("secrets.get", {"vault": vault, "path": path})
             except VaultError as e:
-                raise hot.about(f"{where}: pk://{vault}/{path}", e) from None
+                raise e.within(f"{where}: pk://{vault}/{path}") from None
     return values
 
 

@@ -72,14 +72,6 @@ def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:
     return vault, path
 
 
-def about(where: str, e: PolykeyError) -> PolykeyError:
-    """``e`` with ``where`` (the reference or line the user wrote) before its message; same type,
-    so the same exit code."""
-    e.message = f"{where}: {e.message}"
-    e.args = (e.message,)
-    return e
-
-
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
     sys.stdout.flush()
@@ -204,7 +196,7 @@ def collect_env(
             at = e.data.get("ref", 0 if len(parsed) == 1 and isinstance(e, VaultError) else None)
             if isinstance(at, int) and not isinstance(at, bool) and 0 <= at < len(parsed):
                 vault, path, _ = parsed[at]
-                raise about(f"{vault}:{path}" if path else vault, e) from None
+                raise e.within(f"{vault}:{path}" if path else vault) from None
             raise
     env: dict[str, bytes] = {}
     for (vault, path, name), ref in zip(parsed, resolved):
