@@ -167,6 +167,7 @@ def test_every_command_prints_one_json_value_of_its_shape(tmp_path: Path) -> Non
     pk(a, "vaults", "create", "app")
     assert [v["name"] for v in pk(a, "vaults", "list")] == ["app"]
     assert pk(a, "secrets", "ls", "app") == []
+    assert [v["name"] for v in pk(a, "secrets", "ls")] == ["app"]  # no vault: the vaults
     pk(a, "secrets", "set", "app:db/password", input=b"s3cret")
     pk(a, "secrets", "write", "app:note", input=b"first")
     assert pk(a, "secrets", "get", "app:db/password")["value"] == "s3cret"
