@@ -15,7 +15,7 @@ raised leaves the session closed: the caller drops the connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -32,6 +32,7 @@ from polykey.errors import (
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import messages
+from polykey.wire.frames import HEADER as FRAME_HEADER
 from polykey.wire.frames import MAX_FRAME, FrameDecoder, encode_frame
 from polykey.wire.noise import DHLEN, TAGLEN, CipherState, HandshakeState
 
@@ -105,8 +106,9 @@ class Session:
         self._decoder = FrameDecoder()
         self._step = 0
         self._out: list[bytes] = []
-        self._need: int | None = None
-        self._parts: list[bytes] = []
+        self._need: int | None = None  # length of the message being received, once known
+        self._message = bytearray()  # ...its buffer, filled in place
+        self._view = memoryview(self._message)
         self._got = 0
         if initiator:
             self._out.append(encode_frame(self._handshake().write_message(b"")))
@@ -124,8 +126,8 @@ class Session:
         """True while a frame or a message is partly received (a stall timer should run)."""
         return self._decoder.buffered > 0 or self._need is not None
 
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the peer now (may be empty)."""
+    def data_to_send(self) -> bytes | bytearray:
+        """Bytes to write to the peer now (may be empty); the caller may keep them."""
         if not self._out:
             return b""
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
@@ -147,7 +149,7 @@ class Session:
                 event = self._handshake_frame(frames[0])
                 if event is not None:
                     events.append(event)
-            for frame in self._decoder.add_and_parse(data):
+            for frame in self._decoder.add_and_parse_views(data):
                 msg = self._transport_frame(frame)
                 if msg is not None:
                     events.append(MessageReceived(msg))
@@ -166,22 +168,35 @@ class Session:
         """Queue ``message`` for the peer (see :meth:`data_to_send`)."""
         if self.state is not State.ESTABLISHED or self._send is None:
             raise ProtocolViolationError("session is not established")
-        data = messages.encode(message)
-        if len(data) > self.max_message_size:
+        parts = messages.encode_parts(message)
+        size = sum(map(len, parts))
+        if size > self.max_message_size:
             raise MessageTooLargeError(
-                f"message of {len(data)} bytes exceeds the {self.max_message_size}-byte cap"
+                f"message of {size} bytes exceeds the {self.max_message_size}-byte cap"
             )
-        view = memoryview(data)
-        first = len(data).to_bytes(LENGTH_HEADER, "big") + view[: MAX_CHUNK - LENGTH_HEADER]
-        enc = self._send.encrypt_with_ad
-        self._out.append(encode_frame(enc(b"", first)))
-        for pos in range(MAX_CHUNK - LENGTH_HEADER, len(data), MAX_CHUNK):
-            self._out.append(encode_frame(enc(b"", view[pos : pos + MAX_CHUNK])))  # type: ignore[arg-type]
+        self._out.append(self._seal([size.to_bytes(LENGTH_HEADER, "big"), *parts], LENGTH_HEADER + size))
+
+    def _seal(self, parts: list[bytes], total: int) -> bytearray:
+        """The frames of one message (section 5): the concatenation of ``parts`` (``total``
+        bytes) cut into chunks of :data:`MAX_CHUNK`, each encrypted straight into its frame."""
+        assert self._send is not None
+        count = -(-total // MAX_CHUNK)
+        out = bytearray(total + count * (FRAME_HEADER + TAGLEN))
+        view = memoryview(out)
+        encrypt = self._send.encrypt_into_with_ad
+        pos = 0
+        for chunk in _chunks(parts, MAX_CHUNK):
+            body = len(chunk) + TAGLEN
+            view[pos : pos + FRAME_HEADER] = body.to_bytes(FRAME_HEADER, "big")
+            pos += FRAME_HEADER
+            encrypt(b"", chunk, view[pos : pos + body])
+            pos += body
+        return out
 
     def close(self) -> None:
         self.state = State.CLOSED
         self._hs = None
-        self._parts = []
+        self._message, self._view = bytearray(), memoryview(b"")
 
     # -- handshake -------------------------------------------------------------
 
@@ -253,30 +268,60 @@ class Session:
 
     # -- transport -------------------------------------------------------------
 
-    def _transport_frame(self, frame: bytes) -> messages.Message | None:
+    def _transport_frame(self, frame: memoryview) -> messages.Message | None:
         assert self._recv is not None
+        size = len(frame) - TAGLEN
         try:
-            chunk = self._recv.decrypt_with_ad(b"", frame)
+            if self._need is None:
+                return self._first_frame(self._recv.decrypt_with_ad(b"", frame))
+            if self._got + size > self._need:
+                self._recv.decrypt_with_ad(b"", frame)  # a forgery fails as such, first
+                raise ProtocolViolationError("frame runs past the end of a message")
+            self._recv.decrypt_into_with_ad(b"", frame, self._view[self._got : self._got + size])
         except AuthenticationError:
             raise ProtocolViolationError(
                 "frame failed authentication (tampered, replayed or reordered)"
             ) from None
-        if self._need is None:
-            if len(chunk) < LENGTH_HEADER:
-                raise ProtocolViolationError("message header truncated")
-            need = int.from_bytes(chunk[:LENGTH_HEADER], "big")
-            if need == 0 or need > self.max_message_size:
-                raise ProtocolViolationError(
-                    f"message length {need} outside 1..{self.max_message_size}"
-                )
-            self._need = need
-            chunk = chunk[LENGTH_HEADER:]
-        self._parts.append(chunk)
-        self._got += len(chunk)
+        self._got += size
         if self._got < self._need:
             return None
-        if self._got > self._need:
-            raise ProtocolViolationError("frame runs past the end of a message")
-        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        self._need, self._parts, self._got = None, [], 0
+        data = self._message
+        self._need, self._message, self._view, self._got = None, bytearray(), memoryview(b""), 0
         return messages.decode(data)
+
+    def _first_frame(self, chunk: bytes) -> messages.Message | None:
+        """The frame that starts a message: its length, then the message or its first part."""
+        if len(chunk) < LENGTH_HEADER:
+            raise ProtocolViolationError("message header truncated")
+        need = int.from_bytes(chunk[:LENGTH_HEADER], "big")
+        if need == 0 or need > self.max_message_size:
+            raise ProtocolViolationError(f"message length {need} outside 1..{self.max_message_size}")
+        got = len(chunk) - LENGTH_HEADER
+        if got > need:
+            raise ProtocolViolationError("frame runs past the end of a message")
+        if got == need:
+            return messages.decode(chunk[LENGTH_HEADER:])
+        self._need, self._got = need, got
+        self._message = bytearray(need)
+        self._view = memoryview(self._message)
+        self._view[:got] = memoryview(chunk)[LENGTH_HEADER:]
+        return None
+
+
+def _chunks(parts: list[bytes], size: int) -> Iterator[bytes | memoryview]:
+    """The concatenation of ``parts`` in pieces of ``size`` bytes (the last may be shorter),
+    as views of the parts where a piece lies within one part, joined where it spans several."""
+    pending: list[memoryview] = []
+    have = 0
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            take = min(size - have, len(view))
+            pending.append(view[:take])
+            have += take
+            view = view[take:]
+            if have == size:
+                yield pending[0] if len(pending) == 1 else b"".join(pending)
+                pending, have = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)
