@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -98,7 +99,26 @@ async def tcp_handshakes(n: int) -> tuple[list[float], list[float]]:
 # and gets ``{"n": 1048576}`` back.
 
 
-async def channel_throughput(total: int, inflight: int) -> float:
+@dataclass(frozen=True)
+class Rate:
+    """One sample: MB/s of wall-clock time, and MB per second of this process's CPU time
+    (user + system: both ends and the kernel's loopback work). On a shared machine the
+    second moves less: time stolen by other processes is not counted."""
+
+    wall: float
+    cpu: float
+
+
+class Clock:
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def rate(self, nbytes: int) -> Rate:
+        wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        return Rate(nbytes / wall / 1e6, nbytes / max(cpu, 1e-9) / 1e6)
+
+
+async def channel_throughput(total: int, inflight: int) -> Rate:
     """MB/s of ``total`` 1 MiB requests over one Channel, ``inflight`` at a time."""
     a, b = KeyPair.generate(), KeyPair.generate()
     blob = bytes(MIB)
@@ -116,13 +136,13 @@ async def channel_throughput(total: int, inflight: int) -> float:
             async with sem:
                 assert (await ch.request("sink", {"b": blob}))["n"] == MIB
 
-        t = time.perf_counter()
+        clock = Clock()
         await asyncio.gather(*(one() for _ in range(total)))
-        dt = time.perf_counter() - t
-    return total * MIB / dt / 1e6
+        rate = clock.rate(total * MIB)
+    return rate
 
 
-async def raw_tcp_throughput(total: int, inflight: int) -> float:
+async def raw_tcp_throughput(total: int, inflight: int) -> Rate:
     """MB/s of ``total`` length-prefixed 1 MiB messages over plain asyncio TCP, each
     acknowledged by one byte, ``inflight`` at a time."""
     blob = bytes(MIB)
@@ -155,43 +175,57 @@ async def raw_tcp_throughput(total: int, inflight: int) -> float:
             window.release()
 
     await asyncio.gather(send(1), acks(1))  # warm up
-    t = time.perf_counter()
+    clock = Clock()
     await asyncio.gather(send(total), acks(total))
-    dt = time.perf_counter() - t
+    rate = clock.rate(total * MIB)
     w.close()
     await w.wait_closed()
     server.close()
     await server.wait_closed()
-    return total * MIB / dt / 1e6
+    return rate
 
 
-def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+def alternate(contenders: dict[str, Callable[[], Rate]], rounds: int) -> dict[str, list[Rate]]:
     """Samples of each contender, measured in ``rounds`` rounds that each run every contender
     once, the order rotating from round to round (so drifting load hits all alike)."""
     names = list(contenders)
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    samples: dict[str, list[Rate]] = {n: [] for n in names}
     for i in range(rounds):
         for name in names[i % len(names):] + names[: i % len(names)]:
             samples[name].append(contenders[name]())
     return samples
 
 
-def print_rates(title: str, rows: list[tuple[str, list[float], str]], baseline: str) -> None:
-    """Like :func:`bench.common.print_table`, for rates (MB/s; higher is better). Besides the
-    ratio of medians, prints the median of the per-round ratios (each sample against the
-    baseline sample of the same round), which shrugs off load that changes between rounds."""
-    base_samples = next(r[1] for r in rows if r[0] == baseline)
-    base = statistics.median(base_samples)
+def print_rates(title: str, rows: list[tuple[str, list[Rate], str]], baseline: str) -> None:
+    """Like :func:`bench.common.print_table`, for rates (higher is better). Each ratio is the
+    median of the per-round ratios (each sample against the baseline sample of its round),
+    which shrugs off load that changes between rounds; the ratio of the medians is also given."""
+    base = next(r[1] for r in rows if r[0] == baseline)
+
+    def paired(samples: list[Rate], key: Callable[[Rate], float]) -> float:
+        return statistics.median(key(s) / key(b) for s, b in zip(samples, base, strict=True))
+
+    def med(samples: list[Rate], key: Callable[[Rate], float]) -> float:
+        return statistics.median(key(s) for s in samples)
+
+    def wall(r: Rate) -> float:
+        return r.wall
+
+    def cpu(r: Rate) -> float:
+        return r.cpu
+
     print(f"\n## {title}\n")
-    print("| figure | median | min | max | n | ratio of medians | median of round ratios | target |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print(
+        "| figure | median | min | max | n | ratio | ratio of medians | MB per CPU-second | CPU ratio | target |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, samples, target in rows:
         mark = " (baseline)" if name == baseline else ""
-        med = statistics.median(samples)
-        paired = statistics.median(s / b for s, b in zip(samples, base_samples, strict=True))
         print(
-            f"| {name}{mark} | {med:.0f} MB/s | {min(samples):.0f} MB/s | {max(samples):.0f} MB/s | "
-            f"{len(samples)} | {med / base:.2f}× | {paired:.2f}× | {target} |"
+            f"| {name}{mark} | {med(samples, wall):.0f} MB/s | {min(map(wall, samples)):.0f} MB/s | "
+            f"{max(map(wall, samples)):.0f} MB/s | {len(samples)} | {paired(samples, wall):.2f}× | "
+            f"{med(samples, wall) / med(base, wall):.2f}× | {med(samples, cpu):.0f} | "
+            f"{paired(samples, cpu):.2f}× | {target} |"
         )
 
 

@@ -48,6 +48,9 @@ HANDSHAKE_SIZES = (DHLEN, DHLEN + (DHLEN + TAGLEN) + PROOF_SIZE + TAGLEN, (DHLEN
 MAX_CHUNK = MAX_FRAME - TAGLEN
 LENGTH_HEADER = 4
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+#: frames sealed into one buffer (to write at once): 4 x 64 KiB; smaller buffers than a whole
+#: large message are reused by the allocator instead of faulted in afresh
+SEAL_FRAMES = 4
 
 
 def identity_statement(role: bytes, noise_static_public: bytes, handshake_hash: bytes) -> bytes:
@@ -105,7 +108,7 @@ class Session:
         self._recv: CipherState | None = None
         self._decoder = FrameDecoder()
         self._step = 0
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray] = []
         self._need: int | None = None  # length of the message being received, once known
         self._message = bytearray()  # ...its buffer, filled in place
         self._view = memoryview(self._message)
@@ -128,11 +131,16 @@ class Session:
 
     def data_to_send(self) -> bytes | bytearray:
         """Bytes to write to the peer now (may be empty); the caller may keep them."""
-        if not self._out:
+        pieces = self.pieces_to_send()
+        if not pieces:
             return b""
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
-        return data
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def pieces_to_send(self) -> list[bytes | bytearray]:
+        """:meth:`data_to_send` as the pieces it would join (each at most
+        :data:`SEAL_BYTES` or one handshake message), to write one by one without a copy."""
+        out, self._out = self._out, []
+        return out
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed received bytes; return what happened. Raises a TransportError subclass on any
@@ -174,24 +182,30 @@ class Session:
             raise MessageTooLargeError(
                 f"message of {size} bytes exceeds the {self.max_message_size}-byte cap"
             )
-        self._out.append(self._seal([size.to_bytes(LENGTH_HEADER, "big"), *parts], LENGTH_HEADER + size))
+        self._seal([size.to_bytes(LENGTH_HEADER, "big"), *parts], LENGTH_HEADER + size)
 
-    def _seal(self, parts: list[bytes], total: int) -> bytearray:
-        """The frames of one message (section 5): the concatenation of ``parts`` (``total``
-        bytes) cut into chunks of :data:`MAX_CHUNK`, each encrypted straight into its frame."""
+    def _seal(self, parts: list[bytes], total: int) -> None:
+        """Queue the frames of one message (section 5): the concatenation of ``parts``
+        (``total`` bytes) cut into chunks of :data:`MAX_CHUNK`, each encrypted straight into
+        its frame, in buffers of at most :data:`SEAL_FRAMES` frames."""
         assert self._send is not None
-        count = -(-total // MAX_CHUNK)
-        out = bytearray(total + count * (FRAME_HEADER + TAGLEN))
-        view = memoryview(out)
         encrypt = self._send.encrypt_into_with_ad
-        pos = 0
-        for chunk in _chunks(parts, MAX_CHUNK):
-            body = len(chunk) + TAGLEN
-            view[pos : pos + FRAME_HEADER] = body.to_bytes(FRAME_HEADER, "big")
-            pos += FRAME_HEADER
-            encrypt(b"", chunk, view[pos : pos + body])
-            pos += body
-        return out
+        chunks = _chunks(parts, MAX_CHUNK)
+        while total > 0:
+            count = min(-(-total // MAX_CHUNK), SEAL_FRAMES)
+            size = min(total, count * MAX_CHUNK)
+            total -= size
+            out = bytearray(size + count * (FRAME_HEADER + TAGLEN))
+            view = memoryview(out)
+            pos = 0
+            for _ in range(count):
+                chunk = next(chunks)
+                body = len(chunk) + TAGLEN
+                view[pos : pos + FRAME_HEADER] = body.to_bytes(FRAME_HEADER, "big")
+                pos += FRAME_HEADER
+                encrypt(b"", chunk, view[pos : pos + body])
+                pos += body
+            self._out.append(out)
 
     def close(self) -> None:
         self.state = State.CLOSED
