@@ -35,16 +35,18 @@ any_message = st.one_of(
 )
 
 
+def chunked(stream: bytes, data: st.DataObject, max_cuts: int) -> list[bytes]:
+    """``stream`` cut at up to ``max_cuts`` places that hypothesis picks."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=max_cuts)))
+    return [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+
 @given(st.lists(st.binary(min_size=1, max_size=3000), max_size=8), st.data())
 def test_framer_round_trips_under_any_chunking(bodies: list[bytes], data: st.DataObject) -> None:
-    stream = b"".join(encode_frame(b) for b in bodies)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     dec = FrameDecoder()
     out: list[bytes] = []
-    prev = 0
-    for c in [*cuts, len(stream)]:
-        out += dec.add_and_parse(stream[prev:c])
-        prev = c
+    for chunk in chunked(b"".join(encode_frame(b) for b in bodies), data, 6):
+        out += dec.add_and_parse(chunk)
     assert out == bodies
     assert dec.buffered == 0
 
@@ -205,18 +207,13 @@ def test_framer_views_match_the_copying_framer_under_any_chunking(
     """add_and_parse_views gives the same frames as add_and_parse, also after frames were
     left buffered by a parse with a limit (the handshake's way), and copies only the
     frames cut by a read boundary."""
-    stream = b"".join(encode_frame(b) for b in bodies)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     dec = FrameDecoder()
     out: list[bytes] = []
-    prev = 0
-    for c in [*cuts, len(stream)]:
-        chunk = stream[prev:c]
+    for chunk in chunked(b"".join(encode_frame(b) for b in bodies), data, 8):
         if limited and len(out) < limited:
             out += dec.add_and_parse(chunk, limit=1)
         else:
             out += [bytes(v) for v in dec.add_and_parse_views(chunk)]
-        prev = c
     out += [bytes(v) for v in dec.add_and_parse_views(b"")]
     assert out == bodies
     assert dec.buffered == 0
