@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Row, print_table  # noqa: E402
 from keynode.transport import Transport  # noqa: E402
+from keynode.transport.connection import READ_LIMIT  # noqa: E402
 from polykey import crypto  # noqa: E402
 from polykey.ids import NodeId  # noqa: E402
 from polykey.keys.keypair import KeyPair  # noqa: E402
@@ -157,9 +158,9 @@ async def raw_tcp_throughput(total: int, inflight: int) -> Rate:
         except asyncio.IncompleteReadError:
             w.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=READ_LIMIT)
     port = server.sockets[0].getsockname()[1]
-    r, w = await asyncio.open_connection("127.0.0.1", port)
+    r, w = await asyncio.open_connection("127.0.0.1", port, limit=READ_LIMIT)
     window = asyncio.Semaphore(inflight)
 
     async def send(count: int) -> None:
@@ -177,6 +178,36 @@ async def raw_tcp_throughput(total: int, inflight: int) -> Rate:
     await asyncio.gather(send(1), acks(1))  # warm up
     clock = Clock()
     await asyncio.gather(send(total), acks(total))
+    rate = clock.rate(total * MIB)
+    w.close()
+    await w.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return rate
+
+
+async def raw_stream_throughput(total: int) -> Rate:
+    """MB/s of ``total`` MiB written one way as fast as TCP takes them, no framing and no
+    acknowledgement (the baseline this bench used before; a reference, not the same job)."""
+    blob = bytes(MIB)
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        for _ in range(total + 1):
+            await r.readexactly(MIB)
+        w.write(b"k")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=READ_LIMIT)
+    port = server.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection("127.0.0.1", port, limit=READ_LIMIT)
+    w.write(blob)  # warm up
+    await w.drain()
+    clock = Clock()
+    for _ in range(total):
+        w.write(blob)
+        await w.drain()
+    await r.readexactly(1)
     rate = clock.rate(total * MIB)
     w.close()
     await w.wait_closed()
@@ -253,6 +284,7 @@ def main(quick: bool = False) -> None:
             {
                 "raw": lambda k=inflight: asyncio.run(raw_tcp_throughput(mib, k)),
                 "channel": lambda k=inflight: asyncio.run(channel_throughput(mib, k)),
+                "stream": lambda: asyncio.run(raw_stream_throughput(mib)),
             },
             runs,
         )
@@ -262,9 +294,11 @@ def main(quick: bool = False) -> None:
             [
                 ("raw asyncio TCP: u32 length + 1 MiB, 1-byte ack", samples["raw"], ""),
                 ("Channel.request, 1 MiB body, tiny answer", samples["channel"], "≥ 0.8× raw"),
+                ("(reference) raw asyncio TCP one-way stream, no acks", samples["stream"], ""),
             ],
             baseline="raw asyncio TCP: u32 length + 1 MiB, 1-byte ack",
         )
+
 
 if __name__ == "__main__":
     main(quick="--quick" in sys.argv[1:])
