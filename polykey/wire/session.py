@@ -48,9 +48,12 @@ HANDSHAKE_SIZES = (DHLEN, DHLEN + (DHLEN + TAGLEN) + PROOF_SIZE + TAGLEN, (DHLEN
 MAX_CHUNK = MAX_FRAME - TAGLEN
 LENGTH_HEADER = 4
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
-#: frames sealed into one buffer (to write at once): 4 x 64 KiB; smaller buffers than a whole
-#: large message are reused by the allocator instead of faulted in afresh
+#: frames sealed into one buffer, written at once: a large message goes out as several
+#: buffers of 4 x 64 KiB, each freed once written, never as one buffer of its whole size
 SEAL_FRAMES = 4
+#: a message's reassembly buffer is allocated at its announced length up to this much (the
+#: rest grows as it arrives): room to decrypt in place, not much more than the peer sent
+PREALLOCATE = 2 * 1024 * 1024
 
 
 def identity_statement(role: bytes, noise_static_public: bytes, handshake_hash: bytes) -> bytes:
@@ -111,8 +114,7 @@ class Session:
         self._out: list[bytes | bytearray] = []
         self._need: int | None = None  # length of the message being received, once known
         self._message = bytearray()  # ...its buffer, filled in place
-        self._view = memoryview(self._message)
-        self._got = 0
+        self._got = 0  # ...bytes of it received
         if initiator:
             self._out.append(encode_frame(self._handshake().write_message(b"")))
             self._step = 1
@@ -123,6 +125,12 @@ class Session:
     @property
     def established(self) -> bool:
         return self.state is State.ESTABLISHED
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for partly received frames and messages: what the peer makes us keep
+        (at most about ``max_message_size`` plus one frame)."""
+        return self._decoder.buffered + len(self._message)
 
     @property
     def mid_message(self) -> bool:
@@ -210,7 +218,7 @@ class Session:
     def close(self) -> None:
         self.state = State.CLOSED
         self._hs = None
-        self._message, self._view = bytearray(), memoryview(b"")
+        self._message = bytearray()
 
     # -- handshake -------------------------------------------------------------
 
@@ -288,10 +296,16 @@ class Session:
         try:
             if self._need is None:
                 return self._first_frame(self._recv.decrypt_with_ad(b"", frame))
-            if self._got + size > self._need:
-                self._recv.decrypt_with_ad(b"", frame)  # a forgery fails as such, first
-                raise ProtocolViolationError("frame runs past the end of a message")
-            self._recv.decrypt_into_with_ad(b"", frame, self._view[self._got : self._got + size])
+            got = self._got
+            if got + size <= len(self._message):  # in the buffer allocated ahead
+                with memoryview(self._message) as view:
+                    self._recv.decrypt_into_with_ad(b"", frame, view[got : got + size])
+            else:
+                chunk = self._recv.decrypt_with_ad(b"", frame)  # a forgery fails as such, first
+                if got + size > self._need:
+                    raise ProtocolViolationError("frame runs past the end of a message")
+                del self._message[got:]
+                self._message += chunk
         except AuthenticationError:
             raise ProtocolViolationError(
                 "frame failed authentication (tampered, replayed or reordered)"
@@ -300,7 +314,7 @@ class Session:
         if self._got < self._need:
             return None
         data = self._message
-        self._need, self._message, self._view, self._got = None, bytearray(), memoryview(b""), 0
+        self._need, self._message, self._got = None, bytearray(), 0
         return messages.decode(data)
 
     def _first_frame(self, chunk: bytes) -> messages.Message | None:
@@ -316,9 +330,10 @@ class Session:
         if got == need:
             return messages.decode(chunk[LENGTH_HEADER:])
         self._need, self._got = need, got
-        self._message = bytearray(need)
-        self._view = memoryview(self._message)
-        self._view[:got] = memoryview(chunk)[LENGTH_HEADER:]
+        # Decrypting in place needs the room first; it is allocated ahead only up to
+        # PREALLOCATE, so a peer cannot make us hold much more than it sent.
+        self._message = bytearray(min(need, PREALLOCATE))
+        self._message[:got] = memoryview(chunk)[LENGTH_HEADER:]
         return None
 
 

@@ -484,3 +484,23 @@ def test_sealing_in_place_matches_the_plain_aead(monkeypatch: pytest.MonkeyPatch
     out[100] ^= 1
     with pytest.raises(AuthenticationError):
         aead.decrypt_into(nonce, bytes(out), b"", memoryview(back))
+
+
+def test_a_peer_announcing_a_large_message_makes_us_hold_little_more_than_it_sent() -> None:
+    from polykey.wire.session import PREALLOCATE
+
+    i, r = pair(max_message_size=4 * MIB)
+    handshake(i, r)
+    assert r.buffered == 0
+    r.receive_data(raw_frame(i, (4 * MIB).to_bytes(4, "big") + b"\x00" * 100))
+    assert r.mid_message and 100 <= r.buffered <= PREALLOCATE
+    i, r = pair(max_message_size=4 * MIB)
+    handshake(i, r)
+    i.send(m.Response(1, {"b": b"\x07" * (3 * MIB)}))  # beyond PREALLOCATE: grows as it arrives
+    data = i.data_to_send()
+    r.receive_data(data[: len(data) // 2])
+    assert r.buffered <= PREALLOCATE + 65535  # the buffer ahead, and part of a frame
+    r.receive_data(data[len(data) // 2 : -1000])
+    assert PREALLOCATE < r.buffered <= len(data)
+    assert r.receive_data(data[-1000:]) == [MessageReceived(m.Response(1, {"b": b"\x07" * (3 * MIB)}))]
+    assert r.buffered == 0
