@@ -84,7 +84,7 @@ class FrameDecoder:
                 out.append(memoryview(buf)[HEADER:])
                 self._buf = buf = bytearray()  # the view keeps the old buffer alive
             else:  # several frames left buffered by a parse with a limit
-                out.append(memoryview(bytes(buf[HEADER:want])))
+                out.append(memoryview(buf[HEADER:want]))  # a copy: buf changes next
                 del buf[:want]
         while end - pos >= HEADER:
             n = self._length(view[pos], view[pos + 1])

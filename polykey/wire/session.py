@@ -145,8 +145,8 @@ class Session:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def pieces_to_send(self) -> list[bytes | bytearray]:
-        """:meth:`data_to_send` as the pieces it would join (each at most
-        :data:`SEAL_BYTES` or one handshake message), to write one by one without a copy."""
+        """:meth:`data_to_send` as the pieces it would join (each at most :data:`SEAL_FRAMES`
+        frames), to write one by one without that copy."""
         out, self._out = self._out, []
         return out
 
