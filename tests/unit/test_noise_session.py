@@ -504,3 +504,31 @@ def test_a_peer_announcing_a_large_message_makes_us_hold_little_more_than_it_sen
     assert PREALLOCATE < r.buffered <= len(data)
     assert r.receive_data(data[-1000:]) == [MessageReceived(m.Response(1, {"b": b"\x07" * (3 * MIB)}))]
     assert r.buffered == 0
+
+
+@given(st.lists(st.integers(0, 400_000), min_size=1, max_size=5), st.integers(1, 200_000), st.data())
+@settings(max_examples=25, deadline=None)
+def test_any_mix_of_message_sizes_under_any_chunking_round_trips(
+    sizes: list[int], prealloc: int, data: st.DataObject
+) -> None:
+    """Sizes on both sides of the in-place buffer ahead (made small here), cut anywhere."""
+    import polykey.wire.session as session_module
+
+    old = session_module.PREALLOCATE
+    session_module.PREALLOCATE = prealloc
+    try:
+        i, r = pair()
+        handshake(i, r)
+        sent = [m.Response(k + 1, {"b": bytes([k]) * n, "k": k}) for k, n in enumerate(sizes)]
+        for msg in sent:
+            i.send(msg)
+        stream = bytes(i.data_to_send())
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+        events = []
+        for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            events += r.receive_data(stream[a:b])
+            assert r.buffered <= b + prealloc  # never much more than the peer has sent
+        assert events == [MessageReceived(x) for x in sent]
+        assert r.buffered == 0
+    finally:
+        session_module.PREALLOCATE = old
