@@ -11,6 +11,11 @@ with the baseline measured in the same run and the ratio to it:
   connection: ``Channel.request`` with a 1 MiB body vs plain asyncio TCP doing the same job
   (a 4-byte length, the 1 MiB, a 1-byte ack; no crypto). The two alternate round by round
   in the same run, and the table gives the median of each and of the per-round ratios.
+  Two references alternate with them: a one-way stream of 1 MiB writes (this bench's
+  earlier baseline) and the bare AEAD work of both sides (the floor of any encrypted
+  transport's cost: with the baseline's rate R and the AEAD's rate A, a transport that does
+  its crypto on the event loop and otherwise costs what the baseline costs reaches
+  A / (A + R) of the baseline).
 
 Both ends run in this one process and event loop (one core does all the work).
 """
@@ -34,7 +39,8 @@ from keynode.transport.connection import READ_LIMIT  # noqa: E402
 from polykey import crypto  # noqa: E402
 from polykey.ids import NodeId  # noqa: E402
 from polykey.keys.keypair import KeyPair  # noqa: E402
-from polykey.wire.session import Session  # noqa: E402
+from polykey.wire.noise import TAGLEN, CipherState  # noqa: E402
+from polykey.wire.session import MAX_CHUNK, Session  # noqa: E402
 
 MIB = 1 << 20
 
@@ -216,6 +222,21 @@ async def raw_stream_throughput(total: int) -> Rate:
     return rate
 
 
+def aead_throughput(total: int) -> Rate:
+    """MB/s of sealing and opening ``total`` MiB in 65519-byte Noise frames, and nothing else:
+    the floor of what an encrypted transport costs per byte (a reference)."""
+    send, recv = CipherState(bytes(32)), CipherState(bytes(32))
+    chunk = memoryview(bytes(MAX_CHUNK))
+    frames = -(-MIB // MAX_CHUNK)
+    sealed = bytearray(MAX_CHUNK + TAGLEN)
+    opened = bytearray(MAX_CHUNK)
+    clock = Clock()
+    for _ in range(total * frames):
+        send.encrypt_into_with_ad(b"", chunk, memoryview(sealed))
+        recv.decrypt_into_with_ad(b"", sealed, memoryview(opened))
+    return clock.rate(total * frames * MAX_CHUNK)
+
+
 def alternate(contenders: dict[str, Callable[[], Rate]], rounds: int) -> dict[str, list[Rate]]:
     """Samples of each contender, measured in ``rounds`` rounds that each run every contender
     once, the order rotating from round to round (so drifting load hits all alike)."""
@@ -285,6 +306,7 @@ def main(quick: bool = False) -> None:
                 "raw": lambda k=inflight: asyncio.run(raw_tcp_throughput(mib, k)),
                 "channel": lambda k=inflight: asyncio.run(channel_throughput(mib, k)),
                 "stream": lambda: asyncio.run(raw_stream_throughput(mib)),
+                "aead": lambda: aead_throughput(mib),
             },
             runs,
         )
@@ -295,6 +317,7 @@ def main(quick: bool = False) -> None:
                 ("raw asyncio TCP: u32 length + 1 MiB, 1-byte ack", samples["raw"], ""),
                 ("Channel.request, 1 MiB body, tiny answer", samples["channel"], "≥ 0.8× raw"),
                 ("(reference) raw asyncio TCP one-way stream, no acks", samples["stream"], ""),
+                ("(reference) ChaCha20-Poly1305 seal + open alone, 64 KiB frames", samples["aead"], ""),
             ],
             baseline="raw asyncio TCP: u32 length + 1 MiB, 1-byte ack",
         )
