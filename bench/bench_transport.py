@@ -23,11 +23,12 @@ Both ends run in this one process and event loop (one core does all the work).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +150,24 @@ async def channel_throughput(total: int, inflight: int) -> Rate:
     return rate
 
 
+@contextlib.asynccontextmanager
+async def loopback(
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A plain asyncio TCP connection to ``serve`` on 127.0.0.1, with the transport's
+    StreamReader limit on both ends."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=READ_LIMIT)
+    port = server.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection("127.0.0.1", port, limit=READ_LIMIT)
+    try:
+        yield r, w
+    finally:
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+
 async def raw_tcp_throughput(total: int, inflight: int) -> Rate:
     """MB/s of ``total`` length-prefixed 1 MiB messages over plain asyncio TCP, each
     acknowledged by one byte, ``inflight`` at a time."""
@@ -164,32 +183,25 @@ async def raw_tcp_throughput(total: int, inflight: int) -> Rate:
         except asyncio.IncompleteReadError:
             w.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=READ_LIMIT)
-    port = server.sockets[0].getsockname()[1]
-    r, w = await asyncio.open_connection("127.0.0.1", port, limit=READ_LIMIT)
     window = asyncio.Semaphore(inflight)
+    async with loopback(serve) as (r, w):
 
-    async def send(count: int) -> None:
-        for _ in range(count):
-            await window.acquire()
-            w.write(header)
-            w.write(blob)
-            await w.drain()
+        async def send(count: int) -> None:
+            for _ in range(count):
+                await window.acquire()
+                w.write(header)
+                w.write(blob)
+                await w.drain()
 
-    async def acks(count: int) -> None:
-        for _ in range(count):
-            await r.readexactly(1)
-            window.release()
+        async def acks(count: int) -> None:
+            for _ in range(count):
+                await r.readexactly(1)
+                window.release()
 
-    await asyncio.gather(send(1), acks(1))  # warm up
-    clock = Clock()
-    await asyncio.gather(send(total), acks(total))
-    rate = clock.rate(total * MIB)
-    w.close()
-    await w.wait_closed()
-    server.close()
-    await server.wait_closed()
-    return rate
+        await asyncio.gather(send(1), acks(1))  # warm up
+        clock = Clock()
+        await asyncio.gather(send(total), acks(total))
+        return clock.rate(total * MIB)
 
 
 async def raw_stream_throughput(total: int) -> Rate:
@@ -204,22 +216,15 @@ async def raw_stream_throughput(total: int) -> Rate:
         await w.drain()
         w.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=READ_LIMIT)
-    port = server.sockets[0].getsockname()[1]
-    r, w = await asyncio.open_connection("127.0.0.1", port, limit=READ_LIMIT)
-    w.write(blob)  # warm up
-    await w.drain()
-    clock = Clock()
-    for _ in range(total):
-        w.write(blob)
+    async with loopback(serve) as (r, w):
+        w.write(blob)  # warm up
         await w.drain()
-    await r.readexactly(1)
-    rate = clock.rate(total * MIB)
-    w.close()
-    await w.wait_closed()
-    server.close()
-    await server.wait_closed()
-    return rate
+        clock = Clock()
+        for _ in range(total):
+            w.write(blob)
+            await w.drain()
+        await r.readexactly(1)
+        return clock.rate(total * MIB)
 
 
 def aead_throughput(total: int) -> Rate:
