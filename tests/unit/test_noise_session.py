@@ -532,3 +532,28 @@ def test_any_mix_of_message_sizes_under_any_chunking_round_trips(
         assert r.buffered == 0
     finally:
         session_module.PREALLOCATE = old
+
+
+def test_the_in_place_sealing_leaves_the_wire_bytes_as_specified() -> None:
+    """Section 5 byte for byte: ``u32 length || msgpack`` cut into 65519-byte chunks, each one
+    Noise message in one frame (checked against a twin session doing it the plain way)."""
+
+    def twin() -> Session:
+        rng_i = iter([bytes([7]) * 32, bytes([8]) * 32])
+        rng_r = iter([bytes([9]) * 32, bytes([10]) * 32])
+        i = Session(A, initiator=True, rng=lambda n: next(rng_i)[:n], max_message_size=4 * MIB)
+        r = Session(B, initiator=False, rng=lambda n: next(rng_r)[:n], max_message_size=4 * MIB)
+        handshake(i, r)
+        return i
+
+    ours, plain = twin(), twin()
+    for msg in (m.Ping(1), m.Request(2, "sync.pull", {"blob": bytes(range(256)) * 9000, "n": [1, b"x"]})):
+        ours.send(msg)
+        data = m.encode(msg)
+        stream = len(data).to_bytes(4, "big") + data
+        assert plain._send is not None
+        expected = b"".join(
+            encode_frame(plain._send.encrypt_with_ad(b"", stream[k : k + 65519]))
+            for k in range(0, len(stream), 65519)
+        )
+        assert bytes(ours.data_to_send()) == expected
