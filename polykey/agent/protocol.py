@@ -12,7 +12,9 @@ bytes of UTF-8 JSON, one object. ``2 <= N <= MAX_FRAME``.
 from __future__ import annotations
 
 import binascii
+import itertools
 import json
+import re
 import struct
 from typing import Any
 
@@ -25,6 +27,8 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 24 * 1024 * 1024
 MAX_ID = 2**53 - 1
 MAX_METHOD = 64
+#: Deepest nesting of JSON arrays and objects a frame may hold (spec section 2).
+MAX_DEPTH = 32
 _METHOD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 _BYTES_KEY = "$b"
 
@@ -162,11 +166,51 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def loads_object(body: bytes) -> dict[str, Any]:
-    """Strictly parse one frame body: UTF-8, one JSON object, no NaN, no duplicate keys."""
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise AgentProtocolError("JSON number out of range")
+    return value
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_STEP = [0] * 256
+_STEP[ord("[")] = 1
+_STEP[ord("]")] = -1
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _check_raw(body: bytes | bytearray, max_depth: int) -> None:
+    """Refuse, before parsing, JSON nested deeper than ``max_depth`` or escaping a lone surrogate.
+
+    Exact for valid JSON and linear in the frame: escaped backslashes and quotes are blanked,
+    strings cut out at the remaining quotes, and the brackets outside them counted. A frame with
+    no more brackets than ``max_depth`` (nearly all of them) is not scanned at all.
+    """
+    if body.count(b"[") + body.count(b"{") <= max_depth and b"\\u" not in body:
+        return
+    # two placeholder bytes for each escape, so no escape sequence is formed or joined by the cut
+    text = body.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in body else body
+    if b"\\u" in text and _LONE_SURROGATE.search(text):
+        raise AgentProtocolError("JSON string holds a lone surrogate")
+    marks = b"".join(text.split(b'"')[::2]).translate(_ONE_KIND, _NOT_BRACKETS)
+    if len(marks) <= max_depth:
+        return
+    if b"[" * (max_depth + 1) in marks or max(itertools.accumulate(map(_STEP.__getitem__, marks))) > max_depth:
+        raise AgentProtocolError(f"JSON nested deeper than {max_depth} levels")
+
+
+def loads_object(body: bytes | bytearray, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Strictly parse one frame body: UTF-8, one JSON object, no NaN, no duplicate keys, at most
+    ``max_depth`` levels of nesting, no number beyond a float's range, no lone surrogate."""
+    _check_raw(body, max_depth)
     try:
         text = body.decode("utf-8")
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite, object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise AgentProtocolError("frame is not valid UTF-8 JSON") from None
     if not isinstance(obj, dict):
@@ -229,7 +273,7 @@ def encode_request(request_id: int, method: str, params: dict[str, Any] | None =
     )
 
 
-def decode_request(body: bytes) -> Request:
+def decode_request(body: bytes | bytearray) -> Request:
     """Parse a request body; AgentProtocolError names what is malformed."""
     obj = loads_object(body)
     if set(obj) != {"v", "id", "method", "params"}:
