@@ -131,6 +131,8 @@ def transport_messages() -> Iterator[bytes]:
     for shape in shapes:
         for i in range(len(shape)):
             for value in MSGPACK_VALUES:
+                if shape[1] == 6 and i == 2 and value == MARKER:
+                    continue  # a Close reason is the peer's own words: quoted (100 characters at most) in the log
                 yield _pack([*shape[:i], value, *shape[i + 1 :]])
 
 
