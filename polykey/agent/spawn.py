@@ -82,10 +82,15 @@ def start_agent(node_path: str, password: bytes, extra: Sequence[str] = (), time
         message = _read_ready(ready_r, timeout)
     finally:
         os.close(ready_r)
+    if message is None:
+        # No report in time (or a garbled one): end this start, so that an agent that failed to
+        # start never stays running. SIGTERM makes the waiting parent kill the daemon it forked.
+        proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        pass
+        if message is None:
+            proc.kill()
     if message is None:
         raise AgentUnavailableError(f"the agent failed to start; see {log_path}")
     if "error" in message:
