@@ -12,12 +12,11 @@ bytes of UTF-8 JSON, one object. ``2 <= N <= MAX_FRAME``.
 from __future__ import annotations
 
 import binascii
-import itertools
 import json
-import re
 import struct
 from typing import Any
 
+from polykey import strict_json
 from polykey.errors import AgentProtocolError
 
 VERSION = 1
@@ -155,64 +154,9 @@ class FrameDecoder:
 # -- strict JSON ------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise AgentProtocolError(f"JSON constant {name} is not allowed")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise AgentProtocolError("duplicate key in JSON object")
-    return obj
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise AgentProtocolError("JSON number out of range")
-    return value
-
-
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_ONE_KIND = bytes.maketrans(b"{}", b"[]")
-_STEP = [0] * 256
-_STEP[ord("[")] = 1
-_STEP[ord("]")] = -1
-_LONE_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
-
-
-def _check_raw(body: bytes | bytearray, max_depth: int) -> None:
-    """Refuse, before parsing, JSON nested deeper than ``max_depth`` or escaping a lone surrogate.
-
-    Exact for valid JSON and linear in the frame: escaped backslashes and quotes are blanked,
-    strings cut out at the remaining quotes, and the brackets outside them counted. A frame with
-    no more brackets than ``max_depth`` (nearly all of them) is not scanned at all.
-    """
-    if body.count(b"[") + body.count(b"{") <= max_depth and b"\\u" not in body:
-        return
-    # two placeholder bytes for each escape, so no escape sequence is formed or joined by the cut
-    text = body.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in body else body
-    if b"\\u" in text and _LONE_SURROGATE.search(text):
-        raise AgentProtocolError("JSON string holds a lone surrogate")
-    marks = b"".join(text.split(b'"')[::2]).translate(_ONE_KIND, _NOT_BRACKETS)
-    if len(marks) <= max_depth:
-        return
-    if b"[" * (max_depth + 1) in marks or max(itertools.accumulate(map(_STEP.__getitem__, marks))) > max_depth:
-        raise AgentProtocolError(f"JSON nested deeper than {max_depth} levels")
-
-
 def loads_object(body: bytes | bytearray, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
-    """Strictly parse one frame body: UTF-8, one JSON object, no NaN, no duplicate keys, at most
-    ``max_depth`` levels of nesting, no number beyond a float's range, no lone surrogate."""
-    _check_raw(body, max_depth)
-    try:
-        text = body.decode("utf-8")
-        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite, object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise AgentProtocolError("frame is not valid UTF-8 JSON") from None
+    """Strictly parse one frame body (spec section 2): :func:`polykey.strict_json.loads`, one object."""
+    obj = strict_json.loads(body, max_depth=max_depth, error=AgentProtocolError, what="frame")
     if not isinstance(obj, dict):
         raise AgentProtocolError("frame must hold a JSON object")
     return obj

@@ -8,7 +8,6 @@ JSON line on another inherited pipe (``--ready-fd``). Standard library only.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import sys
@@ -16,7 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from polykey.agent import paths
+from polykey import strict_json
+from polykey.agent import paths, protocol
 from polykey.errors import AgentRunningError, AgentUnavailableError, NodeNotFoundError, PolykeyError, from_wire
 
 START_TIMEOUT = 120.0  # Argon2id at the "moderate" profile takes seconds on a small machine
@@ -114,8 +114,8 @@ def _read_ready(fd: int, timeout: float) -> dict[str, Any] | None:
             break
         data += chunk
     try:
-        obj = json.loads(data.decode("utf-8").strip() or "null")
-    except ValueError:
+        obj = strict_json.loads(data.strip() or b"null", max_depth=protocol.MAX_DEPTH, error=AgentUnavailableError)
+    except AgentUnavailableError:
         return None
     return obj if isinstance(obj, dict) else None
 
