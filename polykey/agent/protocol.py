@@ -16,7 +16,7 @@ import json
 import struct
 from typing import Any
 
-from polykey import strict_json
+from polykey.agent import strict_json
 from polykey.errors import AgentProtocolError
 
 VERSION = 1
@@ -155,7 +155,7 @@ class FrameDecoder:
 
 
 def loads_object(body: bytes | bytearray, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
-    """Strictly parse one frame body (spec section 2): :func:`polykey.strict_json.loads`, one object."""
+    """Strictly parse one frame body (spec section 2): :func:`polykey.agent.strict_json.loads`, one object."""
     obj = strict_json.loads(body, max_depth=max_depth, error=AgentProtocolError, what="frame")
     if not isinstance(obj, dict):
         raise AgentProtocolError("frame must hold a JSON object")

@@ -15,8 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from polykey import strict_json
-from polykey.agent import paths, protocol
+from polykey.agent import paths, protocol, strict_json
 from polykey.errors import AgentRunningError, AgentUnavailableError, NodeNotFoundError, PolykeyError, from_wire
 
 START_TIMEOUT = 120.0  # Argon2id at the "moderate" profile takes seconds on a small machine

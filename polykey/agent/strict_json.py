@@ -5,8 +5,8 @@ decode through :func:`loads`: UTF-8, no ``NaN``/``Infinity`` and no number beyon
 range, no duplicate keys, no lone UTF-16 surrogate, at most ``max_depth`` levels of arrays and
 objects. Depth is checked on the raw bytes before anything is built, so neither
 ``json.loads`` nor a walk over what it returns ever meets a thousand levels. Any failure is
-raised as ``error(reason)``, the caller's own error type. Cheap to import: the ``pk`` fast path
-loads it.
+raised as ``error(reason)``, the caller's own error type. Standard library only and cheap to
+import: the ``pk`` fast path loads it (through :mod:`polykey.agent.protocol`).
 """
 
 from __future__ import annotations
