@@ -7,10 +7,12 @@ retry a busy agent instead of failing at once.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Callable
 
 from polykey import Client
 
@@ -84,17 +86,36 @@ def _rss_mib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _partial_large_frame(node: Node, errors: list[BaseException]) -> None:
+def burst_then_rss_back(pid: int, baseline: int, count: int, send: Callable[[], None]) -> None:
+    """Run ``send`` on ``count`` threads at once, then wait for the RSS of ``pid`` to be back
+    within 20 MB of ``baseline``: a memory assertion, the bound only says how long to wait for
+    the pages to be given back."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            send()
+        except OSError:
+            pass  # refused as busy and closed: the budget at work
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    wait_for(lambda: _rss_mib(pid) <= baseline + 20, timeout=30,
+             what=f"RSS back within 20 MB of {baseline} MB (now {_rss_mib(pid)} MB)")
+
+
+def _partial_large_frame(node: Node) -> None:
     chunk = b"x" * MIB
-    try:
-        with raw_connect(node) as s:
-            s.sendall(struct.pack(">I", 24 * MIB))
-            for _ in range(23):  # 23 MiB of a 24 MiB frame, then close
-                s.sendall(chunk)
-    except OSError:
-        pass  # refused as busy and closed: that is the budget at work
-    except BaseException as e:  # noqa: BLE001
-        errors.append(e)
+    with raw_connect(node) as s:
+        s.sendall(struct.pack(">I", 24 * MIB))
+        for _ in range(23):  # 23 MiB of a 24 MiB frame, then close
+            s.sendall(chunk)
 
 
 def test_rss_returns_to_baseline_after_a_burst_of_partial_large_frames(node: Node) -> None:
@@ -102,16 +123,7 @@ def test_rss_returns_to_baseline_after_a_burst_of_partial_large_frames(node: Nod
     _serves(node, pid)
     baseline = _rss_mib(pid)
     for _ in range(2):
-        errors: list[BaseException] = []
-        threads = [threading.Thread(target=_partial_large_frame, args=(node, errors)) for _ in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not errors, errors
-        # A memory assertion: the bound only says how long to wait for the pages to be given back.
-        wait_for(lambda: _rss_mib(pid) <= baseline + 20, timeout=30,
-                 what=f"RSS back within 20 MB of {baseline} MB (now {_rss_mib(pid)} MB)")
+        burst_then_rss_back(pid, baseline, 16, functools.partial(_partial_large_frame, node))
         _serves(node, pid)
     assert "too many request bytes buffered" in _log(node) or "refused a frame" in _log(node)
 
