@@ -14,6 +14,8 @@ import subprocess
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from polykey import Client
 
 from ..conftest import Node, base_env, pk_executable
@@ -166,14 +168,18 @@ def _busy_connections(node: Node, count: int) -> list[socket.socket]:
     return held
 
 
-def test_pk_retries_a_busy_agent(node: Node) -> None:
+@pytest.mark.parametrize(
+    "args,expected",
+    [(("secrets", "get", "app:canary"), b"still here"), (("agent", "status", "--format", "json"), b'"state": "unlocked"')],
+    ids=["secrets-get", "agent-status"],
+)
+def test_pk_retries_a_busy_agent(node: Node, args: tuple[str, ...], expected: bytes) -> None:
     pid = _started(node)
     held = _busy_connections(node, 64)
     try:
         before = _log(node).count("connections busy")
         proc = subprocess.Popen(
-            [pk_executable(), "secrets", "get", "app:canary", "--node-path", str(node.path),
-             "--password-file", str(node.password_file)],
+            [pk_executable(), *args, "--node-path", str(node.path), "--password-file", str(node.password_file)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=base_env(),
         )
         wait_for(lambda: _log(node).count("connections busy") > before or proc.poll() is not None,
@@ -182,7 +188,7 @@ def test_pk_retries_a_busy_agent(node: Node) -> None:
         for s in held:
             s.close()
     out, err = proc.communicate(timeout=60)
-    assert (proc.returncode, out) == (0, b"still here"), err.decode()
+    assert proc.returncode == 0 and expected in out, err.decode()
     _serves(node, pid)
 
 
