@@ -198,10 +198,13 @@ class SocketServer:
             return
         try:
             reader, writer = await asyncio.open_unix_connection(sock=conn)
-        except BaseException:
+        except BaseException as e:
             self._connections.discard(state)
             conn.close()
-            raise
+            if not isinstance(e, Exception):
+                raise  # cancelled: the agent is stopping
+            log.warning("dropped a connection from pid %d before it was served: %s", pid, describe(e))
+            return
         state.writer = writer
         if state.evicted:  # closed to make room while the stream was being set up
             writer.close()

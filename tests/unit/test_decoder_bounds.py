@@ -149,3 +149,46 @@ def test_the_agent_socket_answers_busy_past_its_budget(tmp_path: Any) -> None:
                 w3.close()
 
     asyncio.run(main())
+
+
+def test_a_partial_frame_is_freed_with_its_connection_without_a_garbage_collection(tmp_path: Any) -> None:
+    """The partial buffer must not outlive its connection through a reference cycle (an exception
+    traceback holding the frame that holds the buffer) until some later full collection."""
+    import gc
+    import tracemalloc
+
+    from keynode.socket_server import SocketServer
+
+    async def main() -> int:
+        async def dispatch(ctx: Any, params: dict[str, Any]) -> Any:
+            return {}
+
+        async with asyncio.TaskGroup() as tg:
+            server = SocketServer(tmp_path / "s.sock", dispatch, tg)
+            async with server:
+                async def until(condition: Any) -> None:
+                    async with asyncio.timeout(10):
+                        while not condition():
+                            await asyncio.sleep(0.005)
+
+                baseline = tracemalloc.get_traced_memory()[0]
+                for _ in range(3):
+                    r, w = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
+                    w.write(protocol.HEADER.pack(20 << 20) + b"x" * (16 << 20))  # 16 MiB of a 20 MiB frame
+                    await w.drain()
+                    await until(lambda: len(server._connections) == 1)
+                    w.close()
+                    await w.wait_closed()
+                    del r, w
+                    await until(lambda: not server._connections)
+                return tracemalloc.get_traced_memory()[0] - baseline
+
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        grown = asyncio.run(main())
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert grown < 2 << 20, f"{grown >> 20} MiB still held after the connections closed"
