@@ -104,3 +104,22 @@ def test_the_key_file_range_is_a_few_times_sensitive_and_is_enforced_on_write() 
     assert keyfile.decode(edge).limits == crypto.KdfLimits(keyfile.MAX_OPSLIMIT, keyfile.MAX_MEMLIMIT)
     with pytest.raises(KeyFileError, match="a new key file has out-of-range"):
         keyfile.encode(PAIR, b"pw", crypto.KdfLimits(keyfile.MAX_OPSLIMIT + 1, 8192))
+
+
+def test_argon2id_without_the_memory_it_needs_is_a_crypto_error_not_a_crash() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))\n"
+        "from polykey import crypto\n"
+        "from polykey.errors import CryptoError\n"
+        "try:\n"
+        "    crypto.password_key(b'pw', bytes(16), crypto.KdfLimits(1, 2 << 30))\n"
+        "except CryptoError as e:\n"
+        "    print(e.message)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    assert r.stdout == "not enough memory for Argon2id with a 2048 MiB memory limit\n"
