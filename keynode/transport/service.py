@@ -18,7 +18,7 @@ from typing import Any
 
 from keynode.failures import describe
 from keynode.memory import RequestBudget
-from keynode.transport.connection import Connection
+from keynode.transport.connection import READ_LIMIT, Connection
 from keynode.transport.limits import TransportLimits
 from polykey import crypto
 from polykey.errors import (
@@ -156,7 +156,7 @@ class Transport:
         await self._tg.__aenter__()
         try:
             self._server = await asyncio.start_server(
-                self._on_accept, self.host, self._requested_port, reuse_address=True
+                self._on_accept, self.host, self._requested_port, reuse_address=True, limit=READ_LIMIT
             )
         except OSError as e:
             await self._tg.__aexit__(None, None, None)
@@ -335,7 +335,7 @@ class Transport:
     async def _dial(self, node_id: NodeId, host: str, port: int) -> Connection:
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_connection(host, port, limit=READ_LIMIT)
         except (OSError, TimeoutError) as e:
             # asyncio's OSError says "Connect call failed (...)"; the errno's text is clearer
             reason = "timed out" if isinstance(e, TimeoutError) else (

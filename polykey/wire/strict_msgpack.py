@@ -49,7 +49,7 @@ def _depth_ok(value: Any, depth: int, max_depth: int) -> bool:
 
 
 def unpack(
-    data: bytes,
+    data: bytes | bytearray,
     *,
     error: ErrorFactory,
     max_depth: int,
