@@ -8,6 +8,7 @@ retry a busy agent instead of failing at once.
 from __future__ import annotations
 
 import functools
+import os
 import socket
 import struct
 import subprocess
@@ -130,42 +131,35 @@ def test_rss_returns_to_baseline_after_a_burst_of_partial_large_frames(node: Nod
     assert "too many request bytes buffered" in _log(node) or "refused a frame" in _log(node)
 
 
-def _busy_connections(node: Node, count: int) -> list[socket.socket]:
-    """``count`` connections that each sent one byte of a frame (so none is idle), once a probe
-    connection is refused as busy: the agent is then at its connection limit, all of it busy."""
-    held: list[socket.socket] = []
-
-    def refill() -> None:
-        for s in list(held):  # a connection closed to make room (while not yet busy) is replaced
-            s.setblocking(False)
-            try:
-                s.recv(1, socket.MSG_PEEK)  # a notice or the end: it was closed
-                gone = True
-            except BlockingIOError:
-                gone = False
-            s.settimeout(10)
-            if gone:
-                held.remove(s)
-                s.close()
-        while len(held) < count:
-            s = raw_connect(node)
-            s.sendall(b"\x00")
-            held.append(s)
+def _busy_budget(node: Node) -> list[socket.socket]:
+    """Connections whose announced frames fill the agent's 64 MiB request budget but for 40
+    bytes (each sent only its header), once a probe frame is refused as busy: every request
+    frame of a client (more than 40 bytes) is then answered busy, unread."""
+    holders: list[socket.socket] = []
+    for size in (24 * MIB, 24 * MIB, 16 * MIB - 40):
+        s = raw_connect(node)
+        s.sendall(struct.pack(">I", size))
+        holders.append(s)
 
     def probe_refused() -> bool:
-        refill()
         with raw_connect(node) as probe:
-            probe.settimeout(2)  # served (not refused): it is never answered, so give up on it
+            probe.settimeout(0.5)  # not refused: the agent waits for the body that never comes
+            probe.sendall(struct.pack(">I", 100))
             got = b""
             try:
                 while chunk := probe.recv(4096):
                     got += chunk
             except OSError:
                 pass
-        return b"too many busy connections" in got
+        return b"too many request bytes buffered" in got
 
-    wait_for(probe_refused, timeout=30, what="the agent to refuse a connection as busy")
-    return held
+    wait_for(probe_refused, timeout=30, what="the agent to refuse a frame as busy")
+    return holders
+
+
+def _refused(node: Node, pid: int, before: int = 0) -> bool:
+    """Whether frames of process ``pid`` were refused as busy more than ``before`` times."""
+    return _log(node).count(f"refused a frame from pid {pid}:") > before
 
 
 @pytest.mark.parametrize(
@@ -175,26 +169,25 @@ def _busy_connections(node: Node, count: int) -> list[socket.socket]:
 )
 def test_pk_retries_a_busy_agent(node: Node, args: tuple[str, ...], expected: bytes) -> None:
     pid = _started(node)
-    held = _busy_connections(node, 64)
+    holders = _busy_budget(node)
     try:
-        before = _log(node).count("connections busy")
         proc = subprocess.Popen(
             [pk_executable(), *args, "--node-path", str(node.path), "--password-file", str(node.password_file)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=base_env(),
         )
-        wait_for(lambda: _log(node).count("connections busy") > before or proc.poll() is not None,
-                 timeout=30, what="pk to be refused as busy")
+        wait_for(lambda: _refused(node, proc.pid) or proc.poll() is not None, timeout=30, what="pk refused as busy")
     finally:
-        for s in held:
+        for s in holders:
             s.close()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and expected in out, err.decode()
+    assert _refused(node, proc.pid), "pk was never answered busy: the test did not test the retry"
     _serves(node, pid)
 
 
 def test_client_retries_a_busy_agent(node: Node) -> None:
     pid = _started(node)
-    held = _busy_connections(node, 64)
+    holders = _busy_budget(node)
     result: list[object] = []
 
     def get() -> None:
@@ -204,15 +197,16 @@ def test_client_retries_a_busy_agent(node: Node) -> None:
         except BaseException as e:  # noqa: BLE001
             result.append(e)
 
+    probes = _log(node).count(f"refused a frame from pid {os.getpid()}:")  # this process probed too
     try:
-        before = _log(node).count("connections busy")
         t = threading.Thread(target=get)
         t.start()
-        wait_for(lambda: _log(node).count("connections busy") > before or not t.is_alive(),
-                 timeout=30, what="the client to be refused as busy")
+        wait_for(lambda: _refused(node, os.getpid(), probes) or not t.is_alive(), timeout=30,
+                 what="the client refused as busy")
     finally:
-        for s in held:
+        for s in holders:
             s.close()
     t.join(timeout=60)
     assert result == [b"still here"]
+    assert _refused(node, os.getpid(), probes), "the client was never answered busy"
     _serves(node, pid)
