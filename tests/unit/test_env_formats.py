@@ -155,8 +155,8 @@ def big5_locale(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An environment whose bash runs in zh_TW.BIG5 (compiled here with localedef)."""
     import shutil
 
-    if shutil.which("localedef") is None or shutil.which("bash") is None:
-        pytest.skip("needs localedef and bash to compile and use a Big5 locale")
+    if not all(shutil.which(tool) for tool in ("localedef", "locale", "bash")):
+        pytest.skip("needs localedef, locale and bash to compile and use a Big5 locale")
     root = tmp_path_factory.mktemp("locales")
     made = subprocess.run(["localedef", "-i", "zh_TW", "-f", "BIG5", str(root / "zh_TW.BIG5")],
                           capture_output=True, timeout=120)
