@@ -139,6 +139,11 @@ def install(agent: Agent) -> None:
                     if vault is None:
                         raise
                     raise _damaged(vault, e) from None
+                except (FileNotFoundError, NotADirectoryError):
+                    if vault is None:
+                        raise
+                    # its repository's files went away under the running agent (deleted, unmounted)
+                    raise _damaged(vault, VaultIntegrityError("files of its repository are missing")) from None
             if method == "vaults.delete":
                 agent.opened_vaults.discard(result["vaultId"])
             elif vault is not None:
