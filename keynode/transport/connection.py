@@ -259,13 +259,25 @@ class Connection:
         if not self._charge():  # what arrived with the end of the handshake
             return
         lim = self._limits
+        loop = asyncio.get_running_loop()
+        message_deadline: float | None = None  # the current message must be whole by then
         while not self.closed:
             mid = self._session.mid_message
+            wait = lim.stall_timeout if mid else lim.idle_timeout
+            if not mid:
+                message_deadline = None
+            elif message_deadline is None:
+                message_deadline = loop.time() + lim.message_timeout
+            if message_deadline is not None:
+                wait = min(wait, message_deadline - loop.time())
             try:
-                async with asyncio.timeout(lim.stall_timeout if mid else lim.idle_timeout):
+                async with asyncio.timeout(max(wait, 0.0)):
                     data = await self._reader.read(READ_SIZE)
             except TimeoutError:
-                what = "stalled mid-message" if mid else "idle (no keepalive)"
+                if message_deadline is not None and loop.time() >= message_deadline:
+                    what = f"did not send its message whole within {lim.message_timeout:g} s"
+                else:
+                    what = "stalled mid-message" if mid else "idle (no keepalive)"
                 self.close(f"the peer {what}", graceful=not mid, level=logging.WARNING)
                 return
             except OSError as e:
