@@ -40,9 +40,9 @@ def _peer(node: Node) -> tuple[NodeId, int]:
     return NodeId.from_text(str(st["nodeId"])), peer["port"]
 
 
-def _handshaken(node_id: NodeId, port: int) -> tuple[socket.socket, Session]:
+def _handshaken(node_id: NodeId, port: int, key: KeyPair = CLIENT) -> tuple[socket.socket, Session]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    s = Session(CLIENT, initiator=True, expected_peer=node_id)
+    s = Session(key, initiator=True, expected_peer=node_id)
     sock.sendall(s.data_to_send())
     while not s.established:
         data = sock.recv(65536)
@@ -163,14 +163,7 @@ def test_announced_but_unsent_messages_do_not_hold_the_peer_budget(node: Node) -
     try:
         for i, announced in enumerate([DEFAULT_MAX_MESSAGE - 4] * 16 + [60]):
             key = KeyPair.from_seed(bytes([0x60 + i]) * 32)  # one key each: no duplicate retired
-            sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-            s = Session(key, initiator=True, expected_peer=node_id)
-            sock.sendall(s.data_to_send())
-            while not s.established:
-                data = sock.recv(65536)
-                assert data, "the node closed the connection during the handshake"
-                s.receive_data(data)
-            sock.sendall(s.data_to_send())
+            sock, s = _handshaken(node_id, port, key)
             s.send(m.Ping(1))  # answered once the node reads messages (past the handshake)...
             sock.sendall(s.data_to_send())
             assert sock.recv(65536), "no pong"
