@@ -35,12 +35,14 @@ from typing import Any, TypeVar
 
 from polykey import __version__
 from polykey.agent import paths
+from polykey.crypto import memory
 from polykey.errors import AgentLockedError, InvalidInputError, PolykeyError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from polykey.vaults.service import VaultService
 from keynode.handlers import HandlerRegistry, RequestContext
+from keynode.hardening import dumpable
 from keynode.lockfile import StatusFile
 from keynode.socket_server import SocketServer
 
@@ -92,6 +94,8 @@ class Agent:
         self._status_file = StatusFile(config.node_path)
         self._node_id = str(keypair.node_id if keypair else NodeId(self.node.public_key()))
         self._keypair: KeyPair | None = None
+        #: The keypair until it is wiped (``_keypair`` goes None first when locking begins).
+        self._held: KeyPair | None = None
         self._service: VaultService | None = None
         self._inflight = 0
         self._drained: asyncio.Event | None = None
@@ -219,7 +223,7 @@ class Agent:
     # -- keys ------------------------------------------------------------------------
 
     def _set_keys(self, keypair: KeyPair) -> None:
-        self._keypair = keypair
+        self._keypair = self._held = keypair
         self._service = VaultService(self.config.node_path, keypair)
         removed = self._service.sweep_leftovers()
         if removed:
@@ -228,10 +232,14 @@ class Agent:
         self.last_used = self._clock()
 
     def _drop_keys(self) -> None:
-        service, self._service, self._keypair = self._service, None, None
+        """Forget the keys and zero them in memory (the seed, the index and vault keys)."""
+        service, self._service = self._service, None
+        pair, self._keypair, self._held = self._held, None, None
         self.opened_vaults = set()
         if service is not None:
             service.close()
+        if pair is not None:
+            pair.wipe()
 
     async def lock(self, reason: str) -> None:
         """Drop the keys; waits for requests that are using them to finish."""
@@ -249,12 +257,16 @@ class Agent:
             self._write_status()
 
     async def unlock(self, password: bytes) -> None:
+        """Unlock with ``password``; when already unlocked, only check it (WrongPasswordError if it
+        is wrong: nothing changes either way)."""
         async with self._key_change:
-            if not self.locked:
-                return
             keypair = await self.run_blocking(self.node.unlock, password)
             if str(keypair.node_id) != self._node_id:
+                keypair.wipe()
                 raise InvalidInputError("the key file changed under the agent; restart it")
+            if not self.locked:
+                keypair.wipe()
+                return
             self._set_keys(keypair)
             log.info("unlocked")
             await self._keys_changed()
@@ -295,6 +307,7 @@ class Agent:
             "idleLock": self.config.idle_lock,
             "openVaults": sorted(self.opened_vaults),
             "version": __version__,
+            "dumpable": dumpable(),  # False: no core dump, no ptrace or /proc/PID/mem but by root
             **{name: field() for name, field in self.status_extra.items()},
         }
 
@@ -334,7 +347,10 @@ class Agent:
             password = params.get("password")
             if not isinstance(password, bytes) or set(params) != {"password"}:
                 raise InvalidInputError("agent.unlock takes exactly one bytes parameter, password")
-            await self.unlock(password)
+            try:
+                await self.unlock(password)
+            finally:
+                memory.wipe(password)  # decoded from this request alone: nobody else holds it
             return self.status()
 
         for name, fn in (("ping", ping), ("status", status), ("stop", stop), ("lock", lock), ("unlock", unlock)):

@@ -192,11 +192,23 @@ def agent_lock() -> None:
 @agent.command("unlock")
 @common_options
 def agent_unlock() -> None:
-    """Give the agent the node password again (starting it if none runs)."""
+    """Give the agent the node password again (starting it if none runs).
+
+    The password is checked even when the agent is already unlocked: a wrong one fails (exit 77)
+    and changes nothing.
+    """
     s = settings()
     source = password_source(s)
-    with session(s) as sess:
-        status = sess.call("agent.status")
-        if isinstance(status, dict) and status.get("state") == "locked":
-            status = sess.call("agent.unlock", {"password": source.get()})
+    try:
+        c = agent_client.connect(s.node_path)
+    except AgentUnavailableError:
+        with session(s) as sess:  # starts the agent, which unlocks with the password
+            emit(s, "Agent unlocked.", sess.call("agent.status"))
+        return
+    with c:
+        status = c.call("agent.status")
+        if isinstance(status, dict) and status.get("state") == "unlocked" and not source.available():
+            emit(s, "Agent already unlocked.", status)
+            return
+        status = c.call("agent.unlock", {"password": source.get()})
     emit(s, "Agent unlocked.", status)

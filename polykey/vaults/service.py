@@ -127,6 +127,8 @@ class VaultService:
             opened, self._open = list(self._open.values()), {}
         for v in opened:
             v.close()
+            v.wipe_keys()
+        self._index.wipe_key()
 
     def __enter__(self) -> VaultService:
         return self
@@ -393,13 +395,15 @@ class VaultService:
         length: int = DEFAULT_LENGTH,
         charset: str = DEFAULT_CHARSET,
         reveal: bool = False,
+        replace: bool = True,
     ) -> JSON:
         """Store a random password of ``length`` characters from ``charset`` (a name in CHARSETS or a
         literal set). Returns ``{"path", "created", "commit", "length"}`` plus ``"value"`` only when ``reveal``.
+        Without ``replace``, SecretExistsError if the secret exists (checked under the write lock).
         """
         value = generate_password(length, charset, self._rng)
         result = ops.set_secret(self._vault(vault), split_path(path), value.encode("utf-8"),
-                                message="generate secret\n")
+                                message="generate secret\n", replace=replace)
         result["length"] = length
         if reveal:
             result["value"] = value
