@@ -16,6 +16,8 @@ Use :func:`must_ask` before the command does any work (it refuses without a term
 
 from __future__ import annotations
 
+import os
+
 from polykey.agent.passwords import have_tty
 from polykey.errors import AbortedError, ConfirmationRequiredError
 
@@ -38,13 +40,17 @@ def must_ask(confirmed: bool, action: str, flag: str = "--yes") -> bool:
 def ask(question: str) -> None:
     """Ask ``question [y/N]`` on the terminal; AbortedError unless the answer is y or yes."""
     try:
-        with open("/dev/tty", "r+", encoding="utf-8", errors="replace") as tty:
-            tty.write(f"{question} [y/N] ")
-            tty.flush()
-            answer = tty.readline(_ANSWER_LIMIT)
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         raise AbortedError("aborted: cannot ask on the terminal; nothing was changed") from None
-    if answer.strip().lower() not in ("y", "yes"):
+    try:
+        os.write(fd, f"{question} [y/N] ".encode("utf-8", "replace"))
+        answer = os.read(fd, _ANSWER_LIMIT)  # the terminal hands over one whole line (canonical mode)
+    except OSError:
+        raise AbortedError("aborted: cannot ask on the terminal; nothing was changed") from None
+    finally:
+        os.close(fd)
+    if answer.strip().lower() not in (b"y", b"yes"):
         raise AbortedError()
 
 
