@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from polykey import crypto
 from polykey.keys import recovery
 
 from .agent_util import pk, status
@@ -17,7 +18,7 @@ from ..conftest import Node
 
 #: Copies of each secret that may remain in a locked agent's memory (docs/security.md "Memory").
 #: Zero today; this may only go down.
-ALLOWED_COPIES = {"seed": 0, "password": 0, "value": 0}
+ALLOWED_COPIES = {"seed": 0, "x25519": 0, "password": 0, "value": 0}
 
 
 def _count_in_memory(pid: int, needles: dict[str, bytes]) -> dict[str, int]:
@@ -64,8 +65,10 @@ def test_a_locked_agent_keeps_no_seed_password_or_value(node: Node) -> None:
     assert pk(node, "secrets", "get", "app:k").out == value
     assert pk(node, "agent", "lock", password=False).code == 0
     pid = _pid(node)
+    seed = recovery.code_to_ed25519_seed(node.recovery_code.split())
     needles = {
-        "seed": recovery.code_to_ed25519_seed(node.recovery_code.split()),
+        "seed": seed,
+        "x25519": crypto.ed25519_seed_to_x25519(seed),  # the Noise static key derived from it
         "password": node.password_file.read_bytes().rstrip(b"\n"),
         "value": value,
     }
