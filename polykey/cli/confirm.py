@@ -17,6 +17,7 @@ Use :func:`must_ask` before the command does any work (it refuses without a term
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from polykey.agent.passwords import have_tty
 from polykey.errors import AbortedError, ConfirmationRequiredError
@@ -59,3 +60,20 @@ def confirm(confirmed: bool, action: str, question: str, flag: str = "--yes") ->
     destroy."""
     if must_ask(confirmed, action, flag):
         ask(question)
+
+
+class RemoveConfirmation:
+    """``pk secrets rm``: ``-r`` asks first (both routes into ``pk`` use this).
+
+    Construct it before touching the agent (it refuses at once without a terminal or ``--yes``);
+    once every target is known to exist, call :meth:`ask`.
+    """
+
+    def __init__(self, targets: Sequence[str], recursive: bool, yes: bool) -> None:
+        self.targets = list(targets)
+        self.needed = recursive and must_ask(yes, "remove recursively (-r)")
+
+    def ask(self) -> None:
+        if self.needed:
+            them = "them" if len(self.targets) > 1 else "it"
+            ask(f"Remove {', '.join(self.targets)} and everything in {them}?")

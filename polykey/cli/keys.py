@@ -29,8 +29,10 @@ from polykey.keys.keypair import KeyPair, ssh_public_key_line
 _CODE_FILE_LIMIT = 1024
 
 
-def _check_code_out_file(path: Path) -> None:
+def _check_code_out_file(path: Path, node_path: Path) -> None:
     """Everything that could stop the recovery code file from being written, checked up front."""
+    if path.absolute().is_relative_to(node_path.absolute()):
+        raise InvalidInputError(f"the recovery code file {path} must not be inside the node directory {node_path}")
     if os.path.lexists(path):
         raise InvalidInputError(f"{path} already exists; refusing to overwrite a recovery code file")
     parent = path.absolute().parent
@@ -92,7 +94,7 @@ def bootstrap(recovery_code_out_file: Path | None, fresh: bool, yes: bool, allow
     limits = kdf_limits(kdf_profile)
     replacing = s.node.check_creatable(fresh=fresh)
     if recovery_code_out_file is not None:
-        _check_code_out_file(recovery_code_out_file)
+        _check_code_out_file(recovery_code_out_file, s.node_path)
     if replacing:
         try:
             old: str = str(NodeId(s.node.public_key()))

@@ -157,13 +157,12 @@ def secrets_rm(targets: tuple[str, ...], recursive: bool, yes: bool) -> None:
 
     s = settings()
     parsed = [split_secret_path(t) for t in targets]
-    ask = recursive and confirm.must_ask(yes, "remove recursively (-r)")
+    confirmation = confirm.RemoveConfirmation(targets, recursive, yes)
     results = []
     with backend(s) as b:
-        for vault, path in parsed if len(parsed) > 1 or ask else []:  # like `git rm`: a typo removes nothing
-            b.list_secrets(vault, path)
-        if ask:
-            confirm.ask(f"Remove {', '.join(targets)} and everything in {'them' if len(targets) > 1 else 'it'}?")
+        for vault, path in parsed if len(parsed) > 1 or confirmation.needed else []:  # like `git rm`:
+            b.list_secrets(vault, path)  # a typo removes nothing (and asks nothing)
+        confirmation.ask()
         for vault, path in parsed:
             results.append({"vault": vault, "path": path.strip("/"), **b.remove(vault, path, recursive)})
     total = sum(r["removed"] for r in results)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from polykey import crypto, fsutil
-from polykey.errors import KeyFileError, NodeExistsError, NodeNotFoundError
+from polykey.errors import InvalidInputError, KeyFileError, NodeExistsError, NodeNotFoundError
 from polykey.ids import NodeId
 from polykey.keys import keyfile
 from polykey.keys.keypair import KeyPair
@@ -80,6 +80,11 @@ class NodeDir:
         (only with ``fresh``). Nothing is written."""
         if self.path.exists() and not self.path.is_dir():
             raise NodeExistsError(f"{self.path} exists and is not a directory; refusing to use it")
+        ancestor = self.path.absolute().parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise InvalidInputError(f"cannot create a node at {self.path}: {ancestor} is not a writable directory")
         if self.path.is_dir() and any(self.path.iterdir()):
             if not self.exists():
                 raise NodeExistsError(f"{self.path} is not empty and is not a Polykey node; refusing to use it")

@@ -60,6 +60,17 @@ def test_fresh_bootstrap_that_fails_keeps_the_old_node(tmp_path: Path, node: Nod
     assert not out.exists() or out.read_text() == "an earlier code\n"
 
 
+def test_bootstrap_checks_the_node_path_and_code_file_place_first(tmp_path: Path) -> None:
+    pw = _pw(tmp_path, "pw", "long enough pw")
+    (tmp_path / "a-file").write_text("not a directory")
+    r = run_pk("bootstrap", "--node-path", tmp_path / "a-file" / "n", "--password-file", pw)
+    assert r.code == 64 and "is not a writable directory" in r.err and "internal error" not in r.err, r.err
+    r = run_pk("bootstrap", "--node-path", tmp_path / "n", "--password-file", pw,
+               "--recovery-code-out-file", tmp_path / "n" / "code.txt")
+    assert r.code == 64 and "must not be inside the node directory" in r.err, r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "pw"]
+
+
 def test_bootstrap_stages_the_node_and_writes_the_code_with_it(tmp_path: Path) -> None:
     pw = _pw(tmp_path, "pw", "long enough pw")
     out = tmp_path / "code.txt"
