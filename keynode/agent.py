@@ -94,8 +94,10 @@ class Agent:
         self._status_file = StatusFile(config.node_path)
         self._node_id = str(keypair.node_id if keypair else NodeId(self.node.public_key()))
         self._keypair: KeyPair | None = None
-        #: The keypair until it is wiped (``_keypair`` goes None first when locking begins).
+        #: The keypair until it is dropped (``_keypair`` goes None first when locking begins).
         self._held: KeyPair | None = None
+        #: Dropped keypairs whose services may still hold them (a lock in progress).
+        self._to_wipe: list[KeyPair] = []
         self._service: VaultService | None = None
         self._inflight = 0
         self._drained: asyncio.Event | None = None
@@ -216,7 +218,10 @@ class Agent:
         finally:
             self._tg = None
             self._executor.shutdown(wait=True, cancel_futures=True)  # writes in flight finish first
-            self._drop_keys()
+            pair = self._drop_keys()
+            for left in [*self._to_wipe, *([pair] if pair is not None else [])]:
+                left.wipe()  # every service has exited: zero the seed
+            self._to_wipe.clear()
             self._status_file.remove()
             log.info("stopped")
 
@@ -231,15 +236,15 @@ class Agent:
         self.opened_vaults = set()
         self.last_used = self._clock()
 
-    def _drop_keys(self) -> None:
-        """Forget the keys and zero them in memory (the seed, the index and vault keys)."""
+    def _drop_keys(self) -> KeyPair | None:
+        """Forget the keys; the vault service zeroes the index and vault keys as it closes. Returns
+        the keypair, for the caller to wipe once no service can still be using it."""
         service, self._service = self._service, None
         pair, self._keypair, self._held = self._held, None, None
         self.opened_vaults = set()
         if service is not None:
             service.close()
-        if pair is not None:
-            pair.wipe()
+        return pair
 
     async def lock(self, reason: str) -> None:
         """Drop the keys; waits for requests that are using them to finish."""
@@ -251,9 +256,14 @@ class Agent:
                 self._drained = asyncio.Event()
                 await self._drained.wait()
             self._drained = None
-            self._drop_keys()
+            pair = self._drop_keys()
+            if pair is not None:
+                self._to_wipe.append(pair)  # wiped at stop if this lock is cancelled halfway
             log.info("locked (%s)", reason)
             await self._keys_changed()
+            if pair is not None:  # the services holding the key have let it go: zero the seed
+                self._to_wipe.remove(pair)
+                pair.wipe()
             self._write_status()
 
     async def unlock(self, password: bytes) -> None:
