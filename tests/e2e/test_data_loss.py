@@ -101,6 +101,19 @@ def test_recover_fresh_keeps_the_vaults(tmp_path: Path, node: Node) -> None:
     assert r.code == 77 and r.err.strip() == "pk: wrong password"
 
 
+def test_recover_fresh_over_a_damaged_key_file_keeps_it_aside_and_the_vaults(tmp_path: Path, node: Node) -> None:
+    _node_with_secret(node)
+    assert pk(node, "agent", "stop", password=False).code == 0
+    key = node.path / "keys" / "node.key"
+    damaged = key.read_bytes()[:50]
+    key.write_bytes(damaged)
+    code = _pw(tmp_path, "code.txt", node.recovery_code)
+    r = pk(node, "keys", "recover", "--fresh", "--yes", "--recovery-code-file", code)
+    assert r.code == 0, r.err
+    assert (node.path / "keys" / "node.key.corrupt").read_bytes() == damaged
+    assert node.pk("secrets", "get", "keepme:db/pw").out == b"kept value"
+
+
 def test_recover_fresh_refuses_another_nodes_words(tmp_path: Path, node: Node) -> None:
     other = tmp_path / "other"
     r = run_pk("bootstrap", "--node-path", other, "--password-file", node.password_file, "--format", "json")
