@@ -14,12 +14,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from polykey import crypto, fsutil
+from polykey.agent import paths as _paths
 from polykey.errors import InvalidInputError, KeyFileError, NodeExistsError, NodeNotFoundError
 from polykey.ids import NodeId
 from polykey.keys import keyfile
@@ -31,15 +31,8 @@ _KEYFILE_LIMIT = 4096
 
 
 def default_node_path() -> Path:
-    """``$PK_NODE_PATH``, else the user's data dir (XDG on Linux)."""
-    env = os.environ.get("PK_NODE_PATH")
-    if env:
-        return Path(env)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "polykey"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "polykey"
+    """``$PK_NODE_PATH``, else the user's data dir: :func:`polykey.agent.paths.default_node_path`."""
+    return Path(_paths.default_node_path())
 
 
 class NodeDir:
