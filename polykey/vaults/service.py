@@ -318,7 +318,8 @@ class VaultService:
         return ops.set_secret(self._vault(vault), split_path(path), value)
 
     def get_secret(self, vault: str, path: str, commit: str | None = None) -> bytes:
-        """The value of a secret (at HEAD, or as of ``commit``).
+        """The value of a secret (at HEAD, or as of ``commit``): a new object nothing else holds,
+        which the agent zeroes once it has replied (docs/security.md "Memory"). Never cache it.
 
         SecretNotFoundError, SecretIsDirectoryError, VaultIntegrityError if it fails authentication.
         """
