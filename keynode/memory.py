@@ -2,9 +2,11 @@
 
 docs/spec/agent-protocol.md section 3 "Limits" and docs/spec/transport.md section 7. Each
 listener (the agent socket, the peer port) has one :class:`RequestBudget`: the bytes of
-requests being received, summed over all its connections. A frame or message is charged its
-whole announced size when its length arrives and released when it is complete or its
-connection ends; one that does not fit gets the listener's busy reply instead of being read.
+requests being received, summed over all its connections. An agent frame is charged its
+whole announced size when its length arrives (it must arrive whole within a few seconds); a
+peer message is charged the bytes of it held so far, as they arrive (a peer has no such
+deadline, so what it only announces must cost nothing). Both are released when complete or
+when their connection ends; one that does not fit gets the listener's busy reply.
 
 A partial buffer of several MiB that was freed still counts in the process's RSS until the C
 allocator gives its pages back; :meth:`RequestBudget.release` asks glibc to (``malloc_trim``)
