@@ -42,6 +42,7 @@ from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
 from polykey.vaults import ops
+from polykey.vaults.cache import TreeNames
 from polykey.vaults.format import split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.index import NameIndex, validate_new_name
@@ -78,6 +79,8 @@ class VaultService:
         self._mutex = threading.Lock()
         self._open: dict[VaultId, Vault] = {}
         self._closed = False
+        #: Decrypted tree listings of every open vault, bounded; dropped by :meth:`close`.
+        self.tree_names = TreeNames()
 
     # -- internals -----------------------------------------------------------------
 
@@ -109,7 +112,8 @@ class VaultService:
                 path = self._repo_path(vid)
                 if not path.is_dir():
                     raise VaultNotFoundError(f"vault {vault!r} is in the index but its repository is missing")
-                opened = self._open[vid] = Vault(path, vid, self.keypair, self._clock, self._rng)
+                opened = self._open[vid] = Vault(path, vid, self.keypair, self._clock, self._rng,
+                                                        self.tree_names)
             return opened
 
     def _forget(self, vid: VaultId) -> None:
@@ -125,6 +129,7 @@ class VaultService:
         with self._mutex:
             self._closed = True
             opened, self._open = list(self._open.values()), {}
+        self.tree_names.clear()
         for v in opened:
             v.close()
 
@@ -174,7 +179,7 @@ class VaultService:
         if self._index.lookup(name) is not None:
             raise VaultExistsError(f"a vault named {name!r} already exists")
         vid = VaultId(self._rng(VaultId.SIZE))
-        v = Vault.create(self._repo_path(vid), vid, self.keypair, self._clock, self._rng)
+        v = Vault.create(self._repo_path(vid), vid, self.keypair, self._clock, self._rng, self.tree_names)
 
         def add(entries: dict[str, VaultId]) -> None:
             if name in entries:

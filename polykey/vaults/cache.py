@@ -1,0 +1,80 @@
+"""Decrypted tree listings, shared by the open vaults of one service (docs/spec/vault-format.md s.9).
+
+A git tree is immutable and named by its content, so the decrypted names of its entries never
+change: the listing of tree ``oid`` under epoch ``e`` of vault ``v`` can be kept and reused by
+every later read of any commit that still holds that tree. ``pk secrets ls -r`` of an unchanged
+vault is then a walk over cached listings, and after one write only the trees on the changed
+path are decrypted again.
+
+The cache is an LRU bounded both by the number of trees and by an estimate of the bytes it
+holds, so a node with many large vaults costs a fixed amount of memory. It holds plaintext names
+(never values) and lives only while the keys are unlocked: :meth:`VaultService.close` (the agent
+locking) clears it. Thread-safe: calls on different vaults may come from different threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+#: One tree entry: ``(stored name, plain name or None, kind, oid)``. The plain name is None for the
+#: entries whose stored name is not encrypted (``.pk`` and the directory marker).
+Entry = tuple[str, str | None, str, str]
+Key = tuple[bytes, int, str]  # (vault id bytes, epoch, tree oid)
+
+MAX_TREES = 4096
+MAX_BYTES = 16 * 1024 * 1024
+#: Estimated bytes of one cached entry beyond its strings (tuple, str headers, dict slot).
+ENTRY_OVERHEAD = 200
+
+
+def listing_size(entries: tuple[Entry, ...]) -> int:
+    """The estimated memory of one cached listing, in bytes."""
+    return ENTRY_OVERHEAD + sum(ENTRY_OVERHEAD + len(e[0]) + len(e[1] or "") + len(e[3]) for e in entries)
+
+
+class TreeNames:
+    """LRU of decrypted tree listings, at most ``max_trees`` trees and about ``max_bytes`` bytes."""
+
+    def __init__(self, max_trees: int = MAX_TREES, max_bytes: int = MAX_BYTES) -> None:
+        self.max_trees = max_trees
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Key, tuple[tuple[Entry, ...], int]] = OrderedDict()
+        self._bytes = 0
+        self._mutex = threading.Lock()
+
+    def get(self, key: Key) -> tuple[Entry, ...] | None:
+        with self._mutex:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            self._items.move_to_end(key)
+            return found[0]
+
+    def put(self, key: Key, entries: tuple[Entry, ...]) -> None:
+        """Keep ``entries``; a listing larger than the whole budget is not kept at all."""
+        size = listing_size(entries)
+        if size > self.max_bytes:
+            return
+        with self._mutex:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[key] = (entries, size)
+            self._bytes += size
+            while len(self._items) > self.max_trees or self._bytes > self.max_bytes:
+                _k, (_e, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
+
+    def clear(self) -> None:
+        with self._mutex:
+            self._items.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size(self) -> int:
+        """The estimated bytes held."""
+        return self._bytes
