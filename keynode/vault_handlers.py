@@ -19,6 +19,7 @@ from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
 from polykey.errors import InvalidInputError
 from keynode.agent import Agent
 from keynode.handlers import Handler, RequestContext
+from keynode.memory import release_free_memory
 
 _MAX_REFS = 1024
 PROGRESS_INTERVAL = 1.0
@@ -96,6 +97,18 @@ async def _blocking(agent: Agent, ctx: RequestContext, fn: Callable[..., Any], p
             future.cancel()
 
 
+def _then_trim(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, then the heap memory it freed handed back (keynode.memory), in the same worker thread."""
+
+    def run(**params: Any) -> Any:
+        try:
+            return fn(**params)
+        finally:
+            release_free_memory()
+
+    return run
+
+
 def install(agent: Agent) -> None:
     """Register every vault method on ``agent``."""
     locks = VaultLocks()
@@ -111,7 +124,7 @@ def install(agent: Agent) -> None:
                 fn = getattr(service, operation)
                 if is_index or (is_write and vault is not None):
                     async with locks.writing(None if is_index else vault):
-                        result = await _blocking(agent, ctx, fn, params)
+                        result = await _blocking(agent, ctx, _then_trim(fn), params)
                 elif locks.in_flight:
                     result = await _blocking(agent, ctx, fn, params)
                 else:

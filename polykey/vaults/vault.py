@@ -50,7 +50,7 @@ PK_DIR = ".pk"
 MARKER = "\0.keep"
 Clock = Callable[[], float]
 Parts = tuple[str, ...]
-_NAME_CACHE_LIMIT = 100_000
+_NAME_CACHE_LIMIT = 20_000  # encrypted path components per open vault (~5 MB at most)
 _META_LIMIT = 8 * 1024 * 1024
 
 
