@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
+from polykey.agent.methods import INDEX_METHODS, POOL_METHODS, VAULT_METHODS, WRITE_METHODS
 from polykey.errors import InvalidInputError
 from keynode.agent import Agent
 from keynode.handlers import Handler, RequestContext
@@ -116,6 +116,7 @@ def install(agent: Agent) -> None:
     def make(method: str, operation: str, names: tuple[str, ...]) -> Handler:
         is_write = method in WRITE_METHODS
         is_index = method in INDEX_METHODS
+        in_pool = method in POOL_METHODS
 
         async def handler(ctx: RequestContext, params: dict[str, Any]) -> Any:
             _check_params(method, names, params)
@@ -125,7 +126,7 @@ def install(agent: Agent) -> None:
                 if is_index or (is_write and vault is not None):
                     async with locks.writing(None if is_index else vault):
                         result = await _blocking(agent, ctx, _then_trim(fn), params)
-                elif locks.in_flight:
+                elif locks.in_flight or in_pool:
                     result = await _blocking(agent, ctx, fn, params)
                 else:
                     result = fn(**params)

@@ -46,6 +46,7 @@ from polykey.vaults.cache import TreeNames
 from polykey.vaults.format import split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.index import NameIndex, validate_new_name
+from polykey.vaults.staging import ImportStaging, merge_items
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify as _verify
 
@@ -81,6 +82,7 @@ class VaultService:
         self._closed = False
         #: Decrypted tree listings of every open vault, bounded; dropped by :meth:`close`.
         self.tree_names = TreeNames()
+        self._staging = ImportStaging(lambda: self._rng(16).hex())
 
     # -- internals -----------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class VaultService:
             self._closed = True
             opened, self._open = list(self._open.values()), {}
         self.tree_names.clear()
+        self._staging.clear()
         for v in opened:
             v.close()
 
@@ -410,8 +413,7 @@ class VaultService:
             result["value"] = value
         return result
 
-    def import_secrets(self, vault: str, items: dict[str, bytes]) -> JSON:
-        """Write many secrets in one commit. Returns ``{"commit", "count"}``."""
+    def _parse_items(self, items: dict[str, bytes]) -> dict[tuple[str, ...], bytes]:
         parsed: dict[tuple[str, ...], bytes] = {}
         for path, value in items.items():
             check_value(value)
@@ -419,5 +421,26 @@ class VaultService:
             if parts in parsed:
                 raise InvalidInputError(f"{path!r} appears twice in the import")
             parsed[parts] = value
-        return ops.import_secrets(self._vault(vault), parsed)
+        return parsed
 
+    def stage_import(self, items: dict[str, bytes], token: str | None = None) -> JSON:
+        """Hold part of an import too large for one request (polykey.vaults.staging).
+
+        ``token`` None starts a new import. Returns ``{"token", "count"}`` (the items held so far);
+        :meth:`import_secrets` with ``stage=token`` commits them. Nothing is written before.
+        """
+        return dict(zip(("token", "count"), self._staging.add(token, self._parse_items(items))))
+
+    def import_secrets(self, vault: str, items: dict[str, bytes], stage: str | None = None) -> JSON:
+        """Write many secrets in one commit: ``items``, plus those staged under ``stage``.
+
+        Returns ``{"commit", "count", "created"}`` (``created``: how many paths were new).
+        """
+        parsed = self._parse_items(items)
+        if stage is not None:
+            staged, size = self._staging.take(stage)
+            merge_items(staged, parsed, size)
+            parsed = staged
+        else:
+            merge_items({}, parsed, 0)  # the same limits as a staged import
+        return ops.import_secrets(self._vault(vault), parsed)
