@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 #: One tree entry: ``(stored name, plain name or None, kind, oid)``. The plain name is None for the
 #: entries whose stored name is not encrypted (``.pk`` and the directory marker).
 Entry = tuple[str, str | None, str, str]
 Key = tuple[bytes, int, str]  # (vault id bytes, epoch, tree oid)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 MAX_TREES = 4096
-MAX_BYTES = 16 * 1024 * 1024
+MAX_BYTES = 8 * 1024 * 1024
 #: Estimated bytes of one cached entry beyond its strings (tuple, str headers, dict slot).
 ENTRY_OVERHEAD = 200
 
@@ -33,17 +37,23 @@ def listing_size(entries: tuple[Entry, ...]) -> int:
     return ENTRY_OVERHEAD + sum(ENTRY_OVERHEAD + len(e[0]) + len(e[1] or "") + len(e[3]) for e in entries)
 
 
-class TreeNames:
-    """LRU of decrypted tree listings, at most ``max_trees`` trees and about ``max_bytes`` bytes."""
+def rows_size(rows: list[dict[str, Any]]) -> int:
+    """The estimated memory of one cached ``list_secrets`` answer (its strings are shared)."""
+    return ENTRY_OVERHEAD + sum(2 * ENTRY_OVERHEAD + len(r["path"]) for r in rows)
 
-    def __init__(self, max_trees: int = MAX_TREES, max_bytes: int = MAX_BYTES) -> None:
+
+class BoundedCache(Generic[K, V]):
+    """LRU of at most ``max_trees`` values and about ``max_bytes`` bytes (as ``size`` estimates)."""
+
+    def __init__(self, max_trees: int, max_bytes: int, size: Callable[[V], int]) -> None:
         self.max_trees = max_trees
         self.max_bytes = max_bytes
-        self._items: OrderedDict[Key, tuple[tuple[Entry, ...], int]] = OrderedDict()
+        self._size = size
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._bytes = 0
         self._mutex = threading.Lock()
 
-    def get(self, key: Key) -> tuple[Entry, ...] | None:
+    def get(self, key: K) -> V | None:
         with self._mutex:
             found = self._items.get(key)
             if found is None:
@@ -51,9 +61,9 @@ class TreeNames:
             self._items.move_to_end(key)
             return found[0]
 
-    def put(self, key: Key, entries: tuple[Entry, ...]) -> None:
-        """Keep ``entries``; a listing larger than the whole budget is not kept at all."""
-        size = listing_size(entries)
+    def put(self, key: K, entries: V) -> None:
+        """Keep ``entries``; a value larger than the whole budget is not kept at all."""
+        size = self._size(entries)
         if size > self.max_bytes:
             return
         with self._mutex:
@@ -78,3 +88,16 @@ class TreeNames:
     def size(self) -> int:
         """The estimated bytes held."""
         return self._bytes
+
+
+class TreeNames(BoundedCache[Key, tuple[Entry, ...]]):
+    """Decrypted tree listings by ``(vault id, epoch, tree oid)``."""
+
+    def __init__(self, max_trees: int = MAX_TREES, max_bytes: int = MAX_BYTES) -> None:
+        super().__init__(max_trees, max_bytes, listing_size)
+
+
+#: ``list_secrets`` answers by ``(vault id, epoch, directory tree oid, directory path, recursive)``.
+Listings = BoundedCache[tuple[bytes, int, str, tuple[str, ...], bool], list[dict[str, Any]]]
+MAX_LISTINGS = 8
+MAX_LISTING_BYTES = 8 * 1024 * 1024

@@ -42,7 +42,7 @@ from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
 from polykey.vaults import ops
-from polykey.vaults.cache import TreeNames
+from polykey.vaults.cache import MAX_LISTING_BYTES, MAX_LISTINGS, Listings, TreeNames, rows_size
 from polykey.vaults.format import split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.index import NameIndex, validate_new_name
@@ -82,6 +82,8 @@ class VaultService:
         self._closed = False
         #: Decrypted tree listings of every open vault, bounded; dropped by :meth:`close`.
         self.tree_names = TreeNames()
+        #: Whole answers of :meth:`list_secrets` (a few, bounded): an unchanged vault's ``ls -r``.
+        self.listings = Listings(MAX_LISTINGS, MAX_LISTING_BYTES, rows_size)
         self._staging = ImportStaging(lambda: self._rng(16).hex())
 
     # -- internals -----------------------------------------------------------------
@@ -132,6 +134,7 @@ class VaultService:
             self._closed = True
             opened, self._open = list(self._open.values()), {}
         self.tree_names.clear()
+        self.listings.clear()
         self._staging.clear()
         for v in opened:
             v.close()
@@ -325,11 +328,18 @@ class VaultService:
                 raise SecretNotFoundError(f"no secret or directory {path!r} in this vault")
             if e[0] == "blob":
                 return [{"path": "/".join(parts), "name": parts[-1], "type": "secret"}]
+            keys = v.need_keys(snap)
+            key = (v.vault_id.raw, keys.epoch, e[1], parts, recursive)  # trees never change: no staleness
+            cached = self.listings.get(key)
+            if cached is not None:
+                return list(cached)  # the rows are shared: callers read them, never change them
             rows = [
                 {"path": "/".join(p), "name": p[-1], "type": "secret" if k == "blob" else "dir"}
                 for p, k, _o in v.walk(snap, e[1], parts, recursive)
             ]
-        return sorted(rows, key=lambda r: r["path"])
+        rows.sort(key=lambda r: r["path"])
+        self.listings.put(key, rows)
+        return list(rows)
 
     def remove(self, vault: str, path: str, recursive: bool = False) -> JSON:
         """Remove a secret, or a directory with ``recursive`` (or an empty one without).

@@ -84,6 +84,17 @@ def test_close_drops_the_cache(tmp_path: Path) -> None:
     svc.create_vault("w")
     svc.import_secrets("w", {"a/b": b"1", "c": b"2"})
     svc.list_secrets("w", "", recursive=True)
-    assert len(svc.tree_names) >= 2
+    assert len(svc.tree_names) >= 2 and len(svc.listings) == 1
     svc.close()  # what the agent does when it locks
     assert len(svc.tree_names) == 0 and svc.tree_names.size == 0
+    assert len(svc.listings) == 0 and svc.listings.size == 0
+
+
+def test_a_cached_answer_is_not_changed_by_its_caller(tmp_path: Path) -> None:
+    svc = VaultService(tmp_path / "node", KeyPair.generate())
+    svc.create_vault("w")
+    svc.import_secrets("w", {"a": b"1", "b": b"2"})
+    first = svc.list_secrets("w", "", recursive=True)
+    first.clear()
+    assert [r["path"] for r in svc.list_secrets("w", "", recursive=True)] == ["a", "b"]
+    svc.close()
