@@ -210,3 +210,31 @@ def test_staged_import_is_one_commit_and_dropped_on_close(tmp_path: Path) -> Non
     with pytest.raises(InvalidInputError, match="no import in progress"):
         again.import_secrets("w", {}, stage=pending)
     again.close()
+
+
+def _scan_only(text: bytes) -> object:
+    """What the general scanner alone makes of ``text`` (the one-line fast path switched off)."""
+    import re
+
+    saved = bulk._SIMPLE_LINE
+    bulk._SIMPLE_LINE = re.compile(r"(?!)")
+    try:
+        return _outcome(text)
+    finally:
+        bulk._SIMPLE_LINE = saved
+
+
+def _outcome(text: bytes) -> object:
+    try:
+        out = bulk.Collector(duplicate="overwrite", invalid="ignore")
+        bulk.parse_dotenv(text, "f", out)
+        return {k: (v, w) for k, (v, w) in out.items.items()}
+    except InvalidInputError as e:
+        return str(e)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet="AB_=' \"#\\\tx\r", max_size=12), max_size=6))
+def test_the_one_line_fast_path_reads_as_the_scanner_does(lines: list[str]) -> None:
+    text = "\n".join(lines).encode()
+    assert _outcome(text) == _scan_only(text)
