@@ -1,4 +1,4 @@
-"""Decrypted tree listings, shared by the open vaults of one service (docs/spec/vault-format.md s.9).
+"""Decrypted tree listings, shared by the open vaults of one service (docs/architecture.md "Agent memory").
 
 A git tree is immutable and named by its content, so the decrypted names of its entries never
 change: the listing of tree ``oid`` under epoch ``e`` of vault ``v`` can be kept and reused by
@@ -27,7 +27,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 MAX_TREES = 4096
-MAX_BYTES = 8 * 1024 * 1024
+MAX_BYTES = 6 * 1024 * 1024
 #: Estimated bytes of one cached entry beyond its strings (tuple, str headers, dict slot).
 ENTRY_OVERHEAD = 200
 
@@ -100,4 +100,4 @@ class TreeNames(BoundedCache[Key, tuple[Entry, ...]]):
 #: ``list_secrets`` answers by ``(vault id, epoch, directory tree oid, directory path, recursive)``.
 Listings = BoundedCache[tuple[bytes, int, str, tuple[str, ...], bool], list[dict[str, Any]]]
 MAX_LISTINGS = 8
-MAX_LISTING_BYTES = 8 * 1024 * 1024
+MAX_LISTING_BYTES = 6 * 1024 * 1024

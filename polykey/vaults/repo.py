@@ -39,7 +39,7 @@ LOCK_FILE = "pk-write.lock"
 BLOB, TREE = "blob", "tree"
 MAX_PACKS = 16
 #: libgit2's object cache, all open repositories together (parsed trees and ciphertext blobs).
-CACHE_MAX_BYTES = 16 << 20
+CACHE_MAX_BYTES = 8 << 20
 #: Pack file bytes libgit2 keeps mapped, all open repositories together.
 MWINDOW_MAPPED_BYTES = 64 << 20
 
