@@ -56,10 +56,12 @@ class ImportStaging:
             now = self._clock()
             for t in [t for t, (_i, _s, seen) in self._open.items() if now - seen > IDLE_SECONDS]:
                 del self._open[t]
+            held: dict[Parts, bytes] = {}
+            size = 0
             if token is None:
                 if len(self._open) >= MAX_OPEN:
                     raise InvalidInputError(f"{MAX_OPEN} imports are already in progress; try again later")
-                token, held, size = self._new_token(), {}, 0
+                token = self._new_token()
             else:
                 found = self._open.pop(token, None)
                 if found is None:
