@@ -27,7 +27,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 MAX_TREES = 4096
-MAX_BYTES = 6 * 1024 * 1024
+MAX_BYTES = 4 * 1024 * 1024
 #: Estimated bytes of one cached entry beyond its strings (tuple, str headers, dict slot).
 ENTRY_OVERHEAD = 200
 
@@ -97,7 +97,14 @@ class TreeNames(BoundedCache[Key, tuple[Entry, ...]]):
         super().__init__(max_trees, max_bytes, listing_size)
 
 
-#: ``list_secrets`` answers by ``(vault id, epoch, directory tree oid, directory path, recursive)``.
-Listings = BoundedCache[tuple[bytes, int, str, tuple[str, ...], bool], list[dict[str, Any]]]
-MAX_LISTINGS = 8
-MAX_LISTING_BYTES = 6 * 1024 * 1024
+def answer_size(answer: tuple[int, str, list[dict[str, Any]]]) -> int:
+    return rows_size(answer[2])
+
+
+class Listings(BoundedCache[tuple[bytes, tuple[str, ...], bool], tuple[int, str, list[dict[str, Any]]]]):
+    """``list_secrets`` answers by ``(vault id, directory path, recursive)``, each with the epoch and
+    directory tree it lists: only the latest answer per directory is kept (after a write the old
+    one is replaced, not left to age out), and it answers only while that tree is current."""
+
+    def __init__(self, max_answers: int = 8, max_bytes: int = 5 * 1024 * 1024) -> None:
+        super().__init__(max_answers, max_bytes, answer_size)

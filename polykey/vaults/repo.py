@@ -41,7 +41,7 @@ MAX_PACKS = 16
 #: libgit2's object cache, all open repositories together (parsed trees and ciphertext blobs).
 CACHE_MAX_BYTES = 8 << 20
 #: Pack file bytes libgit2 keeps mapped, all open repositories together.
-MWINDOW_MAPPED_BYTES = 64 << 20
+MWINDOW_MAPPED_BYTES = 8 << 20
 
 _configured = False
 _configure_mutex = threading.Lock()

@@ -42,7 +42,7 @@ from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
 from polykey.vaults import ops
-from polykey.vaults.cache import MAX_LISTING_BYTES, MAX_LISTINGS, Listings, TreeNames, rows_size
+from polykey.vaults.cache import Listings, TreeNames
 from polykey.vaults.format import split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.index import NameIndex, validate_new_name
@@ -83,7 +83,7 @@ class VaultService:
         #: Decrypted tree listings of every open vault, bounded; dropped by :meth:`close`.
         self.tree_names = TreeNames()
         #: Whole answers of :meth:`list_secrets` (a few, bounded): an unchanged vault's ``ls -r``.
-        self.listings = Listings(MAX_LISTINGS, MAX_LISTING_BYTES, rows_size)
+        self.listings = Listings()
         self._staging = ImportStaging(lambda: self._rng(16).hex())
 
     # -- internals -----------------------------------------------------------------
@@ -329,16 +329,16 @@ class VaultService:
             if e[0] == "blob":
                 return [{"path": "/".join(parts), "name": parts[-1], "type": "secret"}]
             keys = v.need_keys(snap)
-            key = (v.vault_id.raw, keys.epoch, e[1], parts, recursive)  # trees never change: no staleness
+            key = (v.vault_id.raw, parts, recursive)
             cached = self.listings.get(key)
-            if cached is not None:
-                return list(cached)  # the rows are shared: callers read them, never change them
+            if cached is not None and cached[:2] == (keys.epoch, e[1]):  # that very tree: trees never change
+                return list(cached[2])  # the rows are shared: callers read them, never change them
             rows = [
                 {"path": "/".join(p), "name": p[-1], "type": "secret" if k == "blob" else "dir"}
                 for p, k, _o in v.walk(snap, e[1], parts, recursive)
             ]
         rows.sort(key=lambda r: r["path"])
-        self.listings.put(key, rows)
+        self.listings.put(key, (keys.epoch, e[1], rows))
         return list(rows)
 
     def remove(self, vault: str, path: str, recursive: bool = False) -> JSON:
