@@ -54,6 +54,8 @@ __all__ = ["CHARSETS", "DEFAULT_CHARSET", "DEFAULT_LENGTH", "VAULTS_DIR", "Vault
 
 VAULTS_DIR = "vaults"
 MAX_LOG_LIMIT = 1_000_000
+#: Open repositories kept (each holds libgit2 state, pack descriptors and per-vault caches).
+MAX_OPEN_VAULTS = 32
 
 JSON = dict[str, Any]
 
@@ -111,14 +113,22 @@ class VaultService:
         with self._mutex:
             if self._closed:
                 raise InvalidInputError("the vault service is closed")
-            opened = self._open.get(vid)
+            opened = self._open.pop(vid, None)
             if opened is None:
                 path = self._repo_path(vid)
                 if not path.is_dir():
                     raise VaultNotFoundError(f"vault {vault!r} is in the index but its repository is missing")
-                opened = self._open[vid] = Vault(path, vid, self.keypair, self._clock, self._rng,
-                                                        self.tree_names)
+                opened = Vault(path, vid, self.keypair, self._clock, self._rng, self.tree_names)
+            self._keep(vid, opened)
             return opened
+
+    def _keep(self, vid: VaultId, v: Vault) -> None:
+        """Remember ``v`` as the most recently used open vault (caller holds the mutex)."""
+        if len(self._open) >= MAX_OPEN_VAULTS:
+            # The least recently used goes; not closed here: a call in another thread may still be
+            # using it, and its repository is freed with its last reference.
+            del self._open[next(iter(self._open))]
+        self._open[vid] = v
 
     def _forget(self, vid: VaultId) -> None:
         with self._mutex:
@@ -199,7 +209,7 @@ class VaultService:
             shutil.rmtree(self._repo_path(vid), ignore_errors=True)
             raise
         with self._mutex:
-            self._open[vid] = v
+            self._keep(vid, v)
         return {"name": name, "vaultId": str(vid), "commit": v.snapshot().commit}
 
     def list_vaults(self) -> list[JSON]:

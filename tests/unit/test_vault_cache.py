@@ -98,3 +98,17 @@ def test_a_cached_answer_is_not_changed_by_its_caller(tmp_path: Path) -> None:
     first.clear()
     assert [r["path"] for r in svc.list_secrets("w", "", recursive=True)] == ["a", "b"]
     svc.close()
+
+
+def test_open_repositories_are_bounded(tmp_path: Path) -> None:
+    from polykey.vaults.service import MAX_OPEN_VAULTS
+
+    svc = VaultService(tmp_path / "node", KeyPair.generate())
+    for i in range(MAX_OPEN_VAULTS + 5):
+        svc.create_vault(f"v{i}")
+        svc.set_secret(f"v{i}", "k", b"%d" % i)
+    assert len(svc._open) <= MAX_OPEN_VAULTS
+    assert [svc.get_secret(f"v{i}", "k") for i in range(MAX_OPEN_VAULTS + 5)] == [
+        b"%d" % i for i in range(MAX_OPEN_VAULTS + 5)]  # an evicted vault opens again
+    assert len(svc._open) <= MAX_OPEN_VAULTS
+    svc.close()
