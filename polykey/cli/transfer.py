@@ -175,15 +175,16 @@ def secrets_import(target: str, source: str, fmt: str, invalid: str, duplicate: 
 
 @click.command("export")
 @click.argument("target", metavar="VAULT[:DIR]", callback=utf8)
-@click.option("--env-format", type=click.Choice(EXPORT_FORMATS), default="dotenv", show_default=True,
-              help="dotenv (NAME='value' lines), unix (export lines for sh) or json (an object by path below DIR).")
+@click.option("--env-format", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="dotenv (NAME='value' lines, the default), unix (export lines for sh) or json (an object by "
+                   "path below DIR; the default with --format json).")
 @click.option("--env-invalid", "invalid", type=click.Choice(hot.ENV_INVALID), default="error", show_default=True,
               help="dotenv/unix: a secret name that is not a valid variable name: fail, warn and skip, or skip.")
 @click.option("--env-duplicate", "duplicate", type=click.Choice(hot.ENV_DUPLICATE), default="error",
               show_default=True, help="dotenv/unix: two secrets with the same last name: keep the first, the last, "
                                       "the last with a warning, or fail.")
 @common_options
-def secrets_export(target: str, env_format: str, invalid: str, duplicate: str) -> None:
+def secrets_export(target: str, env_format: str | None, invalid: str, duplicate: str) -> None:
     """Print every secret below VAULT[:DIR], values included, for `pk secrets import` or a program.
 
     dotenv and unix name each secret by its last path component (as `pk secrets env`); json keys
@@ -191,6 +192,7 @@ def secrets_export(target: str, env_format: str, invalid: str, duplicate: str) -
     """
     s = settings()
     opts = _opts(s)
+    env_format = env_format or ("json" if s.json else "dotenv")
     if env_format == "json":
         vault, directory = hot.split_secret_path(target, need_path=False)
         base = "/".join(split_path(directory, allow_root=True))

@@ -158,3 +158,16 @@ def test_listing_follows_writes_and_a_locked_agent_lists_nothing(vnode: Node) ->
     assert locked.code == 75 and "locked" in locked.err, (locked.code, locked.err)
     assert locked.out == b""
     assert _secrets(vnode) == got  # unlocked again with the password file: the same listing
+
+
+def test_progress_on_a_terminal_and_none_on_a_pipe(vnode: Node, tmp_path: Path) -> None:
+    from ..conftest import run_on_pty
+
+    env_file = tmp_path / "p.env"
+    env_file.write_bytes(b"A=1\nB=2\n")
+    code, output = run_on_pty(["secrets", "import", "app", str(env_file), "--node-path", str(vnode.path),
+                               "--password-file", str(vnode.password_file)], [])
+    assert code == 0, output
+    assert b"pk: writing 2 secrets" in output and b"Imported 2 secrets into app" in output
+    piped = vnode.pk("secrets", "import", "app", env_file, "--env-duplicate", "overwrite")
+    assert piped.code == 0 and piped.err == ""
