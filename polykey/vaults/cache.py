@@ -27,7 +27,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 MAX_TREES = 4096
-MAX_BYTES = 4 * 1024 * 1024
+MAX_BYTES = 3 * 1024 * 1024
 #: Estimated bytes of one cached entry beyond its strings (tuple, str headers, dict slot).
 ENTRY_OVERHEAD = 200
 
