@@ -3,8 +3,8 @@
 An import larger than one agent frame arrives as several ``secrets.import_stage`` requests, each
 adding items under a token, then one ``secrets.import`` naming the token writes everything as one
 commit. Until then nothing touches a vault. Bounded: at most :data:`MAX_OPEN` imports at once, each
-at most :data:`MAX_IMPORT_ITEMS` secrets and :data:`MAX_IMPORT_BYTES` of values; one untouched for
-:data:`IDLE_SECONDS` is dropped. Held in memory only, by the unlocked service: locking drops them.
+at most :data:`MAX_IMPORT_ITEMS` secrets, and :data:`MAX_IMPORT_BYTES` of values all together; one
+untouched for :data:`IDLE_SECONDS` is dropped (checked at the next part of any import). Held in memory only, by the unlocked service: locking drops them.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ class ImportStaging:
                     raise InvalidInputError("no import in progress under this token (it expired or the agent was locked)")
                 held, size, _seen = found
             size = merge_items(held, items, size)
+            if size + sum(s for _i, s, _t in self._open.values()) > MAX_IMPORT_BYTES:
+                raise InvalidInputError(f"imports in progress hold {MAX_IMPORT_BYTES // (1 << 20)} MiB of values "
+                                        "already; try again when they are done")
             self._open[token] = (held, size, now)
             return token, len(held)
 

@@ -192,6 +192,12 @@ def test_staging_bounds_and_all_or_nothing() -> None:
         staging.add(None, {("x",): b"1"})
     staging.clear()
     assert len(staging) == 0
+    from polykey.vaults.staging import MAX_IMPORT_BYTES
+
+    half = b"x" * (MAX_IMPORT_BYTES // 2 + 1)
+    staging.add(None, {("one",): half})
+    with pytest.raises(InvalidInputError, match="already; try again"):
+        staging.add(None, {("two",): half})  # all imports in progress together are bounded too
 
 
 def test_staged_import_is_one_commit_and_dropped_on_close(tmp_path: Path) -> None:
