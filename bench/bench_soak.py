@@ -2,8 +2,9 @@
 
 1. RSS of a real agent after 10,000 overwrites (`secrets.set`) in a 10,000-secret vault, sampled
    every 1,000 (target <= 60 MB at the end).
-2. A mixed soak: gets, sets, recursive listings and bulk imports over several vaults, from one
-   client connection, for ``--minutes`` (default 30), the agent's RSS printed every
+2. A mixed soak: gets, sets, recursive listings and bulk imports (50 secrets each) over 4 vaults of
+   2,000 secrets (their size stays the same: imports replace batches imported at the start), from
+   one client connection, for ``--minutes`` (default 30), the agent's RSS printed every
    ``--interval`` seconds (default 60); memory should stay flat (target <= 60 MB throughout).
 
 `python -m bench soak --minutes 2 --interval 10` for a short run; `--quick` makes part 1 do
@@ -23,10 +24,16 @@ from pathlib import Path
 from bench.bench_agent import PK, _agent_pid, _env, _pk, _rss_mb
 
 VAULTS = ("alpha", "beta", "gamma", "delta")
+BATCHES, BATCH = 20, 50
 
 
 def _items(n: int, tag: str) -> dict[str, bytes]:
     return {f"dir{i // 100:03d}/secret-{i:05d}": f"{tag}-value-{i:05d}".encode() for i in range(n)}
+
+
+def _batch(batch: int) -> dict[str, bytes]:
+    """One .env-sized import: ``BATCH`` secrets under ``imported/NN/`` with fresh values."""
+    return {f"imported/{batch:02d}/s{i:03d}": os.urandom(64) for i in range(BATCH)}
 
 
 def _print_row(label: str, rss: float, extra: str = "") -> None:
@@ -66,11 +73,13 @@ def soak(node: Path, pid: int, minutes: float, interval: float) -> list[float]:
     print("| at | agent RSS | operations so far |")
     print("| --- | ---: | --- |")
     with connect(str(node)) as c:
-        for name in VAULTS:
+        for name in VAULTS:  # the steady state from the start: later imports replace these batches
             c.call("vaults.create", {"name": name})
             c.call("secrets.import", {"vault": name, "items": _items(1000, name)})
+            for batch in range(BATCHES):
+                c.call("secrets.import", {"vault": name, "items": _batch(batch)})
         samples.append(_rss_mb(pid))
-        _print_row("start (4 vaults of 1,000)", samples[-1])
+        _print_row(f"start ({len(VAULTS)} vaults of {1000 + BATCHES * BATCH:,} secrets)", samples[-1])
         started = time.monotonic()
         deadline = started + minutes * 60
         next_sample = started + interval
@@ -94,10 +103,8 @@ def soak(node: Path, pid: int, minutes: float, interval: float) -> list[float]:
             elif roll < 0.99:
                 c.call("secrets.list", {"vault": vault, "path": "", "recursive": True})
                 counts["ls"] += 1
-            else:  # a bulk import of 200 new or replaced secrets
-                batch = next(imports) % 20
-                items = {f"imported/{batch:02d}/s{i:03d}": os.urandom(64) for i in range(200)}
-                c.call("secrets.import", {"vault": vault, "items": items})
+            else:  # a bulk import: new values for one batch of secrets
+                c.call("secrets.import", {"vault": vault, "items": _batch(next(imports) % BATCHES)})
                 counts["import"] += 1
     samples.append(_rss_mb(pid))
     _print_row("end", samples[-1], ", ".join(f"{k} {v:,}" for k, v in counts.items()))
