@@ -97,14 +97,15 @@ class TreeNames(BoundedCache[Key, tuple[Entry, ...]]):
         super().__init__(max_trees, max_bytes, listing_size)
 
 
-def answer_size(answer: tuple[int, str, list[dict[str, Any]]]) -> int:
-    return rows_size(answer[2])
+def answer_size(answer: tuple[int, str, list[dict[str, Any]] | None]) -> int:
+    return ENTRY_OVERHEAD if answer[2] is None else rows_size(answer[2])
 
 
-class Listings(BoundedCache[tuple[bytes, tuple[str, ...], bool], tuple[int, str, list[dict[str, Any]]]]):
+class Listings(BoundedCache[tuple[bytes, tuple[str, ...], bool], tuple[int, str, list[dict[str, Any]] | None]]):
     """``list_secrets`` answers by ``(vault id, directory path, recursive)``, each with the epoch and
     directory tree it lists: only the latest answer per directory is kept (after a write the old
-    one is replaced, not left to age out), and it answers only while that tree is current."""
+    one is replaced, not left to age out), and it answers only while that tree is current. The rows
+    are None (only the tree is noted) until the same tree is listed a second time."""
 
     def __init__(self, max_answers: int = 8, max_bytes: int = 5 * 1024 * 1024) -> None:
         super().__init__(max_answers, max_bytes, answer_size)

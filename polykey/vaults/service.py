@@ -363,14 +363,17 @@ class VaultService:
             keys = v.need_keys(snap)
             key = (v.vault_id.raw, parts, recursive)
             cached = self.listings.get(key)
-            if cached is not None and cached[:2] == (keys.epoch, e[1]):  # that very tree: trees never change
+            same_tree = cached is not None and cached[:2] == (keys.epoch, e[1])  # trees never change
+            if cached is not None and same_tree and cached[2] is not None:
                 return list(cached[2])  # the rows are shared: callers read them, never change them
             rows = [
                 {"path": "/".join(p), "name": p[-1], "type": "secret" if k == "blob" else "dir"}
                 for p, k, _o in v.walk(snap, e[1], parts, recursive)
             ]
         rows.sort(key=lambda r: r["path"])
-        self.listings.put(key, (keys.epoch, e[1], rows))
+        # Keep the answer only when the directory was listed unchanged twice in a row: a vault that
+        # is written between listings would only churn memory with answers nobody asks for again.
+        self.listings.put(key, (keys.epoch, e[1], rows if same_tree else None))
         return list(rows)
 
     def remove(self, vault: str, path: str, recursive: bool = False) -> JSON:

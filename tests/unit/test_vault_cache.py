@@ -94,9 +94,13 @@ def test_a_cached_answer_is_not_changed_by_its_caller(tmp_path: Path) -> None:
     svc = VaultService(tmp_path / "node", KeyPair.generate())
     svc.create_vault("w")
     svc.import_secrets("w", {"a": b"1", "b": b"2"})
-    first = svc.list_secrets("w", "", recursive=True)
-    first.clear()
+    svc.list_secrets("w", "", recursive=True)  # notes the tree
+    second = svc.list_secrets("w", "", recursive=True)  # unchanged: this answer is kept
+    assert svc.listings.get((svc._vault("w").vault_id.raw, (), True)) is not None
+    second.clear()
     assert [r["path"] for r in svc.list_secrets("w", "", recursive=True)] == ["a", "b"]
+    svc.set_secret("w", "c", b"3")  # a new tree: the kept answer is not used
+    assert [r["path"] for r in svc.list_secrets("w", "", recursive=True)] == ["a", "b", "c"]
     svc.close()
 
 
