@@ -1,52 +1,101 @@
-"""Give freed heap memory back to the system after vault writes (docs/architecture.md "Agent memory").
+"""Bounded request buffering per listener, and giving freed buffers back to the system.
 
-Every write allocates and frees tree, pack and ciphertext buffers of a few KiB to a few MiB, from
-several worker threads. glibc's allocator keeps the freed chunks inside its heaps (one arena per
-thread) and returns only a free *top* of each heap, so holes left between live objects add up: an
-agent doing 10,000 overwrites of a 10,000-secret vault grew from ~60 MB to over 150 MB with nothing
-live to show for it. ``malloc_trim(0)`` releases every free page of every arena (``madvise``), in
-tens of microseconds at this heap size, so the agent calls it after each write, at most once per
-:data:`MIN_INTERVAL`. On a C library without ``malloc_trim`` (musl, macOS) it does nothing.
+docs/spec/agent-protocol.md section 3 "Limits" and docs/spec/transport.md section 7. Each
+listener (the agent socket, the peer port) has one :class:`RequestBudget`: the bytes of
+requests being received, summed over all its connections. A frame or message is charged its
+whole announced size when its length arrives and released when it is complete or its
+connection ends; one that does not fit gets the listener's busy reply instead of being read.
+
+A partial buffer of several MiB that was freed still counts in the process's RSS until the C
+allocator gives its pages back; :meth:`RequestBudget.release` asks glibc to (``malloc_trim``)
+once the buffers released since the last time add up to :data:`TRIM_AFTER`.
+
+Vault writes (docs/architecture.md "Agent memory") allocate and free tree, pack and ciphertext
+buffers of a few KiB to a few MiB from several worker threads; glibc keeps freed chunks inside
+its per-thread heaps, and the holes add up (10,000 overwrites of a 10,000-secret vault grew an
+agent from ~60 MB to over 150 MB with nothing live to show for it). The vault handlers call
+:func:`release_free_memory` after each write: the same trim, at most once per
+:data:`WRITE_TRIM_INTERVAL` (it takes tens of microseconds at this heap size).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import threading
 import time
 from collections.abc import Callable
 
-MIN_INTERVAL = 0.05
+log = logging.getLogger("keynode.memory")
 
-_trim: Callable[[int], int] | None = None
-_loaded = False
-_last = 0.0
-_mutex = threading.Lock()
+#: Default budget of each listener (bytes): a few of the largest frames at once.
+REQUEST_BUDGET = 64 * 1024 * 1024
+#: Trim the C heap after this many bytes of request buffers were released.
+TRIM_AFTER = 8 * 1024 * 1024
+#: Seconds between two trims after vault writes.
+WRITE_TRIM_INTERVAL = 0.05
 
 
-def _load() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
+def _load_trim() -> Callable[[], None]:
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        fn = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    trim: Callable[[int], int] = fn
-    return trim
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def trim_now() -> None:
+        trim(0)
+
+    return trim_now
+
+
+trim_heap = _load_trim()
+
+
+class RequestBudget:
+    """Bytes of requests buffered across all connections of one listener, at most ``limit``."""
+
+    def __init__(self, limit: int = REQUEST_BUDGET, *, trim: Callable[[], None] = trim_heap) -> None:
+        if limit <= 0:
+            raise ValueError("the request budget must be positive")
+        self.limit = limit
+        self.used = 0
+        self._released = 0
+        self._trim = trim
+
+    def reserve(self, n: int) -> bool:
+        """Charge ``n`` bytes; False (nothing charged) if they do not fit."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` charged bytes (their buffer was dropped)."""
+        if n <= 0:
+            return
+        self.used = max(0, self.used - n)
+        self._released += n
+        if self._released >= TRIM_AFTER:
+            self._released = 0
+            self._trim()
+
+
+_last_write_trim = 0.0
+_write_trim_mutex = threading.Lock()
 
 
 def release_free_memory(*, force: bool = False) -> bool:
-    """Return free heap pages to the system (throttled unless ``force``). True if it trimmed."""
-    global _trim, _loaded, _last
-    with _mutex:
-        if not _loaded:
-            _trim, _loaded = _load(), True
+    """After a vault write: return free heap pages to the system (throttled unless ``force``).
+    True if it trimmed."""
+    global _last_write_trim
+    with _write_trim_mutex:
         now = time.monotonic()
-        if _trim is None or (not force and now - _last < MIN_INTERVAL):
+        if not force and now - _last_write_trim < WRITE_TRIM_INTERVAL:
             return False
-        _last = now
-        _trim(0)
-        return True
+        _last_write_trim = now
+    trim_heap()
+    return True
