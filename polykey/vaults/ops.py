@@ -25,13 +25,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def set_secret(v: Vault, parts: Parts, value: bytes, message: str = "set secret\n") -> JSON:
+def set_secret(v: Vault, parts: Parts, value: bytes, message: str = "set secret\n", *, replace: bool = True) -> JSON:
     check_not_root(parts)
 
     def build(snap: Snapshot) -> tuple[dict[Parts, Change], str, JSON]:
         e = v.find(snap, parts)
         if e is not None and e[0] == TREE:
             raise SecretIsDirectoryError(f"{join_path(parts)} is a directory; cannot write a secret over it")
+        if e is not None and not replace:
+            raise SecretExistsError(f"{join_path(parts)} already exists")
         if e is None:
             v.check_parents(snap, parts)
         blob = v.encrypt(snap, parts, value)
@@ -51,8 +53,10 @@ def import_secrets(v: Vault, items: dict[Parts, bytes]) -> JSON:
 
     def build(snap: Snapshot) -> tuple[dict[Parts, Change], str, JSON]:
         dirs_ok: dict[Parts, bool] = {}
+        created = 0
         for parts in items:
             e = v.find(snap, parts)
+            created += e is None
             if e is not None and e[0] == TREE:
                 raise SecretIsDirectoryError(f"{join_path(parts)} is a directory; cannot write a secret over it")
             if e is None and len(parts) > 1 and parts[:-1] not in dirs_ok:
@@ -61,7 +65,7 @@ def import_secrets(v: Vault, items: dict[Parts, bytes]) -> JSON:
                     dirs_ok[parts[:k]] = True
         oids = v.encrypt_many(snap, list(items.items()))
         changes: dict[Parts, Change] = {parts: (BLOB, oid) for parts, oid in zip(items, oids)}
-        return changes, f"import {_plural(len(items), 'secret')}\n", {"count": len(items)}
+        return changes, f"import {_plural(len(items), 'secret')}\n", {"count": len(items), "created": created}
 
     return v.write(build)
 
