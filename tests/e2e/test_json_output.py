@@ -53,6 +53,8 @@ SHAPES: dict[str, str] = {
     "secrets generate": OBJECT,
     "secrets edit": OBJECT,
     "secrets env": OBJECT,  # printing; with `-- CMD` pk becomes CMD (see NO_JSON)
+    "secrets import": OBJECT,
+    "secrets export": OBJECT,  # the secrets as one object keyed by path
     "inject": OBJECT,
     "nodes add": OBJECT,
     "nodes find": OBJECT,
@@ -186,6 +188,10 @@ def test_every_command_prints_one_json_value_of_its_shape(tmp_path: Path) -> Non
     editor = base_env(VISUAL=edit, EDITOR=edit)
     assert pk(a, "secrets", "edit", "app:dir/note", env=editor)["changed"] is True
     assert pk(a, "secrets", "env", "app:db/password=DB") == {"DB": "s3cret"}
+    dotenv = tmp_path / "import.env"
+    dotenv.write_text("HOST=db.internal\nPORT=5432\n")
+    assert pk(a, "secrets", "import", "app:imported", dotenv)["count"] == 2
+    assert pk(a, "secrets", "export", "app:imported") == {"HOST": "db.internal", "PORT": "5432"}
     template = tmp_path / "template"
     template.write_text("password={{ pk://app/db/password }}\n")
     assert pk(a, "inject", "-i", template) == {"references": 1, "value": "password=s3cret\n"}
