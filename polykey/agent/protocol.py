@@ -2,8 +2,11 @@
 
 Bytes in, records out, and back; no sockets, no asyncio, no files. Both the
 agent (keynode) and the clients (``pk``, :class:`polykey.Client`) drive it.
-It imports only the standard library and stays cheap to import: the ``pk``
-fast path loads it on every call.
+It stays cheap to import, because the ``pk`` fast path loads it on every call
+(docs/performance.md "Fast path"): its JSON is the C accelerator ``_json`` that the
+``json`` package itself is built on (``import json`` pulls in ``re`` and ``enum``), its
+header is ``int.to_bytes`` rather than ``struct``, ``typing`` is for the type checker
+only, and ``polykey.errors`` is loaded only when something is malformed.
 
 Frame (spec section 2): a 4-byte big-endian unsigned length ``N`` then ``N``
 bytes of UTF-8 JSON, one object. ``2 <= N <= MAX_FRAME``.
@@ -12,14 +15,19 @@ bytes of UTF-8 JSON, one object. ``2 <= N <= MAX_FRAME``.
 from __future__ import annotations
 
 import binascii
-import json
-import struct
-from typing import Any
 
-from polykey.errors import AgentProtocolError
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from polykey.errors import AgentProtocolError
+else:
+    from polykey.agent import LazyError
+
+    AgentProtocolError = LazyError("AgentProtocolError")
 
 VERSION = 1
-HEADER = struct.Struct(">I")
 #: Largest frame body either side accepts (spec section 2). A secret value travels base64-encoded,
 #: so the largest secret (16 MiB, polykey.vaults.format.MAX_SECRET_BYTES) fits with room to spare.
 MAX_FRAME = 24 * 1024 * 1024
@@ -91,12 +99,106 @@ class Response:
         return self.kind != "progress"
 
 
+# -- JSON without the json package ------------------------------------------------------
+
+try:
+    from _json import encode_basestring as _c_str
+    from _json import encode_basestring_ascii as _c_ascii
+    from _json import make_encoder as _c_encoder
+    from _json import make_scanner as _c_scanner
+
+    _ACCELERATED = True
+except ImportError:  # an interpreter without the accelerator: the json package, at its usual cost
+    _ACCELERATED = False
+
+_JSON_SPACE = " \t\n\r"
+
+
+def _not_serialisable(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(
+    obj: Any,
+    *,
+    sort_keys: bool = False,
+    ensure_ascii: bool = True,
+    separators: tuple[str, str] = (", ", ": "),
+    allow_nan: bool = True,
+) -> str:
+    """``json.dumps(obj, ...)`` with these options, byte for byte, without importing ``json``."""
+    if not _ACCELERATED:
+        import json
+
+        return json.dumps(obj, sort_keys=sort_keys, ensure_ascii=ensure_ascii, separators=separators,
+                          allow_nan=allow_nan)
+    encode = _c_encoder({}, _not_serialisable, _c_ascii if ensure_ascii else _c_str, None, separators[1],
+                        separators[0], sort_keys, False, allow_nan)
+    return "".join(encode(obj, 0))
+
+
+class _ScanContext:
+    """The attributes ``_json.make_scanner`` reads (those of a ``json.JSONDecoder``)."""
+
+    strict = True
+    object_hook = None
+    parse_float = float
+    parse_int = int
+
+    def __init__(self, pairs: Callable[[list[tuple[str, Any]]], Any] | None,
+                 constant: Callable[[str], Any] | None) -> None:
+        self.object_pairs_hook = pairs
+        self.parse_constant = constant
+
+
+def loads(
+    text: str,
+    *,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+    parse_constant: Callable[[str], Any] | None = None,
+) -> Any:
+    """``json.loads(text, ...)`` for a ``str``, without importing ``json`` unless the text is malformed.
+    ValueError (or RecursionError) on anything json.loads rejects."""
+    if not _ACCELERATED:
+        import json
+
+        return json.loads(text, object_pairs_hook=object_pairs_hook, parse_constant=parse_constant)
+    scan = _c_scanner(_ScanContext(object_pairs_hook, parse_constant or float))  # type: ignore[arg-type]
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    try:
+        obj, end = scan(text, start)
+    except StopIteration:
+        raise ValueError("Expecting value") from None
+    if text[end:].strip(_JSON_SPACE):
+        raise ValueError("Extra data")
+    return obj
+
+
 # -- frames --------------------------------------------------------------------------
+
+
+class _Header:
+    """The 4-byte big-endian frame header (``struct.Struct(">I")``'s ``size``/``pack``/``unpack``)."""
+
+    size = 4
+
+    @staticmethod
+    def pack(n: int) -> bytes:
+        return n.to_bytes(4, "big")
+
+    @staticmethod
+    def unpack(header: bytes) -> tuple[int]:
+        if len(header) != 4:
+            raise AgentProtocolError("a frame header has 4 bytes")
+        return (int.from_bytes(header, "big"),)
+
+
+HEADER = _Header()
 
 
 def encode_frame(obj: dict[str, Any]) -> bytes:
     """Serialise one message as a frame; AgentProtocolError if it exceeds MAX_FRAME."""
-    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    body = dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     if len(body) > MAX_FRAME:
         raise AgentProtocolError(f"message of {len(body)} bytes exceeds the {MAX_FRAME}-byte frame limit")
     return HEADER.pack(len(body)) + body
@@ -166,7 +268,7 @@ def loads_object(body: bytes) -> dict[str, Any]:
     """Strictly parse one frame body: UTF-8, one JSON object, no NaN, no duplicate keys."""
     try:
         text = body.decode("utf-8")
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        obj = loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise AgentProtocolError("frame is not valid UTF-8 JSON") from None
     if not isinstance(obj, dict):

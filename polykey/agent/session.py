@@ -1,19 +1,20 @@
 """A client session that starts the agent on demand and unlocks it when locked, like gpg-agent.
 
 Used by every ``pk`` command that needs the agent (the click commands and the fast path).
-Standard library only.
+Standard library only, and on the fast path's happy path nothing beyond the client.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
 from polykey.agent import client as agent_client
-from polykey.errors import AgentLockedError, AgentUnavailableError
+from polykey.agent import is_error, paths
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from os import PathLike
+    from typing import Any
+
     from polykey.agent.passwords import PasswordSource
 
 
@@ -26,14 +27,14 @@ class Session:
 
     def __init__(
         self,
-        node_path: str | os.PathLike[str],
+        node_path: str | PathLike[str],
         password: PasswordSource | None = None,
         *,
         autostart: bool = True,
         daemon_args: Sequence[str] = (),
         on_progress: agent_client.ProgressCallback | None = None,
     ) -> None:
-        self.node_path = os.fspath(node_path)
+        self.node_path = paths.fspath(node_path)
         self._password = password
         self.autostart = autostart
         self.daemon_args = list(daemon_args)
@@ -56,8 +57,8 @@ class Session:
     def _connect(self) -> agent_client.AgentClient:
         try:
             return agent_client.connect(self.node_path)
-        except AgentUnavailableError:
-            if not self.autostart:
+        except Exception as e:
+            if not is_error(e, "AgentUnavailableError") or not self.autostart:
                 raise
         from polykey.agent.spawn import ensure_started, require_node  # only when starting: keep pk fast
 
@@ -69,9 +70,11 @@ class Session:
         progress = progress or self.on_progress
         try:
             return self._call(method, params, progress)
-        except AgentUnavailableError as e:
+        except Exception as e:
+            if not is_error(e, "AgentUnavailableError"):
+                raise
             self.close()  # the connection is gone: a later call connects (or starts the agent) anew
-            if e.data.get("idleClosed") is not True:
+            if e.data.get("idleClosed") is not True:  # type: ignore[attr-defined]
                 raise
         # The agent closed this connection while it was idle, to make room for others
         # (docs/spec/agent-protocol.md section 3 "Limits"): it never read the request, so resend it.
@@ -81,8 +84,8 @@ class Session:
         c = self.client()
         try:
             return c.call(method, params, progress)
-        except AgentLockedError:
-            if not self.password.available():
+        except Exception as e:
+            if not is_error(e, "AgentLockedError") or not self.password.available():
                 raise
             c.call("agent.unlock", {"password": self.password.get()})
             return c.call(method, params, progress)

@@ -9,7 +9,6 @@ A password is never taken from argv.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import click
 
 from polykey import crypto
 from polykey.agent import passwords
+from polykey.cli import hot
 from polykey.errors import InvalidInputError
 from polykey.keys.store import NodeDir, default_node_path
 
@@ -96,6 +96,12 @@ class Settings:
     def node(self) -> NodeDir:
         return NodeDir(self.node_path)
 
+    @property
+    def options(self) -> hot.Options:
+        """These settings for the click-free command bodies (polykey.cli.hot), shared with the fast path."""
+        return hot.Options(str(self.node_path), str(self.password_file) if self.password_file is not None else None,
+                           self.format)
+
 
 def settings() -> Settings:
     """The effective common options for the running command."""
@@ -131,8 +137,6 @@ def node_password(s: Settings, *, confirm: bool = False, prompt: str = "Node pas
 
 
 def emit(s: Settings, human: str, data: Any) -> None:
-    """Print ``data`` as one JSON document with --format json, else ``human``."""
-    if s.json:
-        click.echo(json.dumps(data, sort_keys=True))
-    elif human:
-        click.echo(human)
+    """Print ``data`` as one JSON document with --format json, else ``human`` (the one way every
+    command prints, shared with the fast path)."""
+    hot.emit(s.options, human, data)

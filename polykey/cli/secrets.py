@@ -8,7 +8,6 @@ stdout is a terminal). ``edit`` uses a file in a fresh 0700 directory on tmpfs
 
 from __future__ import annotations
 
-import base64
 import copy
 import getpass
 import os
@@ -25,52 +24,13 @@ from types import FrameType
 
 import click
 
+from polykey.cli import hot
 from polykey.cli.common import common_options, emit, settings
 from polykey.cli.hot import split_secret_path
 from polykey.cli.vaults import backend, short, utf8, when
 from polykey.errors import InvalidInputError, SecretNotFoundError
-from polykey.vaults.format import MAX_SECRET_BYTES
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH
 
-
-def _read_limited(stream: object, what: str) -> bytes:
-    data: bytes = stream.read(MAX_SECRET_BYTES + 1)  # type: ignore[attr-defined]
-    if len(data) > MAX_SECRET_BYTES:
-        raise InvalidInputError(f"{what} is larger than the {MAX_SECRET_BYTES}-byte limit for a secret")
-    return data
-
-
-def read_value(from_file: Path | None) -> bytes:
-    """The new secret value: --from-file, else a hidden prompt on a terminal, else all of stdin."""
-    if from_file is not None:
-        try:
-            with open(from_file, "rb") as f:
-                return _read_limited(f, f"file {from_file}")
-        except OSError as e:
-            raise InvalidInputError(f"cannot read {from_file}: {e.strerror}") from None
-    if sys.stdin is None:  # started with stdin closed (`<&-`)
-        raise InvalidInputError("no value: standard input is closed; pipe the value in or use --from-file")
-    if sys.stdin.isatty():
-        first = getpass.getpass("Secret value: ")
-        if getpass.getpass("Repeat to confirm: ") != first:
-            raise InvalidInputError("the two values do not match")
-        return first.encode("utf-8")
-    return _read_limited(sys.stdin.buffer, "standard input")
-
-
-def write_value(value: bytes) -> None:
-    out = sys.stdout.buffer
-    out.write(value)
-    if sys.stdout.isatty():
-        out.write(b"\n")
-    out.flush()
-
-
-def value_json(value: bytes) -> dict[str, str]:
-    try:
-        return {"value": value.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"valueBase64": base64.b64encode(value).decode("ascii")}
 
 
 @click.group()
@@ -91,13 +51,7 @@ def secrets_set(target: str, from_file: Path | None) -> None:
     `printf` does not), or asked twice without echo when standard input is a terminal, or the bytes
     of --from-file. Never an argument. At most 16 MiB.
     """
-    s = settings()
-    vault, path = split_secret_path(target)
-    value = read_value(from_file)
-    with backend(s) as b:
-        out = b.set_secret(vault, path, value)
-    verb = "Created" if out["created"] else "Updated"
-    emit(s, f"{verb} {vault}:{out['path']} ({len(value)} bytes).", out)
+    hot.secrets_set(settings().options, target, str(from_file) if from_file is not None else None)
 
 
 @click.command("get")
@@ -106,12 +60,7 @@ def secrets_set(target: str, from_file: Path | None) -> None:
 @common_options
 def secrets_get(target: str, commit: str | None) -> None:
     """Print a secret's raw value (a newline is added only on a terminal)."""
-    s = settings()
-    # The same code as the click-free fast path (polykey.cli.fast), so both routes agree.
-    from polykey.cli import hot
-
-    opts = hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
-    hot.secrets_get(opts, target, commit)
+    hot.secrets_get(settings().options, target, commit)
 
 
 def _alias(command: click.Command, of: str) -> click.Command:
@@ -134,15 +83,7 @@ secrets.add_command(_alias(secrets_get, "get"), "cat")
 @common_options
 def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
     """List the secrets and directories in a vault directory (directories end with '/')."""
-    s = settings()
-    vault, path = split_secret_path(target, need_path=False)
-    with backend(s) as b:
-        rows = b.list_secrets(vault, path, recursive, commit)
-    base = path.strip("/")
-    def show(r: dict[str, str]) -> str:
-        shown = r["path"][len(base) + 1:] if base and r["path"].startswith(base + "/") else r["path"]
-        return shown + ("/" if r["type"] == "dir" else "")
-    emit(s, "\n".join(show(r) for r in rows), rows)
+    hot.secrets_ls(settings().options, target, recursive, commit)
 
 
 @secrets.command("rm")
@@ -152,18 +93,7 @@ def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
 def secrets_rm(targets: tuple[str, ...], recursive: bool) -> None:
     """Remove secrets (and directories with -r). One commit per path; nothing is removed if a
     path does not exist."""
-    s = settings()
-    parsed = [split_secret_path(t) for t in targets]
-    results = []
-    with backend(s) as b:
-        for vault, path in parsed if len(parsed) > 1 else []:  # like `git rm`: a typo removes nothing
-            b.list_secrets(vault, path)
-        for vault, path in parsed:
-            results.append({"vault": vault, "path": path.strip("/"), **b.remove(vault, path, recursive)})
-    total = sum(r["removed"] for r in results)
-    # One JSON shape for any number of paths: the totals, the last commit, and each path's result.
-    data = {"removed": total, "commit": results[-1]["commit"], "results": results}
-    emit(s, f"Removed {total} secret{'s' if total != 1 else ''}.", data)
+    hot.secrets_rm(settings().options, list(targets), recursive)
 
 
 def _same_vault(src: str, dst: str) -> tuple[str, str, str]:
@@ -282,7 +212,7 @@ def secrets_generate(target: str, length: int, charset: str, reveal: bool) -> No
     with backend(s) as b:
         out = b.generate(vault, path, length, charset, reveal)
     if reveal and not s.json:
-        write_value(out["value"].encode("utf-8"))
+        hot.write_value(out["value"].encode("utf-8"))
         return
     where, what = f"{vault}:{out['path']}", f"a random secret of {length} characters"
     human = f"Stored {what} at {where}" if out["created"] else f"Replaced {where} with {what}"
@@ -368,7 +298,7 @@ def secrets_edit(target: str) -> None:
             if code != 0:
                 raise InvalidInputError(f"the editor exited with status {code}; nothing was saved")
             with open(file, "rb") as f:
-                new = _read_limited(f, "the edited file")
+                new = hot.read_limited(f, "the edited file")
         finally:
             _scrub(directory)
         if new == (old if old is not None else b""):  # a new secret left empty is not created

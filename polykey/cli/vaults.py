@@ -82,10 +82,9 @@ def vaults_create(name: str) -> None:
 @common_options
 def vaults_list() -> None:
     """List the vaults on this node: name, VaultId and this node's role."""
-    s = settings()
-    with backend(s) as b:
-        rows = b.list_vaults()
-    emit(s, "\n".join(f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}" for r in rows), rows)
+    from polykey.cli import hot
+
+    hot.vaults_list(settings().options)
 
 
 @vaults.command("rename")

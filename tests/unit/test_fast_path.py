@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from polykey.cli import fast, hot
-from polykey.cli.automation import parse_env_file, parse_reference
+from polykey.cli import fast, hot, hot_env
+from polykey.cli.hot_env import parse_env_file, parse_reference
 from polykey.errors import EnvNameError, InvalidInputError, SecretReferenceError
+
+GET, ENV = ("secrets", "get"), ("secrets", "env")
 
 
 @pytest.mark.parametrize(
     "argv,expected",
     [
-        (["secrets", "get", "a:b"], ("get", {}, ["a:b"], None)),
-        (["secrets", "cat", "a:b", "--format", "json"], ("get", {"format": "json"}, ["a:b"], None)),
-        (["--node-path", "/n", "secrets", "get", "--commit=abcd", "a:b"], ("get", {"node_path": "/n", "commit": "abcd"}, ["a:b"], None)),
-        (["--node-path=/x", "secrets", "get", "a:b", "--node-path", "/y"], ("get", {"node_path": "/y"}, ["a:b"], None)),
-        (["secrets", "env", "a:b=X", "a:c", "--", "sh", "-c", "echo --"], ("env", {}, ["a:b=X", "a:c"], ["sh", "-c", "echo --"])),
-        (["secrets", "env", "--env-format", "dotenv", "--env-duplicate=keep", "a"], ("env", {"env_format": "dotenv", "duplicate": "keep"}, ["a"], None)),
+        (["secrets", "get", "a:b"], (GET, {}, ["a:b"], None)),
+        (["secrets", "cat", "a:b", "--format", "json"], (("secrets", "cat"), {"format": "json"}, ["a:b"], None)),
+        (["--node-path", "/n", "secrets", "get", "--commit=abcd", "a:b"], (GET, {"node_path": "/n", "commit": "abcd"}, ["a:b"], None)),
+        (["--node-path=/x", "secrets", "get", "a:b", "--node-path", "/y"], (GET, {"node_path": "/y"}, ["a:b"], None)),
+        (["secrets", "env", "a:b=X", "a:c", "--", "sh", "-c", "echo --"], (ENV, {}, ["a:b=X", "a:c"], ["sh", "-c", "echo --"])),
+        (["secrets", "env", "--env-format", "dotenv", "--env-duplicate=keep", "a"], (ENV, {"env_format": "dotenv", "duplicate": "keep"}, ["a"], None)),
+        (["secrets", "set", "a:b", "--from-file", "/nonexistent"], (("secrets", "set"), {"from_file": "/nonexistent"}, ["a:b"], None)),
+        (["secrets", "ls", "-r", "a", "--recursive"], (("secrets", "ls"), {"recursive": True}, ["a"], None)),
+        (["secrets", "rm", "a:x", "a:y"], (("secrets", "rm"), {}, ["a:x", "a:y"], None)),
+        (["run", "--env-file", "/e1", "--env-file=/e2", "--", "env"], (("run",), {"env_files": ["/e1", "/e2"]}, [], ["env"])),
+        (["inject", "-i", "-", "--out-file", "/o"], (("inject",), {"in_file": "-", "out_file": "/o"}, [], None)),
+        (["--format", "json", "vaults", "list"], (("vaults", "list"), {"format": "json"}, [], None)),
+        (["agent", "status", "--node-path", "/n"], (("agent", "status"), {"node_path": "/n"}, [], None)),
     ],
 )
 def test_taken(argv: list[str], expected: tuple[object, ...]) -> None:
-    assert fast._parse(argv) == expected
+    assert fast.parse(argv) == expected
 
 
 @pytest.mark.parametrize(
@@ -40,19 +51,44 @@ def test_taken(argv: list[str], expected: tuple[object, ...]) -> None:
         ["secrets", "get", "a:b", "--node-path="],
         ["secrets", "--node-path", "/n", "get", "a:b"],
         ["secrets", "get", "a:b", "--bogus"],
-        ["secrets", "set", "a:b"],
         ["secrets", "env"],
         ["secrets", "env", "--", "cmd"],
         ["secrets", "env", "a", "--env-format", "yaml"],
         ["secrets", "env", "a", "--commit", "x"],
         ["--version"],
-        ["vaults", "list"],
         ["--password-file", "secrets", "get", "a:b"],
+        ["secrets", "rm", "-r", "a:b"],
+        ["secrets", "ls"],
+        ["secrets", "ls", "a", "--recursive=yes"],
+        ["secrets", "ls", "a", "-rx"],
+        ["secrets", "mv", "a:b", "a:c"],
+        ["secrets", "get", "--", "a:b"],
+        ["run", "--", "env"],
+        ["run", "--env-file", "/e", "x", "--", "env"],
+        ["inject", "-i=/t"],
+        ["inject", "-i/t"],
+        ["inject", "extra"],
+        ["vaults", "list", "extra"],
+        ["vaults", "create", "x"],
+        ["agent", "status", "--bogus"],
+        ["agent", "stop"],
+        ["--node-path", "/n"],
     ],
 )
 def test_left_to_click(argv: list[str]) -> None:
     with pytest.raises(fast._Fallback):
-        fast._parse(argv)
+        fast._runner(*fast.parse(argv))
+
+
+def test_path_options_click_would_refuse_are_left_to_click(tmp_path: Path) -> None:
+    file = str(tmp_path / "f")
+    open(file, "w").close()
+    for argv in (["--node-path", file, "secrets", "get", "a:b"],
+                 ["secrets", "get", "a:b", "--password-file", str(tmp_path)],
+                 ["secrets", "set", "a:b", "--from-file", str(tmp_path)],
+                 ["run", "--env-file", str(tmp_path), "--", "env"]):
+        with pytest.raises(fast._Fallback):
+            fast.parse(argv)
 
 
 def test_no_fast_path_switch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,24 +97,24 @@ def test_no_fast_path_switch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_env_targets() -> None:
-    assert hot.parse_env_target("app:db/password=DB_PASSWORD") == ("app", "db/password", "DB_PASSWORD")
-    assert hot.parse_env_target("app:db") == ("app", "db", None)
-    assert hot.parse_env_target("app") == ("app", "", None)
+    assert hot_env.parse_env_target("app:db/password=DB_PASSWORD") == ("app", "db/password", "DB_PASSWORD")
+    assert hot_env.parse_env_target("app:db") == ("app", "db", None)
+    assert hot_env.parse_env_target("app") == ("app", "", None)
     with pytest.raises(InvalidInputError):
-        hot.parse_env_target("app:db=")
+        hot_env.parse_env_target("app:db=")
     with pytest.raises(InvalidInputError):
-        hot.parse_env_target(":db")
+        hot_env.parse_env_target(":db")
 
 
 def test_env_formats_keep_values_exact() -> None:
     env = {"A": b"it's", "B": b"line1\nline2", "C": b"plain"}
-    assert hot.format_env(env, "unix") == "export A='it'\\''s'\nexport B='line1\nline2'\nexport C='plain'\n"
-    assert hot.format_env(env, "dotenv") == 'A="it\'s"\nB="line1\\nline2"\nC=\'plain\'\n'
-    assert hot.format_env(env, "json") == '{"A": "it\'s", "B": "line1\\nline2", "C": "plain"}\n'
+    assert hot_env.format_env(env, "unix") == "export A='it'\\''s'\nexport B='line1\nline2'\nexport C='plain'\n"
+    assert hot_env.format_env(env, "dotenv") == 'A="it\'s"\nB="line1\\nline2"\nC=\'plain\'\n'
+    assert hot_env.format_env(env, "json") == '{"A": "it\'s", "B": "line1\\nline2", "C": "plain"}\n'
     with pytest.raises(InvalidInputError):
-        hot.format_env({"A": b"\xff"}, "json")
+        hot_env.format_env({"A": b"\xff"}, "json")
     with pytest.raises(InvalidInputError):
-        hot.format_env({"A": b"a\0b"}, "unix")
+        hot_env.format_env({"A": b"a\0b"}, "unix")
 
 
 def test_references() -> None:
