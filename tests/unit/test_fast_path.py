@@ -144,3 +144,77 @@ from hypothesis import strategies as st  # noqa: E402
 @given(st.text(alphabet="/.ab~", max_size=12))
 def test_paths_print_as_click_prints_them(text: str) -> None:
     assert hot.as_path_text(text) == str(PurePosixPath(text)) if text else hot.as_path_text(text) == "."
+
+
+# -- the hand-written scanners match the patterns they replace (no `re` on the fast path) ----------
+
+import json  # noqa: E402
+import re  # noqa: E402
+
+from polykey.agent import protocol  # noqa: E402
+
+_TEXT = st.text(alphabet="pk:/{} \t\n\u2003ab_1=-.", max_size=40)
+
+
+@given(_TEXT)
+def test_template_scanner_is_the_pattern(text: str) -> None:
+    pattern = re.compile(r"\{\{\s*(pk://[^\s{}]*)\s*\}\}")
+    assert hot_env.template_references(text) == [(m.start(), m.end(), m.group(1)) for m in pattern.finditer(text)]
+    assert hot_env.template_references("{{" + text + "}}") == [
+        (m.start(), m.end(), m.group(1)) for m in pattern.finditer("{{" + text + "}}")]
+
+
+@given(_TEXT)
+def test_reference_rule_is_the_pattern(text: str) -> None:
+    for candidate in (text, "pk://" + text):
+        m = re.fullmatch(r"pk://([^/\s{}]+)/([^\s{}]+)", candidate)
+        want = (m.group(1), m.group(2)) if m and m.group(2).strip("/") else None
+        try:
+            got: tuple[str, str] | None = parse_reference(candidate, "x")
+        except SecretReferenceError:
+            got = None
+        assert got == want
+
+
+@given(_TEXT)
+def test_env_name_rule_is_the_pattern(text: str) -> None:
+    assert hot_env.is_env_name(text) == bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text))
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON, st.booleans(), st.booleans(), st.sampled_from([(", ", ": "), (",", ":")]))
+def test_lean_json_is_json(value: object, sort_keys: bool, ensure_ascii: bool, separators: tuple[str, str]) -> None:
+    want = json.dumps(value, sort_keys=sort_keys, ensure_ascii=ensure_ascii, separators=separators)
+    assert protocol.dumps(value, sort_keys=sort_keys, ensure_ascii=ensure_ascii, separators=separators) == want
+    assert json.dumps(protocol.loads(" \n" + want + "\t")) == json.dumps(json.loads(want))
+
+
+@pytest.mark.parametrize("text", ["", " ", "{", "[1,]", "{} x", "\ufeff{}", "nul", '"\x01"', "[1] [2]"])
+def test_lean_json_rejects_what_json_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        protocol.loads(text)
+
+
+def test_lean_json_refuses_what_json_refuses() -> None:
+    with pytest.raises(TypeError):
+        protocol.dumps({"a": b"bytes"})
+    with pytest.raises(ValueError):
+        protocol.dumps(float("nan"), allow_nan=False)
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(ValueError):
+        protocol.dumps(loop)
+
+
+def test_secret_size_limit_is_the_vaults_limit() -> None:
+    from polykey.vaults.format import MAX_SECRET_BYTES
+
+    assert hot.MAX_SECRET_BYTES == MAX_SECRET_BYTES
