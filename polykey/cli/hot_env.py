@@ -143,14 +143,14 @@ def exec_with_env(command: list[str] | None, env: dict[str, bytes]) -> None:
         merged[name.encode("utf-8")] = value
     sys.stdout.flush()
     sys.stderr.flush()
-    import signal
+    import _signal  # not signal.py, which builds its enums
 
     # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give
     # the command the defaults a shell would (as subprocess's restore_signals does), so that
     # e.g. `yes | head -1` in it ends quietly by SIGPIPE.
     for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        if hasattr(_signal, name):
+            _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
     try:
         os.execvpe(command[0], command, merged)
     except FileNotFoundError:
