@@ -143,7 +143,7 @@ def exec_with_env(command: list[str] | None, env: dict[str, bytes]) -> None:
         merged[name.encode("utf-8")] = value
     sys.stdout.flush()
     sys.stderr.flush()
-    import _signal  # not signal.py, which builds its enums
+    import _signal  # type: ignore[import-not-found]  # not signal.py, which builds its enums
 
     # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give
     # the command the defaults a shell would (as subprocess's restore_signals does), so that
