@@ -279,6 +279,13 @@ def loads_object(body: bytes) -> dict[str, Any]:
 # -- bytes inside JSON (spec section 5) ---------------------------------------------------
 
 
+def _may_hold_bytes(body: bytes) -> bool:
+    """False when no object in ``body`` can have the key ``$b``: it appears neither literally nor
+    through a ``\\u`` escape. Walking a big answer (a listing) for bytes objects costs more than
+    parsing it."""
+    return b'"$b"' in body or b"\\u" in body
+
+
 def wrap_bytes(value: Any) -> Any:
     """Replace every ``bytes`` inside a JSON-able value by ``{"$b": base64}``."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -348,7 +355,7 @@ def decode_request(body: bytes) -> Request:
     params = obj["params"]
     if not isinstance(params, dict):
         raise AgentProtocolError("params must be an object")
-    return Request(_check_id(obj["id"]), method, unwrap_bytes(params))
+    return Request(_check_id(obj["id"]), method, unwrap_bytes(params) if _may_hold_bytes(body) else params)
 
 
 # -- responses (spec section 4) -----------------------------------------------------------
@@ -378,7 +385,7 @@ def decode_response(body: bytes) -> Response:
         raise AgentProtocolError(f"unknown response kind {_brief(kind)}")
     if request_id is None and kind != "error":
         raise AgentProtocolError("only an error may have a null id")
-    body_value = unwrap_bytes(obj[kind])
+    body_value = unwrap_bytes(obj[kind]) if _may_hold_bytes(body) else obj[kind]
     if kind == "error" and not (
         isinstance(body_value, dict)
         and isinstance(body_value.get("type"), str)

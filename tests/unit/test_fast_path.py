@@ -218,3 +218,22 @@ def test_secret_size_limit_is_the_vaults_limit() -> None:
     from polykey.vaults.format import MAX_SECRET_BYTES
 
     assert hot.MAX_SECRET_BYTES == MAX_SECRET_BYTES
+
+
+def _has_bytes_key(value: object) -> bool:
+    if isinstance(value, dict):
+        return "$b" in value or any(_has_bytes_key(v) for v in value.values())
+    return isinstance(value, list) and any(_has_bytes_key(v) for v in value)
+
+
+_KEYED = st.recursive(st.text(alphabet="$b\u00e9", max_size=3),
+                      lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.sampled_from(["$b", "$", "b", "x", "\u00e9"]), inner, max_size=3),
+                      max_leaves=10)
+
+
+@given(_KEYED, st.booleans())
+def test_the_bytes_shortcut_never_skips_a_bytes_object(value: object, ascii_only: bool) -> None:
+    body = protocol.dumps({"id": 1, "result": value}, ensure_ascii=ascii_only).encode()
+    if _has_bytes_key(value):
+        assert protocol._may_hold_bytes(body)
