@@ -114,8 +114,11 @@ def installed() -> Installed:
     subprocess.run([base, "-m", "venv", str(prefix)], check=True)
     extra = os.environ.get("PK_BENCH_PIP_ARGS", "").split()
     print(f"(installing this tree into a temporary venv with `pip install .`: {prefix})", file=sys.stderr)
-    subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    *extra, str(tree)], check=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+    r = subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        *extra, str(tree)], capture_output=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr.decode(errors="replace"))
+        raise RuntimeError(f"pip install of {tree} failed")
     _installed = Installed(prefix)
     return _installed
 
