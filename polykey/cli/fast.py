@@ -242,10 +242,15 @@ def dispatch(argv: list[str]) -> int | None:
     except _Fallback:
         return None
     from polykey.cli import hot
-    from polykey.cli.errors import run_guarded
 
-    def invoke() -> None:
+    try:
         fmt = values.get("format")
         body(hot.Options(_path(values, "node_path"), _path(values, "password_file"), fmt if isinstance(fmt, str) else None))
+    except BaseException as e:  # noqa: BLE001 - mapped exactly as on the click route
+        from polykey.cli.errors import run_guarded
 
-    return run_guarded(invoke)
+        def again() -> None:
+            raise e
+
+        return run_guarded(again)
+    return 0
