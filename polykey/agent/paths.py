@@ -102,7 +102,12 @@ class UnixAddress:
 
 
 def default_node_path() -> str:
-    """``$PK_NODE_PATH``, else the user's data dir: the same rule as ``polykey.keys.store``."""
+    """``$PK_NODE_PATH``, else the user's data dir (the one rule; ``polykey.keys.store`` uses it too).
+
+    Linux: ``$XDG_DATA_HOME/polykey``, or ``~/.local/share/polykey`` when ``XDG_DATA_HOME`` is
+    unset, empty or relative (the XDG Base Directory spec says a relative path is invalid and is
+    ignored). macOS: ``~/Library/Application Support/polykey``.
+    """
     env = getenv("PK_NODE_PATH")
     if env:
         return env
@@ -113,5 +118,5 @@ def default_node_path() -> str:
         home = os.path.expanduser("~")
     if sys.platform == "darwin":
         return join(home, "Library", "Application Support", "polykey")
-    xdg = getenv("XDG_DATA_HOME")
-    return join(xdg if xdg else join(home, ".local", "share"), "polykey")
+    xdg = getenv("XDG_DATA_HOME") or ""
+    return join(xdg if xdg.startswith("/") else join(home, ".local", "share"), "polykey")

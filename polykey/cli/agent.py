@@ -14,8 +14,8 @@ from polykey.agent import spawn
 from polykey.agent.passwords import PasswordSource
 from polykey.agent.session import Session
 from polykey.cli import hot
-from polykey.cli.common import Settings, common_options, emit, settings
-from polykey.errors import AgentUnavailableError
+from polykey.cli.common import Settings, common_options, emit, hot_options, settings
+from polykey.errors import AgentRunningError, AgentUnavailableError
 from polykey.wire.records import parse_seed
 
 STOP_TIMEOUT = 10.0
@@ -27,11 +27,11 @@ def password_source(s: Settings) -> PasswordSource:
 
 def session(s: Settings, *, autostart: bool = True) -> Session:
     """A session with the agent of the current node, started on demand (the vault commands use this)."""
-    return s.options.session(autostart=autostart)
+    return hot_options(s).session(autostart=autostart)
 
 
 def _running_status(s: Settings) -> dict[str, Any] | None:
-    return hot.running_status(s.options)
+    return hot.running_status(hot_options(s))
 
 
 @click.group()
@@ -67,6 +67,11 @@ def agent_start(foreground: bool, idle_lock: float | None, host: str | None, por
     for seed in seeds:
         extra += ["--seed", str(parse_seed(seed))]
     if foreground:
+        running = _running_status(s)
+        if running is not None:  # before asking for a password: the answer does not depend on it
+            raise AgentRunningError(
+                f"an agent is already running for {s.node_path} (pid {running.get('pid')}): `pk agent stop` it first"
+            )
         password = password_source(s).get()
         fd = spawn.password_pipe(password)
         os.set_inheritable(fd, True)
@@ -130,7 +135,7 @@ def _alive(pid: int) -> bool:
 @common_options
 def agent_status() -> None:
     """Show whether the agent runs, its state (locked/unlocked), NodeId, uptime and open vaults."""
-    hot.agent_status(settings().options)
+    hot.agent_status(hot_options(settings()))
 
 
 @agent.command("lock")

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from polykey.cli import hot_env
-from polykey.cli.common import common_options, settings
+from polykey.cli.common import common_options, hot_options, settings
 from polykey.cli.hot import Options
 
 # Re-exported for the tests and callers that parse references and env files.
@@ -54,11 +54,11 @@ def secrets_env(targets: tuple[str, ...], env_format: str | None, invalid: str, 
 
     A secret becomes a variable named after its last path component, or NAME with
     VAULT:PATH=NAME; VAULT:DIR (or a whole VAULT) adds every secret below it. With a
-    command, pk becomes that command (its exit code and signals are pk's). Values are
+    command, pk becomes that command: the exit code and signals are CMD's. Values are
     exactly as stored: no newline is added.
     """
     s = settings()
-    hot_env.secrets_env(s.options, list(targets), _exec_args(), env_format, invalid, duplicate)
+    hot_env.secrets_env(hot_options(s), list(targets), _exec_args(), env_format, invalid, duplicate)
 
 
 @click.command("run", cls=_PassThroughCommand)
@@ -71,7 +71,7 @@ def run_command(env_files: tuple[Path, ...]) -> None:
     pk becomes the command: its exit code and signals pass through. Values are exactly as stored.
     """
     s = settings()
-    hot_env.run_with_env_files(s.options, [str(p) for p in env_files], _exec_args())
+    hot_env.run_with_env_files(hot_options(s), [str(p) for p in env_files], _exec_args())
 
 
 @click.command("inject")
@@ -83,4 +83,4 @@ def run_command(env_files: tuple[Path, ...]) -> None:
 def inject_command(in_file: Path, out_file: Path | None) -> None:
     """Replace every {{ pk://VAULT/PATH }} in a template with the secret's value."""
     s = settings()
-    hot_env.inject(s.options, str(in_file), str(out_file) if out_file is not None else None)
+    hot_env.inject(hot_options(s), str(in_file), str(out_file) if out_file is not None else None)

@@ -96,11 +96,10 @@ class Settings:
     def node(self) -> NodeDir:
         return NodeDir(self.node_path)
 
-    @property
-    def options(self) -> hot.Options:
-        """These settings for the click-free command bodies (polykey.cli.hot), shared with the fast path."""
-        return hot.Options(str(self.node_path), str(self.password_file) if self.password_file is not None else None,
-                           self.format)
+
+def hot_options(s: Settings) -> hot.Options:
+    """The same settings for the functions shared with the click-free fast path."""
+    return hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
 
 
 def settings() -> Settings:
@@ -139,4 +138,4 @@ def node_password(s: Settings, *, confirm: bool = False, prompt: str = "Node pas
 def emit(s: Settings, human: str, data: Any) -> None:
     """Print ``data`` as one JSON document with --format json, else ``human`` (the one way every
     command prints, shared with the fast path)."""
-    hot.emit(s.options, human, data)
+    hot.emit(hot_options(s), human, data)

@@ -13,7 +13,7 @@ click accepts them; ``--opt=value`` or ``--opt value``; options and arguments in
 
     pk [COMMON] secrets (get|cat) [--commit C] VAULT:PATH
     pk [COMMON] secrets (set|write) [--from-file F] VAULT:PATH      (stdin not a terminal)
-    pk [COMMON] secrets ls [-r|--recursive] [--commit C] VAULT[:DIR]
+    pk [COMMON] secrets ls [-r|--recursive] [--commit C] [VAULT[:DIR]]
     pk [COMMON] secrets rm VAULT:PATH...
     pk [COMMON] secrets env [ENVOPT]... TARGET... [-- CMD ARGS...]
     pk [COMMON] run --env-file F... -- CMD ARGS...
@@ -82,7 +82,7 @@ COMMANDS: dict[tuple[str, ...], _Command] = {
     ("secrets", "cat"): _GET,
     ("secrets", "set"): _SET,
     ("secrets", "write"): _SET,
-    ("secrets", "ls"): _Command({**_COMMIT, "-r": ("recursive", "flag"), "--recursive": ("recursive", "flag")}, 1, 1),
+    ("secrets", "ls"): _Command({**_COMMIT, "-r": ("recursive", "flag"), "--recursive": ("recursive", "flag")}, 0, 1),
     ("secrets", "rm"): _Command({}, 1, None),
     ("secrets", "env"): _ENV,
     ("run",): _Command({"--env-file": ("env_files", "multi")}, 0, 0, passthrough=True),
@@ -208,7 +208,7 @@ def _runner(name: tuple[str, ...], values: dict[str, object], args: list[str],
             raise _Fallback  # a prompt on the terminal, or no stdin at all: click's
         return lambda o: hot.secrets_set(o, args[0], _path(values, "from_file"))
     if name == ("secrets", "ls"):
-        return lambda o: hot.secrets_ls(o, args[0], bool(values.get("recursive")), text("commit"))
+        return lambda o: hot.secrets_ls(o, args[0] if args else None, bool(values.get("recursive")), text("commit"))
     if name == ("secrets", "rm"):
         return lambda o: hot.secrets_rm(o, args, False)
     if name == ("vaults", "list"):

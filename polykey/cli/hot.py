@@ -178,21 +178,60 @@ def secrets_set(opts: Options, target: str, from_file: str | None) -> None:
 # -- pk secrets ls / rm ---------------------------------------------------------------
 
 
-def secrets_ls(opts: Options, target: str, recursive: bool, commit: str | None) -> None:
-    vault, path = split_secret_path(target, need_path=False)
-    with opts.session() as s:
-        rows = s.call("secrets.list", {"vault": vault, "path": path, "recursive": recursive, "commit": commit})
+def _hint(message: str) -> None:
+    """What there is and what to do next, on stderr (stdout stays the listing, empty here)."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def show_vaults(opts: Options, rows: list[dict[str, Any]]) -> None:
+    """``pk vaults list`` (and ``pk secrets ls`` without a vault): name, VaultId, role, and
+    ``DAMAGED: reason`` after a vault whose repository cannot be read."""
+    if opts.json:
+        print_json(rows)
+    elif not rows:
+        _hint("No vaults yet: pk vaults create NAME")
+    else:
+        def line(r: dict[str, Any]) -> str:
+            damaged = f"\tDAMAGED: {r.get('reason')}" if r.get("state") == "damaged" else ""
+            return f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}{damaged}\n"
+
+        sys.stdout.write("".join(line(r) for r in rows))
+        sys.stdout.flush()
+
+
+def show_secrets(opts: Options, vault: str, path: str, commit: str | None, rows: list[dict[str, Any]]) -> None:
+    """``pk secrets ls VAULT[:DIR]``: entries relative to DIR, directories ending with '/'."""
     if opts.json:
         print_json(rows)
         return
     base = path.strip("/")
+    if not rows:
+        where = f"{vault}:{base}/" if base else f"Vault {vault}"
+        if commit is not None:
+            _hint(f"{where} was empty at commit {commit}")
+        else:
+            _hint(f"{where} is empty: add a secret with pk secrets set {vault}:{base + '/' if base else ''}NAME")
+        return
     cut = len(base) + 1 if base else 0
     prefix = base + "/"
-    lines = [
+    sys.stdout.write("".join(
         (r["path"][cut:] if cut and r["path"].startswith(prefix) else r["path"]) + ("/" if r["type"] == "dir" else "")
-        for r in rows
-    ]
-    emit(opts, "\n".join(lines), rows)
+        + "\n" for r in rows))
+    sys.stdout.flush()
+
+
+def secrets_ls(opts: Options, target: str | None, recursive: bool, commit: str | None) -> None:
+    """``pk secrets ls [VAULT[:DIR]]``; without VAULT, the vaults (as ``pk vaults list``)."""
+    if target is None:
+        if recursive or commit is not None:
+            raise InvalidInputError("-r and --commit need a VAULT[:DIR] to list")
+        vaults_list(opts)
+        return
+    vault, path = split_secret_path(target, need_path=False)
+    with opts.session() as s:
+        rows = s.call("secrets.list", {"vault": vault, "path": path, "recursive": recursive, "commit": commit})
+    show_secrets(opts, vault, path, commit, rows)
 
 
 def secrets_rm(opts: Options, targets: list[str], recursive: bool) -> None:
@@ -217,7 +256,7 @@ def secrets_rm(opts: Options, targets: list[str], recursive: bool) -> None:
 def vaults_list(opts: Options) -> None:
     with opts.session() as s:
         rows = s.call("vaults.list")
-    emit(opts, "\n".join(f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}" for r in rows), rows)
+    show_vaults(opts, rows)
 
 
 def running_status(opts: Options) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from polykey.agent import LazyError
+from polykey.agent import LazyError, is_error
 from polykey.agent.protocol import dumps
 from polykey.cli.hot import Options, print_json, split_secret_path
 
@@ -64,7 +64,17 @@ def collect_env(
         raise InvalidInputError("name at least one VAULT:PATH[=NAME] or VAULT[:DIR]")
     parsed = [parse_env_target(t) for t in targets]
     with opts.session() as s:
-        resolved = s.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p, _ in parsed]})
+        try:
+            resolved = s.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p, _ in parsed]})
+        except Exception as e:
+            if not is_error(e, "PolykeyError"):
+                raise
+            # The agent says which ref failed (data "ref"); with one target it can only be that one.
+            at = e.data.get("ref", 0 if len(parsed) == 1 and is_error(e, "VaultError") else None)  # type: ignore[attr-defined]
+            if isinstance(at, int) and not isinstance(at, bool) and 0 <= at < len(parsed):
+                vault, path, _ = parsed[at]
+                raise e.within(f"{vault}:{path}" if path else vault) from None  # type: ignore[attr-defined]
+            raise
     env: dict[str, bytes] = {}
     for (vault, path, name), ref in zip(parsed, resolved):
         items: list[dict[str, Any]] = ref["secrets"]
@@ -96,11 +106,30 @@ def _sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def _dotenv_quote(value: str) -> str:
-    if "'" not in value and "\n" not in value and "\r" not in value:
-        return "'" + value + "'"
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return '"' + escaped + '"'
+#: Why a value has no dotenv form (docs/automation.md "Output formats"); never names the value.
+DOTENV_UNSAFE = (
+    "this value cannot be written as dotenv that both sh and python-dotenv read back exactly (it holds "
+    "a carriage return or '${', ends in a backslash, or holds a single quote or two backslashes in a row "
+    "together with a '$' or a backtick); use --env-format unix or json, or run the command after --"
+)
+
+
+def _dotenv_quote(name: str, value: str) -> str:
+    """A dotenv value that ``sh`` (``set -a; . FILE``) and python-dotenv both read back as ``value``.
+
+    Single quotes when they can carry it: literal in sh; python-dotenv reads them literally too
+    except ``\\\\`` and ``\\'`` (and expands ``${NAME}``). Otherwise double quotes with ``\\`` and
+    ``"`` escaped, which both read the same way, if there is no ``$`` or backtick (sh expands them
+    there, python-dotenv would keep a backslash before them). A carriage return does not survive
+    python-dotenv's universal-newline file reading, and a final backslash would escape the closing
+    quote for older python-dotenv releases. Anything else is an error, never an unsafe line.
+    """
+    if "\r" not in value and "${" not in value and not value.endswith("\\"):
+        if "'" not in value and "\\\\" not in value:
+            return "'" + value + "'"
+        if "$" not in value and "`" not in value:
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise InvalidInputError(f"{name}: {DOTENV_UNSAFE}")
 
 
 def _text_values(env: dict[str, bytes]) -> dict[str, str]:
@@ -121,12 +150,12 @@ def format_env(env: dict[str, bytes], env_format: str) -> str:
             raise InvalidInputError(f"{name}: the value contains a NUL byte and cannot be an environment variable")
     text = _text_values(env)
     if env_format == "dotenv":
-        return "".join(f"{k}={_dotenv_quote(v)}\n" for k, v in text.items())
+        return "".join(f"{k}={_dotenv_quote(k, v)}\n" for k, v in text.items())
     return "".join(f"export {k}={_sh_quote(v)}\n" for k, v in text.items())
 
 
 def exec_with_env(command: list[str] | None, env: dict[str, bytes]) -> None:
-    """Replace this process by ``command`` with ``env`` added: its exit code and signals are ours.
+    """Replace this process by ``command`` with ``env`` added: the exit code and signals are the command's.
 
     The node password (``PK_PASSWORD``) is not passed on: the command gets the secrets it was
     given, not the key to every secret of the node.
@@ -197,14 +226,20 @@ def parse_reference(text: str, where: str) -> tuple[str, str]:
     return vault, path
 
 
-def resolve_references(opts: Options, refs: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+def resolve_references(opts: Options, refs: dict[tuple[str, str], str]) -> dict[tuple[str, str], bytes]:
+    """The value of each ``(vault, path)``; ``refs`` maps each to where it was first written
+    (``FILE line N``), which an error about it names with the reference."""
     values: dict[tuple[str, str], bytes] = {}
     if not refs:
         return values
     with opts.session() as session:
-        for ref in refs:
-            if ref not in values:
-                values[ref] = session.call("secrets.get", {"vault": ref[0], "path": ref[1]})
+        for (vault, path), where in refs.items():
+            try:
+                values[(vault, path)] = session.call("secrets.get", {"vault": vault, "path": path})
+            except Exception as e:
+                if not is_error(e, "VaultError"):
+                    raise
+                raise e.within(f"{where}: pk://{vault}/{path}") from None  # type: ignore[attr-defined]
     return values
 
 
@@ -217,9 +252,10 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse_env_file(text: str, name: str) -> list[tuple[str, str | tuple[str, str]]]:
-    """``NAME=value`` / ``NAME=pk://vault/path`` lines (``#`` comments, ``export`` prefix allowed)."""
-    entries: list[tuple[str, str | tuple[str, str]]] = []
+def env_file_entries(text: str, name: str) -> list[tuple[str, str | tuple[str, str], str]]:
+    """``NAME=value`` / ``NAME=pk://vault/path`` lines (``#`` comments, ``export`` prefix allowed):
+    ``(NAME, value or (vault, path), "FILE line N")``."""
+    entries: list[tuple[str, str | tuple[str, str], str]] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -234,8 +270,13 @@ def parse_env_file(text: str, name: str) -> list[tuple[str, str | tuple[str, str
         if not is_env_name(var):
             raise EnvNameError(f"{where}: {var!r} is not a valid environment variable name")
         value = _unquote(value.strip())
-        entries.append((var, parse_reference(value, where) if value.startswith("pk://") else value))
+        entries.append((var, parse_reference(value, where) if value.startswith("pk://") else value, where))
     return entries
+
+
+def parse_env_file(text: str, name: str) -> list[tuple[str, str | tuple[str, str]]]:
+    """:func:`env_file_entries` without the line of each entry."""
+    return [(var, value) for var, value, _ in env_file_entries(text, name)]
 
 
 def _read_file(path: str) -> bytes:
@@ -250,16 +291,20 @@ def _read_file(path: str) -> bytes:
 def run_with_env_files(opts: Options, env_files: list[str], command: list[str] | None) -> None:
     if not command:
         raise InvalidInputError("give the command to run after --")
-    entries: list[tuple[str, str | tuple[str, str]]] = []
+    entries: list[tuple[str, str | tuple[str, str], str]] = []
     for path in env_files:
         try:
             text = _read_file(path).decode("utf-8")
         except (OSError, ValueError) as e:
             raise InvalidInputError(f"cannot read env file {path}: {getattr(e, 'strerror', None) or e}") from None
-        entries.extend(parse_env_file(text, path))
-    values = resolve_references(opts, [v for _, v in entries if isinstance(v, tuple)])
+        entries.extend(env_file_entries(text, path))
+    refs: dict[tuple[str, str], str] = {}
+    for _, value, where in entries:
+        if isinstance(value, tuple):
+            refs.setdefault(value, where)
+    values = resolve_references(opts, refs)
     env: dict[str, bytes] = {}
-    for var, value in entries:
+    for var, value, _ in entries:
         env[var] = values[value] if isinstance(value, tuple) else value.encode("utf-8")
     exec_with_env(command, env)
 
@@ -312,12 +357,17 @@ def inject(opts: Options, in_file: str, out_file: str | None) -> None:
     except UnicodeDecodeError:
         raise InvalidInputError(f"template {name} is not UTF-8 text") from None
     found = template_references(text)
-    refs = [parse_reference(ref, f"{name} line {text.count(chr(10), 0, start) + 1}") for start, _, ref in found]
-    values = resolve_references(opts, refs)
+    refs: list[tuple[str, str]] = []
+    first: dict[tuple[str, str], str] = {}
+    for start, _, written in found:
+        where = f"{name} line {text.count(chr(10), 0, start) + 1}"
+        refs.append(parse_reference(written, where))
+        first.setdefault(refs[-1], where)
+    values = resolve_references(opts, first)
     out = bytearray()
     pos = 0
-    for (start, end, _), ref in zip(found, refs):
-        out += text[pos:start].encode("utf-8") + values[ref]
+    for (start, end, _), key in zip(found, refs):
+        out += text[pos:start].encode("utf-8") + values[key]
         pos = end
     out += text[pos:].encode("utf-8")
     if out_file is None:

@@ -25,7 +25,7 @@ from types import FrameType
 import click
 
 from polykey.cli import hot
-from polykey.cli.common import common_options, emit, settings
+from polykey.cli.common import common_options, emit, hot_options, settings
 from polykey.cli.hot import split_secret_path
 from polykey.cli.vaults import backend, short, utf8, when
 from polykey.errors import InvalidInputError, SecretNotFoundError
@@ -51,7 +51,7 @@ def secrets_set(target: str, from_file: Path | None) -> None:
     `printf` does not), or asked twice without echo when standard input is a terminal, or the bytes
     of --from-file. Never an argument. At most 16 MiB.
     """
-    hot.secrets_set(settings().options, target, str(from_file) if from_file is not None else None)
+    hot.secrets_set(hot_options(settings()), target, str(from_file) if from_file is not None else None)
 
 
 @click.command("get")
@@ -60,7 +60,7 @@ def secrets_set(target: str, from_file: Path | None) -> None:
 @common_options
 def secrets_get(target: str, commit: str | None) -> None:
     """Print a secret's raw value (a newline is added only on a terminal)."""
-    hot.secrets_get(settings().options, target, commit)
+    hot.secrets_get(hot_options(settings()), target, commit)
 
 
 def _alias(command: click.Command, of: str) -> click.Command:
@@ -77,13 +77,16 @@ secrets.add_command(_alias(secrets_get, "get"), "cat")
 
 
 @secrets.command("ls")
-@click.argument("target", metavar="VAULT[:DIR]", callback=utf8)
+@click.argument("target", metavar="[VAULT[:DIR]]", required=False, callback=utf8)
 @click.option("-r", "--recursive", is_flag=True, help="List every descendant.")
 @click.option("--commit", default=None, metavar="COMMIT", callback=utf8, help="List as of this commit.")
 @common_options
-def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
-    """List the secrets and directories in a vault directory (directories end with '/')."""
-    hot.secrets_ls(settings().options, target, recursive, commit)
+def secrets_ls(target: str | None, recursive: bool, commit: str | None) -> None:
+    """List the secrets and directories in a vault directory (directories end with '/').
+
+    Without VAULT, list the vaults (as `pk vaults list` does).
+    """
+    hot.secrets_ls(hot_options(settings()), target, recursive, commit)
 
 
 @secrets.command("rm")
@@ -93,7 +96,7 @@ def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
 def secrets_rm(targets: tuple[str, ...], recursive: bool) -> None:
     """Remove secrets (and directories with -r). One commit per path; nothing is removed if a
     path does not exist."""
-    hot.secrets_rm(settings().options, list(targets), recursive)
+    hot.secrets_rm(hot_options(settings()), list(targets), recursive)
 
 
 def _same_vault(src: str, dst: str) -> tuple[str, str, str]:

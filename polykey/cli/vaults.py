@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from polykey.cli.common import Settings, common_options, emit, settings
+from polykey.cli.common import Settings, common_options, emit, hot_options, settings
 from polykey.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this process
@@ -84,7 +84,7 @@ def vaults_list() -> None:
     """List the vaults on this node: name, VaultId and this node's role."""
     from polykey.cli import hot
 
-    hot.vaults_list(settings().options)
+    hot.vaults_list(hot_options(settings()))
 
 
 @vaults.command("rename")

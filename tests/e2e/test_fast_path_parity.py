@@ -28,6 +28,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     root = tmp_path_factory.mktemp("parity")
     node = bootstrap_node(root)
     assert pk(node, "vaults", "create", "app").code == 0
+    assert pk(node, "vaults", "create", "empty").code == 0
     for path, value in SECRETS:
         assert pk(node, "secrets", "set", f"app:{path}", input=value).code == 0
     (root / "t.tmpl").write_text("u={{ pk://app/db/user }} p={{pk://app/db/password}} {{ x }}\n")
@@ -79,6 +80,12 @@ READS = [
     ["secrets", "ls", ":x"],
     ["secrets", "ls", "app", "--commit", "zz"],
     ["secrets", "ls", "app", "-r=x"],
+    ["secrets", "ls"],
+    ["secrets", "ls", "-r"],
+    ["secrets", "ls", "--format", "json"],
+    ["secrets", "ls", "empty"],
+    ["secrets", "ls", "empty", "--commit", "zz"],
+    ["secrets", "ls", "app:db", "a", "b"],
     # secrets rm that changes nothing
     ["secrets", "rm", "app:nope"],
     ["secrets", "rm", "app:db/password", "app:nope"],
