@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     code = dispatch(args)
     if code is not None:
         return code
-    if sys.flags.no_site:
+    if sys.flags.no_site and "site" not in sys.modules:
         # Started by the installed script without `site` (scripts/pk): the click application and
         # its dependencies want the full environment (.pth files and all), as any program has.
         import site

@@ -23,14 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Every everyday command loads these and nothing else: C modules and the light agent client.
 CORE = {
-    "__future__", "polykey", "polykey.cli", "polykey.cli.fast", "polykey.cli.hot", "polykey.cli.errors",
+    "__future__", "polykey", "polykey.cli", "polykey.cli.fast", "polykey.cli.hot",
     "polykey.agent", "polykey.agent.paths", "polykey.agent.protocol", "polykey.agent.client",
     "polykey.agent.session", "_socket", "errno", "binascii", "_json",
 }
 #: `os` and what it imports: only to exec a command (os.execvpe searches PATH, with `warnings`).
 OS = {"os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "warnings"}
 NEVER = {"click", "pygit2", "nacl", "cryptography", "asyncio", "msgpack", "typing", "re", "pathlib", "json",
-         "socket", "enum", "site", "selectors", "struct", "polykey.errors", "keynode"}
+         "socket", "enum", "site", "selectors", "struct", "polykey.errors", "polykey.cli.errors", "keynode"}
 
 
 def _symlink_tree(site: Path) -> None:
