@@ -7,6 +7,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # the benchmarks write nothing into the source tree
+
 
 def available() -> list[str]:
     here = Path(__file__).parent
