@@ -184,3 +184,10 @@ def test_routes_agree_without_agent_or_password(node: Node) -> None:
     fast, slow = both(node, "secrets", "set", "app:x", input=b"v", password=False, env=no_password_env())
     assert (fast.code, fast.out, fast.err) == (slow.code, slow.out, slow.err)
     assert fast.code == 64
+
+
+def test_routes_agree_on_the_environment(app: Node) -> None:
+    for args in (["secrets", "get", "app:db/password"], ["vaults", "list"], ["secrets", "ls", "app"]):
+        for env in (base_env(PK_FORMAT="yaml"), base_env(PK_FORMAT="json")):
+            fast, slow = both(app, *args, env=env)
+            assert (fast.code, fast.out, fast.err) == (slow.code, slow.out, slow.err), (args, env["PK_FORMAT"])
