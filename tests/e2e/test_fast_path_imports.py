@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import Node, base_env, bootstrap_node, stop_agents_under
+from .agent_util import pk as pk_test
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,3 +122,29 @@ def test_installed_pk_hands_everything_else_to_click(installed: tuple[Path, Node
     r = subprocess.run([str(prefix / "bin" / "python3"), pk, "secrets", "get", "app:db/password"], capture_output=True,
                        env=env, timeout=60)
     assert (r.returncode, r.stdout) == (0, b"s3cret"), r.stderr
+
+
+def test_pip_installs_the_fast_entry_point(tmp_path: Path, node: Node) -> None:
+    """A real `pip install` (of a copy of the tree, into a prefix) ships bin/pk, which finds the
+    installed package without `site`."""
+    import shutil
+
+    tree = tmp_path / "src"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv*", "build", "*.egg-info", "__pycache__",
+                                                              ".mypy_cache", ".pytest_cache", ".hypothesis", "tests"))
+    prefix = tmp_path / "prefix"
+    # --ignore-installed: into the prefix only, never uninstalling the test venv's own polykey.
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--ignore-installed",
+                        "--disable-pip-version-check", "--prefix", str(prefix), str(tree)], capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    pk = prefix / "bin" / "pk"
+    assert pk.read_bytes() == (ROOT / "bin" / "pk").read_bytes()  # installed as is: pip rewrites only `#!python`
+    (prefix / "bin" / "python3").symlink_to(os.path.realpath(sys.executable))
+    env = {**base_env(), "PK_NODE_PATH": str(node.path), "PK_PASSWORD": "correct horse"}
+    # The prefix holds polykey alone (--no-deps): set up with the test venv's pk, read with this one.
+    assert pk_test(node, "vaults", "create", "app").code == 0
+    assert pk_test(node, "secrets", "set", "app:k", input=b"v").code == 0
+    r, names = _imported([str(pk), "secrets", "ls", "app"], env)
+    assert (r.returncode, r.stdout) == (0, b"k\n"), r.stderr.decode()[-2000:]
+    assert "site" not in names and not names & NEVER
