@@ -111,6 +111,17 @@ def _daemonize(reporter: Reporter) -> None:
     pid = os.fork()
     if pid:
         os.close(w)
+
+        def abandon(signum: int, frame: object) -> None:
+            # The starter gave up on this start (spawn.start_agent timed out): a start nobody
+            # waits for any more must not leave an agent running.
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os._exit(69)
+
+        signal.signal(signal.SIGTERM, abandon)
         data = b""
         while chunk := os.read(r, 65536):
             data += chunk

@@ -3,8 +3,8 @@
 Bytes in, records out, and back; no sockets, no asyncio, no files. Both the
 agent (keynode) and the clients (``pk``, :class:`polykey.Client`) drive it.
 It stays cheap to import, because the ``pk`` fast path loads it on every call
-(docs/performance.md "Fast path"): its JSON is the C accelerator ``_json`` that the
-``json`` package itself is built on (``import json`` pulls in ``re`` and ``enum``), its
+(docs/performance.md "Fast path"): its JSON is :mod:`polykey.agent.strict_json` (the C
+accelerator ``_json``, without the ``json`` package, which pulls in ``re`` and ``enum``), its
 header is ``int.to_bytes`` rather than ``struct``, ``typing`` is for the type checker
 only, and ``polykey.errors`` is loaded only when something is malformed.
 
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import binascii
 
+from polykey.agent import strict_json
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than this module
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
     from polykey.errors import AgentProtocolError
@@ -33,6 +34,8 @@ VERSION = 1
 MAX_FRAME = 24 * 1024 * 1024
 MAX_ID = 2**53 - 1
 MAX_METHOD = 64
+#: Deepest nesting of JSON arrays and objects a frame may hold (spec section 2).
+MAX_DEPTH = 32
 _METHOD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 _BYTES_KEY = "$b"
 
@@ -99,81 +102,6 @@ class Response:
         return self.kind != "progress"
 
 
-# -- JSON without the json package ------------------------------------------------------
-
-try:
-    from _json import encode_basestring as _c_str
-    from _json import encode_basestring_ascii as _c_ascii
-    from _json import make_encoder as _c_encoder
-    from _json import make_scanner as _c_scanner
-
-    _ACCELERATED = True
-except ImportError:  # an interpreter without the accelerator: the json package, at its usual cost
-    _ACCELERATED = False
-
-_JSON_SPACE = " \t\n\r"
-
-
-def _not_serialisable(value: object) -> object:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def dumps(
-    obj: Any,
-    *,
-    sort_keys: bool = False,
-    ensure_ascii: bool = True,
-    separators: tuple[str, str] = (", ", ": "),
-    allow_nan: bool = True,
-) -> str:
-    """``json.dumps(obj, ...)`` with these options, byte for byte, without importing ``json``."""
-    if not _ACCELERATED:
-        import json
-
-        return json.dumps(obj, sort_keys=sort_keys, ensure_ascii=ensure_ascii, separators=separators,
-                          allow_nan=allow_nan)
-    encode = _c_encoder({}, _not_serialisable, _c_ascii if ensure_ascii else _c_str, None, separators[1],
-                        separators[0], sort_keys, False, allow_nan)
-    return "".join(encode(obj, 0))
-
-
-class _ScanContext:
-    """The attributes ``_json.make_scanner`` reads (those of a ``json.JSONDecoder``)."""
-
-    strict = True
-    object_hook = None
-    parse_float = float
-    parse_int = int
-
-    def __init__(self, pairs: Callable[[list[tuple[str, Any]]], Any] | None,
-                 constant: Callable[[str], Any] | None) -> None:
-        self.object_pairs_hook = pairs
-        self.parse_constant = constant
-
-
-def loads(
-    text: str,
-    *,
-    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
-    parse_constant: Callable[[str], Any] | None = None,
-) -> Any:
-    """``json.loads(text, ...)`` for a ``str``, without importing ``json`` unless the text is malformed.
-    ValueError (or RecursionError) on anything json.loads rejects."""
-    if not _ACCELERATED:
-        import json
-
-        return json.loads(text, object_pairs_hook=object_pairs_hook, parse_constant=parse_constant)
-    scan = _c_scanner(_ScanContext(object_pairs_hook, parse_constant or float))  # type: ignore[arg-type]
-    start = len(text) - len(text.lstrip(_JSON_SPACE))
-    try:
-        obj, end = scan(text, start)
-    except StopIteration:
-        raise ValueError("Expecting value") from None
-    if text[end:].strip(_JSON_SPACE):
-        raise ValueError("Extra data")
-    return obj
-
-
 # -- frames --------------------------------------------------------------------------
 
 
@@ -198,7 +126,7 @@ HEADER = _Header()
 
 def encode_frame(obj: dict[str, Any]) -> bytes:
     """Serialise one message as a frame; AgentProtocolError if it exceeds MAX_FRAME."""
-    body = dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    body = strict_json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     if len(body) > MAX_FRAME:
         raise AgentProtocolError(f"message of {len(body)} bytes exceeds the {MAX_FRAME}-byte frame limit")
     return HEADER.pack(len(body)) + body
@@ -253,24 +181,9 @@ class FrameDecoder:
 # -- strict JSON ------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise AgentProtocolError(f"JSON constant {name} is not allowed")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise AgentProtocolError("duplicate key in JSON object")
-    return obj
-
-
-def loads_object(body: bytes) -> dict[str, Any]:
-    """Strictly parse one frame body: UTF-8, one JSON object, no NaN, no duplicate keys."""
-    try:
-        text = body.decode("utf-8")
-        obj = loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise AgentProtocolError("frame is not valid UTF-8 JSON") from None
+def loads_object(body: bytes | bytearray, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Strictly parse one frame body (spec section 2): :func:`polykey.agent.strict_json.loads`, one object."""
+    obj = strict_json.loads(body, max_depth=max_depth, error=AgentProtocolError, what="frame")
     if not isinstance(obj, dict):
         raise AgentProtocolError("frame must hold a JSON object")
     return obj
@@ -279,7 +192,7 @@ def loads_object(body: bytes) -> dict[str, Any]:
 # -- bytes inside JSON (spec section 5) ---------------------------------------------------
 
 
-def _may_hold_bytes(body: bytes) -> bool:
+def _may_hold_bytes(body: bytes | bytearray) -> bool:
     """False when no object in ``body`` can have the key ``$b``: it appears neither literally nor
     through a ``\\u`` escape. Walking a big answer (a listing) for bytes objects costs more than
     parsing it."""
@@ -338,7 +251,7 @@ def encode_request(request_id: int, method: str, params: dict[str, Any] | None =
     )
 
 
-def decode_request(body: bytes) -> Request:
+def decode_request(body: bytes | bytearray) -> Request:
     """Parse a request body; AgentProtocolError names what is malformed."""
     obj = loads_object(body)
     if set(obj) != {"v", "id", "method", "params"}:

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from polykey.agent import client as agent_client
 from polykey.agent import spawn
 from polykey.agent.passwords import PasswordSource
 from polykey.agent.session import Session
@@ -28,6 +27,12 @@ def password_source(s: Settings) -> PasswordSource:
 def session(s: Settings, *, autostart: bool = True) -> Session:
     """A session with the agent of the current node, started on demand (the vault commands use this)."""
     return hot_options(s).session(autostart=autostart)
+
+
+def _running(s: Settings) -> Session:
+    """Calls to the agent if one runs (AgentUnavailableError if none), never starting one; a busy
+    agent is retried, as every client does (docs/spec/agent-protocol.md section 3 "Limits")."""
+    return Session(s.node_path, autostart=False)
 
 
 def _running_status(s: Settings) -> dict[str, Any] | None:
@@ -103,7 +108,7 @@ def agent_stop() -> None:
 def stop_agent(s: Settings) -> int | None:
     """Stop the node's agent and wait until it is gone; its pid, or None if none was running."""
     try:
-        with agent_client.connect(s.node_path) as c:
+        with _running(s) as c:
             reply = c.call("agent.stop")
     except AgentUnavailableError:
         return None
@@ -144,7 +149,7 @@ def agent_lock() -> None:
     """Drop the keys from the agent's memory; the next use asks for the password again."""
     s = settings()
     try:
-        with agent_client.connect(s.node_path) as c:
+        with _running(s) as c:
             status = c.call("agent.lock")
     except AgentUnavailableError:
         emit(s, "No agent is running (nothing to lock).", {"state": "stopped"})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from polykey.agent import LazyError, is_error, paths
-from polykey.agent.protocol import dumps
+from polykey.agent.strict_json import dumps
 from polykey.agent.session import Session
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
@@ -260,11 +260,10 @@ def vaults_list(opts: Options) -> None:
 
 
 def running_status(opts: Options) -> dict[str, Any] | None:
-    """The running agent's status, or None when none runs (never starts one)."""
-    from polykey.agent.client import connect
-
+    """The running agent's status, or None when none runs (never starts one; a busy agent is
+    retried, as every client does: docs/spec/agent-protocol.md section 3 "Limits")."""
     try:
-        with connect(opts.node_path) as c:
+        with opts.session(autostart=False) as c:
             status = c.call("agent.status")
     except Exception as e:
         if not is_error(e, "AgentUnavailableError"):

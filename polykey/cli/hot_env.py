@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from polykey.agent import LazyError, is_error
-from polykey.agent.protocol import dumps
+from polykey.agent.strict_json import dumps
 from polykey.cli.hot import Options, print_json, split_secret_path
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
@@ -110,8 +110,18 @@ def _sh_quote(value: str) -> str:
 DOTENV_UNSAFE = (
     "this value cannot be written as dotenv that both sh and python-dotenv read back exactly (it holds "
     "a carriage return or '${', ends in a backslash, or holds a single quote or two backslashes in a row "
-    "together with a '$' or a backtick); use --env-format unix or json, or run the command after --"
+    "together with a '$', a backtick, or a backslash or double quote right after a non-ASCII character); "
+    "use --env-format unix or json, or run the command after --"
 )
+
+
+def _escape_after_non_ascii(value: str) -> bool:
+    """A ``\\`` or ``"`` right after a non-ASCII character (the pattern ``[^\\x00-\\x7f][\\\\"]``):
+    in double quotes its escaping backslash would follow a byte >= 0x80, which bash in a Big5,
+    GBK, GB18030 or Shift_JIS locale reads as the lead byte of a two-byte character whose second
+    byte is that backslash, so the next ``"`` would end the string and the rest of the value
+    would run as commands."""
+    return any(c in '\\"' and value[i - 1] > "\x7f" for i, c in enumerate(value) if i)
 
 
 def _dotenv_quote(name: str, value: str) -> str:
@@ -122,12 +132,14 @@ def _dotenv_quote(name: str, value: str) -> str:
     ``"`` escaped, which both read the same way, if there is no ``$`` or backtick (sh expands them
     there, python-dotenv would keep a backslash before them). A carriage return does not survive
     python-dotenv's universal-newline file reading, and a final backslash would escape the closing
-    quote for older python-dotenv releases. Anything else is an error, never an unsafe line.
+    quote for older python-dotenv releases. Every backslash written follows an ASCII byte, which
+    no legacy multibyte charset takes as the start of a character (see _escape_after_non_ascii).
+    Anything else is an error, never an unsafe line.
     """
     if "\r" not in value and "${" not in value and not value.endswith("\\"):
         if "'" not in value and "\\\\" not in value:
             return "'" + value + "'"
-        if "$" not in value and "`" not in value:
+        if "$" not in value and "`" not in value and not _escape_after_non_ascii(value):
             return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     raise InvalidInputError(f"{name}: {DOTENV_UNSAFE}")
 
@@ -268,7 +280,8 @@ def env_file_entries(text: str, name: str) -> list[tuple[str, str | tuple[str, s
         if not eq:
             raise InvalidInputError(f"{where}: expected NAME=VALUE")
         if not is_env_name(var):
-            raise EnvNameError(f"{where}: {var!r} is not a valid environment variable name")
+            # not the text itself: a mistyped line may be a literal value, a secret
+            raise EnvNameError(f"{where}: the text before '=' is not a valid environment variable name")
         value = _unquote(value.strip())
         entries.append((var, parse_reference(value, where) if value.startswith("pk://") else value, where))
     return entries

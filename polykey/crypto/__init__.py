@@ -155,6 +155,8 @@ KDF_PROFILES: dict[str, KdfLimits] = {
     "min": KdfLimits(_p.ARGON2ID_OPSLIMIT_MIN, _p.ARGON2ID_MEMLIMIT_MIN),
 }
 DEFAULT_KDF_PROFILE = "moderate"
+#: libsodium's SENSITIVE profile (4 passes, 1 GiB): key files may carry up to a few times it.
+SENSITIVE_KDF = KdfLimits(_p.ARGON2ID_OPSLIMIT_SENSITIVE, _p.ARGON2ID_MEMLIMIT_SENSITIVE)
 PASSWORD_SALT_BYTES = _p.ARGON2ID_SALT_BYTES
 
 
@@ -163,7 +165,10 @@ def password_key(password: bytes, salt: bytes, limits: KdfLimits) -> bytes:
     limits.check()
     if len(salt) != PASSWORD_SALT_BYTES:
         raise CryptoError("Argon2id salt must be 16 bytes")
-    return _p.argon2id(password, salt, limits.opslimit, limits.memlimit, 32)
+    try:
+        return _p.argon2id(password, salt, limits.opslimit, limits.memlimit, 32)
+    except MemoryError:
+        raise CryptoError(f"not enough memory for Argon2id with a {limits.memlimit >> 20} MiB memory limit") from None
 
 
 def password_wrap(

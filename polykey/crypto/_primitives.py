@@ -188,14 +188,20 @@ ARGON2ID_OPSLIMIT_INTERACTIVE = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_INTE
 ARGON2ID_MEMLIMIT_INTERACTIVE = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE)
 ARGON2ID_OPSLIMIT_MODERATE = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_MODERATE)
 ARGON2ID_MEMLIMIT_MODERATE = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_MODERATE)
+ARGON2ID_OPSLIMIT_SENSITIVE = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_SENSITIVE)
+ARGON2ID_MEMLIMIT_SENSITIVE = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_SENSITIVE)
 
 
 def argon2id(password: bytes, salt: bytes, opslimit: int, memlimit: int, length: int) -> bytes:
-    return bytes(
-        _sodium.crypto_pwhash_alg(
-            length, password, salt, opslimit, memlimit, _sodium.crypto_pwhash_ALG_ARGON2ID13
+    """Argon2id; MemoryError when the ``memlimit`` bytes it needs cannot be had."""
+    try:
+        return bytes(
+            _sodium.crypto_pwhash_alg(
+                length, password, salt, opslimit, memlimit, _sodium.crypto_pwhash_ALG_ARGON2ID13
+            )
         )
-    )
+    except RuntimeError:  # libsodium's only failure with valid limits: its allocation failed
+        raise MemoryError from None
 
 
 def sha256(data: bytes) -> bytes:

@@ -31,6 +31,7 @@ from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults.format import (
     DIR_MARKER,
+    MAX_DEPTH,
     OWNER,
     WRITER,
     EpochKeys,
@@ -220,6 +221,8 @@ class Vault:
             parts = prefix + (keys.decrypt_name(name),)
             yield parts, kind, oid
             if recursive and kind == TREE:
+                if len(parts) > MAX_DEPTH:  # no secret path is this deep: a damaged or forged tree
+                    raise VaultIntegrityError(f"a vault tree is nested deeper than {MAX_DEPTH} levels")
                 yield from self.walk(snap, oid, parts, True, markers)
 
     # -- secrets --------------------------------------------------------------------

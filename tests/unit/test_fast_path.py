@@ -134,6 +134,15 @@ def test_env_file() -> None:
         parse_env_file("A=pk://novault\n", ".env")
 
 
+def test_env_file_errors_never_echo_the_line() -> None:
+    """A mistyped line of an env file may hold a literal value (NAME=value lines are allowed):
+    the error names the file and line, never the text, which may be a secret."""
+    for line in ("DB_URL postgres://admin:hunter2@db/app?sslmode=require", "PASSWORD: hunter2=x", "hunter2 x=y"):
+        with pytest.raises(EnvNameError) as e:
+            parse_env_file(f"# header\n{line}\n", ".env")
+        assert e.value.message.startswith(".env line 2: ") and "hunter2" not in e.value.message
+
+
 from pathlib import PurePosixPath  # noqa: E402
 
 from hypothesis import given  # noqa: E402
@@ -150,7 +159,7 @@ def test_paths_print_as_click_prints_them(text: str) -> None:
 import json  # noqa: E402
 import re  # noqa: E402
 
-from polykey.agent import protocol  # noqa: E402
+from polykey.agent import protocol, strict_json  # noqa: E402
 
 _TEXT = st.text(alphabet="pk:/{} \t\n\u2003ab_1=-.", max_size=40)
 
@@ -190,8 +199,8 @@ _JSON = st.recursive(
 @given(_JSON, st.booleans(), st.booleans(), st.sampled_from([(", ", ": "), (",", ":")]))
 def test_lean_json_is_json(value: object, sort_keys: bool, ensure_ascii: bool, separators: tuple[str, str]) -> None:
     want = json.dumps(value, sort_keys=sort_keys, ensure_ascii=ensure_ascii, separators=separators)
-    assert protocol.dumps(value, sort_keys=sort_keys, ensure_ascii=ensure_ascii, separators=separators) == want
-    assert json.dumps(protocol.loads(" \n" + want + "\t")) == json.dumps(json.loads(want))
+    assert strict_json.dumps(value, sort_keys=sort_keys, ensure_ascii=ensure_ascii, separators=separators) == want
+    assert json.dumps(strict_json.parse(" \n" + want + "\t")) == json.dumps(json.loads(want))
 
 
 @pytest.mark.parametrize("text", ["", " ", "{", "[1,]", "{} x", "\ufeff{}", "nul", '"\x01"', "[1] [2]"])
@@ -199,18 +208,18 @@ def test_lean_json_rejects_what_json_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         json.loads(text)
     with pytest.raises(ValueError):
-        protocol.loads(text)
+        strict_json.parse(text)
 
 
 def test_lean_json_refuses_what_json_refuses() -> None:
     with pytest.raises(TypeError):
-        protocol.dumps({"a": b"bytes"})
+        strict_json.dumps({"a": b"bytes"})
     with pytest.raises(ValueError):
-        protocol.dumps(float("nan"), allow_nan=False)
+        strict_json.dumps(float("nan"), allow_nan=False)
     loop: list[object] = []
     loop.append(loop)
     with pytest.raises(ValueError):
-        protocol.dumps(loop)
+        strict_json.dumps(loop)
 
 
 def test_secret_size_limit_is_the_vaults_limit() -> None:
@@ -233,6 +242,11 @@ _KEYED = st.recursive(st.text(alphabet="$b\u00e9", max_size=3),
 
 @given(_KEYED, st.booleans())
 def test_the_bytes_shortcut_never_skips_a_bytes_object(value: object, ascii_only: bool) -> None:
-    body = protocol.dumps({"id": 1, "result": value}, ensure_ascii=ascii_only).encode()
+    body = strict_json.dumps({"id": 1, "result": value}, ensure_ascii=ascii_only).encode()
     if _has_bytes_key(value):
         assert protocol._may_hold_bytes(body)
+
+
+@given(st.text(alphabet="a\u00e9\u4e2d\\\"'$", max_size=12))
+def test_escape_rule_is_the_pattern(text: str) -> None:
+    assert hot_env._escape_after_non_ascii(text) == bool(re.search(r'[^\x00-\x7f][\\"]', text))
