@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = {
     "__future__", "polykey", "polykey.cli", "polykey.cli.fast", "polykey.cli.hot",
     "polykey.agent", "polykey.agent.paths", "polykey.agent.protocol", "polykey.agent.client",
-    "polykey.agent.session", "_socket", "errno", "binascii", "_json",
+    "polykey.agent.session", "polykey.agent.strict_json", "_socket", "errno", "binascii", "_json", "itertools",
 }
 #: `os` and what it imports: only to exec a command (os.execvpe searches PATH, with `warnings`).
 OS = {"os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "warnings"}
