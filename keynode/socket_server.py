@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from polykey.agent import paths, protocol
+from polykey.crypto import memory
 from polykey.errors import AgentPermissionError, AgentProtocolError, AgentUnavailableError, PolykeyError
 from keynode.failures import describe
 from keynode.handlers import RequestContext
@@ -291,8 +292,11 @@ class SocketServer:
         ctx = RequestContext(request.id, request.method, uid, pid, progress)
         try:
             result = await self._dispatch(ctx, request.params)
+            memory.wipe_values(request.params)  # values written by this request: used by now
             frame = protocol.encode_result(request.id, result)
+            memory.wipe_values(result)  # values read for this reply: gone once encoded
         except PolykeyError as e:
+            memory.wipe_values(request.params)  # the handler is done with them (cancelled ones may not be)
             frame = _error_frame(request.id, e)
         except Exception as e:  # noqa: BLE001 - a handler bug must not take the agent down
             # Where it was raised, not the exception's text: that may quote a secret's name or value.

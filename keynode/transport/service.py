@@ -21,6 +21,7 @@ from keynode.memory import RequestBudget
 from keynode.transport.connection import READ_LIMIT, Connection
 from keynode.transport.limits import TransportLimits
 from polykey import crypto
+from polykey.crypto import memory
 from polykey.errors import (
     ConnectionClosedError,
     InvalidInputError,
@@ -180,6 +181,7 @@ class Transport:
         await self._tg.__aexit__(et, ev, tb)
         if self._server is not None:
             await self._server.wait_closed()
+        memory.wipe(self._static)  # the Noise static key (derived from the seed): no handshake is left
         log.info("transport %s stopped", self.node_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -160,11 +160,23 @@ def agent_lock() -> None:
 @agent.command("unlock")
 @common_options
 def agent_unlock() -> None:
-    """Give the agent the node password again (starting it if none runs)."""
+    """Give the agent the node password again (starting it if none runs).
+
+    The password is checked even when the agent is already unlocked: a wrong one fails (exit 77)
+    and changes nothing.
+    """
     s = settings()
     source = password_source(s)
-    with session(s) as sess:
-        status = sess.call("agent.status")
-        if isinstance(status, dict) and status.get("state") == "locked":
-            status = sess.call("agent.unlock", {"password": source.get()})
-    emit(s, "Agent unlocked.", status)
+    with _running(s) as c:
+        try:
+            status = c.call("agent.status")
+        except AgentUnavailableError:
+            status = None
+        if status is not None:
+            if isinstance(status, dict) and status.get("state") == "unlocked" and not source.available():
+                emit(s, "Agent already unlocked.", status)
+                return
+            emit(s, "Agent unlocked.", c.call("agent.unlock", {"password": source.get()}))
+            return
+    with session(s) as sess:  # none runs: start it, which unlocks it with the password
+        emit(s, "Agent unlocked.", sess.call("agent.status"))

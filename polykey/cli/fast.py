@@ -14,7 +14,7 @@ click accepts them; ``--opt=value`` or ``--opt value``; options and arguments in
     pk [COMMON] secrets (get|cat) [--commit C] VAULT:PATH
     pk [COMMON] secrets (set|write) [--from-file F] VAULT:PATH      (stdin not a terminal)
     pk [COMMON] secrets ls [-r|--recursive] [--commit C] [VAULT[:DIR]]
-    pk [COMMON] secrets rm VAULT:PATH...
+    pk [COMMON] secrets rm [-r|--recursive] [-y|--yes] VAULT:PATH...
     pk [COMMON] secrets env [ENVOPT]... TARGET... [-- CMD ARGS...]
     pk [COMMON] run --env-file F... -- CMD ARGS...
     pk [COMMON] inject [-i|--in-file F] [-o|--out-file F]
@@ -83,7 +83,8 @@ COMMANDS: dict[tuple[str, ...], _Command] = {
     ("secrets", "set"): _SET,
     ("secrets", "write"): _SET,
     ("secrets", "ls"): _Command({**_COMMIT, "-r": ("recursive", "flag"), "--recursive": ("recursive", "flag")}, 0, 1),
-    ("secrets", "rm"): _Command({}, 1, None),
+    ("secrets", "rm"): _Command({"-r": ("recursive", "flag"), "--recursive": ("recursive", "flag"),
+                                 "-y": ("yes", "flag"), "--yes": ("yes", "flag")}, 1, None),
     ("secrets", "env"): _ENV,
     ("run",): _Command({"--env-file": ("env_files", "multi")}, 0, 0, passthrough=True),
     ("inject",): _Command({"-i": ("in_file", "value"), "--in-file": ("in_file", "value"),
@@ -210,7 +211,7 @@ def _runner(name: tuple[str, ...], values: dict[str, object], args: list[str],
     if name == ("secrets", "ls"):
         return lambda o: hot.secrets_ls(o, args[0] if args else None, bool(values.get("recursive")), text("commit"))
     if name == ("secrets", "rm"):
-        return lambda o: hot.secrets_rm(o, args, False)
+        return lambda o: hot.secrets_rm(o, args, bool(values.get("recursive")), bool(values.get("yes")))
     if name == ("vaults", "list"):
         return hot.vaults_list
     if name == ("agent", "status"):

@@ -234,13 +234,22 @@ def secrets_ls(opts: Options, target: str | None, recursive: bool, commit: str |
     show_secrets(opts, vault, path, commit, rows)
 
 
-def secrets_rm(opts: Options, targets: list[str], recursive: bool) -> None:
-    """One commit per path; nothing is removed if a path does not exist (like ``git rm``)."""
+def secrets_rm(opts: Options, targets: list[str], recursive: bool, yes: bool = False) -> None:
+    """One commit per path; nothing is removed if a path does not exist (like ``git rm``). With -r
+    it asks first on a terminal; without one, ``yes`` is required (polykey.cli.confirm)."""
     parsed = [split_secret_path(t) for t in targets]
+    confirmation = None
+    if recursive:  # the confirmation rules load the error table: only for -r
+        from polykey.cli import confirm
+
+        confirmation = confirm.RemoveConfirmation(targets, recursive, yes)
+    asks = confirmation is not None and confirmation.needed
     results = []
     with opts.session() as s:
-        for vault, path in parsed if len(parsed) > 1 else []:
-            s.call("secrets.list", {"vault": vault, "path": path})
+        for vault, path in parsed if len(parsed) > 1 or asks else []:  # a typo removes nothing
+            s.call("secrets.list", {"vault": vault, "path": path})  # (and asks nothing)
+        if confirmation is not None:
+            confirmation.ask()
         for vault, path in parsed:
             out = s.call("secrets.remove", {"vault": vault, "path": path, "recursive": recursive})
             results.append({"vault": vault, "path": path.strip("/"), **out})

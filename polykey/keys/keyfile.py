@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from polykey import crypto
+from polykey.crypto import memory
 from polykey.errors import AuthenticationError, KeyFileError, WrongPasswordError
 from polykey.keys.keypair import KeyPair
 
@@ -59,21 +60,25 @@ class KeyFile:
     header: bytes
     sealed: bytes
 
-    def unlock(self, password: bytes) -> KeyPair:
+    def unlock(self, password: crypto.Secret) -> KeyPair:
         """The keypair, or WrongPasswordError (the file is then left as it is)."""
         try:
             seed = crypto.password_unwrap(password, self.salt, self.sealed, self.header, self.limits)
         except AuthenticationError:
             raise WrongPasswordError() from None
-        pair = KeyPair.from_seed(seed)
+        try:
+            pair = KeyPair.from_seed(seed)
+        finally:
+            memory.wipe(seed)  # the keypair holds its own (mlocked) copy
         if not crypto.constant_time_eq(pair.public_key, self.public_key):
+            pair.wipe()
             raise KeyFileError("key file is corrupt: public key does not match the private key")
         return pair
 
 
 def encode(
     pair: KeyPair,
-    password: bytes,
+    password: crypto.Secret,
     limits: crypto.KdfLimits,
     *,
     rng: crypto.Rng = crypto.random_bytes,

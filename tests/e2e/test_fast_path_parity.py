@@ -91,6 +91,9 @@ READS = [
     ["secrets", "rm", "app:db/password", "app:nope"],
     ["secrets", "rm", "app:"],
     ["secrets", "rm", "nosuchvault:x"],
+    ["secrets", "rm", "-r", "app:db"],
+    ["secrets", "rm", "-r", "--yes", "app:nope"],
+    ["secrets", "rm", "--recursive", "-y", "app:db", "app:nope"],
     # secrets env
     ["secrets", "env", "app:db", "app:api/API_KEY=KEY"],
     ["secrets", "env", "app:db", "--env-format", "dotenv"],
@@ -166,6 +169,9 @@ def test_routes_agree_on_writes(app: Node, tmp_path: Path, fmt: str) -> None:
             pk(app, "secrets", "set", f"{d}", input=b"x", env={**env, **extra}),
             pk(app, "secrets", "rm", f"app:{d}/a", f"app:{d}/b", env={**env, **extra}),
             pk(app, "secrets", "rm", f"app:{d}/a", env={**env, **extra}),
+            pk(app, "secrets", "set", f"app:{d}/dir/x", input=b"x", env={**env, **extra}),
+            pk(app, "secrets", "rm", "-r", f"app:{d}/dir", env={**env, **extra}),
+            pk(app, "secrets", "rm", "-r", "--yes", f"app:{d}/dir", env={**env, **extra}),
             pk(app, "inject", "-i", str(app.path.parent / "t.tmpl"), "-o", str(tmp_path / f"{d}.out"),
                env={**env, **extra}),
         ]

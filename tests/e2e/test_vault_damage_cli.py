@@ -109,7 +109,7 @@ def test_one_damaged_vault(node: Node, tmp_path: Path, kind: str) -> None:
 
     # The remedy works on it: it can be renamed and deleted; the others stay.
     assert pk(node, "vaults", "rename", "broken", "old-broken").code == 0
-    assert pk(node, "vaults", "delete", "old-broken").code == 0
+    assert pk(node, "vaults", "delete", "old-broken", "--yes").code == 0
     assert [row["name"] for row in pk(node, "vaults", "list", "--format", "json").json] == ["alpha", "zeta"]  # type: ignore[union-attr, index]
 
 
