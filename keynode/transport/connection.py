@@ -256,14 +256,28 @@ class Connection:
             if not self._on_event(ev):
                 return
         self._early = []
+        if not self._charge():  # what arrived with the end of the handshake
+            return
         lim = self._limits
+        loop = asyncio.get_running_loop()
+        message_deadline: float | None = None  # the current message must be whole by then
         while not self.closed:
             mid = self._session.mid_message
+            wait = lim.stall_timeout if mid else lim.idle_timeout
+            if not mid:
+                message_deadline = None
+            elif message_deadline is None:
+                message_deadline = loop.time() + lim.message_timeout
+            if message_deadline is not None:
+                wait = min(wait, message_deadline - loop.time())
             try:
-                async with asyncio.timeout(lim.stall_timeout if mid else lim.idle_timeout):
+                async with asyncio.timeout(max(wait, 0.0)):
                     data = await self._reader.read(READ_SIZE)
             except TimeoutError:
-                what = "stalled mid-message" if mid else "idle (no keepalive)"
+                if message_deadline is not None and loop.time() >= message_deadline:
+                    what = f"did not send its message whole within {lim.message_timeout:g} s"
+                else:
+                    what = "stalled mid-message" if mid else "idle (no keepalive)"
                 self.close(f"the peer {what}", graceful=not mid, level=logging.WARNING)
                 return
             except OSError as e:
@@ -285,14 +299,17 @@ class Connection:
                     return
 
     def _charge(self) -> bool:
-        """Charge the message being received to the listener's budget; False if it does not fit
-        (the connection is then closed with the busy reply, section 7)."""
-        want = self._session.incoming_size
-        if want == self._charged:
+        """Charge the bytes this connection makes us hold for a partly received message to the
+        listener's budget; False if they do not fit (the connection is then closed with the busy
+        reply, section 7). What is charged is what arrived (and its buffer), never the length a
+        peer announced: a few peers announcing 4 MiB and sending nothing must not take the
+        whole budget and have every other peer's messages refused."""
+        want = self._session.buffered
+        if want <= self._charged:
+            self._budget.release(self._charged - want)
+            self._charged = want
             return True
-        self._budget.release(self._charged)
-        self._charged = 0
-        if want and not self._budget.reserve(want):
+        if not self._budget.reserve(want - self._charged):
             self.close("busy: too many request bytes buffered on this node; retry", level=logging.WARNING)
             return False
         self._charged = want

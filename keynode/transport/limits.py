@@ -24,6 +24,9 @@ class TransportLimits:
     handler_timeout: float = 30.0
     #: a frame or message started but not finished for this long: the peer stalled mid-message
     stall_timeout: float = 10.0
+    #: a message must arrive whole within this long of its first frame (a peer trickling a byte
+    #: per stall_timeout must not hold its buffer and its share of request_budget for ever)
+    message_timeout: float = 60.0
     #: write buffer not drained for this long: the peer stopped reading
     write_timeout: float = 10.0
     #: send a keepalive Ping after this long without sending anything

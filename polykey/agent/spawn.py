@@ -28,7 +28,9 @@ def require_node(node_path: str) -> None:
 
 
 def daemon_argv(node_path: str, extra: Sequence[str] = ()) -> list[str]:
-    return [sys.executable, "-m", "keynode", "--node-path", os.path.abspath(node_path), *extra]
+    """``-P``: the caller's current directory is not put on the daemon's ``sys.path`` (a ``keynode/``
+    there would otherwise run inside the agent, next to the key)."""
+    return [sys.executable, "-P", "-m", "keynode", "--node-path", os.path.abspath(node_path), *extra]
 
 
 def daemon_env() -> dict[str, str]:

@@ -137,12 +137,6 @@ class Session:
         """True while a frame or a message is partly received (a stall timer should run)."""
         return self._decoder.buffered > 0 or self._need is not None
 
-    @property
-    def incoming_size(self) -> int:
-        """The announced length of the message being received, 0 between messages (the bytes a
-        listener's request budget charges for it, docs/spec/transport.md section 7)."""
-        return self._need or 0
-
     def data_to_send(self) -> bytes | bytearray:
         """Bytes to write to the peer now (may be empty); the caller may keep them."""
         pieces = self.pieces_to_send()

@@ -15,9 +15,11 @@ import socket
 from typing import Any
 
 from keynode.transport import Transport
+from polykey.errors import ConnectionClosedError, RemoteError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg
+from polykey.wire import messages as m
 from polykey.wire.frames import encode_frame
 from polykey.wire.session import DEFAULT_MAX_MESSAGE, MAX_CHUNK, Session
 
@@ -28,6 +30,7 @@ from .test_agent_hostile import _log, _rss_mib, _serves, _started, burst_then_rs
 
 CLIENT = KeyPair.from_seed(b"\x5a" * 32)
 WAIT = 10.0
+MIB = 1 << 20
 
 
 def _peer(node: Node) -> tuple[NodeId, int]:
@@ -37,9 +40,9 @@ def _peer(node: Node) -> tuple[NodeId, int]:
     return NodeId.from_text(str(st["nodeId"])), peer["port"]
 
 
-def _handshaken(node_id: NodeId, port: int) -> tuple[socket.socket, Session]:
+def _handshaken(node_id: NodeId, port: int, key: KeyPair = CLIENT) -> tuple[socket.socket, Session]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    s = Session(CLIENT, initiator=True, expected_peer=node_id)
+    s = Session(key, initiator=True, expected_peer=node_id)
     sock.sendall(s.data_to_send())
     while not s.established:
         data = sock.recv(65536)
@@ -147,3 +150,45 @@ def test_rss_returns_after_a_burst_of_partial_peer_messages(node: Node) -> None:
     _transport_serves(node_id, port)
     assert running_pid(node) == pid
     assert pk(node, "secrets", "get", "app:canary").out == b"still here"
+
+
+def test_announced_but_unsent_messages_do_not_hold_the_peer_budget(node: Node) -> None:
+    """Peers that only announce large messages (the 4-byte length, nothing of the body) must not
+    hold the node's request budget: the budget counts bytes buffered, not bytes promised, or
+    17 connections of a few bytes each (any key, any address) make the peer port refuse
+    every other peer's messages as busy for as long as they trickle a byte per stall timeout."""
+    pid = _started(node)
+    node_id, port = _peer(node)
+    holders: list[socket.socket] = []
+    try:
+        for i, announced in enumerate([DEFAULT_MAX_MESSAGE - 4] * 16 + [60]):
+            key = KeyPair.from_seed(bytes([0x60 + i]) * 32)  # one key each: no duplicate retired
+            sock, s = _handshaken(node_id, port, key)
+            s.send(m.Ping(1))  # answered once the node reads messages (past the handshake)...
+            sock.sendall(s.data_to_send())
+            assert sock.recv(65536), "no pong"
+            sock.sendall(b"".join(_message_frames(s, b"", announced=announced)))  # ...then announce
+            holders.append(sock)
+        assert _large_request_answered(node_id, port)
+    finally:
+        for sock in holders:
+            sock.close()
+    assert running_pid(node) == pid
+
+
+def _large_request_answered(node_id: NodeId, port: int) -> bool:
+    """A 1 MiB request (it spans many reads, so it is charged to the budget) gets an answer
+    (an error: no such method) rather than the busy close."""
+
+    async def go() -> bool:
+        async with Transport(CLIENT) as t:
+            ch = await t.connect(node_id, "127.0.0.1", port)
+            try:
+                await ch.request("no-such-method", {"pad": b"\x00" * MIB}, timeout=WAIT)
+            except RemoteError:
+                return True
+            except ConnectionClosedError:
+                return False
+            return True
+
+    return asyncio.run(go())

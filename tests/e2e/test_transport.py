@@ -358,3 +358,21 @@ def test_stalled_handshakes_cannot_lock_honest_peers_out(caplog: pytest.LogCaptu
                 w.close()
 
     run(go())
+
+
+def test_a_message_past_the_request_budget_closes_its_connection_and_releases_all() -> None:
+    """The budget counts what a partial message holds: one that grows past it is closed with
+    the busy reason, everything it was charged is given back, and the next request is served."""
+
+    async def go() -> None:
+        async with Transport(A) as ta, Transport(B, limits=TransportLimits(request_budget=256 * 1024)) as tb:
+            tb.register("echo", echo)
+            ch = await ta.connect(B.node_id, "127.0.0.1", tb.port)
+            with pytest.raises(ConnectionClosedError):
+                await ch.request("echo", {"pad": b"\x00" * (1 << 20)}, timeout=WAIT)
+            await until(lambda: tb.budget.used == 0)
+            ch = await ta.connect(B.node_id, "127.0.0.1", tb.port)
+            assert (await ch.request("echo", {"x": 1}, timeout=WAIT))["body"] == {"x": 1}
+            assert tb.budget.used == 0
+
+    run(go())

@@ -40,6 +40,7 @@ MAX_MESSAGE = 100_000
 LIMITS: dict[str, float] = {
     "handshake_timeout": 1.5,
     "stall_timeout": 1.0,
+    "message_timeout": 3.0,
     "keepalive_interval": 0.5,
     "idle_timeout": 2.0,
     "max_message_size": MAX_MESSAGE,
@@ -299,6 +300,29 @@ def test_stalled_peers_time_out_and_are_freed(node: Node, stage: str, reason: st
     with sock:
         read_until_closed(sock)
     node.wait_for_log(reason, before + 1)
+    assert node_serves(node) == {"connections": 1, "handshaking": 0, "tasks": 1}
+
+
+def test_a_message_trickled_a_byte_per_stall_timeout_is_closed_at_its_deadline(node: Node) -> None:
+    """A peer that sends one byte of its message every half stall timeout never trips the stall
+    timer; without a deadline for the whole message it would hold its buffer (and its share of
+    the node's request budget) for ever. The message must arrive whole within message_timeout."""
+    reason = "the peer did not send its message whole within"
+    sock, s = handshaken(node)
+    with sock:
+        s.send(m.Request(1, "echo", {"b": b"q" * 90_000}))  # two frames
+        data = s.data_to_send()
+        sock.sendall(data[:65537])  # the first frame...
+        sent = 65537
+        deadline = time.monotonic() + 4 * WAIT
+        while reason not in node.log() and sent < len(data) and time.monotonic() < deadline:
+            try:
+                sock.sendall(data[sent : sent + 1])  # ...then a byte per half stall timeout (the attack's pace)
+            except OSError:
+                break
+            sent += 1
+            time.sleep(LIMITS["stall_timeout"] / 2)
+        node.wait_for_log(reason)
     assert node_serves(node) == {"connections": 1, "handshaking": 0, "tasks": 1}
 
 
