@@ -142,15 +142,15 @@ class NodeDir:
             shutil.rmtree(old, ignore_errors=True)
 
     def _current_keyfile(self) -> keyfile.KeyFile | None:
-        """The key file, or None if it is damaged."""
+        """The key file, or None if it is damaged or missing."""
         try:
             return self.read_keyfile()
-        except KeyFileError:
+        except (KeyFileError, NodeNotFoundError):
             return None
 
     def check_own_key(self, pair: KeyPair) -> None:
-        """NodeExistsError unless ``pair`` is this node's keypair (or its key file is damaged, so
-        nobody can tell: recovering is what that needs)."""
+        """NodeExistsError unless ``pair`` is this node's keypair (or its key file is damaged or
+        missing, so nobody can tell: recovering is what that needs)."""
         current = self._current_keyfile()
         if current is not None and not crypto.constant_time_eq(current.public_key, pair.public_key):
             raise NodeExistsError(

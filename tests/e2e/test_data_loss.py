@@ -174,6 +174,26 @@ def test_recover_fresh_refuses_another_nodes_words(tmp_path: Path, node: Node) -
     assert node.pk("secrets", "get", "keepme:db/pw").out == b"kept value"
 
 
+def test_recover_fresh_rebuilds_a_lost_key_file_beside_the_vaults(tmp_path: Path, node: Node) -> None:
+    # The recovery code is for a lost key file too: the vaults are still there, wrapped to its key.
+    r = run_pk("bootstrap", "--node-path", tmp_path / "other", "--password-file", node.password_file, "--format", "json")
+    assert r.code == 0, r.err
+    other_code = _pw(tmp_path, "other-code.txt", r.json["recoveryCode"])
+    _node_with_secret(node)
+    assert pk(node, "agent", "stop", password=False).code == 0
+    (node.path / "keys" / "node.key").unlink()
+    code = _pw(tmp_path, "code.txt", node.recovery_code)
+    r = pk(node, "keys", "recover", "--recovery-code-file", code)
+    assert r.code == 73 and "--fresh" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    r = pk(node, "keys", "recover", "--fresh", "--yes", "--recovery-code-file", other_code)
+    assert r.code == 73 and "another --node-path" in r.err, r.err  # another node's words: refused
+    assert not (node.path / "keys" / "node.key").exists()
+    r = pk(node, "keys", "recover", "--fresh", "--yes", "--recovery-code-file", code, "--format", "json")
+    assert r.code == 0, r.err
+    assert r.json == {"nodeId": node.node_id, "nodePath": str(node.path), "keptExisting": True}
+    assert node.pk("secrets", "get", "keepme:db/pw").out == b"kept value"
+
+
 def test_recover_help_says_what_fresh_discards() -> None:
     text = " ".join(run_pk("keys", "recover", "--help").text.split())
     assert "Only the old key file (its password) is discarded; vaults and every other file are kept" in text
