@@ -50,6 +50,27 @@ class AgentLock:
                 self._fd = None
 
 
+def holder_pid(node_path: Path) -> int | None:
+    """The pid of the agent holding ``node_path``'s lock, or None when no agent holds it.
+
+    The lock being held is what proves the pid current (a stale file's pid may be anyone's now).
+    """
+    try:
+        fd = os.open(paths.node_file(node_path, paths.LOCK), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else None  # held, pid not written yet: starting
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class StatusFile:
     """``<node>/agent.json``: written atomically on every state change, removed at a clean stop."""
 
