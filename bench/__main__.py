@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m bench` (all) or `python -m bench keys vaults ...`."""
+"""Run benchmarks: `python -m bench` (all) or `python -m bench keys vaults ...` (`dht-scale` is `dht_scale`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def available() -> list[str]:
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
-    names = [a for a in argv if not a.startswith("-")] or available()
+    names = [a.replace("-", "_") for a in argv if not a.startswith("-")] or available()
     unknown = [n for n in names if n not in available()]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}", file=sys.stderr)
