@@ -7,7 +7,6 @@ no interpreter start per request.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,30 +21,12 @@ from polykey.agent import client as agent_client
 from polykey.errors import PolykeyError
 
 from .conftest import Result, base_env, pk_executable, run_pk
+from .e2e.agent_util import alive, wait_for
+
+__all__ = ["alive", "wait_for"]
 
 NETNS_SKIP = netns.unavailable_reason()
 needs_netns = pytest.mark.skipif(NETNS_SKIP is not None, reason=NETNS_SKIP or "")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until ``predicate()``; a liveness bound, not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b") ", 1)[1][:1] != b"Z"
-    except OSError:
-        return False
 
 
 class Cluster:
