@@ -221,6 +221,17 @@ def _proc_state(pid: int) -> str:
         return "?"
 
 
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie not yet reaped by its parent counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _proc_state(pid) in ("Z", "X")
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -244,9 +255,9 @@ def stop_node(entry: NodeEntry) -> int | None:
         return None
     _signal(pid, signal.SIGTERM)
     _signal(pid, signal.SIGCONT)
-    if not _wait_until(lambda: pid_of(entry) is None, STOP_TIMEOUT):
+    if not _wait_until(lambda: _gone(pid), STOP_TIMEOUT):  # the process, not only its lock
         _signal(pid, signal.SIGKILL)
-        _wait_until(lambda: pid_of(entry) is None, STOP_TIMEOUT)
+        _wait_until(lambda: _gone(pid), STOP_TIMEOUT)
     return pid
 
 
@@ -266,7 +277,7 @@ def kill(entry: NodeEntry, sig: signal.Signals) -> int:
     if sig in TERMINATING:
         if sig != signal.SIGKILL:
             _signal(pid, signal.SIGCONT)  # a paused agent must run to handle it
-        if not _wait_until(lambda: pid_of(entry) is None, STOP_TIMEOUT):
+        if not _wait_until(lambda: _gone(pid), STOP_TIMEOUT):
             raise AgentUnavailableError(f"node {entry.index} (pid {pid}) is still running {STOP_TIMEOUT:g} s after {sig.name}")
     return pid
 
