@@ -146,8 +146,14 @@ def run(ns: argparse.Namespace) -> int:
     raise AssertionError(cmd)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # `up` stops what it started; a SIGKILL leaves it to `down`
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         return run(ns)
     except PolykeyError as e:

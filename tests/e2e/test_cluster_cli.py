@@ -179,3 +179,20 @@ def test_netns_down_after_the_launcher_was_killed(make_cluster: MakeCluster) -> 
     r = c.pk("down")
     assert r.code == 0, r.err
     assert_gone(c, started)
+
+
+def test_a_launcher_stopped_by_sigterm_during_up_stops_what_it_started(make_cluster: MakeCluster) -> None:
+    c = make_cluster("term")
+    proc = subprocess.Popen([pk_executable(), "cluster", "up", "--nodes", "4", "--dir", str(c.dir)],
+                            env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: holder_pid(c.dir / "node0") is not None, 60, "the first agent to start")
+        started = [p for i in range(4) if (p := holder_pid(c.dir / f"node{i}")) is not None]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:  # it had finished before the signal came: nothing to check
+        return
+    assert proc.returncode == 130 and err.decode().strip() == "pk: interrupted"
+    assert not any(alive(p) for p in started)
+    assert c.pk("down").code == 0
