@@ -99,6 +99,7 @@ class Agent:
         self.started_at = wall_clock()
         self._started_mono = clock()
         self.last_used = clock()
+        #: VaultIds (text) of the vaults clients used since the last unlock; shown by name in status.
         self.opened_vaults: set[str] = set()
         self._key_listeners: list[Callable[[], Awaitable[Any] | None]] = []
         #: Extra fields of :meth:`status`, each computed when asked (plugged-in services).
@@ -283,6 +284,24 @@ class Agent:
 
     # -- status ----------------------------------------------------------------------
 
+    def note_opened(self, vault: str) -> None:
+        """Record that a client used ``vault`` (a name or a VaultId): one entry per vault."""
+        if self._service is None:
+            return
+        try:
+            self.opened_vaults.add(self._service.vault_id(vault))
+        except PolykeyError:
+            pass  # gone meanwhile (deleted), or the index cannot be read: nothing to show
+
+    def _open_vault_names(self) -> list[str]:
+        if self._service is None or not self.opened_vaults:
+            return []
+        try:
+            names = self._service.vault_names()
+        except PolykeyError:  # the index cannot be read: the VaultIds are all there is to show
+            return sorted(self.opened_vaults)
+        return sorted(names[vid] for vid in self.opened_vaults if vid in names)
+
     def status(self) -> dict[str, Any]:
         return {
             "state": "locked" if self.locked else "unlocked",
@@ -293,7 +312,7 @@ class Agent:
             "startedAt": int(self.started_at),
             "uptime": round(self._clock() - self._started_mono, 3),
             "idleLock": self.config.idle_lock,
-            "openVaults": sorted(self.opened_vaults),
+            "openVaults": self._open_vault_names(),
             "version": __version__,
             **{name: field() for name, field in self.status_extra.items()},
         }

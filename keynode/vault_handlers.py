@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
-from polykey.errors import InvalidInputError
+from polykey.errors import InvalidInputError, PolykeyError, VaultFormatError, VaultIntegrityError
 from keynode.agent import Agent
 from keynode.handlers import Handler, RequestContext
 
@@ -96,6 +96,12 @@ async def _blocking(agent: Agent, ctx: RequestContext, fn: Callable[..., Any], p
             future.cancel()
 
 
+def _damaged(vault: str, e: VaultIntegrityError | VaultFormatError) -> PolykeyError:
+    """The error of an operation on a vault whose data cannot be read, naming the vault (same type
+    and exit code); the other vaults are unaffected (``pk vaults list`` marks this one)."""
+    return e.within(f"vault {vault!r} is damaged", "; restore it from a replica or backup")
+
+
 def install(agent: Agent) -> None:
     """Register every vault method on ``agent``."""
     locks = VaultLocks()
@@ -109,17 +115,22 @@ def install(agent: Agent) -> None:
             vault = _vault_of(params)
             async with agent.using_keys() as service:
                 fn = getattr(service, operation)
-                if is_index or (is_write and vault is not None):
-                    async with locks.writing(None if is_index else vault):
+                try:
+                    if is_index or (is_write and vault is not None):
+                        async with locks.writing(None if is_index else vault):
+                            result = await _blocking(agent, ctx, fn, params)
+                    elif locks.in_flight:
                         result = await _blocking(agent, ctx, fn, params)
-                elif locks.in_flight:
-                    result = await _blocking(agent, ctx, fn, params)
-                else:
-                    result = fn(**params)
-            if method in ("vaults.delete", "vaults.rename"):
-                agent.opened_vaults.discard(params.get("name", params.get("old")))
+                    else:
+                        result = fn(**params)
+                except (VaultIntegrityError, VaultFormatError) as e:
+                    if vault is None:
+                        raise
+                    raise _damaged(vault, e) from None
+            if method == "vaults.delete":
+                agent.opened_vaults.discard(result["vaultId"])
             elif vault is not None:
-                agent.opened_vaults.add(vault)  # only names that worked: clients choose them
+                agent.note_opened(vault)  # only names that worked: clients choose them
             return result
 
         return handler
@@ -144,19 +155,26 @@ def install(agent: Agent) -> None:
 
             def work(**_: Any) -> list[dict[str, Any]]:
                 out = []
-                for ref in refs:
+                for at, ref in enumerate(refs):
                     vault, path = ref["vault"], ref["path"]
-                    entries = service.list_secrets(vault, path, recursive=True)
-                    values = [
-                        {"path": e["path"], "value": service.get_secret(vault, e["path"])}
-                        for e in entries
-                        if e.get("type") == "secret"
-                    ]
+                    try:
+                        entries = service.list_secrets(vault, path, recursive=True)
+                        values = [
+                            {"path": e["path"], "value": service.get_secret(vault, e["path"])}
+                            for e in entries
+                            if e.get("type") == "secret"
+                        ]
+                    except PolykeyError as e:
+                        e.data = {**e.data, "ref": at}  # which ref failed, for the client's message
+                        if isinstance(e, (VaultIntegrityError, VaultFormatError)):
+                            raise _damaged(vault, e) from None
+                        raise
                     out.append({"vault": vault, "path": path, "secrets": values})
                 return out
 
             result = await _blocking(agent, ctx, work, {}) if locks.in_flight else work()
-        agent.opened_vaults.update(ref["vault"] for ref in refs)
+        for ref in refs:
+            agent.note_opened(ref["vault"])
         return result
 
     agent.handlers.register("secrets.resolve", resolve)

@@ -34,6 +34,9 @@ from polykey.wire.session import Event, HandshakeComplete, MessageReceived, Sess
 log = logging.getLogger("keynode.transport")
 
 READ_SIZE = 256 * 1024
+#: StreamReader limit: it stops reading the socket once it holds twice this. asyncio's 64 KiB
+#: default stops (and restarts, two epoll calls) on every 256 KiB read at full speed.
+READ_LIMIT = READ_SIZE
 _EXPIRED_IDS = 1024
 _SLACK = 1024 * 1024
 Dispatcher = Callable[[NodeId, str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -169,10 +172,11 @@ class Connection:
     # -- sending ---------------------------------------------------------------
 
     def _flush(self) -> None:
-        data = self._session.data_to_send()
-        if data:
+        pieces = self._session.pieces_to_send()
+        for data in pieces:
             self._writer.write(data)
             self.bytes_sent += len(data)
+        if pieces:
             self._last_sent = self._clock()
 
     def _send_nowait(self, message: m.Message) -> None:

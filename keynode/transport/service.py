@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any
 
-from keynode.transport.connection import Connection
+from keynode.transport.connection import READ_LIMIT, Connection
 from keynode.transport.limits import TransportLimits
 from polykey import crypto
 from polykey.errors import (
@@ -152,7 +152,7 @@ class Transport:
         await self._tg.__aenter__()
         try:
             self._server = await asyncio.start_server(
-                self._on_accept, self.host, self._requested_port, reuse_address=True
+                self._on_accept, self.host, self._requested_port, reuse_address=True, limit=READ_LIMIT
             )
         except OSError as e:
             await self._tg.__aexit__(None, None, None)
@@ -330,7 +330,7 @@ class Transport:
     async def _dial(self, node_id: NodeId, host: str, port: int) -> Connection:
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_connection(host, port, limit=READ_LIMIT)
         except (OSError, TimeoutError) as e:
             # asyncio's OSError says "Connect call failed (...)"; the errno's text is clearer
             reason = "timed out" if isinstance(e, TimeoutError) else (

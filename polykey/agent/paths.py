@@ -61,7 +61,12 @@ class UnixAddress:
 
 
 def default_node_path() -> str:
-    """``$PK_NODE_PATH``, else the user's data dir: the same rule as ``polykey.keys.store``."""
+    """``$PK_NODE_PATH``, else the user's data dir (the one rule; ``polykey.keys.store`` uses it too).
+
+    Linux: ``$XDG_DATA_HOME/polykey``, or ``~/.local/share/polykey`` when ``XDG_DATA_HOME`` is
+    unset, empty or relative (the XDG Base Directory spec says a relative path is invalid and is
+    ignored). macOS: ``~/Library/Application Support/polykey``.
+    """
     env = os.environ.get("PK_NODE_PATH")
     if env:
         return env
@@ -70,5 +75,5 @@ def default_node_path() -> str:
     home = os.path.expanduser("~")
     if sys.platform == "darwin":
         return os.path.join(home, "Library", "Application Support", "polykey")
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return os.path.join(xdg if xdg else os.path.join(home, ".local", "share"), "polykey")
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    return os.path.join(xdg if os.path.isabs(xdg) else os.path.join(home, ".local", "share"), "polykey")

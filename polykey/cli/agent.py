@@ -14,7 +14,7 @@ from polykey.agent import spawn
 from polykey.agent.passwords import PasswordSource
 from polykey.agent.session import Session
 from polykey.cli.common import Settings, common_options, emit, settings
-from polykey.errors import AgentUnavailableError
+from polykey.errors import AgentRunningError, AgentUnavailableError
 from polykey.wire.records import parse_seed
 
 STOP_TIMEOUT = 10.0
@@ -104,6 +104,11 @@ def agent_start(foreground: bool, idle_lock: float | None, host: str | None, por
     for seed in seeds:
         extra += ["--seed", str(parse_seed(seed))]
     if foreground:
+        running = _running_status(s)
+        if running is not None:  # before asking for a password: the answer does not depend on it
+            raise AgentRunningError(
+                f"an agent is already running for {s.node_path} (pid {running.get('pid')}): `pk agent stop` it first"
+            )
         password = password_source(s).get()
         fd = spawn.password_pipe(password)
         os.set_inheritable(fd, True)

@@ -13,8 +13,8 @@ import click
 
 from polykey import fsutil
 from polykey.cli import hot
-from polykey.cli.common import Settings, common_options, emit, settings
-from polykey.errors import EnvNameError, InvalidInputError, SecretReferenceError
+from polykey.cli.common import common_options, emit, hot_options, settings
+from polykey.errors import EnvNameError, InvalidInputError, SecretReferenceError, VaultError
 
 _REF = re.compile(r"pk://([^/\s{}]+)/([^\s{}]+)")
 _TEMPLATE = re.compile(r"\{\{\s*(pk://[^\s{}]*)\s*\}\}")
@@ -41,10 +41,6 @@ def _exec_args() -> list[str] | None:
     return list(value) if value is not None else None
 
 
-def _opts(s: Settings) -> hot.Options:
-    return hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
-
-
 @click.command("env", cls=_PassThroughCommand)
 @click.argument("targets", nargs=-1, required=True, metavar="VAULT:PATH[=NAME]|VAULT[:DIR]...")
 @click.option("--env-format", type=click.Choice(hot.ENV_FORMATS), default=None,
@@ -59,11 +55,11 @@ def secrets_env(targets: tuple[str, ...], env_format: str | None, invalid: str, 
 
     A secret becomes a variable named after its last path component, or NAME with
     VAULT:PATH=NAME; VAULT:DIR (or a whole VAULT) adds every secret below it. With a
-    command, pk becomes that command (its exit code and signals are pk's). Values are
+    command, pk becomes that command: the exit code and signals are CMD's. Values are
     exactly as stored: no newline is added.
     """
     s = settings()
-    hot.secrets_env(_opts(s), list(targets), _exec_args(), env_format, invalid, duplicate)
+    hot.secrets_env(hot_options(s), list(targets), _exec_args(), env_format, invalid, duplicate)
 
 
 # -- references -----------------------------------------------------------------------
@@ -77,14 +73,18 @@ def parse_reference(text: str, where: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def resolve_references(opts: hot.Options, refs: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+def resolve_references(opts: hot.Options, refs: dict[tuple[str, str], str]) -> dict[tuple[str, str], bytes]:
+    """The value of each ``(vault, path)``; ``refs`` maps each to where it was first written
+    (``FILE line N``), which an error about it names with the reference."""
     values: dict[tuple[str, str], bytes] = {}
     if not refs:
         return values
     with opts.session() as session:
-        for ref in refs:
-            if ref not in values:
-                values[ref] = session.call("secrets.get", {"vault": ref[0], "path": ref[1]})
+        for (vault, path), where in refs.items():
+            try:
+                values[(vault, path)] = session.call("secrets.get", {"vault": vault, "path": path})
+            except VaultError as e:
+                raise e.within(f"{where}: pk://{vault}/{path}") from None
     return values
 
 
@@ -94,9 +94,10 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse_env_file(text: str, name: str) -> list[tuple[str, str | tuple[str, str]]]:
-    """``NAME=value`` / ``NAME=pk://vault/path`` lines (``#`` comments, ``export`` prefix allowed)."""
-    entries: list[tuple[str, str | tuple[str, str]]] = []
+def env_file_entries(text: str, name: str) -> list[tuple[str, str | tuple[str, str], str]]:
+    """``NAME=value`` / ``NAME=pk://vault/path`` lines (``#`` comments, ``export`` prefix allowed):
+    ``(NAME, value or (vault, path), "FILE line N")``."""
+    entries: list[tuple[str, str | tuple[str, str], str]] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -111,8 +112,13 @@ def parse_env_file(text: str, name: str) -> list[tuple[str, str | tuple[str, str
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
             raise EnvNameError(f"{where}: {var!r} is not a valid environment variable name")
         value = _unquote(value.strip())
-        entries.append((var, parse_reference(value, where) if value.startswith("pk://") else value))
+        entries.append((var, parse_reference(value, where) if value.startswith("pk://") else value, where))
     return entries
+
+
+def parse_env_file(text: str, name: str) -> list[tuple[str, str | tuple[str, str]]]:
+    """:func:`env_file_entries` without the line of each entry."""
+    return [(var, value) for var, value, _ in env_file_entries(text, name)]
 
 
 @click.command("run", cls=_PassThroughCommand)
@@ -128,17 +134,20 @@ def run_command(env_files: tuple[Path, ...]) -> None:
     command = _exec_args()
     if not command:
         raise InvalidInputError("give the command to run after --")
-    entries: list[tuple[str, str | tuple[str, str]]] = []
+    entries: list[tuple[str, str | tuple[str, str], str]] = []
     for path in env_files:
         try:
             text = fsutil.read_limited(path, _TEMPLATE_LIMIT).decode("utf-8")
         except (OSError, ValueError, UnicodeDecodeError) as e:
             raise InvalidInputError(f"cannot read env file {path}: {getattr(e, 'strerror', None) or e}") from None
-        entries.extend(parse_env_file(text, str(path)))
-    opts = _opts(s)
-    values = resolve_references(opts, [v for _, v in entries if isinstance(v, tuple)])
+        entries.extend(env_file_entries(text, str(path)))
+    refs: dict[tuple[str, str], str] = {}
+    for _, value, where in entries:
+        if isinstance(value, tuple):
+            refs.setdefault(value, where)
+    values = resolve_references(hot_options(s), refs)
     env: dict[str, bytes] = {}
-    for var, value in entries:
+    for var, value, _ in entries:
         env[var] = values[value] if isinstance(value, tuple) else value.encode("utf-8")
     hot.exec_with_env(command, env)
 
@@ -168,10 +177,13 @@ def inject_command(in_file: Path, out_file: Path | None) -> None:
     except UnicodeDecodeError:
         raise InvalidInputError(f"template {name} is not UTF-8 text") from None
     refs: list[tuple[str, str]] = []
+    first: dict[tuple[str, str], str] = {}
     for m in _TEMPLATE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
-        refs.append(parse_reference(m.group(1), f"{name} line {line}"))
-    values = resolve_references(_opts(s), refs)
+        where = f"{name} line {line}"
+        refs.append(parse_reference(m.group(1), where))
+        first.setdefault(refs[-1], where)
+    values = resolve_references(hot_options(s), first)
     out = bytearray()
     pos = 0
     for m, ref in zip(_TEMPLATE.finditer(text), refs):

@@ -20,6 +20,7 @@ import click
 
 from polykey import crypto
 from polykey.agent import passwords
+from polykey.cli import hot
 from polykey.errors import InvalidInputError
 from polykey.keys.store import NodeDir, default_node_path
 
@@ -95,6 +96,11 @@ class Settings:
     @property
     def node(self) -> NodeDir:
         return NodeDir(self.node_path)
+
+
+def hot_options(s: Settings) -> hot.Options:
+    """The same settings for the functions shared with the click-free fast path."""
+    return hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
 
 
 def settings() -> Settings:

@@ -17,7 +17,7 @@ from typing import Any
 
 from polykey.agent.paths import default_node_path
 from polykey.agent.session import Session
-from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError
+from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError, PolykeyError, VaultError
 
 ENV_FORMATS = ("unix", "json", "dotenv")
 ENV_INVALID = ("error", "warn", "ignore")
@@ -114,6 +114,54 @@ def secrets_get(opts: Options, target: str, commit: str | None) -> None:
         write_value(value)
 
 
+# -- pk vaults list, pk secrets ls ----------------------------------------------------
+
+
+def _hint(message: str) -> None:
+    """What there is and what to do next, on stderr (stdout stays the listing, empty here)."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def show_vaults(opts: Options, rows: list[dict[str, Any]]) -> None:
+    """``pk vaults list`` (and ``pk secrets ls`` without a vault): name, VaultId, role, and
+    ``DAMAGED: reason`` after a vault whose repository cannot be read."""
+    if opts.json:
+        _print_json(rows)
+    elif not rows:
+        _hint("No vaults yet: pk vaults create NAME")
+    else:
+        def line(r: dict[str, Any]) -> str:
+            damaged = f"\tDAMAGED: {r.get('reason')}" if r.get("state") == "damaged" else ""
+            return f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}{damaged}\n"
+
+        sys.stdout.write("".join(line(r) for r in rows))
+        sys.stdout.flush()
+
+
+def show_secrets(opts: Options, vault: str, path: str, commit: str | None, rows: list[dict[str, Any]]) -> None:
+    """``pk secrets ls VAULT[:DIR]``: entries relative to DIR, directories ending with '/'."""
+    if opts.json:
+        _print_json(rows)
+        return
+    base = path.strip("/")
+    if not rows:
+        where = f"{vault}:{base}/" if base else f"Vault {vault}"
+        if commit is not None:
+            _hint(f"{where} was empty at commit {commit}")
+        else:
+            _hint(f"{where} is empty: add a secret with pk secrets set {vault}:{base + '/' if base else ''}NAME")
+        return
+
+    def shown(r: dict[str, Any]) -> str:
+        full = str(r["path"])
+        name = full[len(base) + 1 :] if base and full.startswith(base + "/") else full
+        return name + ("/" if r["type"] == "dir" else "")
+
+    sys.stdout.write("".join(shown(r) + "\n" for r in rows))
+    sys.stdout.flush()
+
+
 # -- pk secrets env --------------------------------------------------------------------
 
 
@@ -141,7 +189,15 @@ def collect_env(
         raise InvalidInputError("name at least one VAULT:PATH[=NAME] or VAULT[:DIR]")
     parsed = [parse_env_target(t) for t in targets]
     with opts.session() as s:
-        resolved = s.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p, _ in parsed]})
+        try:
+            resolved = s.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p, _ in parsed]})
+        except PolykeyError as e:
+            # The agent says which ref failed (data "ref"); with one target it can only be that one.
+            at = e.data.get("ref", 0 if len(parsed) == 1 and isinstance(e, VaultError) else None)
+            if isinstance(at, int) and not isinstance(at, bool) and 0 <= at < len(parsed):
+                vault, path, _ = parsed[at]
+                raise e.within(f"{vault}:{path}" if path else vault) from None
+            raise
     env: dict[str, bytes] = {}
     for (vault, path, name), ref in zip(parsed, resolved):
         items: list[dict[str, Any]] = ref["secrets"]
@@ -173,11 +229,30 @@ def _sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def _dotenv_quote(value: str) -> str:
-    if "'" not in value and "\n" not in value and "\r" not in value:
-        return "'" + value + "'"
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return '"' + escaped + '"'
+#: Why a value has no dotenv form (docs/automation.md "Output formats"); never names the value.
+DOTENV_UNSAFE = (
+    "this value cannot be written as dotenv that both sh and python-dotenv read back exactly (it holds "
+    "a carriage return or '${', ends in a backslash, or holds a single quote or two backslashes in a row "
+    "together with a '$' or a backtick); use --env-format unix or json, or run the command after --"
+)
+
+
+def _dotenv_quote(name: str, value: str) -> str:
+    """A dotenv value that ``sh`` (``set -a; . FILE``) and python-dotenv both read back as ``value``.
+
+    Single quotes when they can carry it: literal in sh; python-dotenv reads them literally too
+    except ``\\\\`` and ``\\'`` (and expands ``${NAME}``). Otherwise double quotes with ``\\`` and
+    ``"`` escaped, which both read the same way, if there is no ``$`` or backtick (sh expands them
+    there, python-dotenv would keep a backslash before them). A carriage return does not survive
+    python-dotenv's universal-newline file reading, and a final backslash would escape the closing
+    quote for older python-dotenv releases. Anything else is an error, never an unsafe line.
+    """
+    if "\r" not in value and "${" not in value and not value.endswith("\\"):
+        if "'" not in value and "\\\\" not in value:
+            return "'" + value + "'"
+        if "$" not in value and "`" not in value:
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise InvalidInputError(f"{name}: {DOTENV_UNSAFE}")
 
 
 def _text_values(env: dict[str, bytes]) -> dict[str, str]:
@@ -198,12 +273,12 @@ def format_env(env: dict[str, bytes], env_format: str) -> str:
             raise InvalidInputError(f"{name}: the value contains a NUL byte and cannot be an environment variable")
     text = _text_values(env)
     if env_format == "dotenv":
-        return "".join(f"{k}={_dotenv_quote(v)}\n" for k, v in text.items())
+        return "".join(f"{k}={_dotenv_quote(k, v)}\n" for k, v in text.items())
     return "".join(f"export {k}={_sh_quote(v)}\n" for k, v in text.items())
 
 
 def exec_with_env(command: list[str], env: dict[str, bytes]) -> None:
-    """Replace this process by ``command`` with ``env`` added: its exit code and signals are ours.
+    """Replace this process by ``command`` with ``env`` added: the exit code and signals are the command's.
 
     The node password (``PK_PASSWORD``) is not passed on: the command gets the secrets it was
     given, not the key to every secret of the node.

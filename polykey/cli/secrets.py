@@ -25,7 +25,8 @@ from types import FrameType
 
 import click
 
-from polykey.cli.common import common_options, emit, settings
+from polykey.cli import hot
+from polykey.cli.common import common_options, emit, hot_options, settings
 from polykey.cli.hot import split_secret_path
 from polykey.cli.vaults import backend, short, utf8, when
 from polykey.errors import InvalidInputError, SecretNotFoundError
@@ -108,10 +109,7 @@ def secrets_get(target: str, commit: str | None) -> None:
     """Print a secret's raw value (a newline is added only on a terminal)."""
     s = settings()
     # The same code as the click-free fast path (polykey.cli.fast), so both routes agree.
-    from polykey.cli import hot
-
-    opts = hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
-    hot.secrets_get(opts, target, commit)
+    hot.secrets_get(hot_options(s), target, commit)
 
 
 def _alias(command: click.Command, of: str) -> click.Command:
@@ -128,21 +126,26 @@ secrets.add_command(_alias(secrets_get, "get"), "cat")
 
 
 @secrets.command("ls")
-@click.argument("target", metavar="VAULT[:DIR]", callback=utf8)
+@click.argument("target", metavar="[VAULT[:DIR]]", required=False, callback=utf8)
 @click.option("-r", "--recursive", is_flag=True, help="List every descendant.")
 @click.option("--commit", default=None, metavar="COMMIT", callback=utf8, help="List as of this commit.")
 @common_options
-def secrets_ls(target: str, recursive: bool, commit: str | None) -> None:
-    """List the secrets and directories in a vault directory (directories end with '/')."""
+def secrets_ls(target: str | None, recursive: bool, commit: str | None) -> None:
+    """List the secrets and directories in a vault directory (directories end with '/').
+
+    Without VAULT, list the vaults (as `pk vaults list` does).
+    """
     s = settings()
+    if target is None:
+        if recursive or commit is not None:
+            raise InvalidInputError("-r and --commit need a VAULT[:DIR] to list")
+        with backend(s) as b:
+            hot.show_vaults(hot_options(s), b.list_vaults())
+        return
     vault, path = split_secret_path(target, need_path=False)
     with backend(s) as b:
         rows = b.list_secrets(vault, path, recursive, commit)
-    base = path.strip("/")
-    def show(r: dict[str, str]) -> str:
-        shown = r["path"][len(base) + 1:] if base and r["path"].startswith(base + "/") else r["path"]
-        return shown + ("/" if r["type"] == "dir" else "")
-    emit(s, "\n".join(show(r) for r in rows), rows)
+    hot.show_secrets(hot_options(s), vault, path, commit, rows)
 
 
 @secrets.command("rm")

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from polykey.cli.common import Settings, common_options, emit, settings
+from polykey.cli import hot
+from polykey.cli.common import Settings, common_options, emit, hot_options, settings
 from polykey.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this process
@@ -85,7 +86,7 @@ def vaults_list() -> None:
     s = settings()
     with backend(s) as b:
         rows = b.list_vaults()
-    emit(s, "\n".join(f"{r['name']}\t{r['vaultId']}\t{r['role'] or '-'}" for r in rows), rows)
+    hot.show_vaults(hot_options(s), rows)
 
 
 @vaults.command("rename")

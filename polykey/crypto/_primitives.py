@@ -121,14 +121,37 @@ class ChaChaPoly:
     def __init__(self, key: bytes) -> None:
         self._aead = _ChaCha20Poly1305(key)
 
-    def encrypt(self, nonce12: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    def encrypt(self, nonce12: bytes, plaintext: bytes | memoryview, ad: bytes) -> bytes:
         return self._aead.encrypt(nonce12, plaintext, ad)
 
-    def decrypt(self, nonce12: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    def decrypt(self, nonce12: bytes, ciphertext: bytes | memoryview, ad: bytes) -> bytes:
         try:
             return self._aead.decrypt(nonce12, ciphertext, ad)
         except _InvalidTag:
             raise AuthenticationError() from None
+
+    def encrypt_into(self, nonce12: bytes, plaintext: bytes | memoryview, ad: bytes, out: memoryview) -> None:
+        """Write ``ciphertext || tag`` into ``out`` (exactly ``len(plaintext) + 16`` bytes),
+        without allocating: the transport's send path (docs/spec/transport.md section 5)."""
+        if _HAS_INTO:
+            self._aead.encrypt_into(nonce12, plaintext, ad, out)
+        else:  # an older cryptography: one more copy
+            out[:] = self._aead.encrypt(nonce12, plaintext, ad)
+
+    def decrypt_into(self, nonce12: bytes, ciphertext: bytes | memoryview, ad: bytes, out: memoryview) -> None:
+        """Authenticate and decrypt into ``out`` (exactly ``len(ciphertext) - 16`` bytes). On
+        :class:`AuthenticationError`, ``out`` may hold garbage: the caller discards it."""
+        try:
+            if _HAS_INTO:
+                self._aead.decrypt_into(nonce12, ciphertext, ad, out)
+            else:  # an older cryptography: one more copy
+                out[:] = self._aead.decrypt(nonce12, ciphertext, ad)
+        except _InvalidTag:
+            raise AuthenticationError() from None
+
+
+#: whether this cryptography has the AEAD ``encrypt_into``/``decrypt_into`` (recent ones do)
+_HAS_INTO = hasattr(_ChaCha20Poly1305, "encrypt_into")
 
 
 def siv_encrypt(key: bytes, plaintext: bytes, ad: list[bytes]) -> bytes:

@@ -48,6 +48,13 @@ class PolykeyError(Exception):
             raise TypeError(f"duplicate error class name {cls.__name__}")
         _REGISTRY[cls.__name__] = cls
 
+    def within(self, context: str, advice: str = "") -> PolykeyError:
+        """This error with ``context`` (what the user named: a reference, a file line, a vault) before
+        its message and ``advice`` after it; same type, so the same exit code. Returns ``self``."""
+        self.message = f"{context}: {self.message}{advice}"
+        self.args = (self.message,)
+        return self
+
     def to_wire(self) -> dict[str, Any]:
         """The ``{type, message, data}`` form that crosses the agent socket."""
         return {"type": type(self).__name__, "message": self.message, "data": self.data}

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from polykey import crypto, fsutil
+from polykey.agent import paths as _paths
 from polykey.errors import KeyFileError, NodeExistsError, NodeNotFoundError
 from polykey.keys import keyfile
 from polykey.keys.keypair import KeyPair
@@ -27,15 +27,8 @@ _KEYFILE_LIMIT = 4096
 
 
 def default_node_path() -> Path:
-    """``$PK_NODE_PATH``, else the user's data dir (XDG on Linux)."""
-    env = os.environ.get("PK_NODE_PATH")
-    if env:
-        return Path(env)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "polykey"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "polykey"
+    """``$PK_NODE_PATH``, else the user's data dir: :func:`polykey.agent.paths.default_node_path`."""
+    return Path(_paths.default_node_path())
 
 
 class NodeDir:

@@ -37,7 +37,13 @@ from types import TracebackType
 from typing import Any
 
 from polykey import crypto, fsutil
-from polykey.errors import InvalidInputError, SecretNotFoundError, VaultExistsError, VaultNotFoundError
+from polykey.errors import (
+    InvalidInputError,
+    PolykeyError,
+    SecretNotFoundError,
+    VaultExistsError,
+    VaultNotFoundError,
+)
 from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
@@ -191,15 +197,31 @@ class VaultService:
             self._open[vid] = v
         return {"name": name, "vaultId": str(vid), "commit": v.snapshot().commit}
 
+    def vault_id(self, vault: str) -> str:
+        """The VaultId text of a vault named by its name or VaultId. VaultNotFoundError."""
+        return str(self._resolve(vault))
+
+    def vault_names(self) -> dict[str, str]:
+        """VaultId text -> local name, for every vault on this node."""
+        return {str(vid): name for name, vid in self._index.entries().items()}
+
     def list_vaults(self) -> list[JSON]:
-        """Every vault on this node, sorted by name: ``[{"name", "vaultId", "role"}]``."""
+        """Every vault on this node, sorted by name: ``[{"name", "vaultId", "role", "state"}]``.
+
+        ``state`` is ``"ok"``, or ``"damaged"`` with ``"reason"`` (and ``role`` None) for a vault
+        whose repository cannot be read (missing or corrupt objects, packs, refs): one damaged
+        vault never hides the others.
+        """
         out = []
         for name, vid in sorted(self._index.entries().items()):
+            row: JSON = {"name": name, "vaultId": str(vid)}
             try:
-                role = self._vault(str(vid)).role()
-            except VaultNotFoundError:
-                role = None
-            out.append({"name": name, "vaultId": str(vid), "role": role})
+                row.update(role=self._vault(str(vid)).role(), state="ok")
+            except PolykeyError as e:
+                row.update(role=None, state="damaged", reason=e.message)
+            except Exception as e:  # noqa: BLE001 - a damaged repository may fail in any way
+                row.update(role=None, state="damaged", reason=f"the repository cannot be read ({type(e).__name__})")
+            out.append(row)
         return out
 
     def rename_vault(self, old: str, new: str) -> JSON:

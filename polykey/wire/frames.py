@@ -54,12 +54,7 @@ class FrameDecoder:
         pos = 0
         end = len(buf)
         while end - pos >= HEADER and (limit is None or len(out) < limit):
-            n = (buf[pos] << 8) | buf[pos + 1]
-            if n < self.min_size or n > self.max_size:
-                self._buf = bytearray()
-                raise ProtocolViolationError(
-                    f"frame length {n} outside {self.min_size}..{self.max_size}"
-                )
+            n = self._length(buf[pos], buf[pos + 1])
             if end - pos - HEADER < n:
                 break
             out.append(bytes(buf[pos + HEADER : pos + HEADER + n]))
@@ -67,3 +62,43 @@ class FrameDecoder:
         if pos:
             del buf[:pos]
         return out
+
+    def add_and_parse_views(self, data: bytes) -> list[memoryview]:
+        """Like :meth:`add_and_parse` (no ``limit``), copying nothing it need not: the frames
+        wholly inside ``data`` come back as views of it, only a frame cut by the end of a
+        read is buffered. ``data`` must not change while the views are in use."""
+        out: list[memoryview] = []
+        view = memoryview(data)
+        end = len(view)
+        pos = 0
+        buf = self._buf
+        while buf:  # first finish what is buffered, taking from data only what it lacks
+            want = HEADER + self._length(buf[0], buf[1]) if len(buf) >= HEADER else HEADER
+            if len(buf) < want:
+                take = min(want - len(buf), end - pos)
+                if not take:
+                    return out
+                buf += view[pos : pos + take]
+                pos += take
+            elif len(buf) == want:
+                out.append(memoryview(buf)[HEADER:])
+                self._buf = buf = bytearray()  # the view keeps the old buffer alive
+            else:  # several frames left buffered by a parse with a limit
+                out.append(memoryview(buf[HEADER:want]))  # a copy: buf changes next
+                del buf[:want]
+        while end - pos >= HEADER:
+            n = self._length(view[pos], view[pos + 1])
+            if end - pos - HEADER < n:
+                break
+            out.append(view[pos + HEADER : pos + HEADER + n])
+            pos += HEADER + n
+        if pos < end:
+            buf += view[pos:]
+        return out
+
+    def _length(self, hi: int, lo: int) -> int:
+        n = (hi << 8) | lo
+        if n < self.min_size or n > self.max_size:
+            self._buf = bytearray()
+            raise ProtocolViolationError(f"frame length {n} outside {self.min_size}..{self.max_size}")
+        return n

@@ -16,6 +16,7 @@ from typing import Any, Union
 import msgpack
 
 from polykey.errors import ProtocolViolationError
+from polykey.wire import packing
 
 PROTOCOL_VERSION = 1
 MAX_ID = 2**32 - 1
@@ -171,6 +172,13 @@ def encode(message: Message) -> bytes:
     return msgpack.packb([PROTOCOL_VERSION, *_fields(message)], use_bin_type=True)  # type: ignore[no-any-return]
 
 
+def encode_parts(message: Message) -> list[bytes]:
+    """:func:`encode` as parts whose concatenation is those bytes, large ``bytes`` values
+    not copied (:func:`polykey.wire.packing.pack_parts`)."""
+    _validate(message)
+    return packing.pack_parts([PROTOCOL_VERSION, *_fields(message)])
+
+
 def _no_ext(code: int, data: bytes) -> object:
     raise _fail("msgpack extension types are not allowed")
 
@@ -178,7 +186,7 @@ def _no_ext(code: int, data: bytes) -> object:
 _ARITY = {T_REQUEST: 5, T_RESPONSE: 4, T_ERROR: 5, T_PING: 3, T_PONG: 3, T_CLOSE: 3}
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes | bytearray) -> Message:
     """Decode one message strictly; :class:`ProtocolViolationError` on anything off-schema."""
     try:
         obj = msgpack.unpackb(
@@ -216,6 +224,6 @@ def decode(data: bytes) -> Message:
     else:
         message = Close(f[0])
     _validate(message)
-    if encode(message) != data:
+    if not packing.matches(packing.pack_parts([PROTOCOL_VERSION, *_fields(message)]), data):
         raise _fail("non-canonical encoding")
     return message

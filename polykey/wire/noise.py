@@ -81,7 +81,7 @@ class CipherState:
             return bytes(plaintext)
         return self._aead.encrypt(self._next_nonce(), plaintext, ad)
 
-    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes | memoryview) -> bytes:
         """Decrypt, or raise :class:`AuthenticationError`; the counter advances only on success."""
         if self._aead is None:
             return bytes(ciphertext)
@@ -90,6 +90,21 @@ class CipherState:
         plaintext = self._aead.decrypt(_nonce(self.n), ciphertext, ad)
         self.n += 1
         return plaintext
+
+    # The same two operations writing into a caller's buffer (no allocation, no copy), for
+    # the transport's bulk path; ``out`` is exactly the size of the result. Keyed only.
+
+    def encrypt_into_with_ad(self, ad: bytes, plaintext: bytes | memoryview, out: memoryview) -> None:
+        assert self._aead is not None
+        self._aead.encrypt_into(self._next_nonce(), plaintext, ad, out)
+
+    def decrypt_into_with_ad(self, ad: bytes, ciphertext: bytes | memoryview, out: memoryview) -> None:
+        """Like :meth:`decrypt_with_ad`; on failure ``out`` holds garbage the caller must drop."""
+        assert self._aead is not None
+        if self.n >= _MAX_NONCE:
+            raise HandshakeError("Noise nonce exhausted: the connection must be re-established")
+        self._aead.decrypt_into(_nonce(self.n), ciphertext, ad, out)
+        self.n += 1
 
 
 class SymmetricState:

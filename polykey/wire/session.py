@@ -15,7 +15,7 @@ raised leaves the session closed: the caller drops the connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -32,6 +32,7 @@ from polykey.errors import (
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import messages
+from polykey.wire.frames import HEADER as FRAME_HEADER
 from polykey.wire.frames import MAX_FRAME, FrameDecoder, encode_frame
 from polykey.wire.noise import DHLEN, TAGLEN, CipherState, HandshakeState
 
@@ -47,6 +48,12 @@ HANDSHAKE_SIZES = (DHLEN, DHLEN + (DHLEN + TAGLEN) + PROOF_SIZE + TAGLEN, (DHLEN
 MAX_CHUNK = MAX_FRAME - TAGLEN
 LENGTH_HEADER = 4
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+#: frames sealed into one buffer, written at once: a large message goes out as several
+#: buffers of 4 x 64 KiB, each freed once written, never as one buffer of its whole size
+SEAL_FRAMES = 4
+#: a message's reassembly buffer is allocated at its announced length up to this much (the
+#: rest grows as it arrives): room to decrypt in place, not much more than the peer sent
+PREALLOCATE = 2 * 1024 * 1024
 
 
 def identity_statement(role: bytes, noise_static_public: bytes, handshake_hash: bytes) -> bytes:
@@ -104,10 +111,10 @@ class Session:
         self._recv: CipherState | None = None
         self._decoder = FrameDecoder()
         self._step = 0
-        self._out: list[bytes] = []
-        self._need: int | None = None
-        self._parts: list[bytes] = []
-        self._got = 0
+        self._out: list[bytes | bytearray] = []
+        self._need: int | None = None  # length of the message being received, once known
+        self._message = bytearray()  # ...its buffer, filled in place
+        self._got = 0  # ...bytes of it received
         if initiator:
             self._out.append(encode_frame(self._handshake().write_message(b"")))
             self._step = 1
@@ -120,17 +127,28 @@ class Session:
         return self.state is State.ESTABLISHED
 
     @property
+    def buffered(self) -> int:
+        """Bytes held for partly received frames and messages: what the peer makes us keep
+        (at most about ``max_message_size`` plus one frame)."""
+        return self._decoder.buffered + len(self._message)
+
+    @property
     def mid_message(self) -> bool:
         """True while a frame or a message is partly received (a stall timer should run)."""
         return self._decoder.buffered > 0 or self._need is not None
 
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the peer now (may be empty)."""
-        if not self._out:
+    def data_to_send(self) -> bytes | bytearray:
+        """Bytes to write to the peer now (may be empty); the caller may keep them."""
+        pieces = self.pieces_to_send()
+        if not pieces:
             return b""
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
-        return data
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def pieces_to_send(self) -> list[bytes | bytearray]:
+        """:meth:`data_to_send` as the pieces it would join (each at most :data:`SEAL_FRAMES`
+        frames), to write one by one without that copy."""
+        out, self._out = self._out, []
+        return out
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed received bytes; return what happened. Raises a TransportError subclass on any
@@ -147,7 +165,7 @@ class Session:
                 event = self._handshake_frame(frames[0])
                 if event is not None:
                     events.append(event)
-            for frame in self._decoder.add_and_parse(data):
+            for frame in self._decoder.add_and_parse_views(data):
                 msg = self._transport_frame(frame)
                 if msg is not None:
                     events.append(MessageReceived(msg))
@@ -166,22 +184,41 @@ class Session:
         """Queue ``message`` for the peer (see :meth:`data_to_send`)."""
         if self.state is not State.ESTABLISHED or self._send is None:
             raise ProtocolViolationError("session is not established")
-        data = messages.encode(message)
-        if len(data) > self.max_message_size:
+        parts = messages.encode_parts(message)
+        size = sum(map(len, parts))
+        if size > self.max_message_size:
             raise MessageTooLargeError(
-                f"message of {len(data)} bytes exceeds the {self.max_message_size}-byte cap"
+                f"message of {size} bytes exceeds the {self.max_message_size}-byte cap"
             )
-        view = memoryview(data)
-        first = len(data).to_bytes(LENGTH_HEADER, "big") + view[: MAX_CHUNK - LENGTH_HEADER]
-        enc = self._send.encrypt_with_ad
-        self._out.append(encode_frame(enc(b"", first)))
-        for pos in range(MAX_CHUNK - LENGTH_HEADER, len(data), MAX_CHUNK):
-            self._out.append(encode_frame(enc(b"", view[pos : pos + MAX_CHUNK])))  # type: ignore[arg-type]
+        self._seal([size.to_bytes(LENGTH_HEADER, "big"), *parts], LENGTH_HEADER + size)
+
+    def _seal(self, parts: list[bytes], total: int) -> None:
+        """Queue the frames of one message (section 5): the concatenation of ``parts``
+        (``total`` bytes) cut into chunks of :data:`MAX_CHUNK`, each encrypted straight into
+        its frame, in buffers of at most :data:`SEAL_FRAMES` frames."""
+        assert self._send is not None
+        encrypt = self._send.encrypt_into_with_ad
+        chunks = _chunks(parts, MAX_CHUNK)
+        while total > 0:
+            count = min(-(-total // MAX_CHUNK), SEAL_FRAMES)
+            size = min(total, count * MAX_CHUNK)
+            total -= size
+            out = bytearray(size + count * (FRAME_HEADER + TAGLEN))
+            view = memoryview(out)
+            pos = 0
+            for _ in range(count):
+                chunk = next(chunks)
+                body = len(chunk) + TAGLEN
+                view[pos : pos + FRAME_HEADER] = body.to_bytes(FRAME_HEADER, "big")
+                pos += FRAME_HEADER
+                encrypt(b"", chunk, view[pos : pos + body])
+                pos += body
+            self._out.append(out)
 
     def close(self) -> None:
         self.state = State.CLOSED
         self._hs = None
-        self._parts = []
+        self._message = bytearray()
 
     # -- handshake -------------------------------------------------------------
 
@@ -253,30 +290,67 @@ class Session:
 
     # -- transport -------------------------------------------------------------
 
-    def _transport_frame(self, frame: bytes) -> messages.Message | None:
+    def _transport_frame(self, frame: memoryview) -> messages.Message | None:
         assert self._recv is not None
+        size = len(frame) - TAGLEN
         try:
-            chunk = self._recv.decrypt_with_ad(b"", frame)
+            if self._need is None:
+                return self._first_frame(self._recv.decrypt_with_ad(b"", frame))
+            got = self._got
+            if got + size <= len(self._message):  # in the buffer allocated ahead
+                with memoryview(self._message) as view:
+                    self._recv.decrypt_into_with_ad(b"", frame, view[got : got + size])
+            else:
+                chunk = self._recv.decrypt_with_ad(b"", frame)  # a forgery fails as such, first
+                if got + size > self._need:
+                    raise ProtocolViolationError("frame runs past the end of a message")
+                del self._message[got:]
+                self._message += chunk
         except AuthenticationError:
             raise ProtocolViolationError(
                 "frame failed authentication (tampered, replayed or reordered)"
             ) from None
-        if self._need is None:
-            if len(chunk) < LENGTH_HEADER:
-                raise ProtocolViolationError("message header truncated")
-            need = int.from_bytes(chunk[:LENGTH_HEADER], "big")
-            if need == 0 or need > self.max_message_size:
-                raise ProtocolViolationError(
-                    f"message length {need} outside 1..{self.max_message_size}"
-                )
-            self._need = need
-            chunk = chunk[LENGTH_HEADER:]
-        self._parts.append(chunk)
-        self._got += len(chunk)
+        self._got += size
         if self._got < self._need:
             return None
-        if self._got > self._need:
-            raise ProtocolViolationError("frame runs past the end of a message")
-        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        self._need, self._parts, self._got = None, [], 0
+        data = self._message
+        self._need, self._message, self._got = None, bytearray(), 0
         return messages.decode(data)
+
+    def _first_frame(self, chunk: bytes) -> messages.Message | None:
+        """The frame that starts a message: its length, then the message or its first part."""
+        if len(chunk) < LENGTH_HEADER:
+            raise ProtocolViolationError("message header truncated")
+        need = int.from_bytes(chunk[:LENGTH_HEADER], "big")
+        if need == 0 or need > self.max_message_size:
+            raise ProtocolViolationError(f"message length {need} outside 1..{self.max_message_size}")
+        got = len(chunk) - LENGTH_HEADER
+        if got > need:
+            raise ProtocolViolationError("frame runs past the end of a message")
+        if got == need:
+            return messages.decode(chunk[LENGTH_HEADER:])
+        self._need, self._got = need, got
+        # Decrypting in place needs the room first; it is allocated ahead only up to
+        # PREALLOCATE, so a peer cannot make us hold much more than it sent.
+        self._message = bytearray(min(need, PREALLOCATE))
+        self._message[:got] = memoryview(chunk)[LENGTH_HEADER:]
+        return None
+
+
+def _chunks(parts: list[bytes], size: int) -> Iterator[bytes | memoryview]:
+    """The concatenation of ``parts`` in pieces of ``size`` bytes (the last may be shorter),
+    as views of the parts where a piece lies within one part, joined where it spans several."""
+    pending: list[memoryview] = []
+    have = 0
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            take = min(size - have, len(view))
+            pending.append(view[:take])
+            have += take
+            view = view[take:]
+            if have == size:
+                yield pending[0] if len(pending) == 1 else b"".join(pending)
+                pending, have = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)

@@ -139,4 +139,4 @@ def test_container_entrypoint_as_written(tmp_path: Path) -> None:
     script.write_text(script.read_text().replace("app:prod", "app:nope"))
     r = subprocess.run([str(script), "sh", "-c", "echo APP STARTED"], env=_env(), capture_output=True, timeout=120)
     assert r.returncode == 81 and b"APP STARTED" not in r.stdout
-    assert r.stderr.decode().strip().splitlines() == ["pk: no secret or directory 'nope' in this vault"]
+    assert r.stderr.decode().strip().splitlines() == ["pk: app:nope: no secret or directory 'nope' in this vault"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -233,6 +234,41 @@ def test_one_mebibyte_messages_round_trip() -> None:
             blob = bytes(range(256)) * 4096
             for _ in range(3):
                 assert (await ch.request("echo", {"b": blob}))["body"]["b"] == blob
+
+    run(go())
+
+
+def test_large_messages_both_ways_interleave_on_one_connection() -> None:
+    """Many-frame requests and answers in flight in both directions at once, with small ones
+    between them, each arriving whole and intact (what vault sync will do)."""
+
+    async def digest(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+        return {"sha": hashlib.sha256(body["b"]).digest(), "echo": body["b"][:: 1 << 16]}
+
+    def blob(k: int) -> bytes:
+        return hashlib.sha256(bytes([k])).digest() * (k * 20_000 + 7)  # 0.6 to 3.4 MiB
+
+    async def go() -> None:
+        async with Transport(A) as ta, Transport(B) as tb:
+            ta.register("digest", digest)
+            tb.register("digest", digest)
+            ab = await ta.connect(B.node_id, "127.0.0.1", tb.port)
+            await until(lambda: tb.channel(A.node_id) is not None)
+            ba = tb.channel(A.node_id)  # the same connection, the other way
+            assert ba is not None
+
+            async def check(ch: Channel, k: int) -> None:
+                b = blob(k)
+                got = await ch.request("digest", {"b": b})
+                assert got == {"sha": hashlib.sha256(b).digest(), "echo": b[:: 1 << 16]}
+
+            await asyncio.gather(
+                *(check(ab, k) for k in range(1, 6)),
+                *(check(ba, k) for k in range(1, 6)),
+                *(ab.ping() for _ in range(5)),
+                *(ba.ping() for _ in range(5)),
+            )
+            assert len(ta.connections()) == 1
 
     run(go())
 

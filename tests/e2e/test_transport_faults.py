@@ -215,6 +215,15 @@ def attack_bytes(kind: str, sock: socket.socket, s: Session) -> bytes:
     if kind == "bad-schema":
         body = msgpack.packb([1, m.T_REQUEST, 0, "echo", {}])
         return raw_frame(s, len(body).to_bytes(4, "big") + body)
+    if kind in ("forged-mid-message", "truncated-mid-message"):
+        s.send(m.Request(1, "echo", {"b": bytes(90_000)}))  # two frames
+        data = bytearray(s.data_to_send())
+        second = 2 + int.from_bytes(data[:2], "big")
+        if kind == "forged-mid-message":
+            data[second + 1000] ^= 1
+            return bytes(data)
+        # the first frame loses 100 bytes: its length swallows the start of the second
+        return bytes(data[: second - 100] + data[second:])
     if kind == "unknown-answer":
         s.send(m.Response(77, {}))
         return s.data_to_send()
@@ -231,6 +240,8 @@ def attack_bytes(kind: str, sock: socket.socket, s: Session) -> bytes:
         ("unknown-type", "unknown message type"),
         ("bad-schema", "malformed message: request id out of range"),
         ("unknown-answer", "answer to an unknown request id"),
+        ("forged-mid-message", "failed authentication"),
+        ("truncated-mid-message", "failed authentication"),
     ],
 )
 def test_bad_transport_messages_close_with_logged_reason(node: Node, kind: str, reason: str) -> None:

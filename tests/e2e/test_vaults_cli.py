@@ -28,7 +28,7 @@ def test_vault_lifecycle(node: Node) -> None:
 
     assert node.pk("vaults", "delete", "job").code == 0
     assert node.pk("vaults", "list", "--format", "json").json == [
-        {"name": "home", "role": "owner", "vaultId": listing[0]["vaultId"]}  # type: ignore[index]
+        {"name": "home", "role": "owner", "state": "ok", "vaultId": listing[0]["vaultId"]}  # type: ignore[index]
     ]
     assert not (node.path / "vaults" / f"{vid}.git").exists()
     assert node.pk("secrets", "get", "job:k").code == 80

@@ -73,7 +73,7 @@ def test_env_targets() -> None:
 def test_env_formats_keep_values_exact() -> None:
     env = {"A": b"it's", "B": b"line1\nline2", "C": b"plain"}
     assert hot.format_env(env, "unix") == "export A='it'\\''s'\nexport B='line1\nline2'\nexport C='plain'\n"
-    assert hot.format_env(env, "dotenv") == 'A="it\'s"\nB="line1\\nline2"\nC=\'plain\'\n'
+    assert hot.format_env(env, "dotenv") == 'A="it\'s"\nB=\'line1\nline2\'\nC=\'plain\'\n'
     assert hot.format_env(env, "json") == '{"A": "it\'s", "B": "line1\\nline2", "C": "plain"}\n'
     with pytest.raises(InvalidInputError):
         hot.format_env({"A": b"\xff"}, "json")

@@ -358,3 +358,202 @@ def test_well_framed_random_transport_frames_close(noise: bytes) -> None:
     handshake(i, r)
     with pytest.raises(ProtocolViolationError):
         r.receive_data(encode_frame(noise))
+
+
+# -- large messages: many frames, sealed and opened in place ------------------------------
+
+MIB = 1 << 20
+
+
+def frames_of(data: bytes) -> list[bytes]:
+    from polykey.wire.frames import FrameDecoder
+
+    return FrameDecoder().add_and_parse(data)
+
+
+@pytest.mark.parametrize("step", [1021, 9999, 65534, 65537, 3 * 65535 + 1, 300_000, 10 * MIB])
+def test_large_messages_interleaved_with_small_span_full_frames_and_reassemble(step: int) -> None:
+    i, r = pair(max_message_size=4 * MIB)
+    handshake(i, r)
+    blobs = [bytes([k]) * n for k, n in ((1, 3 * MIB + 5), (2, MIB), (3, 65_515 - 40), (4, 200_001))]
+    sent: list[m.Message] = []
+    for k, blob in enumerate(blobs):
+        sent += [m.Request(k + 1, "sync.pull", {"blob": blob, "k": k}), m.Ping(k)]
+        i.send(sent[-2])
+        i.send(sent[-1])
+    data = i.data_to_send()
+    # each message starts a frame; every frame but a message's last carries 65519 plaintext bytes
+    sizes = [len(f) for f in frames_of(bytes(data))]
+    full = 65535
+    assert sizes.count(full) == sum((4 + len(m.encode(x))) // 65519 for x in sent)
+    assert len(sizes) == sum(-(-(4 + len(m.encode(x))) // 65519) for x in sent)
+    events = []
+    for k in range(0, len(data), step):
+        events += r.receive_data(data[k : k + step])
+    assert events == [MessageReceived(x) for x in sent]
+    assert not r.mid_message
+
+
+def test_a_received_message_is_not_changed_by_the_next() -> None:
+    i, r = pair(max_message_size=4 * MIB)
+    handshake(i, r)
+    i.send(m.Response(1, {"b": b"\x01" * MIB}))
+    (first,) = r.receive_data(i.data_to_send())
+    i.send(m.Response(2, {"b": b"\x02" * MIB}))
+    (second,) = r.receive_data(i.data_to_send())
+    assert first == MessageReceived(m.Response(1, {"b": b"\x01" * MIB}))
+    assert second == MessageReceived(m.Response(2, {"b": b"\x02" * MIB}))
+
+
+def big_message_stream(i: Session) -> list[bytes]:
+    i.send(m.Request(9, "sync.push", {"blob": bytes(range(256)) * 5000}))
+    frames = frames_of(bytes(i.data_to_send()))
+    assert len(frames) == 20
+    return [encode_frame(f) for f in frames]
+
+
+@pytest.mark.parametrize("where", [1, 10, 19])
+@pytest.mark.parametrize("flip", [2, 1000, -1])
+def test_a_forged_frame_in_the_middle_of_a_large_message_closes(where: int, flip: int) -> None:
+    i, r = pair()
+    handshake(i, r)
+    frames = big_message_stream(i)
+    bad = bytearray(frames[where])
+    bad[flip] ^= 0x01
+    assert r.receive_data(b"".join(frames[:where])) == []
+    assert r.mid_message
+    with pytest.raises(ProtocolViolationError, match="failed authentication"):
+        r.receive_data(bytes(bad) + b"".join(frames[where + 1 :]))
+    assert r.state is State.CLOSED
+    with pytest.raises(ProtocolViolationError):
+        r.receive_data(b"".join(frames[where + 1 :]))
+
+
+@pytest.mark.parametrize("how", ["truncated", "dropped", "swapped", "repeated"])
+def test_a_truncated_or_misordered_frame_mid_message_closes(how: str) -> None:
+    i, r = pair()
+    handshake(i, r)
+    frames = big_message_stream(i)
+    k = 7
+    if how == "truncated":  # its length now swallows the start of the next frame
+        frames[k] = frames[k][:-100]
+    elif how == "dropped":
+        del frames[k]
+    elif how == "swapped":
+        frames[k], frames[k + 1] = frames[k + 1], frames[k]
+    else:
+        frames.insert(k, frames[k - 1])
+    with pytest.raises(ProtocolViolationError, match="failed authentication"):
+        r.receive_data(b"".join(frames))
+    assert r.state is State.CLOSED
+
+
+def test_a_continuation_frame_running_past_the_message_end_closes() -> None:
+    i, r = pair()
+    handshake(i, r)
+    need = 70_000
+    first = need.to_bytes(4, "big") + b"\x00" * 65_515
+    assert r.receive_data(raw_frame(i, first)) == []
+    with pytest.raises(ProtocolViolationError, match="past the end"):
+        r.receive_data(raw_frame(i, b"\x00" * (need - 65_515 + 1)))
+    # a forged frame that would run past the end fails as a forgery, before anything else
+    i, r = pair()
+    handshake(i, r)
+    r.receive_data(raw_frame(i, first))
+    forged = bytearray(raw_frame(i, b"\x00" * (need - 65_515 + 1)))
+    forged[5] ^= 1
+    with pytest.raises(ProtocolViolationError, match="failed authentication"):
+        r.receive_data(bytes(forged))
+
+
+@pytest.mark.parametrize("has_into", [True, False])
+def test_sealing_in_place_matches_the_plain_aead(monkeypatch: pytest.MonkeyPatch, has_into: bool) -> None:
+    """The in-place AEAD calls (and their fallback for an older cryptography) give the same
+    bytes as encrypt/decrypt, and a forgery fails the same way."""
+    from polykey.crypto import _primitives
+
+    monkeypatch.setattr(_primitives, "_HAS_INTO", has_into)
+    aead = crypto.ChaChaPoly(bytes(range(32)))
+    nonce, plain = bytes(12), bytes(range(256)) * 300
+    out = bytearray(len(plain) + 16)
+    aead.encrypt_into(nonce, memoryview(plain)[:], b"", memoryview(out))
+    assert bytes(out) == aead.encrypt(nonce, plain, b"")
+    back = bytearray(len(plain))
+    aead.decrypt_into(nonce, memoryview(out), b"", memoryview(back))
+    assert back == plain
+    out[100] ^= 1
+    with pytest.raises(AuthenticationError):
+        aead.decrypt_into(nonce, bytes(out), b"", memoryview(back))
+
+
+def test_a_peer_announcing_a_large_message_makes_us_hold_little_more_than_it_sent() -> None:
+    from polykey.wire.session import PREALLOCATE
+
+    i, r = pair(max_message_size=4 * MIB)
+    handshake(i, r)
+    assert r.buffered == 0
+    r.receive_data(raw_frame(i, (4 * MIB).to_bytes(4, "big") + b"\x00" * 100))
+    assert r.mid_message and 100 <= r.buffered <= PREALLOCATE
+    i, r = pair(max_message_size=4 * MIB)
+    handshake(i, r)
+    i.send(m.Response(1, {"b": b"\x07" * (3 * MIB)}))  # beyond PREALLOCATE: grows as it arrives
+    data = i.data_to_send()
+    r.receive_data(data[: len(data) // 2])
+    assert r.buffered <= PREALLOCATE + 65535  # the buffer ahead, and part of a frame
+    r.receive_data(data[len(data) // 2 : -1000])
+    assert PREALLOCATE < r.buffered <= len(data)
+    assert r.receive_data(data[-1000:]) == [MessageReceived(m.Response(1, {"b": b"\x07" * (3 * MIB)}))]
+    assert r.buffered == 0
+
+
+@given(st.lists(st.integers(0, 400_000), min_size=1, max_size=5), st.integers(1, 200_000), st.data())
+@settings(max_examples=25, deadline=None)
+def test_any_mix_of_message_sizes_under_any_chunking_round_trips(
+    sizes: list[int], prealloc: int, data: st.DataObject
+) -> None:
+    """Sizes on both sides of the in-place buffer ahead (made small here), cut anywhere."""
+    import polykey.wire.session as session_module
+
+    old = session_module.PREALLOCATE
+    session_module.PREALLOCATE = prealloc
+    try:
+        i, r = pair()
+        handshake(i, r)
+        sent = [m.Response(k + 1, {"b": bytes([k]) * n, "k": k}) for k, n in enumerate(sizes)]
+        for msg in sent:
+            i.send(msg)
+        stream = bytes(i.data_to_send())
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+        events = []
+        for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            events += r.receive_data(stream[a:b])
+            assert r.buffered <= b + prealloc  # never much more than the peer has sent
+        assert events == [MessageReceived(x) for x in sent]
+        assert r.buffered == 0
+    finally:
+        session_module.PREALLOCATE = old
+
+
+def test_the_in_place_sealing_leaves_the_wire_bytes_as_specified() -> None:
+    """Section 5 byte for byte: ``u32 length || msgpack`` cut into 65519-byte chunks, each one
+    Noise message in one frame (checked against a twin session doing it the plain way)."""
+
+    def twin() -> Session:
+        rng_i = iter([bytes([7]) * 32, bytes([8]) * 32])
+        rng_r = iter([bytes([9]) * 32, bytes([10]) * 32])
+        i = Session(A, initiator=True, rng=lambda n: next(rng_i)[:n], max_message_size=4 * MIB)
+        r = Session(B, initiator=False, rng=lambda n: next(rng_r)[:n], max_message_size=4 * MIB)
+        handshake(i, r)
+        return i
+
+    ours, plain = twin(), twin()
+    for msg in (m.Ping(1), m.Request(2, "sync.pull", {"blob": bytes(range(256)) * 9000, "n": [1, b"x"]})):
+        ours.send(msg)
+        data = m.encode(msg)
+        stream = len(data).to_bytes(4, "big") + data
+        assert plain._send is not None
+        expected = b"".join(
+            encode_frame(plain._send.encrypt_with_ad(b"", stream[k : k + 65519]))
+            for k in range(0, len(stream), 65519)
+        )
+        assert bytes(ours.data_to_send()) == expected

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from polykey.errors import ProtocolViolationError
 from polykey.wire import messages as m
+from polykey.wire import packing
 from polykey.wire.frames import FrameDecoder, encode_frame
 
 bodies_values = st.recursive(
@@ -34,16 +35,18 @@ any_message = st.one_of(
 )
 
 
+def chunked(stream: bytes, data: st.DataObject, max_cuts: int) -> list[bytes]:
+    """``stream`` cut at up to ``max_cuts`` places that hypothesis picks."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=max_cuts)))
+    return [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+
 @given(st.lists(st.binary(min_size=1, max_size=3000), max_size=8), st.data())
 def test_framer_round_trips_under_any_chunking(bodies: list[bytes], data: st.DataObject) -> None:
-    stream = b"".join(encode_frame(b) for b in bodies)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     dec = FrameDecoder()
     out: list[bytes] = []
-    prev = 0
-    for c in [*cuts, len(stream)]:
-        out += dec.add_and_parse(stream[prev:c])
-        prev = c
+    for chunk in chunked(b"".join(encode_frame(b) for b in bodies), data, 6):
+        out += dec.add_and_parse(chunk)
     assert out == bodies
     assert dec.buffered == 0
 
@@ -144,3 +147,99 @@ def test_deep_nesting_is_rejected() -> None:
         m.decode(msgpack.packb([1, m.T_RESPONSE, 1, deep]))
     with pytest.raises(ProtocolViolationError):
         m.decode(b"\x91" * 100_000)
+
+
+# -- the bulk path: frames as views, large bytes packed without a copy ----------------------
+
+big_bytes = st.builds(lambda b, n: bytes([b]) * n, st.integers(0, 255), st.integers(packing.BIG - 2, packing.BIG + 70_000))
+bulk_values = st.recursive(
+    bodies_values | big_bytes,
+    lambda children: st.lists(children, max_size=20) | st.dictionaries(st.text(max_size=8), children, max_size=20),
+    max_leaves=12,
+)
+
+
+@given(bulk_values)
+@settings(max_examples=150)
+def test_pack_parts_is_packb_in_pieces_with_large_bytes_not_copied(value: Any) -> None:
+    parts = packing.pack_parts(value)
+    expected = msgpack.packb(value, use_bin_type=True)
+    assert b"".join(parts) == expected
+    assert packing.matches(parts, expected) and packing.matches(parts, bytearray(expected))
+    # every large bytes value is a part of its own, the very object (no copy was made)
+    def large(v: Any) -> list[bytes]:
+        if isinstance(v, bytes):
+            return [v] if len(v) >= packing.BIG else []
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else []
+        return [b for item in items for b in large(item)]
+    ids = {id(p) for p in parts}
+    assert all(id(b) in ids for b in large(value))
+
+
+@given(bulk_values, st.data())
+@settings(max_examples=100)
+def test_matches_refuses_any_other_bytes(value: Any, data: st.DataObject) -> None:
+    parts = packing.pack_parts(value)
+    expected = msgpack.packb(value, use_bin_type=True)
+    assert not packing.matches(parts, expected[:-1])
+    assert not packing.matches(parts, expected + b"\x00")
+    pos = data.draw(st.integers(0, len(expected) - 1))
+    flipped = bytearray(expected)
+    flipped[pos] ^= 1
+    assert not packing.matches(parts, flipped)
+
+
+def test_a_large_blob_in_a_non_canonical_bin_header_is_rejected() -> None:
+    blob = b"x" * (packing.BIG + 1)  # canonical: bin16
+    canonical = m.encode(m.Response(1, {"b": blob}))
+    assert m.decode(canonical) == m.Response(1, {"b": blob})
+    bin32 = canonical.replace(b"\xc5" + len(blob).to_bytes(2, "big"), b"\xc6" + len(blob).to_bytes(4, "big"))
+    assert bin32 != canonical
+    with pytest.raises(ProtocolViolationError, match="non-canonical"):
+        m.decode(bin32)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=70_000), max_size=6), st.integers(0, 3), st.data())
+@settings(max_examples=100)
+def test_framer_views_match_the_copying_framer_under_any_chunking(
+    bodies: list[bytes], limited: int, data: st.DataObject
+) -> None:
+    """add_and_parse_views gives the same frames as add_and_parse, also after frames were
+    left buffered by a parse with a limit (the handshake's way), and copies only the
+    frames cut by a read boundary."""
+    dec = FrameDecoder()
+    out: list[bytes] = []
+    for chunk in chunked(b"".join(encode_frame(b) for b in bodies), data, 8):
+        if limited and len(out) < limited:
+            out += dec.add_and_parse(chunk, limit=1)
+        else:
+            out += [bytes(v) for v in dec.add_and_parse_views(chunk)]
+    out += [bytes(v) for v in dec.add_and_parse_views(b"")]
+    assert out == bodies
+    assert dec.buffered == 0
+
+
+def test_framer_views_refer_to_the_data_they_came_in() -> None:
+    stream = encode_frame(b"a" * 100) + encode_frame(b"b" * 50) + encode_frame(b"c" * 30)[:10]
+    dec = FrameDecoder()
+    views = dec.add_and_parse_views(stream)
+    assert [bytes(v) for v in views] == [b"a" * 100, b"b" * 50]
+    assert all(v.obj is stream for v in views)  # no copy
+    assert dec.buffered == 10
+    (last,) = dec.add_and_parse_views(encode_frame(b"c" * 30)[10:])
+    assert bytes(last) == b"c" * 30
+
+
+@given(st.integers(0, 65535), st.integers(0, 1))
+def test_framer_views_refuse_lengths_outside_bounds_from_the_header(n: int, split: int) -> None:
+    dec = FrameDecoder(min_size=16, max_size=1000)
+    header = n.to_bytes(2, "big")
+    parts = [header[:1], header[1:]] if split else [header]
+    if 16 <= n <= 1000:
+        for p in parts:
+            assert dec.add_and_parse_views(p) == []
+        assert dec.buffered == 2
+    else:
+        with pytest.raises(ProtocolViolationError, match="frame length"):
+            for p in parts:
+                dec.add_and_parse_views(p)
