@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from polykey.errors import PolykeyError
-from keynode.cluster import launcher
+from keynode.cluster import launcher, procs
 from keynode.cluster.state import ClusterState
 
 DEFAULT_DIR = "pk-cluster"
@@ -120,13 +120,13 @@ def run(ns: argparse.Namespace) -> int:
         launcher.exec_in(state, ns.index, argv)
         return 0  # not reached: exec replaced this process
     if cmd == "kill":
-        sig = launcher.parse_signal(ns.signal)
-        pid = launcher.kill(state.node(ns.index), sig)
+        sig = procs.parse_signal(ns.signal)
+        pid = procs.kill(state.node(ns.index), sig)
         _emit(as_json, f"node {ns.index}: sent {sig.name} to pid {pid}", {"index": ns.index, "pid": pid, "signal": sig.name})
         return 0
     if cmd in ("pause", "resume"):
         entry = state.node(ns.index)
-        pid = launcher.pause(entry) if cmd == "pause" else launcher.resume(entry)
+        pid = procs.pause(entry) if cmd == "pause" else procs.resume(entry)
         word = "paused (SIGSTOP)" if cmd == "pause" else "resumed (SIGCONT)"
         _emit(as_json, f"node {ns.index}: pid {pid} {word}", {"index": ns.index, "pid": pid, "state": cmd + "d"})
         return 0

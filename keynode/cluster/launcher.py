@@ -18,7 +18,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -31,7 +30,6 @@ from polykey.agent import client as agent_client
 from polykey.agent import spawn
 from polykey.agent.passwords import read_password_file
 from polykey.errors import (
-    AgentUnavailableError,
     ClusterExistsError,
     ClusterNotFoundError,
     ClusterStartError,
@@ -43,18 +41,16 @@ from polykey.errors import (
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode.cluster import netns
+from keynode.cluster.procs import pid_of, proc_state, stop_node
 from keynode.cluster.state import FILE, ClusterState, NodeEntry
-from keynode.lockfile import holder_pid
 
 MAX_NODES = 64
 KDF_PROFILE = "min"  # the documented test profile: cheap to unlock, never for real keys
 JOIN_TIMEOUT = 60.0  # `up` and `restart` wait this long at most for the nodes to join
-STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this long
 START_WORKERS = 4  # agents started at once (after the seed)
 HOST = "127.0.0.1"
 #: Settings of the user's shell that would change how an agent of the cluster starts.
 AGENT_ENV = ("PK_PASSWORD", "PK_SEED_NODES", "PK_PEER_HOST", "PK_PEER_PORT", "PK_NODE_PATH")
-TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL}
 
 
 def clean_environment() -> None:
@@ -201,100 +197,6 @@ def _joined(entry: NodeEntry, alone: bool) -> bool:
 # -- one node ----------------------------------------------------------------------------
 
 
-def pid_of(entry: NodeEntry) -> int | None:
-    return holder_pid(Path(entry.node_path))
-
-
-def running_pid(entry: NodeEntry) -> int:
-    pid = pid_of(entry)
-    if pid is None:
-        raise AgentUnavailableError(f"node {entry.index} is not running (`pk cluster restart {entry.index}` starts it)")
-    return pid
-
-
-def _proc_state(pid: int) -> str:
-    """The kernel's one-letter process state (``T`` stopped, ``Z`` zombie), or ``?``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b") ", 1)[1][:1].decode("ascii")
-    except (OSError, IndexError):
-        return "?"
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie not yet reaped by its parent counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _proc_state(pid) in ("Z", "X")
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _wait_until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def stop_node(entry: NodeEntry) -> int | None:
-    """SIGTERM the node's agent (resumed first if paused), SIGKILL it if it lingers; its pid."""
-    pid = pid_of(entry)
-    if pid is None:
-        return None
-    _signal(pid, signal.SIGTERM)
-    _signal(pid, signal.SIGCONT)
-    if not _wait_until(lambda: _gone(pid), STOP_TIMEOUT):  # the process, not only its lock
-        _signal(pid, signal.SIGKILL)
-        _wait_until(lambda: _gone(pid), STOP_TIMEOUT)
-    return pid
-
-
-def parse_signal(text: str) -> signal.Signals:
-    name = text.strip().upper()
-    try:
-        if name.isdigit():
-            return signal.Signals(int(name))
-        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
-    except (KeyError, ValueError):
-        raise InvalidInputError(f"unknown signal {text[:20]!r} (a number or a name such as 9, KILL, TERM)") from None
-
-
-def kill(entry: NodeEntry, sig: signal.Signals) -> int:
-    pid = running_pid(entry)
-    _signal(pid, sig)
-    if sig in TERMINATING:
-        if sig != signal.SIGKILL:
-            _signal(pid, signal.SIGCONT)  # a paused agent must run to handle it
-        if not _wait_until(lambda: _gone(pid), STOP_TIMEOUT):
-            raise AgentUnavailableError(f"node {entry.index} (pid {pid}) is still running {STOP_TIMEOUT:g} s after {sig.name}")
-    return pid
-
-
-def pause(entry: NodeEntry) -> int:
-    pid = running_pid(entry)
-    _signal(pid, signal.SIGSTOP)
-    _wait_until(lambda: _proc_state(pid) in ("T", "t"), STOP_TIMEOUT)
-    return pid
-
-
-def resume(entry: NodeEntry) -> int:
-    pid = running_pid(entry)
-    _signal(pid, signal.SIGCONT)
-    return pid
-
-
 def restart(state: ClusterState, index: int, *, port: int | None = None, timeout: float = JOIN_TIMEOUT) -> NodeEntry:
     """Stop node ``index`` if it runs and start it again: on its port, or on ``port`` (0: a free one)."""
     entry = state.node(index)
@@ -317,7 +219,7 @@ def node_status(entry: NodeEntry) -> dict[str, Any]:
     if pid is None:
         return out
     out["pid"] = pid
-    if _proc_state(pid) in ("T", "t"):
+    if proc_state(pid) in ("T", "t"):
         out["state"] = "paused"
         return out
     try:

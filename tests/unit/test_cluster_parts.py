@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keynode.cluster import launcher, netns
+from keynode.cluster import launcher, netns, procs
 from keynode.cluster.state import ClusterState, NodeEntry
 from polykey.errors import ClusterError, ClusterNotFoundError, InvalidInputError
 
@@ -39,12 +39,12 @@ def test_partition_groups() -> None:
 
 
 def test_signals_by_number_or_name() -> None:
-    assert launcher.parse_signal("9") is signal.SIGKILL
-    assert launcher.parse_signal("kill") is signal.SIGKILL
-    assert launcher.parse_signal("SIGTERM") is signal.SIGTERM
+    assert procs.parse_signal("9") is signal.SIGKILL
+    assert procs.parse_signal("kill") is signal.SIGKILL
+    assert procs.parse_signal("SIGTERM") is signal.SIGTERM
     for bad in ("0x9", "NOPE", "999", ""):
         with pytest.raises(InvalidInputError):
-            launcher.parse_signal(bad)
+            procs.parse_signal(bad)
 
 
 def test_names_are_per_directory_and_fit_a_link_name(tmp_path: Path) -> None:
