@@ -28,6 +28,20 @@ def assert_gone(c: Cluster, pids: list[int]) -> None:
     assert c.namespaces() == [] and c.links() == []
 
 
+def interrupted_up(c: Cluster, count: int, sig: signal.Signals, *extra: str,
+                   started: Callable[[], bool] | None = None) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """`pk cluster up` sent ``sig`` once ``started()`` (default: node 0's agent runs); the agents it had started."""
+    proc = subprocess.Popen([pk_executable(), "cluster", "up", "--nodes", str(count), "--dir", str(c.dir), *extra],
+                            env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(started or (lambda: holder_pid(c.dir / "node0") is not None), 60, "the cluster to start")
+        pids = [p for i in range(count) if (p := holder_pid(c.dir / f"node{i}")) is not None]
+    finally:
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    return proc, pids
+
+
 def test_up_status_env_exec_kill_pause_resume_restart_down(make_cluster: MakeCluster) -> None:
     c = make_cluster("c")
     nodes = c.up(3)
@@ -114,13 +128,7 @@ def test_bad_input_is_one_line_with_its_exit_code(make_cluster: MakeCluster, tmp
 
 def test_down_after_the_launcher_was_killed_during_up(make_cluster: MakeCluster) -> None:
     c = make_cluster("killed")
-    proc = subprocess.Popen([pk_executable(), "cluster", "up", "--nodes", "4", "--dir", str(c.dir)],
-                            env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: holder_pid(c.dir / "node0") is not None, 60, "the first agent to start")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+    interrupted_up(c, 4, signal.SIGKILL)
     started = [p for i in range(4) if (p := holder_pid(c.dir / f"node{i}")) is not None]
     assert started
     r = c.pk("down")
@@ -168,13 +176,7 @@ def test_netns_cluster_partition_heal_and_down(make_cluster: MakeCluster) -> Non
 @needs_netns
 def test_netns_down_after_the_launcher_was_killed(make_cluster: MakeCluster) -> None:
     c = make_cluster("nskilled")
-    proc = subprocess.Popen([pk_executable(), "cluster", "up", "--nodes", "3", "--netns", "--dir", str(c.dir)],
-                            env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: bool(c.namespaces()), 60, "the first namespace")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+    interrupted_up(c, 3, signal.SIGKILL, "--netns", started=lambda: bool(c.namespaces()))
     started = [p for i in range(3) if (p := holder_pid(c.dir / f"node{i}")) is not None]
     r = c.pk("down")
     assert r.code == 0, r.err
@@ -183,14 +185,9 @@ def test_netns_down_after_the_launcher_was_killed(make_cluster: MakeCluster) -> 
 
 def test_a_launcher_stopped_by_sigterm_during_up_stops_what_it_started(make_cluster: MakeCluster) -> None:
     c = make_cluster("term")
-    proc = subprocess.Popen([pk_executable(), "cluster", "up", "--nodes", "4", "--dir", str(c.dir)],
-                            env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: holder_pid(c.dir / "node0") is not None, 60, "the first agent to start")
-        started = [p for i in range(4) if (p := holder_pid(c.dir / f"node{i}")) is not None]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+    proc, started = interrupted_up(c, 4, signal.SIGTERM)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
     if proc.returncode == 0:  # it had finished before the signal came: nothing to check
         return
     assert proc.returncode == 130 and err.decode().strip() == "pk: interrupted"
