@@ -212,6 +212,7 @@ async def run(quick: bool) -> None:
     lines = []
     builds = []
     for size in sizes:
+        print(f"building and measuring {size:,} nodes...", file=sys.stderr, flush=True)
         healthy, degraded, built = await network(size, per_row, rng)
         lines += [row(size, "all live", healthy), row(size, f"{DEAD_FRACTION:.0%} dead", degraded)]
         builds.append(f"{size:,} nodes joined in {built:.1f} s")
