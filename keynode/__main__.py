@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from keynode import __version__
+from keynode.hardening import harden_process
 from polykey.agent import paths
 from polykey.agent.passwords import PASSWORD_FILE_LIMIT, PasswordSource
+from polykey.crypto import memory
 from polykey.errors import InvalidInputError, PolykeyError
 from polykey.keys.store import NodeDir, default_node_path
 
@@ -51,20 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
 _CORE_OPTIONS = frozenset({"node_path", "foreground", "password_fd", "password_file", "ready_fd", "idle_lock", "log_level"})
 
 
-def read_fd_password(fd: int) -> bytes:
-    chunks = []
+def read_fd_password(fd: int) -> bytearray:
+    """The password on an inherited descriptor, read straight into one wipeable buffer."""
+    buf = memory.secret_buffer(bytes(PASSWORD_FILE_LIMIT + 1))
     total = 0
-    with os.fdopen(fd, "rb", closefd=True) as f:
-        while total <= PASSWORD_FILE_LIMIT:
-            chunk = f.read(PASSWORD_FILE_LIMIT + 1 - total)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    data = b"".join(chunks)
-    if not data or len(data) > PASSWORD_FILE_LIMIT:
+    with os.fdopen(fd, "rb", buffering=0, closefd=True) as f:
+        with memoryview(buf) as view:
+            while total <= PASSWORD_FILE_LIMIT:
+                n = f.readinto(view[total:])
+                if not n:
+                    break
+                total += n
+    if not total or total > PASSWORD_FILE_LIMIT:
+        memory.wipe(buf)
         raise InvalidInputError("the password on --password-fd is empty or too long")
-    return data
+    with memoryview(buf) as view:
+        password = memory.secret_buffer(view[:total])
+    memory.wipe(buf)
+    return password
 
 
 class Reporter:
@@ -111,6 +117,17 @@ def _daemonize(reporter: Reporter) -> None:
     pid = os.fork()
     if pid:
         os.close(w)
+
+        def abandon(signum: int, frame: object) -> None:
+            # The starter gave up on this start (spawn.start_agent timed out): a start nobody
+            # waits for any more must not leave an agent running.
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os._exit(69)
+
+        signal.signal(signal.SIGTERM, abandon)
         data = b""
         while chunk := os.read(r, 65536):
             data += chunk
@@ -174,12 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     reporter = Reporter(ns.ready_fd)
     daemonized = False
     os.umask(0o077)
+    harden_process()  # before any secret is read: no core dump, no ptrace or /proc/PID/mem by others
     try:
         node_path = (ns.node_path or default_node_path()).absolute()
         if ns.password_fd is not None:
             password = read_fd_password(ns.password_fd)
         else:
-            password = PasswordSource(ns.password_file).get()
+            given = PasswordSource(ns.password_file).get()
+            password = memory.secret_buffer(given)
+            memory.wipe(given)
         NodeDir(node_path).read_keyfile()  # NodeNotFoundError before detaching
         if not ns.foreground:
             _daemonize(reporter)

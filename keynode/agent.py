@@ -35,12 +35,14 @@ from typing import Any, TypeVar
 
 from polykey import __version__
 from polykey.agent import paths
+from polykey.crypto import memory
 from polykey.errors import AgentLockedError, InvalidInputError, PolykeyError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from polykey.vaults.service import VaultService
 from keynode.handlers import HandlerRegistry, RequestContext
+from keynode.hardening import dumpable
 from keynode.lockfile import StatusFile
 from keynode.socket_server import SocketServer
 
@@ -92,6 +94,10 @@ class Agent:
         self._status_file = StatusFile(config.node_path)
         self._node_id = str(keypair.node_id if keypair else NodeId(self.node.public_key()))
         self._keypair: KeyPair | None = None
+        #: The keypair until it is dropped (``_keypair`` goes None first when locking begins).
+        self._held: KeyPair | None = None
+        #: Dropped keypairs whose services may still hold them (a lock in progress).
+        self._to_wipe: list[KeyPair] = []
         self._service: VaultService | None = None
         self._inflight = 0
         self._drained: asyncio.Event | None = None
@@ -213,14 +219,17 @@ class Agent:
         finally:
             self._tg = None
             self._executor.shutdown(wait=True, cancel_futures=True)  # writes in flight finish first
-            self._drop_keys()
+            pair = self._drop_keys()
+            for left in [*self._to_wipe, *([pair] if pair is not None else [])]:
+                left.wipe()  # every service has exited: zero the seed
+            self._to_wipe.clear()
             self._status_file.remove()
             log.info("stopped")
 
     # -- keys ------------------------------------------------------------------------
 
     def _set_keys(self, keypair: KeyPair) -> None:
-        self._keypair = keypair
+        self._keypair = self._held = keypair
         self._service = VaultService(self.config.node_path, keypair)
         removed = self._service.sweep_leftovers()
         if removed:
@@ -228,11 +237,15 @@ class Agent:
         self.opened_vaults = set()
         self.last_used = self._clock()
 
-    def _drop_keys(self) -> None:
-        service, self._service, self._keypair = self._service, None, None
+    def _drop_keys(self) -> KeyPair | None:
+        """Forget the keys; the vault service zeroes the index and vault keys as it closes. Returns
+        the keypair, for the caller to wipe once no service can still be using it."""
+        service, self._service = self._service, None
+        pair, self._keypair, self._held = self._held, None, None
         self.opened_vaults = set()
         if service is not None:
             service.close()
+        return pair
 
     async def lock(self, reason: str) -> None:
         """Drop the keys; waits for requests that are using them to finish."""
@@ -244,18 +257,27 @@ class Agent:
                 self._drained = asyncio.Event()
                 await self._drained.wait()
             self._drained = None
-            self._drop_keys()
+            pair = self._drop_keys()
+            if pair is not None:
+                self._to_wipe.append(pair)  # wiped at stop if this lock is cancelled halfway
             log.info("locked (%s)", reason)
             await self._keys_changed()
+            if pair is not None:  # the services holding the key have let it go: zero the seed
+                self._to_wipe.remove(pair)
+                pair.wipe()
             self._write_status()
 
     async def unlock(self, password: bytes) -> None:
+        """Unlock with ``password``; when already unlocked, only check it (WrongPasswordError if it
+        is wrong: nothing changes either way)."""
         async with self._key_change:
-            if not self.locked:
-                return
             keypair = await self.run_blocking(self.node.unlock, password)
             if str(keypair.node_id) != self._node_id:
+                keypair.wipe()
                 raise InvalidInputError("the key file changed under the agent; restart it")
+            if not self.locked:
+                keypair.wipe()
+                return
             self._set_keys(keypair)
             log.info("unlocked")
             await self._keys_changed()
@@ -314,6 +336,7 @@ class Agent:
             "idleLock": self.config.idle_lock,
             "openVaults": self._open_vault_names(),
             "version": __version__,
+            "dumpable": dumpable(),  # False: no core dump, no ptrace or /proc/PID/mem but by root
             **{name: field() for name, field in self.status_extra.items()},
         }
 
@@ -353,7 +376,10 @@ class Agent:
             password = params.get("password")
             if not isinstance(password, bytes) or set(params) != {"password"}:
                 raise InvalidInputError("agent.unlock takes exactly one bytes parameter, password")
-            await self.unlock(password)
+            try:
+                await self.unlock(password)
+            finally:
+                memory.wipe(password)  # decoded from this request alone: nobody else holds it
             return self.status()
 
         for name, fn in (("ping", ping), ("status", status), ("stop", stop), ("lock", lock), ("unlock", unlock)):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from polykey.crypto import memory
 from polykey.errors import PolykeyError
 from polykey.keys.store import NodeDir
 from keynode import network, vault_handlers
@@ -37,7 +38,7 @@ class ReadyReporter(Protocol):
 
 def run_agent(
     node_path: Path,
-    password: bytes,
+    password: bytearray,
     reporter: ReadyReporter,
     *,
     idle_lock: float | None = None,
@@ -50,8 +51,10 @@ def run_agent(
     lock = AgentLock(node_path)
     lock.acquire()  # AgentRunningError: reported by the caller
     try:
-        keypair = NodeDir(node_path).unlock(password)
-        del password
+        try:
+            keypair = NodeDir(node_path).unlock(password)
+        finally:
+            memory.wipe(password)  # the agent keeps the key, never the password
         agent = Agent(AgentConfig(node_path, idle_lock=idle_lock, extra=dict(extra or {})), keypair)
         for extend in EXTENSIONS:
             extend(agent)

@@ -5,10 +5,13 @@ and logged; a malformed, oversized or truncated frame closes that one connection
 error; the agent keeps serving everyone else.
 
 Bounds (spec section 3 "Limits"): at most ``MAX_CONNECTIONS`` at once, one request in flight
-per connection, a frame must arrive whole within ``FRAME_TIMEOUT`` of its first byte, and a
-response not taken within ``WRITE_TIMEOUT`` closes the connection. At the connection limit
-the longest-idle connection is closed (with a notice its client reconnects on) to make room,
-so a client that leaks idle connections cannot lock the others out.
+per connection, a frame must arrive whole within ``FRAME_TIMEOUT`` of its first byte, the
+frames being received on all connections together hold at most ``request_budget`` bytes (a
+frame that does not fit gets the busy reply unread), and a response not taken within
+``WRITE_TIMEOUT`` closes the connection. At the connection limit the longest-idle connection
+is closed (with a notice its client reconnects on) to make room, so a client that leaks idle
+connections cannot lock the others out. Whatever serving one connection raises ends that
+connection only, with one line in the log (:mod:`keynode.failures`).
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ import os
 import socket
 import struct
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from polykey.agent import paths, protocol
+from polykey.crypto import memory
 from polykey.errors import AgentPermissionError, AgentProtocolError, AgentUnavailableError, PolykeyError
+from keynode.failures import describe
 from keynode.handlers import RequestContext
+from keynode.memory import REQUEST_BUDGET, RequestBudget
 
 log = logging.getLogger("keynode.socket")
 
@@ -42,6 +47,17 @@ WRITE_TIMEOUT = 30.0
 PROGRESS_BACKLOG = 64 * 1024
 MAX_CONNECTIONS = 64
 BACKLOG = 128
+#: Bytes read from the socket at a time while a frame body arrives.
+READ_CHUNK = 256 * 1024
+
+
+def busy_error(reason: str) -> AgentUnavailableError:
+    """The busy reply (spec section 3 "Limits"): the request was not read; retry shortly."""
+    return AgentUnavailableError(f"the agent is busy ({reason}); retry", busy=True)
+
+
+class _Busy(Exception):
+    """The frame just announced does not fit in the request budget."""
 
 
 class _Stalled(Exception):
@@ -81,6 +97,7 @@ class SocketServer:
         allowed_uid: int | None = None,
         max_connections: int = MAX_CONNECTIONS,
         max_frame: int = protocol.MAX_FRAME,
+        request_budget: int = REQUEST_BUDGET,
     ) -> None:
         self.path = path
         self._dispatch = dispatch
@@ -91,6 +108,7 @@ class SocketServer:
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._connections: set[_Connection] = set()
+        self.budget = RequestBudget(request_budget)
 
     async def __aenter__(self) -> SocketServer:
         self.path.unlink(missing_ok=True)  # we hold the agent lock: any socket here is stale
@@ -143,7 +161,7 @@ class SocketServer:
                 continue
             if len(self._connections) >= self._max_connections and not self._close_idle():
                 log.warning("refused a connection from pid %d: %d connections busy", pid, len(self._connections))
-                _refuse(conn, AgentUnavailableError("the agent has too many busy connections; retry"))
+                _refuse(conn, busy_error("too many busy connections"))
                 continue
             state = _Connection(pid, conn, time.monotonic())
             self._connections.add(state)
@@ -181,10 +199,13 @@ class SocketServer:
             return
         try:
             reader, writer = await asyncio.open_unix_connection(sock=conn)
-        except BaseException:
+        except BaseException as e:
             self._connections.discard(state)
             conn.close()
-            raise
+            if not isinstance(e, Exception):
+                raise  # cancelled: the agent is stopping
+            log.warning("dropped a connection from pid %d before it was served: %s", pid, describe(e))
+            return
         state.writer = writer
         if state.evicted:  # closed to make room while the stream was being set up
             writer.close()
@@ -194,11 +215,19 @@ class SocketServer:
         except AgentProtocolError as e:
             log.warning("closing connection from pid %d: %s", pid, e.message)
             await _send_quietly(writer, protocol.encode_error(None, e.to_wire()))
+        except _Busy:
+            log.warning("refused a frame from pid %d: %d of %d request bytes buffered",
+                        pid, self.budget.used, self.budget.limit)
+            await _send_quietly(writer, protocol.encode_error(None, busy_error("too many request bytes buffered").to_wire()))
         except _Stalled:
             log.warning("closing connection from pid %d: it did not read its response within %g s", pid, WRITE_TIMEOUT)
             writer.transport.abort()
         except (ConnectionError, asyncio.IncompleteReadError):
             log.info("connection from pid %d dropped", pid)
+        except Exception as e:  # noqa: BLE001 - the guard of this one connection: log one line, close it
+            log.error("closing connection from pid %d after an internal error: %s", pid, describe(e))
+            del e  # its traceback holds this connection's frames and buffers
+            writer.transport.abort()
         finally:
             self._connections.discard(state)
             writer.close()
@@ -215,19 +244,42 @@ class SocketServer:
             state.idle = False
             if state.evicted:
                 return  # closed to make room: this request is never read (the client resends it)
-            got_header = False
+            request = await self._read_request(reader, first)
+            await self._answer(request, writer, state.pid, uid)
+
+    async def _read_request(self, reader: asyncio.StreamReader, first: bytes) -> protocol.Request:
+        """The rest of a frame whose first byte arrived, decoded; charged to the budget meanwhile.
+
+        The body is read into one buffer that is emptied on the way out, whatever happens:
+        an exception's traceback (which holds this frame) must not keep megabytes alive.
+        """
+        body = bytearray()
+        charged = 0
+        try:
             try:
                 async with asyncio.timeout(FRAME_TIMEOUT):
-                    header = first + await reader.readexactly(protocol.HEADER.size - 1)
-                    got_header = True
+                    try:
+                        header = first + await reader.readexactly(protocol.HEADER.size - 1)
+                    except asyncio.IncompleteReadError:
+                        raise AgentProtocolError("truncated frame header") from None
                     n = protocol.frame_length(header)
                     if n > self._max_frame:
                         raise AgentProtocolError(f"frame of {n} bytes exceeds the {self._max_frame}-byte limit")
-                    body = await reader.readexactly(n)
-            except (asyncio.IncompleteReadError, TimeoutError):
-                raise AgentProtocolError("truncated frame" if got_header else "truncated frame header") from None
-            request = protocol.decode_request(body)
-            await self._answer(request, writer, state.pid, uid)
+                    if not self.budget.reserve(n):
+                        raise _Busy
+                    charged = n
+                    while len(body) < n:
+                        chunk = await reader.read(min(n - len(body), READ_CHUNK))
+                        if not chunk:
+                            raise AgentProtocolError("truncated frame")
+                        body += chunk
+                        del chunk
+            except TimeoutError:
+                raise AgentProtocolError("truncated frame" if charged else "truncated frame header") from None
+            return protocol.decode_request(body)
+        finally:
+            body.clear()
+            self.budget.release(charged)
 
     async def _answer(self, request: protocol.Request, writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
         async def progress(obj: Any) -> None:
@@ -240,13 +292,16 @@ class SocketServer:
         ctx = RequestContext(request.id, request.method, uid, pid, progress)
         try:
             result = await self._dispatch(ctx, request.params)
+            memory.wipe_values(request.params)  # values written by this request: used by now
             frame = protocol.encode_result(request.id, result)
+            memory.wipe_values(result)  # values read for this reply: gone once encoded
         except PolykeyError as e:
+            memory.wipe_values(request.params)  # the handler is done with them (cancelled ones may not be)
             frame = _error_frame(request.id, e)
         except Exception as e:  # noqa: BLE001 - a handler bug must not take the agent down
-            # The stack, not the exception's text: that may quote a secret's name or value.
-            where = "".join(traceback.format_tb(e.__traceback__))
-            log.error("internal error serving %s: %s\n%s", request.method, type(e).__name__, where.rstrip())
+            # Where it was raised, not the exception's text: that may quote a secret's name or value.
+            log.error("internal error serving %s: %s", request.method, describe(e))
+            del e
             frame = _error_frame(request.id, PolykeyError("internal error in the agent; see agent.log"))
         writer.write(frame)
         try:

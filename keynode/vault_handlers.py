@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
 from polykey.errors import InvalidInputError, PolykeyError, VaultFormatError, VaultIntegrityError
+from polykey.vaults.service import VaultService
 from keynode.agent import Agent
 from keynode.handlers import Handler, RequestContext
 
@@ -55,10 +57,19 @@ class VaultLocks:
                     del self._users[vault], self._vaults[vault]
 
 
-def _check_params(method: str, names: tuple[str, ...], params: dict[str, Any]) -> None:
+def _required(operation: str, names: tuple[str, ...]) -> frozenset[str]:
+    """The parameters of ``VaultService.<operation>`` that have no default."""
+    signature = inspect.signature(getattr(VaultService, operation))
+    return frozenset(n for n in names if signature.parameters[n].default is inspect.Parameter.empty)
+
+
+def _check_params(method: str, names: tuple[str, ...], params: dict[str, Any], required: frozenset[str] = frozenset()) -> None:
     unknown = set(params) - set(names)
     if unknown:
         raise InvalidInputError(f"{method}: unknown parameter(s) {', '.join(sorted(unknown))}")
+    missing = required - set(params)
+    if missing:
+        raise InvalidInputError(f"{method}: missing parameter(s) {', '.join(sorted(missing))}")
     for key, value in params.items():
         if key == "value":
             if not isinstance(value, bytes):
@@ -109,9 +120,10 @@ def install(agent: Agent) -> None:
     def make(method: str, operation: str, names: tuple[str, ...]) -> Handler:
         is_write = method in WRITE_METHODS
         is_index = method in INDEX_METHODS
+        required = _required(operation, names)
 
         async def handler(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            _check_params(method, names, params)
+            _check_params(method, names, params, required)
             vault = _vault_of(params)
             async with agent.using_keys() as service:
                 fn = getattr(service, operation)
@@ -127,6 +139,11 @@ def install(agent: Agent) -> None:
                     if vault is None:
                         raise
                     raise _damaged(vault, e) from None
+                except (FileNotFoundError, NotADirectoryError):
+                    if vault is None:
+                        raise
+                    # its repository's files went away under the running agent (deleted, unmounted)
+                    raise _damaged(vault, VaultIntegrityError("files of its repository are missing")) from None
             if method == "vaults.delete":
                 agent.opened_vaults.discard(result["vaultId"])
             elif vault is not None:

@@ -34,8 +34,12 @@ def is_atomic_write_temp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` atomically and durably, with ``mode``."""
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE, *, exclusive: bool = False) -> None:
+    """Replace ``path`` with ``data`` atomically and durably, with ``mode``.
+
+    With ``exclusive``, never replace: FileExistsError if ``path`` exists (checked atomically, by
+    linking the finished temporary file to ``path``).
+    """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -48,7 +52,11 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
         finally:
             os.close(fd)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

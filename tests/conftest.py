@@ -38,8 +38,12 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: What a prompt ends with: a password or value prompt (``...: ``) or a confirmation (``... [y/N] ``).
+PROMPT_ENDINGS = (b":", b"[y/N]")
+
+
 def run_on_pty(args: list[str], answers: list[bytes], env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, bytes]:
-    """Run pk on a pty, answering each prompt (a line ending in ': ') in turn."""
+    """Run pk on a pty, answering each prompt (a line ending in ': ' or '[y/N] ') in turn."""
     pid, fd = pty.fork()
     if pid == 0:  # child
         os.execve(pk_executable(), [pk_executable(), *args], env if env is not None else base_env())
@@ -56,7 +60,7 @@ def run_on_pty(args: list[str], answers: list[bytes], env: dict[str, str] | None
             if not chunk:
                 break
             output += chunk
-            if pending and output.rstrip().endswith(b":"):
+            if pending and output.rstrip().endswith(PROMPT_ENDINGS):
                 os.write(fd, pending.pop(0) + b"\n")
                 output += b"<answered>"
     _, status = os.waitpid(pid, 0)

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from polykey.agent import strict_json
 from polykey.errors import NodeGraphFileError, PolykeyError
 from polykey.fsutil import atomic_write, read_limited
 from polykey.ids import NodeId
@@ -46,10 +47,7 @@ def encode_graph(entries: list[GraphEntry]) -> bytes:
 def decode_graph(data: bytes) -> list[GraphEntry]:
     if len(data) > MAX_FILE_BYTES:
         raise NodeGraphFileError("the node graph file is too large")
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise NodeGraphFileError("the node graph file is not valid JSON") from None
+    doc = strict_json.loads(data, max_depth=4, error=NodeGraphFileError, what="the node graph file")
     if not isinstance(doc, dict) or set(doc) != {"format", "version", "nodes"} or doc["format"] != FORMAT:
         raise NodeGraphFileError("not a node graph file")
     if doc["version"] != VERSION:

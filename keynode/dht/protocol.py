@@ -39,6 +39,7 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 
 from keynode.dht.config import DhtConfig
+from keynode.failures import describe
 from keynode.dht.ratelimit import RateLimiter
 from keynode.dht.storage import RecordStorage
 from keynode.dht.tasks import TaskSet
@@ -202,9 +203,10 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
             reply = self._answer(msg.body, peer)
             if reply is not None:
                 self._send(M.encode_reply(msg.msg_id, reply), peer)
-        except Exception:  # a bug must not take the endpoint down
+        except Exception as e:  # a bug must not take the endpoint down: one line, never the bytes
             self.stats["internal_errors"] += 1
-            log.exception("internal error handling a datagram from %s", peer)
+            log.error("internal error handling a datagram from %s: %s", peer, describe(e))
+            del e
         return None
 
     def _drop(self, peer: Addr, reason: str, detail: str = "", *, warn: bool = True) -> None:

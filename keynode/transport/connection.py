@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from keynode.failures import describe
+from keynode.memory import RequestBudget
 from keynode.transport.limits import TransportLimits
 from polykey.errors import (
     ConnectionClosedError,
@@ -55,8 +57,11 @@ class Connection:
         address: tuple[str, int],
         dispatcher: Dispatcher,
         clock: Callable[[], float],
+        budget: RequestBudget | None = None,
     ) -> None:
         self._session = session
+        self._budget = budget if budget is not None else RequestBudget(limits.request_budget)
+        self._charged = 0
         self._reader = reader
         self._writer = writer
         self._limits = limits
@@ -120,8 +125,9 @@ class Connection:
         except OSError as e:
             self.close(f"handshake failed: {type(e).__name__}", graceful=False)
             raise HandshakeError("connection lost during the handshake") from None
-        except Exception:  # noqa: BLE001 - a bug must not take the node down; it is logged
-            log.exception("handshake on %r failed unexpectedly", self)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the node down; it is logged
+            log.error("handshake on %r failed unexpectedly: %s", self, describe(e))
+            del e
             self.close("handshake failed: internal error", graceful=False)
             raise HandshakeError("handshake failed") from None
         if self.closed:
@@ -135,8 +141,9 @@ class Connection:
                 self._tg = tg
                 if not self.closed:
                     self._tasks = [tg.create_task(self._read_loop()), tg.create_task(self._keepalive())]
-        except Exception:  # noqa: BLE001 - a bug must not take the node down; it is logged
-            log.exception("connection %r failed", self)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the node down; it is logged
+            log.error("connection %r failed: %s", self, describe(e))
+            del e
             self.close("internal error", graceful=False)
         finally:
             self.close("connection finished", graceful=False)
@@ -159,7 +166,9 @@ class Connection:
             transport.close()
         else:
             transport.abort()
-        self._session.close()
+        self._session.close()  # drops the partial message
+        self._budget.release(self._charged)
+        self._charged = 0
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(ConnectionClosedError(f"connection closed: {reason}"))
@@ -269,9 +278,25 @@ class Connection:
             except PolykeyError as e:
                 self.close(e.message, graceful=False, level=logging.WARNING)
                 return
+            if not self._charge():
+                return
             for ev in events:
                 if not self._on_event(ev):
                     return
+
+    def _charge(self) -> bool:
+        """Charge the message being received to the listener's budget; False if it does not fit
+        (the connection is then closed with the busy reply, section 7)."""
+        want = self._session.incoming_size
+        if want == self._charged:
+            return True
+        self._budget.release(self._charged)
+        self._charged = 0
+        if want and not self._budget.reserve(want):
+            self.close("busy: too many request bytes buffered on this node; retry", level=logging.WARNING)
+            return False
+        self._charged = want
+        return True
 
     def _on_event(self, ev: Event) -> bool:
         """Handle one event; False if the connection closed."""
@@ -312,7 +337,8 @@ class Connection:
                 raise ProtocolViolationError("unsolicited keepalive answer")
             self._ping_nonce = None
         else:
-            self.close(f"the peer closed the connection: {msg.reason!r}", graceful=False)
+            reason = msg.reason if len(msg.reason) <= 100 else msg.reason[:97] + "..."  # quoted in our log
+            self.close(f"the peer closed the connection: {reason!r}", graceful=False)
 
     # -- handlers --------------------------------------------------------------
 
@@ -339,8 +365,9 @@ class Connection:
             reply = m.Error(req.id, type(e).__name__[: m.MAX_ERROR_TYPE], e.message[: m.MAX_TEXT])
         except TimeoutError:
             reply = m.Error(req.id, "RequestTimeoutError", "the handler timed out")
-        except Exception:  # noqa: BLE001 - a handler bug is logged, the peer learns nothing more
-            log.exception("handler for %r from %s failed", req.method, self.peer)
+        except Exception as e:  # noqa: BLE001 - a handler bug is logged, the peer learns nothing more
+            log.error("handler for %r from %s failed: %s", req.method, self.peer, describe(e))
+            del e
             reply = m.Error(req.id, "InternalError", "internal error")
         try:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keynode.memory import REQUEST_BUDGET
 from polykey.wire.session import DEFAULT_MAX_MESSAGE
 
 
@@ -39,6 +40,9 @@ class TransportLimits:
     max_inflight_requests: int = 64
     #: the peer's requests being handled at once on one connection (more get a Busy error)
     max_concurrent_handlers: int = 32
+    #: bytes of messages being received, over all connections together; a connection that starts
+    #: a message that does not fit is sent Close("busy: ...") and closed
+    request_budget: int = REQUEST_BUDGET
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

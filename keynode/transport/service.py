@@ -16,9 +16,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any
 
+from keynode.failures import describe
+from keynode.memory import RequestBudget
 from keynode.transport.connection import READ_LIMIT, Connection
 from keynode.transport.limits import TransportLimits
 from polykey import crypto
+from polykey.crypto import memory
 from polykey.errors import (
     ConnectionClosedError,
     InvalidInputError,
@@ -129,6 +132,8 @@ class Transport:
         self.host = host
         self._requested_port = port
         self.limits = limits or TransportLimits()
+        #: bytes of messages being received on all connections (section 7)
+        self.budget = RequestBudget(self.limits.request_budget)
         self._clock = clock
         self._rng = rng
         self._static = keypair.x25519_private
@@ -176,6 +181,7 @@ class Transport:
         await self._tg.__aexit__(et, ev, tb)
         if self._server is not None:
             await self._server.wait_closed()
+        memory.wipe(self._static)  # the Noise static key (derived from the seed): no handshake is left
         log.info("transport %s stopped", self.node_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -221,7 +227,7 @@ class Transport:
         )
         return Connection(
             session, reader, writer, limits=self.limits, address=address,
-            dispatcher=self._dispatch, clock=self._clock,
+            dispatcher=self._dispatch, clock=self._clock, budget=self.budget,
         )
 
     def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -247,8 +253,9 @@ class Transport:
                 self._handshaking.pop(conn, None)
             if self._admit(conn):
                 await self._run(conn)
-        except Exception:  # noqa: BLE001 - last line of defence: log, drop this peer, keep serving
-            log.exception("inbound connection %r failed", conn)
+        except Exception as e:  # noqa: BLE001 - last line of defence: log, drop this peer, keep serving
+            log.error("inbound connection %r failed: %s", conn, describe(e))
+            del e
             conn.close("internal error", graceful=False)
 
     async def _run(self, conn: Connection) -> None:

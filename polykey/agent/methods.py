@@ -26,7 +26,7 @@ VAULT_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "secrets.stat": ("stat", ("vault", "path")),
     "secrets.history": ("history", ("vault", "path", "limit")),
     "secrets.revert": ("revert", ("vault", "path", "commit")),
-    "secrets.generate": ("generate", ("vault", "path", "length", "charset", "reveal")),
+    "secrets.generate": ("generate", ("vault", "path", "length", "charset", "reveal", "replace")),
     "secrets.import": ("import_secrets", ("vault", "items")),
 }
 

@@ -9,19 +9,38 @@ PasswordRequiredError at once (never a hang).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
-from polykey.errors import InvalidInputError, PasswordRequiredError
+from polykey.errors import InvalidInputError, PasswordRequiredError, WeakPasswordError
 
 PASSWORD_FILE_LIMIT = 4096
+#: New node passwords shorter than this (in characters) need ``--allow-weak-password``.
+MIN_PASSWORD_CHARS = 8
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr, as every ``pk`` message: ``pk: warning: ...``."""
+    try:
+        sys.stderr.write(f"pk: warning: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # no stderr (closed, or started without one)
+        pass
 
 
 def read_password_file(path: str, what: str = "password file") -> bytes:
+    """The password (or recovery code) in ``path``: at most 4 KiB, one trailing newline stripped.
+
+    Warns (one line) when the file is readable by group or others, as ssh does for keys.
+    """
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
             data = f.read(PASSWORD_FILE_LIMIT + 1)
     except OSError as e:
         raise InvalidInputError(f"cannot read {what} {path}: {e.strerror}") from None
+    if stat.S_ISREG(mode) and mode & 0o044:
+        warn(f"{what} {path} is readable by group or others (mode {stat.S_IMODE(mode):04o}): run `chmod 600 {path}`")
     if len(data) > PASSWORD_FILE_LIMIT:
         raise InvalidInputError(f"{what} {path} is larger than {PASSWORD_FILE_LIMIT} bytes")
     if data.endswith(b"\r\n"):
@@ -81,3 +100,15 @@ def prompt_password(prompt: str, *, confirm: bool = False) -> bytes:
     if not value:
         raise InvalidInputError("the password must not be empty")
     return value.encode("utf-8")
+
+
+def check_new_password(password: bytes, *, allow_weak: bool = False) -> bytes:
+    """``password`` if it may become a node password: WeakPasswordError if it is shorter than
+    :data:`MIN_PASSWORD_CHARS` characters (bytes, if it is not UTF-8), unless ``allow_weak``."""
+    try:
+        length = len(password.decode("utf-8"))
+    except UnicodeDecodeError:
+        length = len(password)
+    if length < MIN_PASSWORD_CHARS and not allow_weak:
+        raise WeakPasswordError()
+    return password

@@ -16,6 +16,7 @@ import json
 import struct
 from typing import Any
 
+from polykey.agent import strict_json
 from polykey.errors import AgentProtocolError
 
 VERSION = 1
@@ -25,6 +26,8 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 24 * 1024 * 1024
 MAX_ID = 2**53 - 1
 MAX_METHOD = 64
+#: Deepest nesting of JSON arrays and objects a frame may hold (spec section 2).
+MAX_DEPTH = 32
 _METHOD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 _BYTES_KEY = "$b"
 
@@ -151,24 +154,9 @@ class FrameDecoder:
 # -- strict JSON ------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise AgentProtocolError(f"JSON constant {name} is not allowed")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise AgentProtocolError("duplicate key in JSON object")
-    return obj
-
-
-def loads_object(body: bytes) -> dict[str, Any]:
-    """Strictly parse one frame body: UTF-8, one JSON object, no NaN, no duplicate keys."""
-    try:
-        text = body.decode("utf-8")
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise AgentProtocolError("frame is not valid UTF-8 JSON") from None
+def loads_object(body: bytes | bytearray, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Strictly parse one frame body (spec section 2): :func:`polykey.agent.strict_json.loads`, one object."""
+    obj = strict_json.loads(body, max_depth=max_depth, error=AgentProtocolError, what="frame")
     if not isinstance(obj, dict):
         raise AgentProtocolError("frame must hold a JSON object")
     return obj
@@ -229,7 +217,7 @@ def encode_request(request_id: int, method: str, params: dict[str, Any] | None =
     )
 
 
-def decode_request(body: bytes) -> Request:
+def decode_request(body: bytes | bytearray) -> Request:
     """Parse a request body; AgentProtocolError names what is malformed."""
     obj = loads_object(body)
     if set(obj) != {"v", "id", "method", "params"}:

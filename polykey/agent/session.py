@@ -7,6 +7,7 @@ Standard library only.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,11 @@ from polykey.errors import AgentLockedError, AgentUnavailableError
 
 if TYPE_CHECKING:
     from polykey.agent.passwords import PasswordSource
+
+#: Waits (seconds, each stretched by up to half at random) before resending a request the agent
+#: answered busy without reading it (docs/spec/agent-protocol.md section 3 "Limits"): about 4.5 s
+#: in all, then the busy error is the answer.
+BUSY_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0)
 
 
 class Session:
@@ -67,15 +73,23 @@ class Session:
 
     def call(self, method: str, params: dict[str, Any] | None = None, progress: agent_client.ProgressCallback | None = None) -> Any:
         progress = progress or self.on_progress
-        try:
-            return self._call(method, params, progress)
-        except AgentUnavailableError as e:
-            self.close()  # the connection is gone: a later call connects (or starts the agent) anew
-            if e.data.get("idleClosed") is not True:
-                raise
-        # The agent closed this connection while it was idle, to make room for others
-        # (docs/spec/agent-protocol.md section 3 "Limits"): it never read the request, so resend it.
-        return self._call(method, params, progress)
+        delays = iter(BUSY_RETRY_DELAYS)
+        resent_idle = False
+        while True:
+            try:
+                return self._call(method, params, progress)
+            except AgentUnavailableError as e:
+                self.close()  # the connection is gone: a later call connects (or starts the agent) anew
+                # Both replies mean the agent never read the request (spec section 3 "Limits"),
+                # so resending it is safe: at once after an idle connection was closed to make
+                # room, after a bounded backoff while the agent is busy.
+                if e.data.get("idleClosed") is True and not resent_idle:
+                    resent_idle = True
+                    continue
+                delay = next(delays, None) if e.data.get("busy") is True else None
+                if delay is None:
+                    raise
+            time.sleep(delay * (1 + os.urandom(1)[0] / 510))
 
     def _call(self, method: str, params: dict[str, Any] | None, progress: agent_client.ProgressCallback | None) -> Any:
         c = self.client()

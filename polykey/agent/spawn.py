@@ -8,7 +8,6 @@ JSON line on another inherited pipe (``--ready-fd``). Standard library only.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import sys
@@ -16,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from polykey.agent import paths
+from polykey.agent import paths, protocol, strict_json
 from polykey.errors import AgentRunningError, AgentUnavailableError, NodeNotFoundError, PolykeyError, from_wire
 
 START_TIMEOUT = 120.0  # Argon2id at the "moderate" profile takes seconds on a small machine
@@ -29,7 +28,9 @@ def require_node(node_path: str) -> None:
 
 
 def daemon_argv(node_path: str, extra: Sequence[str] = ()) -> list[str]:
-    return [sys.executable, "-m", "keynode", "--node-path", os.path.abspath(node_path), *extra]
+    """``-P``: the caller's current directory is not put on the daemon's ``sys.path`` (a ``keynode/``
+    there would otherwise run inside the agent, next to the key)."""
+    return [sys.executable, "-P", "-m", "keynode", "--node-path", os.path.abspath(node_path), *extra]
 
 
 def daemon_env() -> dict[str, str]:
@@ -88,10 +89,15 @@ def start_agent(
         message = _read_ready(ready_r, timeout)
     finally:
         os.close(ready_r)
+    if message is None:
+        # No report in time (or a garbled one): end this start, so that an agent that failed to
+        # start never stays running. SIGTERM makes the waiting parent kill the daemon it forked.
+        proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        pass
+        if message is None:
+            proc.kill()
     if message is None:
         raise AgentUnavailableError(f"the agent failed to start; see {log_path}")
     if "error" in message:
@@ -115,8 +121,8 @@ def _read_ready(fd: int, timeout: float) -> dict[str, Any] | None:
             break
         data += chunk
     try:
-        obj = json.loads(data.decode("utf-8").strip() or "null")
-    except ValueError:
+        obj = strict_json.loads(data.strip() or b"null", max_depth=protocol.MAX_DEPTH, error=AgentUnavailableError)
+    except AgentUnavailableError:
         return None
     return obj if isinstance(obj, dict) else None
 

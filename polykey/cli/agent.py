@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from polykey.agent import client as agent_client
 from polykey.agent import spawn
 from polykey.agent.passwords import PasswordSource
 from polykey.agent.session import Session
@@ -62,9 +61,15 @@ def _describe(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _running(s: Settings) -> Session:
+    """Calls to the agent if one runs (AgentUnavailableError if none), never starting one; a busy
+    agent is retried, as every client does (docs/spec/agent-protocol.md section 3 "Limits")."""
+    return Session(s.node_path, autostart=False)
+
+
 def _running_status(s: Settings) -> dict[str, Any] | None:
     try:
-        with agent_client.connect(s.node_path) as c:
+        with _running(s) as c:
             status = c.call("agent.status")
     except AgentUnavailableError:
         return None
@@ -140,7 +145,7 @@ def agent_stop() -> None:
 def stop_agent(s: Settings) -> int | None:
     """Stop the node's agent and wait until it is gone; its pid, or None if none was running."""
     try:
-        with agent_client.connect(s.node_path) as c:
+        with _running(s) as c:
             reply = c.call("agent.stop")
     except AgentUnavailableError:
         return None
@@ -186,7 +191,7 @@ def agent_lock() -> None:
     """Drop the keys from the agent's memory; the next use asks for the password again."""
     s = settings()
     try:
-        with agent_client.connect(s.node_path) as c:
+        with _running(s) as c:
             status = c.call("agent.lock")
     except AgentUnavailableError:
         emit(s, "No agent is running (nothing to lock).", {"state": "stopped"})
@@ -197,11 +202,23 @@ def agent_lock() -> None:
 @agent.command("unlock")
 @common_options
 def agent_unlock() -> None:
-    """Give the agent the node password again (starting it if none runs)."""
+    """Give the agent the node password again (starting it if none runs).
+
+    The password is checked even when the agent is already unlocked: a wrong one fails (exit 77)
+    and changes nothing.
+    """
     s = settings()
     source = password_source(s)
-    with session(s) as sess:
-        status = sess.call("agent.status")
-        if isinstance(status, dict) and status.get("state") == "locked":
-            status = sess.call("agent.unlock", {"password": source.get()})
-    emit(s, "Agent unlocked.", status)
+    with _running(s) as c:
+        try:
+            status = c.call("agent.status")
+        except AgentUnavailableError:
+            status = None
+        if status is not None:
+            if isinstance(status, dict) and status.get("state") == "unlocked" and not source.available():
+                emit(s, "Agent already unlocked.", status)
+                return
+            emit(s, "Agent unlocked.", c.call("agent.unlock", {"password": source.get()}))
+            return
+    with session(s) as sess:  # none runs: start it, which unlocks it with the password
+        emit(s, "Agent unlocked.", sess.call("agent.status"))

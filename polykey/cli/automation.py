@@ -110,7 +110,8 @@ def env_file_entries(text: str, name: str) -> list[tuple[str, str | tuple[str, s
         if not eq:
             raise InvalidInputError(f"{where}: expected NAME=VALUE")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
-            raise EnvNameError(f"{where}: {var!r} is not a valid environment variable name")
+            # not the text itself: a mistyped line may be a literal value, a secret
+            raise EnvNameError(f"{where}: the text before '=' is not a valid environment variable name")
         value = _unquote(value.strip())
         entries.append((var, parse_reference(value, where) if value.startswith("pk://") else value, where))
     return entries

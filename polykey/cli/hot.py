@@ -233,8 +233,14 @@ def _sh_quote(value: str) -> str:
 DOTENV_UNSAFE = (
     "this value cannot be written as dotenv that both sh and python-dotenv read back exactly (it holds "
     "a carriage return or '${', ends in a backslash, or holds a single quote or two backslashes in a row "
-    "together with a '$' or a backtick); use --env-format unix or json, or run the command after --"
+    "together with a '$', a backtick, or a backslash or double quote right after a non-ASCII character); "
+    "use --env-format unix or json, or run the command after --"
 )
+#: A ``\\`` or ``"`` right after a non-ASCII character: in double quotes its escaping backslash
+#: would follow a byte >= 0x80, which bash in a Big5, GBK, GB18030 or Shift_JIS locale reads as the
+#: lead byte of a two-byte character whose second byte is that backslash, so the next ``"``
+#: would end the string and the rest of the value would run as commands.
+_ESCAPE_AFTER_NON_ASCII = re.compile(r'[^\x00-\x7f][\\"]')
 
 
 def _dotenv_quote(name: str, value: str) -> str:
@@ -245,12 +251,14 @@ def _dotenv_quote(name: str, value: str) -> str:
     ``"`` escaped, which both read the same way, if there is no ``$`` or backtick (sh expands them
     there, python-dotenv would keep a backslash before them). A carriage return does not survive
     python-dotenv's universal-newline file reading, and a final backslash would escape the closing
-    quote for older python-dotenv releases. Anything else is an error, never an unsafe line.
+    quote for older python-dotenv releases. Every backslash written follows an ASCII byte, which
+    no legacy multibyte charset takes as the start of a character (see _ESCAPE_AFTER_NON_ASCII).
+    Anything else is an error, never an unsafe line.
     """
     if "\r" not in value and "${" not in value and not value.endswith("\\"):
         if "'" not in value and "\\\\" not in value:
             return "'" + value + "'"
-        if "$" not in value and "`" not in value:
+        if "$" not in value and "`" not in value and not _ESCAPE_AFTER_NON_ASCII.search(value):
             return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     raise InvalidInputError(f"{name}: {DOTENV_UNSAFE}")
 

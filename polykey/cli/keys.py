@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from polykey import crypto, fsutil
+from polykey import fsutil
+from polykey.agent.passwords import check_new_password
+from polykey.cli import confirm
 from polykey.cli.common import (
     Settings,
     common_options,
@@ -18,7 +21,7 @@ from polykey.cli.common import (
     read_secret_file,
     settings,
 )
-from polykey.errors import InvalidInputError, NodeExistsError
+from polykey.errors import InvalidInputError, KeyFileError, NodeExistsError
 from polykey.ids import NodeId
 from polykey.keys import recovery
 from polykey.keys.keypair import KeyPair, ssh_public_key_line
@@ -26,48 +29,104 @@ from polykey.keys.keypair import KeyPair, ssh_public_key_line
 _CODE_FILE_LIMIT = 1024
 
 
-def _write_recovery_code(path: Path, words: list[str]) -> None:
-    if path.exists():
+def _check_code_out_file(path: Path, node_path: Path) -> None:
+    """Everything that could stop the recovery code file from being written, checked up front."""
+    if path.absolute().is_relative_to(node_path.absolute()):
+        raise InvalidInputError(f"the recovery code file {path} must not be inside the node directory {node_path}")
+    if os.path.lexists(path):
         raise InvalidInputError(f"{path} already exists; refusing to overwrite a recovery code file")
-    fsutil.atomic_write(path, (" ".join(words) + "\n").encode("ascii"))
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise InvalidInputError(f"cannot write the recovery code to {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"cannot write the recovery code to {path}: directory {parent} is not writable")
 
 
-def _replace_node(s: Settings, pair: KeyPair, password: bytes, limits: crypto.KdfLimits, fresh: bool) -> None:
-    """Create the node; with ``fresh`` first stop an agent serving the node being replaced."""
-    if fresh and s.node.exists():
-        from polykey.cli.agent import stop_agent
+def _write_recovery_code(path: Path, words: list[str]) -> None:
+    try:
+        fsutil.atomic_write(path, (" ".join(words) + "\n").encode("ascii"), exclusive=True)
+    except FileExistsError:
+        raise InvalidInputError(f"{path} already exists; refusing to overwrite a recovery code file") from None
+    except OSError as e:
+        raise InvalidInputError(f"cannot write the recovery code to {path}: {e.strerror}") from None
 
-        stop_agent(s)
-    s.node.create(pair, password, limits, fresh=fresh)
+
+def _stop_agent_of(s: Settings) -> None:
+    """Stop an agent serving the node about to be replaced (it holds the old identity)."""
+    from polykey.cli.agent import stop_agent
+
+    stop_agent(s)
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="Confirm without being asked (needed when there is no terminal).")
+weak_password_option = click.option(
+    "--allow-weak-password", is_flag=True, help="Accept a new password shorter than 8 characters."
+)
 
 
 @click.command()
 @click.option(
     "--recovery-code-out-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the recovery code to this new file (0600) instead of printing it.",
+    help="Write the recovery code to this new file (0600) instead of printing it; it must not exist.",
 )
-@click.option("--fresh", is_flag=True, help="Replace an existing node at the node path (its keys and vaults are lost).")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Replace an existing node at the node path: its keys, vaults and every other file are lost "
+    "(asks first; --yes without a terminal).",
+)
+@yes_option
+@weak_password_option
 @kdf_option
 @common_options
-def bootstrap(recovery_code_out_file: Path | None, fresh: bool, kdf_profile: str | None) -> None:
+def bootstrap(recovery_code_out_file: Path | None, fresh: bool, yes: bool, allow_weak_password: bool,
+              kdf_profile: str | None) -> None:
     """Create a new node: a root keypair, its NodeId and a 24-word recovery code.
 
     The recovery code is shown exactly once; it rebuilds the same node with
     `pk keys recover`. The private key is stored encrypted under the node
-    password (asked twice on a terminal, or --password-file / PK_PASSWORD).
+    password (asked twice on a terminal, or --password-file / PK_PASSWORD; at
+    least 8 characters). Every input and output is checked first and the node
+    is created all or nothing: a failure leaves no node and never replaces one.
     """
     s = settings()
     limits = kdf_limits(kdf_profile)
-    if s.node.exists() and not fresh:
-        raise NodeExistsError(f"a node already exists at {s.node_path} (use --fresh to replace it)")
-    password = node_password(s, confirm=True, prompt="New node password: ")
+    replacing = s.node.check_creatable(fresh=fresh)
+    if recovery_code_out_file is not None:
+        _check_code_out_file(recovery_code_out_file, s.node_path)
+    if replacing:
+        try:
+            old: str = str(NodeId(s.node.public_key()))
+        except KeyFileError:
+            old = "(damaged key file)"
+        confirm.confirm(
+            yes,
+            f"replace the node at {s.node_path}",
+            f"Replace node {old} at {s.node_path}? Its keys, vaults and every other file in it are lost.",
+        )
+    password = check_new_password(node_password(s, confirm=True, prompt="New node password: "),
+                                  allow_weak=allow_weak_password)
     words = recovery.new_code()
     pair = KeyPair.from_seed(recovery.code_to_ed25519_seed(words))
-    _replace_node(s, pair, password, limits, fresh)
+
+    written: list[Path] = []
+
+    def before_commit() -> None:
+        if replacing:
+            _stop_agent_of(s)
+        if recovery_code_out_file is not None:
+            _write_recovery_code(recovery_code_out_file, words)
+            written.append(recovery_code_out_file)
+
+    try:
+        s.node.create(pair, password, limits, fresh=fresh, before_commit=before_commit)
+    except BaseException:
+        for path in written:  # the code of a node that was never put in place
+            path.unlink(missing_ok=True)
+        raise
     code = " ".join(words)
     if recovery_code_out_file is not None:
-        _write_recovery_code(recovery_code_out_file, words)
         emit(
             s,
             f"Node created at {s.node_path}\nNodeId: {pair.node_id}\n"
@@ -114,10 +173,14 @@ def keys_public(ssh: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the new password from this file (else asked twice on the terminal).",
 )
+@weak_password_option
 @kdf_option
 @common_options
-def keys_password(new_password_file: Path | None, kdf_profile: str | None) -> None:
-    """Change the node password. The current one comes from --password-file, PK_PASSWORD or a prompt."""
+def keys_password(new_password_file: Path | None, allow_weak_password: bool, kdf_profile: str | None) -> None:
+    """Change the node password (the new one: at least 8 characters).
+
+    The current one comes from --password-file, PK_PASSWORD or a prompt.
+    """
     s = settings()
     current = s.node.read_keyfile()
     old = node_password(s, prompt="Current node password: ")
@@ -126,6 +189,7 @@ def keys_password(new_password_file: Path | None, kdf_profile: str | None) -> No
         if new_password_file is not None
         else prompt_password("New node password: ", confirm=True)
     )
+    check_new_password(new, allow_weak=allow_weak_password)
     limits = kdf_limits(kdf_profile) if kdf_profile else current.limits
     s.node.change_password(old, new, limits)
     emit(s, "Password changed.", {"changed": True})
@@ -137,26 +201,55 @@ def keys_password(new_password_file: Path | None, kdf_profile: str | None) -> No
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the 24 words from this file (else asked on the terminal).",
 )
-@click.option("--fresh", is_flag=True, help="Replace an existing node at the node path.")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="The node already exists here: write its key file anew under the new password. Only the old "
+    "key file (its password) is discarded; vaults and every other file are kept (asks first; --yes "
+    "without a terminal). Refused if the words are another node's.",
+)
+@yes_option
+@weak_password_option
 @kdf_option
 @common_options
-def keys_recover(recovery_code_file: Path | None, fresh: bool, kdf_profile: str | None) -> None:
-    """Rebuild a node's keypair from its 24-word recovery code, under a new password."""
+def keys_recover(recovery_code_file: Path | None, fresh: bool, yes: bool, allow_weak_password: bool,
+                 kdf_profile: str | None) -> None:
+    """Rebuild a node's keypair from its 24-word recovery code, under a new password.
+
+    The same words always give the same NodeId. Into an empty node path this creates the node;
+    over the same node (--fresh, e.g. a forgotten password) it replaces only keys/node.key, so
+    every vault, which is wrapped to that same key, stays readable.
+    """
     s = settings()
     limits = kdf_limits(kdf_profile)
+    exists = s.node.exists()
+    if exists and not fresh:
+        raise NodeExistsError(f"a node already exists at {s.node_path} (use --fresh to give it a new key file)")
+    if not exists:
+        s.node.check_creatable()
     if recovery_code_file is not None:
         raw = read_secret_file(recovery_code_file, "recovery code file")
         text = raw.decode("utf-8", errors="replace")
     else:
         text = prompt_password("Recovery code: ", confirm=False).decode("utf-8")
     words = recovery.parse_code(text)
-    if s.node.exists() and not fresh:
-        raise NodeExistsError(f"a node already exists at {s.node_path} (use --fresh to replace it)")
-    password = node_password(s, confirm=True, prompt="New node password: ")
     pair = KeyPair.from_seed(recovery.code_to_ed25519_seed(words))
-    _replace_node(s, pair, password, limits, fresh)
+    if exists:
+        s.node.check_own_key(pair)
+        confirm.confirm(
+            yes,
+            f"replace the key file of the node at {s.node_path}",
+            f"Replace the key file of node {pair.node_id} at {s.node_path}? Its vaults are kept; "
+            "the old password stops working.",
+        )
+    password = check_new_password(node_password(s, confirm=True, prompt="New node password: "),
+                                  allow_weak=allow_weak_password)
+    if exists:
+        s.node.rekey(pair, password, limits)
+    else:
+        s.node.create(pair, password, limits)
     emit(
         s,
         f"Node recovered at {s.node_path}\nNodeId: {pair.node_id}",
-        {"nodeId": str(pair.node_id), "nodePath": str(s.node_path)},
+        {"nodeId": str(pair.node_id), "nodePath": str(s.node_path), "keptExisting": exists},
     )

@@ -150,17 +150,22 @@ def secrets_ls(target: str | None, recursive: bool, commit: str | None) -> None:
 
 @secrets.command("rm")
 @click.argument("targets", nargs=-1, required=True, metavar="VAULT:PATH...", callback=utf8)
-@click.option("-r", "--recursive", is_flag=True, help="Remove directories and everything in them.")
+@click.option("-r", "--recursive", is_flag=True, help="Remove directories and everything in them (asks first).")
+@click.option("--yes", "-y", is_flag=True, help="Confirm -r without being asked (needed when there is no terminal).")
 @common_options
-def secrets_rm(targets: tuple[str, ...], recursive: bool) -> None:
+def secrets_rm(targets: tuple[str, ...], recursive: bool, yes: bool) -> None:
     """Remove secrets (and directories with -r). One commit per path; nothing is removed if a
-    path does not exist."""
+    path does not exist. With -r it asks first on a terminal; without one, --yes is required."""
+    from polykey.cli import confirm
+
     s = settings()
     parsed = [split_secret_path(t) for t in targets]
+    confirmation = confirm.RemoveConfirmation(targets, recursive, yes)
     results = []
     with backend(s) as b:
-        for vault, path in parsed if len(parsed) > 1 else []:  # like `git rm`: a typo removes nothing
-            b.list_secrets(vault, path)
+        for vault, path in parsed if len(parsed) > 1 or confirmation.needed else []:  # like `git rm`:
+            b.list_secrets(vault, path)  # a typo removes nothing (and asks nothing)
+        confirmation.ask()
         for vault, path in parsed:
             results.append({"vault": vault, "path": path.strip("/"), **b.remove(vault, path, recursive)})
     total = sum(r["removed"] for r in results)
@@ -277,13 +282,28 @@ def secrets_revert(target: str, commit: str) -> None:
 @click.option("--charset", default=DEFAULT_CHARSET, show_default=True, callback=utf8,
               help=f"One of {', '.join(sorted(CHARSETS))}, or the literal characters to draw from.")
 @click.option("--reveal", is_flag=True, help="Also print the generated value.")
+@click.option("--force", "-f", is_flag=True,
+              help="Replace an existing secret without asking (needed when there is no terminal).")
+@click.option("--yes", "-y", is_flag=True, help="The same as --force.")
 @common_options
-def secrets_generate(target: str, length: int, charset: str, reveal: bool) -> None:
-    """Store a random password; it is not printed unless --reveal is given."""
+def secrets_generate(target: str, length: int, charset: str, reveal: bool, force: bool, yes: bool) -> None:
+    """Store a random password; it is not printed unless --reveal is given.
+
+    Over an existing secret it asks first on a terminal; without one, --force is required (as in
+    gopass). The old value stays in the secret's history.
+    """
+    from polykey.cli import confirm
+    from polykey.errors import SecretExistsError
+
     s = settings()
     vault, path = split_secret_path(target)
     with backend(s) as b:
-        out = b.generate(vault, path, length, charset, reveal)
+        try:
+            out = b.generate(vault, path, length, charset, reveal, force or yes)
+        except SecretExistsError:
+            confirm.confirm(False, f"replace the existing secret {target}",
+                            f"Replace the existing secret {target} with a random one?", flag="--force")
+            out = b.generate(vault, path, length, charset, reveal, True)
     if reveal and not s.json:
         write_value(out["value"].encode("utf-8"))
         return

@@ -103,11 +103,22 @@ def vaults_rename(old: str, new: str) -> None:
 
 @vaults.command("delete")
 @click.argument("name", callback=utf8)
+@click.option("--yes", "-y", is_flag=True, help="Confirm without being asked (needed when there is no terminal).")
 @common_options
-def vaults_delete(name: str) -> None:
-    """Delete vault NAME and all its history from this node."""
+def vaults_delete(name: str, yes: bool) -> None:
+    """Delete vault NAME and all its history from this node.
+
+    Asks first on a terminal; without one, --yes is required. Other members' copies are untouched.
+    """
+    from polykey.cli import confirm
+
     s = settings()
+    ask = confirm.must_ask(yes, f"delete vault {name!r}")
     with backend(s) as b:
+        if ask:
+            ids = [r["vaultId"] for r in b.list_vaults() if name in (r["name"], r["vaultId"])]
+            shown = f"{name!r} ({ids[0]})" if ids else repr(name)
+            confirm.ask(f"Delete vault {shown} and all its history from this node?")
         out = b.delete_vault(name)
     emit(s, f"Vault {out['name']} deleted.", out)
 

@@ -23,9 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from polykey.crypto import _primitives as _p
+from polykey.crypto.memory import borrowed, wipe
 from polykey.errors import AuthenticationError, CryptoError, InvalidInputError
 
 Rng = Callable[[int], bytes]
+#: Key material: a bytearray that is wiped when done (polykey.crypto.memory), or bytes.
+Secret = bytes | bytearray
 
 AEAD_NONCE_BYTES = _p.XCHACHA_NONCE_BYTES
 AEAD_TAG_BYTES = _p.AEAD_TAG_BYTES
@@ -43,12 +46,12 @@ def random_bytes(n: int) -> bytes:
 # -- signing -------------------------------------------------------------------
 
 
-def public_key_from_seed(seed: bytes) -> bytes:
+def public_key_from_seed(seed: Secret) -> bytes:
     """The Ed25519 public key for a 32-byte seed."""
     return _p.ed25519_public_from_seed(seed)
 
 
-def sign(seed: bytes, message: bytes) -> bytes:
+def sign(seed: Secret, message: bytes) -> bytes:
     """An Ed25519 signature (64 bytes) of ``message``."""
     return _p.ed25519_sign(seed, message)
 
@@ -66,22 +69,26 @@ def seal(recipient_public_key: bytes, plaintext: bytes) -> bytes:
     return _p.box_seal(_p.ed25519_public_to_x25519(recipient_public_key), plaintext)
 
 
-def unseal(seed: bytes, ciphertext: bytes) -> bytes:
+def unseal(seed: Secret, ciphertext: bytes) -> bytes:
     """Open a :func:`seal` box with our Ed25519 seed; AuthenticationError if not ours or tampered."""
     x_priv = _p.ed25519_seed_to_x25519(seed)
-    x_pub = _p.ed25519_public_to_x25519(_p.ed25519_public_from_seed(seed))
-    return _p.box_seal_open(x_pub, x_priv, ciphertext)
+    try:
+        x_pub = _p.ed25519_public_to_x25519(_p.ed25519_public_from_seed(seed))
+        return _p.box_seal_open(x_pub, x_priv, ciphertext)
+    finally:
+        wipe(x_priv)
 
 
 # -- AEAD ----------------------------------------------------------------------
 
 
-def aead_encrypt(key: bytes, plaintext: bytes, ad: bytes, *, rng: Rng = random_bytes) -> bytes:
+def aead_encrypt(key: bytes, plaintext: Secret, ad: bytes, *, rng: Rng = random_bytes) -> bytes:
     """``nonce(24) || XChaCha20-Poly1305(key, plaintext, ad)``."""
     if len(key) != _p.XCHACHA_KEY_BYTES:
         raise CryptoError("AEAD key must be 32 bytes")
     nonce = rng(AEAD_NONCE_BYTES)
-    return nonce + _p.xchacha_encrypt(key, nonce, plaintext, ad)
+    with borrowed(plaintext) as clear:
+        return nonce + _p.xchacha_encrypt(key, nonce, clear, ad)
 
 
 def aead_decrypt(key: bytes, data: bytes, ad: bytes) -> bytes:
@@ -117,12 +124,12 @@ def siv_decrypt(key: bytes, ciphertext: bytes, ad: bytes) -> bytes:
 # -- key derivation -------------------------------------------------------------
 
 
-def derive(secret: bytes, info: bytes, length: int = 32, salt: bytes = b"") -> bytes:
+def derive(secret: Secret, info: bytes, length: int = 32, salt: bytes = b"") -> bytes:
     """HKDF-SHA256(secret, salt, info) -> ``length`` bytes. ``info`` names the purpose."""
     return _p.hkdf_sha256(secret, salt=salt, info=info, length=length)
 
 
-def constant_time_eq(a: bytes, b: bytes) -> bool:
+def constant_time_eq(a: Secret, b: Secret) -> bool:
     return _p.constant_time_eq(a, b)
 
 
@@ -155,20 +162,26 @@ KDF_PROFILES: dict[str, KdfLimits] = {
     "min": KdfLimits(_p.ARGON2ID_OPSLIMIT_MIN, _p.ARGON2ID_MEMLIMIT_MIN),
 }
 DEFAULT_KDF_PROFILE = "moderate"
+#: libsodium's SENSITIVE profile (4 passes, 1 GiB): key files may carry up to a few times it.
+SENSITIVE_KDF = KdfLimits(_p.ARGON2ID_OPSLIMIT_SENSITIVE, _p.ARGON2ID_MEMLIMIT_SENSITIVE)
 PASSWORD_SALT_BYTES = _p.ARGON2ID_SALT_BYTES
 
 
-def password_key(password: bytes, salt: bytes, limits: KdfLimits) -> bytes:
-    """The 32-byte key Argon2id derives from ``password``."""
+def password_key(password: Secret, salt: bytes, limits: KdfLimits) -> bytes:
+    """The 32-byte key Argon2id derives from ``password`` (the caller wipes it when done)."""
     limits.check()
     if len(salt) != PASSWORD_SALT_BYTES:
         raise CryptoError("Argon2id salt must be 16 bytes")
-    return _p.argon2id(password, salt, limits.opslimit, limits.memlimit, 32)
+    try:
+        with borrowed(password) as clear:
+            return _p.argon2id(clear, salt, limits.opslimit, limits.memlimit, 32)
+    except MemoryError:
+        raise CryptoError(f"not enough memory for Argon2id with a {limits.memlimit >> 20} MiB memory limit") from None
 
 
 def password_wrap(
-    password: bytes,
-    plaintext: bytes,
+    password: Secret,
+    plaintext: Secret,
     ad: bytes,
     limits: KdfLimits,
     *,
@@ -178,12 +191,20 @@ def password_wrap(
     """Encrypt under a password. Returns ``(salt, nonce || ciphertext)``."""
     salt = salt if salt is not None else rng(PASSWORD_SALT_BYTES)
     key = password_key(password, salt, limits)
-    return salt, aead_encrypt(key, plaintext, ad, rng=rng)
+    try:
+        return salt, aead_encrypt(key, plaintext, ad, rng=rng)
+    finally:
+        wipe(key)
 
 
-def password_unwrap(password: bytes, salt: bytes, data: bytes, ad: bytes, limits: KdfLimits) -> bytes:
-    """Reverse :func:`password_wrap`; AuthenticationError for a wrong password or tampering."""
-    return aead_decrypt(password_key(password, salt, limits), data, ad)
+def password_unwrap(password: Secret, salt: bytes, data: bytes, ad: bytes, limits: KdfLimits) -> bytes:
+    """Reverse :func:`password_wrap`; AuthenticationError for a wrong password or tampering. The
+    result is a new ``bytes`` object the caller may :func:`~polykey.crypto.memory.wipe`."""
+    key = password_key(password, salt, limits)
+    try:
+        return aead_decrypt(key, data, ad)
+    finally:
+        wipe(key)
 
 
 # -- raw pieces other sans-I/O protocols need (Noise) -----------------------------

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac as _hmac
+from collections.abc import Callable
+from typing import Any
 
 import nacl.bindings as _sodium
 import nacl.exceptions as _nacl_exc
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 from cryptography.exceptions import InvalidSignature as _InvalidSignature
 from cryptography.exceptions import InvalidTag as _InvalidTag
 from cryptography.hazmat.primitives import hashes as _hashes
@@ -21,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305 as _Cha
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF as _HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC as _PBKDF2HMAC
 
+from polykey.crypto.memory import wipe
 from polykey.errors import AuthenticationError, CryptoError
 
 # -- Ed25519 -------------------------------------------------------------------
@@ -30,14 +35,14 @@ ED25519_PUBLIC_BYTES = 32
 ED25519_SIGNATURE_BYTES = 64
 
 
-def ed25519_public_from_seed(seed: bytes) -> bytes:
+def ed25519_public_from_seed(seed: bytes | bytearray) -> bytes:
     if len(seed) != ED25519_SEED_BYTES:
         raise CryptoError("Ed25519 seed must be 32 bytes")
     key = _ed25519.Ed25519PrivateKey.from_private_bytes(seed)
     return key.public_key().public_bytes_raw()
 
 
-def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+def ed25519_sign(seed: bytes | bytearray, message: bytes) -> bytes:
     if len(seed) != ED25519_SEED_BYTES:
         raise CryptoError("Ed25519 seed must be 32 bytes")
     return _ed25519.Ed25519PrivateKey.from_private_bytes(seed).sign(message)
@@ -59,9 +64,22 @@ def ed25519_public_to_x25519(public: bytes) -> bytes:
         raise CryptoError("not a valid Ed25519 public key") from None
 
 
-def ed25519_seed_to_x25519(seed: bytes) -> bytes:
-    public, secret = _sodium.crypto_sign_seed_keypair(seed)
-    return bytes(_sodium.crypto_sign_ed25519_sk_to_curve25519(secret))
+def ed25519_seed_to_x25519(seed: bytes | bytearray) -> bytes:
+    """libsodium's ``crypto_sign_ed25519_sk_to_curve25519``: the clamped first half of
+    SHA-512(seed). Computed here so the seed is never copied into a ``bytes`` object (libsodium's
+    binding takes nothing else); the caller wipes the result (polykey.crypto.memory)."""
+    if len(seed) != ED25519_SEED_BYTES:
+        raise CryptoError("Ed25519 seed must be 32 bytes")
+    digest = hashlib.sha512(seed).digest()
+    scalar = bytearray(memoryview(digest)[:32])
+    try:
+        scalar[0] &= 248
+        scalar[31] &= 127
+        scalar[31] |= 64
+        return bytes(scalar)
+    finally:
+        wipe(digest)
+        wipe(scalar)
 
 
 # -- X25519 --------------------------------------------------------------------
@@ -88,11 +106,28 @@ def box_seal(recipient_x25519_public: bytes, plaintext: bytes) -> bytes:
     return bytes(_sodium.crypto_box_seal(plaintext, recipient_x25519_public))
 
 
-def box_seal_open(x25519_public: bytes, x25519_private: bytes, ciphertext: bytes) -> bytes:
+def _decrypt_into_wiped(size: int, decrypt: Callable[[Any], int]) -> bytes:
+    """Run libsodium's ``decrypt(out)`` into a buffer of ours, so the only plaintext left is the
+    ``bytes`` returned (PyNaCl's own bindings leave a copy in a freed buffer nobody can wipe).
+    AuthenticationError if it fails."""
+    buf = bytearray(max(1, size))
     try:
-        return bytes(_sodium.crypto_box_seal_open(ciphertext, x25519_public, x25519_private))
-    except (_nacl_exc.CryptoError, _nacl_exc.TypeError, ValueError):
-        raise AuthenticationError() from None
+        if decrypt(_ffi.from_buffer(buf, require_writable=True)) != 0:
+            raise AuthenticationError()
+        with memoryview(buf) as view:
+            return bytes(view[:size])
+    finally:
+        wipe(buf)
+
+
+def box_seal_open(x25519_public: bytes, x25519_private: bytes, ciphertext: bytes) -> bytes:
+    if (len(x25519_public) != _sodium.crypto_box_PUBLICKEYBYTES or len(x25519_private) != _sodium.crypto_box_SECRETKEYBYTES
+            or len(ciphertext) < _sodium.crypto_box_SEALBYTES):
+        raise AuthenticationError()
+    return _decrypt_into_wiped(
+        len(ciphertext) - _sodium.crypto_box_SEALBYTES,
+        lambda out: int(_lib.crypto_box_seal_open(out, ciphertext, len(ciphertext), x25519_public, x25519_private)),
+    )
 
 
 # -- AEADs ---------------------------------------------------------------------
@@ -107,10 +142,13 @@ def xchacha_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> by
 
 
 def xchacha_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
-    try:
-        return bytes(_sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key))
-    except (_nacl_exc.CryptoError, ValueError, TypeError):
-        raise AuthenticationError() from None
+    if len(key) != XCHACHA_KEY_BYTES or len(nonce) != XCHACHA_NONCE_BYTES or len(ciphertext) < AEAD_TAG_BYTES:
+        raise AuthenticationError()
+    return _decrypt_into_wiped(
+        len(ciphertext) - AEAD_TAG_BYTES,
+        lambda out: int(_lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            out, _ffi.NULL, _ffi.NULL, ciphertext, len(ciphertext), ad, len(ad), nonce, key)),
+    )
 
 
 class ChaChaPoly:
@@ -169,7 +207,7 @@ def siv_decrypt(key: bytes, ciphertext: bytes, ad: list[bytes]) -> bytes:
 # -- KDFs and hashes -----------------------------------------------------------
 
 
-def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+def hkdf_sha256(ikm: bytes | bytearray, *, salt: bytes, info: bytes, length: int) -> bytes:
     return _HKDF(algorithm=_hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
@@ -188,14 +226,20 @@ ARGON2ID_OPSLIMIT_INTERACTIVE = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_INTE
 ARGON2ID_MEMLIMIT_INTERACTIVE = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE)
 ARGON2ID_OPSLIMIT_MODERATE = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_MODERATE)
 ARGON2ID_MEMLIMIT_MODERATE = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_MODERATE)
+ARGON2ID_OPSLIMIT_SENSITIVE = int(_sodium.crypto_pwhash_argon2id_OPSLIMIT_SENSITIVE)
+ARGON2ID_MEMLIMIT_SENSITIVE = int(_sodium.crypto_pwhash_argon2id_MEMLIMIT_SENSITIVE)
 
 
 def argon2id(password: bytes, salt: bytes, opslimit: int, memlimit: int, length: int) -> bytes:
-    return bytes(
-        _sodium.crypto_pwhash_alg(
-            length, password, salt, opslimit, memlimit, _sodium.crypto_pwhash_ALG_ARGON2ID13
+    """Argon2id; MemoryError when the ``memlimit`` bytes it needs cannot be had."""
+    try:
+        return bytes(
+            _sodium.crypto_pwhash_alg(
+                length, password, salt, opslimit, memlimit, _sodium.crypto_pwhash_ALG_ARGON2ID13
+            )
         )
-    )
+    except RuntimeError:  # libsodium's only failure with valid limits: its allocation failed
+        raise MemoryError from None
 
 
 def sha256(data: bytes) -> bytes:
@@ -218,5 +262,5 @@ def hmac_blake2b(key: bytes, data: bytes) -> bytes:
     return _hmac.new(key, data, hashlib.blake2b).digest()
 
 
-def constant_time_eq(a: bytes, b: bytes) -> bool:
+def constant_time_eq(a: bytes | bytearray, b: bytes | bytearray) -> bool:
     return _hmac.compare_digest(a, b)

@@ -154,7 +154,7 @@ def dearmor(text: str) -> bytes:
     return blob
 
 
-def sign(seed: bytes, message: bytes, namespace: bytes = b"git") -> str:
+def sign(seed: crypto.Secret, message: bytes, namespace: bytes = b"git") -> str:
     """The armored SSHSIG of ``message`` by the Ed25519 key with ``seed``."""
     signature = crypto.sign(seed, signed_data(namespace, HASH_SHA512, message))
     sig = SshSig(crypto.public_key_from_seed(seed), namespace, HASH_SHA512, signature)

@@ -102,6 +102,31 @@ class PasswordRequiredError(PolykeyError):
     default_message = "a password is required: use --password-file or PK_PASSWORD (no terminal to prompt on)"
 
 
+class ConfirmationRequiredError(InvalidInputError):
+    """A command that destroys data was run without a terminal to ask on and without ``--yes``.
+
+    Pass ``--yes`` (``--force`` for ``pk secrets generate`` over an existing secret) to confirm.
+    """
+
+    exit_code = EX_USAGE
+    default_message = "this command destroys data: pass --yes to confirm (no terminal to ask on)"
+
+
+class WeakPasswordError(InvalidInputError):
+    """A new node password is shorter than 8 characters. Choose a longer one (a passphrase of a few
+    words is best), or pass ``--allow-weak-password`` if you really mean it."""
+
+    exit_code = EX_USAGE
+    default_message = "the password is shorter than 8 characters: choose a longer one, or pass --allow-weak-password"
+
+
+class AbortedError(PolykeyError):
+    """You answered no (or nothing) when asked to confirm. Nothing was changed."""
+
+    exit_code = 130
+    default_message = "aborted; nothing was changed"
+
+
 # -- crypto --------------------------------------------------------------------
 
 

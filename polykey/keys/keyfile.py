@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from polykey import crypto
+from polykey.crypto import memory
 from polykey.errors import AuthenticationError, KeyFileError, WrongPasswordError
 from polykey.keys.keypair import KeyPair
 
@@ -30,6 +31,23 @@ _HEADER = struct.Struct(">4sBBIQ16s32s")
 HEADER_BYTES = _HEADER.size  # 66
 SEALED_BYTES = crypto.AEAD_NONCE_BYTES + crypto.SEED_BYTES + crypto.AEAD_TAG_BYTES
 FILE_BYTES = HEADER_BYTES + SEALED_BYTES  # 138
+#: The Argon2id limits a key file may carry (docs/spec/keys.md section 2): libsodium's minimum up
+#: to four times its SENSITIVE profile. Anything else is refused when the file is parsed, before
+#: any KDF work: a file claiming 2^32-1 passes or 512 GiB must not hang or kill whoever reads it.
+MIN_OPSLIMIT = crypto.KDF_PROFILES["min"].opslimit
+MIN_MEMLIMIT = crypto.KDF_PROFILES["min"].memlimit
+MAX_OPSLIMIT = 4 * crypto.SENSITIVE_KDF.opslimit  # 16 passes
+MAX_MEMLIMIT = 4 * crypto.SENSITIVE_KDF.memlimit  # 4 GiB
+
+
+def check_limits(limits: crypto.KdfLimits, name: str = "key file") -> crypto.KdfLimits:
+    """``limits`` if a key file may carry them; else KeyFileError naming ``name`` and the range."""
+    if not (MIN_OPSLIMIT <= limits.opslimit <= MAX_OPSLIMIT and MIN_MEMLIMIT <= limits.memlimit <= MAX_MEMLIMIT):
+        raise KeyFileError(
+            f"{name} has out-of-range KDF limits (opslimit {limits.opslimit}, memlimit {limits.memlimit} bytes;"
+            f" allowed {MIN_OPSLIMIT}..{MAX_OPSLIMIT} and {MIN_MEMLIMIT} bytes..{MAX_MEMLIMIT >> 30} GiB)"
+        )
+    return limits
 
 
 @dataclass(frozen=True)
@@ -42,26 +60,30 @@ class KeyFile:
     header: bytes
     sealed: bytes
 
-    def unlock(self, password: bytes) -> KeyPair:
+    def unlock(self, password: crypto.Secret) -> KeyPair:
         """The keypair, or WrongPasswordError (the file is then left as it is)."""
         try:
             seed = crypto.password_unwrap(password, self.salt, self.sealed, self.header, self.limits)
         except AuthenticationError:
             raise WrongPasswordError() from None
-        pair = KeyPair.from_seed(seed)
+        try:
+            pair = KeyPair.from_seed(seed)
+        finally:
+            memory.wipe(seed)  # the keypair holds its own (mlocked) copy
         if not crypto.constant_time_eq(pair.public_key, self.public_key):
+            pair.wipe()
             raise KeyFileError("key file is corrupt: public key does not match the private key")
         return pair
 
 
 def encode(
     pair: KeyPair,
-    password: bytes,
+    password: crypto.Secret,
     limits: crypto.KdfLimits,
     *,
     rng: crypto.Rng = crypto.random_bytes,
 ) -> bytes:
-    limits.check()
+    check_limits(limits, "a new key file")
     salt = rng(crypto.PASSWORD_SALT_BYTES)
     header = _HEADER.pack(
         MAGIC, VERSION, KDF_ARGON2ID13, limits.opslimit, limits.memlimit, salt, pair.public_key
@@ -83,13 +105,8 @@ def decode(data: bytes, name: str = "key file") -> KeyFile:
         raise KeyFileError(f"{name} uses an unknown KDF ({kdf})")
     if len(data) != FILE_BYTES:
         raise KeyFileError(f"{name} is truncated or has trailing bytes")
-    limits = crypto.KdfLimits(opslimit, memlimit)
-    try:
-        limits.check()
-    except Exception:
-        raise KeyFileError(f"{name} has out-of-range KDF limits") from None
     return KeyFile(
-        limits=limits,
+        limits=check_limits(crypto.KdfLimits(opslimit, memlimit), name),
         salt=salt,
         public_key=public_key,
         header=data[:HEADER_BYTES],

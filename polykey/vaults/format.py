@@ -248,7 +248,7 @@ class WrappedKeys:
         wraps = [(m, crypto.seal(m.public_key, secret)) for m in sorted(set(members))]
         return cls(epoch, tuple(wraps))
 
-    def unwrap(self, seed: bytes, node: NodeId) -> bytes | None:
+    def unwrap(self, seed: crypto.Secret, node: NodeId) -> bytes | None:
         for member, sealed in self.wraps:
             if member == node:
                 try:

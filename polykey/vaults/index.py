@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from polykey import crypto, fsutil
+from polykey.crypto import memory
 from polykey.errors import AuthenticationError, InvalidInputError, VaultIndexError
 from polykey.ids import VaultId
 
@@ -59,7 +60,7 @@ def validate_new_name(name: str) -> str:
     return name
 
 
-def index_key(seed: bytes) -> bytes:
+def index_key(seed: crypto.Secret) -> bytes:
     return crypto.derive(seed, b"polykey vault name index v1", 32)
 
 
@@ -102,13 +103,18 @@ def decode(key: bytes, data: bytes) -> dict[str, VaultId]:
 class NameIndex:
     """The index of one node, cached in memory and reloaded when the file changes."""
 
-    def __init__(self, vaults_dir: Path, seed: bytes) -> None:
+    def __init__(self, vaults_dir: Path, seed: crypto.Secret) -> None:
         self.path = vaults_dir / "index"
         self._lock_path = vaults_dir / "index.lock"
         self._key = index_key(seed)
         self._mutex = threading.RLock()
         self._stamp: tuple[int, int, int] | None = None
         self._entries: dict[str, VaultId] = {}
+
+    def wipe_key(self) -> None:
+        """Zero the index key in memory (the agent locks); the index is unusable afterwards."""
+        with self._mutex:
+            memory.wipe(self._key)
 
     def _reload(self) -> dict[str, VaultId]:
         try:

@@ -25,13 +25,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def set_secret(v: Vault, parts: Parts, value: bytes, message: str = "set secret\n") -> JSON:
+def set_secret(v: Vault, parts: Parts, value: bytes, message: str = "set secret\n", *, replace: bool = True) -> JSON:
     check_not_root(parts)
 
     def build(snap: Snapshot) -> tuple[dict[Parts, Change], str, JSON]:
         e = v.find(snap, parts)
         if e is not None and e[0] == TREE:
             raise SecretIsDirectoryError(f"{join_path(parts)} is a directory; cannot write a secret over it")
+        if e is not None and not replace:
+            raise SecretExistsError(f"{join_path(parts)} already exists")
         if e is None:
             v.check_parents(snap, parts)
         blob = v.encrypt(snap, parts, value)

@@ -133,6 +133,8 @@ class VaultService:
             opened, self._open = list(self._open.values()), {}
         for v in opened:
             v.close()
+            v.wipe_keys()
+        self._index.wipe_key()
 
     def __enter__(self) -> VaultService:
         return self
@@ -316,7 +318,8 @@ class VaultService:
         return ops.set_secret(self._vault(vault), split_path(path), value)
 
     def get_secret(self, vault: str, path: str, commit: str | None = None) -> bytes:
-        """The value of a secret (at HEAD, or as of ``commit``).
+        """The value of a secret (at HEAD, or as of ``commit``): a new object nothing else holds,
+        which the agent zeroes once it has replied (docs/security.md "Memory"). Never cache it.
 
         SecretNotFoundError, SecretIsDirectoryError, VaultIntegrityError if it fails authentication.
         """
@@ -415,13 +418,15 @@ class VaultService:
         length: int = DEFAULT_LENGTH,
         charset: str = DEFAULT_CHARSET,
         reveal: bool = False,
+        replace: bool = True,
     ) -> JSON:
         """Store a random password of ``length`` characters from ``charset`` (a name in CHARSETS or a
         literal set). Returns ``{"path", "created", "commit", "length"}`` plus ``"value"`` only when ``reveal``.
+        Without ``replace``, SecretExistsError if the secret exists (checked under the write lock).
         """
         value = generate_password(length, charset, self._rng)
         result = ops.set_secret(self._vault(vault), split_path(path), value.encode("utf-8"),
-                                message="generate secret\n")
+                                message="generate secret\n", replace=replace)
         result["length"] = length
         if reveal:
             result["value"] = value

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from polykey import crypto, fsutil
-from polykey.crypto import sshsig
+from polykey.crypto import memory, sshsig
 from polykey.errors import (
     InvalidInputError,
     SecretIsDirectoryError,
@@ -31,6 +31,7 @@ from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults.format import (
     DIR_MARKER,
+    MAX_DEPTH,
     OWNER,
     WRITER,
     EpochKeys,
@@ -111,6 +112,13 @@ class Vault:
         with self.repo.read_lock():
             self.repo.close()
 
+    def wipe_keys(self) -> None:
+        """Zero the cached epoch keys in memory (the agent locks): only once nothing uses the vault."""
+        keys, self._keys = list(self._keys.values()), {}
+        for k in keys:
+            memory.wipe(k.content_key)
+            memory.wipe(k.name_key)
+
     # -- snapshots and keys ---------------------------------------------------------
 
     def snapshot(self, commit: str | None = None) -> Snapshot:
@@ -167,7 +175,10 @@ class Vault:
         secret = wrapped.unwrap(self.keypair.seed, self.me)
         if secret is None:
             return None  # not cached: a later commit may add a wrap for this node in this epoch
-        keys = self._keys[epoch] = EpochKeys.derive(self.vault_id, epoch, secret)
+        try:
+            keys = self._keys[epoch] = EpochKeys.derive(self.vault_id, epoch, secret)
+        finally:
+            memory.wipe(secret)
         return keys
 
     def need_keys(self, snap: Snapshot) -> EpochKeys:
@@ -220,6 +231,8 @@ class Vault:
             parts = prefix + (keys.decrypt_name(name),)
             yield parts, kind, oid
             if recursive and kind == TREE:
+                if len(parts) > MAX_DEPTH:  # no secret path is this deep: a damaged or forged tree
+                    raise VaultIntegrityError(f"a vault tree is nested deeper than {MAX_DEPTH} levels")
                 yield from self.walk(snap, oid, parts, True, markers)
 
     # -- secrets --------------------------------------------------------------------

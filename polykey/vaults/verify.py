@@ -23,7 +23,7 @@ from polykey.errors import (
     VaultVerificationError,
 )
 from polykey.ids import NodeId
-from polykey.vaults.format import DIR_MARKER, OWNER, WRITER, WrappedKeys, join_path, keys_file_name
+from polykey.vaults.format import DIR_MARKER, MAX_DEPTH, OWNER, WRITER, WrappedKeys, join_path, keys_file_name
 from polykey.vaults.repo import BLOB, TREE, CommitInfo
 from polykey.vaults.vault import PK_DIR, Parts, Snapshot, Vault, author_email
 
@@ -138,6 +138,8 @@ def _check_blobs(v: Vault, snap: Snapshot, seen: set[tuple[Parts, str]]) -> None
                 continue
             parts = prefix + (snap.keys.decrypt_name(name),)
             if kind == TREE:
+                if len(parts) > MAX_DEPTH:
+                    raise _Bad(f"a tree is nested deeper than {MAX_DEPTH} levels (no secret path is)")
                 stack.append((parts, oid))
             elif (parts, oid) not in seen:
                 seen.add((parts, oid))

@@ -22,12 +22,15 @@ import msgpack
 from polykey.errors import DatagramError, PolykeyError
 from polykey.ids import NodeId
 from polykey.wire.records import DHT_KEY_BYTES, MAX_RECORD_BYTES, check_host, check_port
+from polykey.wire.strict_msgpack import unpack
 
 REQUEST: Final = 0x00
 RESPONSE: Final = 0x01
 MSG_ID_BYTES: Final = 20
 MAX_DATAGRAM: Final = 2048
 MAX_CONTACTS: Final = 20
+#: Nesting of a datagram body: a node list is an array of 3-item arrays.
+MAX_DEPTH: Final = 2
 
 PING: Final = "ping"
 STORE: Final = "store"
@@ -115,29 +118,15 @@ Reply = Pong | Stored | Nodes | Value
 _METHOD_OF: dict[type, str] = {Ping: PING, Store: STORE, FindNode: FIND_NODE, FindValue: FIND_VALUE}
 
 
-def _no_ext(code: int, data: bytes) -> object:
-    raise DatagramError("msgpack extension types are not allowed")
-
-
 def _unpack(body: bytes) -> Any:
-    try:
-        obj = msgpack.unpackb(
-            body,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            timestamp=0,
-            ext_hook=_no_ext,
-            max_str_len=MAX_DATAGRAM,
-            max_bin_len=MAX_DATAGRAM,
-            max_array_len=MAX_CONTACTS * 3,
-            max_map_len=4,
-            max_ext_len=0,
-        )
-    except PolykeyError:
-        raise
-    except Exception:  # msgpack raises many types (ValueError, StackError, ExtraData...)
-        raise DatagramError("malformed msgpack") from None
+    obj = unpack(
+        body,
+        error=DatagramError,
+        max_depth=MAX_DEPTH,
+        max_containers=MAX_CONTACTS + 2,
+        max_array_len=MAX_CONTACTS * 3,
+        max_map_len=4,
+    )
     try:
         canonical = _pack(obj)
     except Exception:

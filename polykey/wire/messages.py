@@ -17,6 +17,7 @@ import msgpack
 
 from polykey.errors import ProtocolViolationError
 from polykey.wire import packing
+from polykey.wire.strict_msgpack import unpack
 
 PROTOCOL_VERSION = 1
 MAX_ID = 2**32 - 1
@@ -25,6 +26,8 @@ MAX_METHOD = 64
 MAX_ERROR_TYPE = 64
 MAX_TEXT = 1024
 MAX_DEPTH = 16
+#: Arrays and maps in one message, all levels together (section 5).
+MAX_CONTAINERS = 65536
 METHOD_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
 
 T_REQUEST = 1
@@ -179,27 +182,13 @@ def encode_parts(message: Message) -> list[bytes]:
     return packing.pack_parts([PROTOCOL_VERSION, *_fields(message)])
 
 
-def _no_ext(code: int, data: bytes) -> object:
-    raise _fail("msgpack extension types are not allowed")
-
-
 _ARITY = {T_REQUEST: 5, T_RESPONSE: 4, T_ERROR: 5, T_PING: 3, T_PONG: 3, T_CLOSE: 3}
 
 
 def decode(data: bytes | bytearray) -> Message:
     """Decode one message strictly; :class:`ProtocolViolationError` on anything off-schema."""
-    try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_no_ext,
-        )
-    except ProtocolViolationError:
-        raise
-    except Exception:  # msgpack raises ValueError, ExtraData, StackError, FormatError, ...
-        raise _fail("not a single valid msgpack value") from None
+    # the message array is one level above its body: MAX_DEPTH + 1 in all
+    obj = unpack(data, error=_fail, max_depth=MAX_DEPTH + 1, max_containers=MAX_CONTAINERS)
     if not isinstance(obj, list) or len(obj) < 2:
         raise _fail("not an array [version, type, ...]")
     if obj[0] != PROTOCOL_VERSION or type(obj[0]) is not int:

@@ -40,6 +40,10 @@ def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+#: the types whose value may hold a large ``bytes`` (the others are packed with their neighbours)
+_CARRIERS = frozenset({bytes, list, dict})
+
+
 def _split(value: Any) -> list[bytes] | None:
     """The parts of ``value``'s encoding, or None if it holds no large ``bytes`` (then the
     caller packs it whole, in C)."""
@@ -47,23 +51,50 @@ def _split(value: Any) -> list[bytes] | None:
     if kind is bytes:
         return [_bin_header(len(value)), value] if len(value) >= BIG else None
     if kind is list:
-        subs = [_split(item) for item in value]
+        subs = [_split(item) if type(item) in _CARRIERS else None for item in value]
         if all(s is None for s in subs):
             return None
         parts = [_container_header(len(value), 0x90, 0xDC)]
-        for item, sub in zip(value, subs, strict=True):
-            parts.extend(sub if sub is not None else [_pack(item)])
+        for start, end, sub in _runs(subs):
+            parts.extend(sub if sub is not None else [_pack_items(value[start:end], 0x90, 0xDC)])
         return parts
     if kind is dict:
-        subs = [_split(item) for item in value.values()]
+        items = list(value.items())
+        subs = [_split(item) if type(item) in _CARRIERS else None for _, item in items]
         if all(s is None for s in subs):
             return None
         parts = [_container_header(len(value), 0x80, 0xDE)]
-        for (key, item), sub in zip(value.items(), subs, strict=True):
-            parts.append(_pack(key))
-            parts.extend(sub if sub is not None else [_pack(item)])
+        for start, end, sub in _runs(subs):
+            if sub is None:
+                parts.append(_pack_items(dict(items[start:end]), 0x80, 0xDE))
+            else:
+                parts.append(_pack(items[start][0]))
+                parts.extend(sub)
         return parts
     return None
+
+
+def _runs(subs: list[list[bytes] | None]) -> list[tuple[int, int, list[bytes] | None]]:
+    """``subs`` as ``(start, end, sub)``: each item with parts of its own alone, each run of
+    items without (``sub`` None) together, so that a run is packed by one C call (a peer's
+    list of a million small items next to one large blob costs no million Python calls)."""
+    out: list[tuple[int, int, list[bytes] | None]] = []
+    start = 0
+    for i, sub in enumerate(subs):
+        if sub is not None:
+            if start < i:
+                out.append((start, i, None))
+            out.append((i, i + 1, sub))
+            start = i + 1
+    if start < len(subs):
+        out.append((start, len(subs), None))
+    return out
+
+
+def _pack_items(container: list[Any] | dict[Any, Any], fix: int, code16: int) -> bytes:
+    """The encodings of the items of ``container``, back to back: the container packed in C,
+    without its header."""
+    return _pack(container)[len(_container_header(len(container), fix, code16)) :]
 
 
 def pack_parts(value: Any) -> list[bytes]:

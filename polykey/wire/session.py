@@ -51,8 +51,8 @@ DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 #: frames sealed into one buffer, written at once: a large message goes out as several
 #: buffers of 4 x 64 KiB, each freed once written, never as one buffer of its whole size
 SEAL_FRAMES = 4
-#: a message's reassembly buffer is allocated at its announced length up to this much (the
-#: rest grows as it arrives): room to decrypt in place, not much more than the peer sent
+#: a message's reassembly buffer grows ahead of what has arrived (doubling, so that frames
+#: decrypt in place with few regrowths) only up to this size; past it, frame by frame
 PREALLOCATE = 2 * 1024 * 1024
 
 
@@ -136,6 +136,12 @@ class Session:
     def mid_message(self) -> bool:
         """True while a frame or a message is partly received (a stall timer should run)."""
         return self._decoder.buffered > 0 or self._need is not None
+
+    @property
+    def incoming_size(self) -> int:
+        """The announced length of the message being received, 0 between messages (the bytes a
+        listener's request budget charges for it, docs/spec/transport.md section 7)."""
+        return self._need or 0
 
     def data_to_send(self) -> bytes | bytearray:
         """Bytes to write to the peer now (may be empty); the caller may keep them."""
@@ -297,15 +303,14 @@ class Session:
             if self._need is None:
                 return self._first_frame(self._recv.decrypt_with_ad(b"", frame))
             got = self._got
-            if got + size <= len(self._message):  # in the buffer allocated ahead
-                with memoryview(self._message) as view:
-                    self._recv.decrypt_into_with_ad(b"", frame, view[got : got + size])
-            else:
-                chunk = self._recv.decrypt_with_ad(b"", frame)  # a forgery fails as such, first
-                if got + size > self._need:
-                    raise ProtocolViolationError("frame runs past the end of a message")
-                del self._message[got:]
-                self._message += chunk
+            end = got + size
+            if end > self._need:
+                self._recv.decrypt_with_ad(b"", frame)  # a forgery fails as such, first
+                raise ProtocolViolationError("frame runs past the end of a message")
+            if end > len(self._message):
+                self._make_room(end)
+            with memoryview(self._message) as view:
+                self._recv.decrypt_into_with_ad(b"", frame, view[got:end])
         except AuthenticationError:
             raise ProtocolViolationError(
                 "frame failed authentication (tampered, replayed or reordered)"
@@ -330,11 +335,19 @@ class Session:
         if got == need:
             return messages.decode(chunk[LENGTH_HEADER:])
         self._need, self._got = need, got
-        # Decrypting in place needs the room first; it is allocated ahead only up to
-        # PREALLOCATE, so a peer cannot make us hold much more than it sent.
-        self._message = bytearray(min(need, PREALLOCATE))
-        self._message[:got] = memoryview(chunk)[LENGTH_HEADER:]
+        self._message = bytearray(memoryview(chunk)[LENGTH_HEADER:])
         return None
+
+    def _make_room(self, end: int) -> None:
+        """Grow the message buffer to hold at least ``end`` bytes, so that frames decrypt in
+        place: to twice ``end`` while under PREALLOCATE (few regrowths), exactly ``end`` past
+        it, never past the announced length. Since ``end`` bytes of the message have then
+        arrived, a peer makes us hold at most about twice what it sent, however large the
+        length it announced."""
+        assert self._need is not None
+        have = len(self._message)
+        size = min(self._need, max(end, min(2 * end, PREALLOCATE)))
+        self._message += bytes(size - have)
 
 
 def _chunks(parts: list[bytes], size: int) -> Iterator[bytes | memoryview]:

@@ -35,7 +35,7 @@ def app(node: Node) -> Node:
 
 def test_new_user_scenario(tmp_path: Path) -> None:
     """The issue's 'done when': no agent is ever started by hand."""
-    env = base_env(PK_NODE_PATH=str(tmp_path / "node"), PK_PASSWORD="pw")
+    env = base_env(PK_NODE_PATH=str(tmp_path / "node"), PK_PASSWORD="new user pw")
     assert run_pk("bootstrap", env=env).code == 0
     assert run_pk("vaults", "create", "app", env=env).code == 0
     assert run_pk("secrets", "set", "app:db/password", input=b"s3cret", env=env).code == 0

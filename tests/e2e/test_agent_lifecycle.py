@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 from ..conftest import Node, base_env, pk_executable, run_on_pty
 from .agent_util import alive, no_password_env, pk, ping, running_pid, status, wait_for
@@ -241,3 +242,20 @@ def test_the_password_is_never_in_the_agents_environment(node: Node) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_the_agent_never_runs_code_from_the_callers_directory(node: Node, tmp_path: Path) -> None:
+    """`pk` run from a directory holding a `keynode/` package must still start the installed agent
+    (`python -P -m keynode`): the current directory is not on the daemon's sys.path."""
+    planted = tmp_path / "workdir"
+    (planted / "keynode").mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    (planted / "keynode" / "__init__.py").write_text("")
+    (planted / "keynode" / "__main__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    proc = subprocess.run(
+        [pk_executable(), "agent", "start", "--node-path", str(node.path), "--password-file", str(node.password_file)],
+        cwd=planted, capture_output=True, env=base_env(), timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists()
+    assert status(node)["state"] == "unlocked"

@@ -88,7 +88,7 @@ def test_status_lists_each_open_vault_once_by_name(node: Node) -> None:
     assert "Open vaults: app\n" in pk(node, "agent", "status").text
     assert pk(node, "vaults", "rename", "app", "prod").code == 0
     assert pk(node, "agent", "status", "--format", "json").json["openVaults"] == ["prod"]  # type: ignore[index]
-    assert pk(node, "vaults", "delete", "prod").code == 0
+    assert pk(node, "vaults", "delete", "prod", "--yes").code == 0
     assert pk(node, "agent", "status", "--format", "json").json["openVaults"] == []  # type: ignore[index]
 
 

@@ -17,6 +17,7 @@ def test_bootstrap_json_and_recover_gives_same_node_id(tmp_path: Path, node: Nod
     assert node.node_id.startswith("v") and len(node.recovery_code.split()) == 24
     code_file = tmp_path / "code.txt"
     code_file.write_text(node.recovery_code + "\n")
+    code_file.chmod(0o600)
     other = tmp_path / "other"
     r = run_pk("keys", "recover", "--recovery-code-file", code_file, "--node-path", other,
                "--password-file", node.password_file, "--format", "json")
@@ -28,7 +29,8 @@ def test_bootstrap_json_and_recover_gives_same_node_id(tmp_path: Path, node: Nod
 
 def test_human_bootstrap_shows_code_once(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
-    pw.write_text("pw")
+    pw.write_text("long enough pw")
+    pw.chmod(0o600)
     r = run_pk("bootstrap", "--node-path", tmp_path / "n", "--password-file", pw)
     assert r.code == 0, r.err
     lines = r.text.splitlines()
@@ -40,7 +42,8 @@ def test_human_bootstrap_shows_code_once(tmp_path: Path) -> None:
 
 def test_recovery_code_out_file(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
-    pw.write_text("pw")
+    pw.write_text("long enough pw")
+    pw.chmod(0o600)
     out = tmp_path / "code"
     r = run_pk("bootstrap", "--node-path", tmp_path / "n", "--password-file", pw,
                "--recovery-code-out-file", out, "--format", "json")
@@ -59,7 +62,7 @@ def test_refuses_existing_node_without_fresh(node: Node) -> None:
     r = node.pk("bootstrap")
     assert r.code == 73 and "--fresh" in r.err
     assert (node.path / "keys" / "node.key").read_bytes() == before
-    r = node.pk("bootstrap", "--fresh", "--format", "json")
+    r = node.pk("bootstrap", "--fresh", "--yes", "--format", "json")
     assert r.code == 0, r.err
     assert r.json["nodeId"] != node.node_id
     assert not [p for p in node.path.parent.iterdir() if ".old-" in p.name or ".new-" in p.name]
@@ -70,7 +73,8 @@ def test_refuses_non_node_directory(tmp_path: Path) -> None:
     d.mkdir()
     (d / "precious.txt").write_text("keep me")
     pw = tmp_path / "pw"
-    pw.write_text("pw")
+    pw.write_text("long enough pw")
+    pw.chmod(0o600)
     r = run_pk("bootstrap", "--node-path", d, "--password-file", pw, "--fresh")
     assert r.code == 73 and "not a Polykey node" in r.err
     assert (d / "precious.txt").read_text() == "keep me"
@@ -79,6 +83,7 @@ def test_refuses_non_node_directory(tmp_path: Path) -> None:
 def test_password_change(tmp_path: Path, node: Node) -> None:
     new = tmp_path / "new.pw"
     new.write_text("new password\n")
+    new.chmod(0o600)
     r = node.pk("keys", "password", "--new-password-file", new)
     assert r.code == 0, r.err
     key = node.path / "keys" / "node.key"
@@ -95,7 +100,8 @@ def test_password_change(tmp_path: Path, node: Node) -> None:
 
 def test_password_from_environment(tmp_path: Path, node: Node) -> None:
     new = tmp_path / "new.pw"
-    new.write_text("x")
+    new.write_text("x-but-long-enough")
+    new.chmod(0o600)
     r = run_pk("keys", "password", "--new-password-file", new,
                env=base_env(PK_NODE_PATH=str(node.path), PK_PASSWORD="wrong"))
     assert r.code == 77
@@ -180,7 +186,8 @@ def test_help_and_version() -> None:
 
 def test_default_node_path_from_environment(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
-    pw.write_text("pw")
+    pw.write_text("long enough pw")
+    pw.chmod(0o600)
     env = base_env(HOME=str(tmp_path / "home"), XDG_DATA_HOME=str(tmp_path / "xdg"))
     env.pop("PK_NODE_PATH", None)
     r = run_pk("bootstrap", "--password-file", pw, "--format", "json", env=env)
@@ -191,7 +198,7 @@ def test_default_node_path_from_environment(tmp_path: Path) -> None:
 def test_fresh_replacement_stops_the_old_nodes_agent(tmp_path: Path, node: Node) -> None:
     assert node.pk("vaults", "create", "old").code == 0  # starts the agent on demand
     assert node.pk("agent", "status", "--format", "json").json["state"] == "unlocked"
-    r = node.pk("bootstrap", "--fresh", "--format", "json")
+    r = node.pk("bootstrap", "--fresh", "--yes", "--format", "json")
     assert r.code == 0, r.err
     new_id = r.json["nodeId"]
     # no agent of the old identity is left serving the new node

@@ -2,12 +2,15 @@
 
 Each attack must close only its own connection, with a reason in the node's log,
 and the node must keep serving (checked with a real authenticated ping after each).
+Every test gets a node of its own and sets up what it asserts on: under ``-n auto`` no
+test can count on another having run against the same node first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -61,7 +64,7 @@ class Node:
             time.sleep(0.02)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     log_path = tmp_path_factory.mktemp("node") / "node.log"
     with open(log_path, "wb") as log_file:
@@ -170,6 +173,15 @@ def test_well_framed_random_handshakes_close_only_that_connection(
 
 
 def test_node_still_serves_after_garbage_and_frees_everything(node: Node) -> None:
+    rng = random.Random(8)
+    garbage = [rng.randbytes(rng.randint(1, 2000)) for _ in range(20)]
+    garbage += [encode_frame(rng.randbytes(32)) + rng.randbytes(rng.randint(0, 400)) for _ in range(20)]
+    garbage += [encode_frame(rng.randbytes(32)) + encode_frame(rng.randbytes(161)) for _ in range(10)]
+    for data in garbage:  # each closed by the node (read_until_closed waits for that) before the next
+        with socket.create_connection(("127.0.0.1", node.port), timeout=WAIT) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            read_until_closed(sock)
     stats = node_serves(node)
     assert stats == {"connections": 1, "handshaking": 0, "tasks": 1}
 

@@ -109,5 +109,42 @@ def test_one_damaged_vault(node: Node, tmp_path: Path, kind: str) -> None:
 
     # The remedy works on it: it can be renamed and deleted; the others stay.
     assert pk(node, "vaults", "rename", "broken", "old-broken").code == 0
-    assert pk(node, "vaults", "delete", "old-broken").code == 0
+    assert pk(node, "vaults", "delete", "old-broken", "--yes").code == 0
     assert [row["name"] for row in pk(node, "vaults", "list", "--format", "json").json] == ["alpha", "zeta"]  # type: ignore[union-attr, index]
+
+
+def _rm_objects(repo: Path) -> None:
+    import shutil
+
+    shutil.rmtree(repo / "objects")
+
+
+def _rm_repo(repo: Path) -> None:
+    import shutil
+
+    shutil.rmtree(repo)
+
+
+def _repo_is_a_file(repo: Path) -> None:
+    _rm_repo(repo)
+    repo.write_text("not a repository\n")
+
+
+@pytest.mark.parametrize("damage", [_rm_objects, _rm_repo, _repo_is_a_file], ids=["objects", "repo", "repo-is-a-file"])
+def test_a_vault_damaged_under_a_running_agent(node: Node, damage: Callable[[Path], None]) -> None:
+    """The repository's files go away while the agent has the vault open: a write to it fails
+    with the damaged vault's one line and exit 65 (it was 'internal error', exit 70, and a
+    traceback in agent.log); the other vaults keep working."""
+    ids = {}
+    for name in ("alpha", "broken"):
+        created = pk(node, "vaults", "create", name, "--format", "json")
+        assert created.code == 0, created.err
+        ids[name] = created.json["vaultId"]  # type: ignore[index]
+        assert pk(node, "secrets", "set", f"{name}:db/password", input=b"pw").code == 0
+    damage(node.path / "vaults" / f"{ids['broken']}.git")
+    r = pk(node, "secrets", "set", "broken:db/other", input=b"v")
+    assert (r.code, r.out) == (65, b""), r.err
+    assert len(r.err.splitlines()) == 1 and "vault 'broken' is damaged" in r.err, r.err
+    assert pk(node, "secrets", "set", "alpha:db/other", input=b"v").code == 0
+    assert pk(node, "secrets", "get", "alpha:db/other").out == b"v"
+    assert "Traceback" not in (node.path / "agent.log").read_text()

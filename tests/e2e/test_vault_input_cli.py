@@ -95,7 +95,7 @@ def test_help_names_aliases_and_every_generate_option(node: Node) -> None:
 def test_generate_says_what_it_did_without_the_value(vnode: Node) -> None:
     first = vnode.pk("secrets", "generate", "work:pw", "--length", "8")
     assert first.text == "Stored a random secret of 8 characters at work:pw (not shown).\n"
-    again = vnode.pk("secrets", "generate", "work:pw", "--charset", "hex")
+    again = vnode.pk("secrets", "generate", "work:pw", "--charset", "hex", "--force")
     assert again.text == "Replaced work:pw with a random secret of 32 characters (not shown).\n"
     value = vnode.pk("secrets", "get", "work:pw").out
     assert len(value) == 32 and set(value) <= set(b"0123456789abcdef")

@@ -64,7 +64,7 @@ def test_tree_operations(vnode: Node) -> None:
     assert vnode.pk("secrets", "mv", "work:top", "empty").code == 0
     assert vnode.pk("secrets", "get", "work:empty/top").out == b"t"
     assert vnode.pk("secrets", "get", "work:c/b/2").out == b"2"
-    assert vnode.pk("secrets", "rm", "-r", "work:a").code == 0
+    assert vnode.pk("secrets", "rm", "-r", "--yes", "work:a").code == 0
     assert vnode.pk("secrets", "ls", "-r", "work", "--format", "json").json == [
         {"name": "c", "path": "c", "type": "dir"},
         {"name": "1", "path": "c/1", "type": "secret"},

@@ -26,7 +26,7 @@ def test_vault_lifecycle(node: Node) -> None:
     missing = node.pk("vaults", "log", "work")
     assert missing.code == 80 and missing.err.startswith("pk: no vault named 'work'")
 
-    assert node.pk("vaults", "delete", "job").code == 0
+    assert node.pk("vaults", "delete", "job", "--yes").code == 0
     assert node.pk("vaults", "list", "--format", "json").json == [
         {"name": "home", "role": "owner", "state": "ok", "vaultId": listing[0]["vaultId"]}  # type: ignore[index]
     ]

@@ -213,6 +213,46 @@ def test_busy_connections_are_not_evicted(tmp_path: Path) -> None:
     asyncio.run(_serve_bounded(tmp_path, client, max_connections=1))
 
 
+def test_a_session_retries_while_every_connection_is_busy(tmp_path: Path) -> None:
+    """Refused with the busy reply at the connection limit, the client waits and resends
+    (issue 8 item 5) instead of failing at once."""
+    import logging
+
+    from polykey.agent.session import Session
+
+    HELD.clear()
+    RELEASE.clear()
+    refused = threading.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "connections busy" in record.getMessage():
+                refused.set()
+
+    def release_once_refused() -> None:
+        refused.wait(10)
+        RELEASE.set()
+
+    def client(node: Path) -> Any:
+        busy = _raw(node)
+        busy.sendall(protocol.encode_request(1, "test.hold"))
+        assert HELD.wait(10)
+        threading.Thread(target=release_once_refused).start()
+        with Session(node, autostart=False) as session:
+            answer = session.call("test.ping")
+        assert _frame(busy) == {"id": 1, "result": {"held": True}}
+        busy.close()
+        return answer
+
+    spy = Spy()
+    logging.getLogger("keynode.socket").addHandler(spy)
+    try:
+        assert asyncio.run(_serve_bounded(tmp_path, client, max_connections=1)) == {"pong": True}
+    finally:
+        logging.getLogger("keynode.socket").removeHandler(spy)
+    assert refused.is_set()
+
+
 def test_stalled_header_and_unread_responses_close_only_that_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -63,3 +63,9 @@ def node(**change: object) -> dict[str, object]:
 def test_strict_decoder(data: bytes) -> None:
     with pytest.raises(NodeGraphFileError):
         decode_graph(data)
+
+
+@pytest.mark.parametrize("data", [b'{"nodes":' + b"[" * 100_000 + b"]" * 100_000 + b"}", b'{"a":1e999}', b'{"a":1,"a":2}'])
+def test_a_deep_or_odd_graph_file_is_a_graph_file_error(data: bytes) -> None:
+    with pytest.raises(NodeGraphFileError, match="the node graph file|JSON"):
+        decode_graph(data)

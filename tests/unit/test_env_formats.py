@@ -117,3 +117,70 @@ def test_property_dotenv_is_exact_or_refused(tmp_path_factory: pytest.TempPathFa
     except InvalidInputError:
         return
     _check_round_trip(tmp, values, "dotenv")
+
+
+# -- legacy multibyte locales ------------------------------------------------------------
+# In Big5, GBK, GB18030 and Shift_JIS a byte >= 0x81 starts a two-byte character whose second
+# byte may be 0x5C ('\'). bash in such a locale reads the UTF-8 bytes of the file that way, so
+# a backslash written right after a non-ASCII character is swallowed, and an escaped '"' then
+# ends the string: the rest of the value would run as commands.
+
+_BIG5_ATTACK = "\u4e21\"; touch {marker} #'"  # UTF-8 E4 B8 A1: A1 + '\' is one Big5 character
+
+
+def test_dotenv_refuses_an_escape_right_after_a_non_ascii_character() -> None:
+    for value in (_BIG5_ATTACK.format(marker="/tmp/x"), "é\\x'", "'é\"", "日本\\\\"):
+        with pytest.raises(InvalidInputError) as e:
+            hot.format_env(_encoded({"V": value}), "dotenv")
+        assert e.value.message.startswith("V: ") and value not in e.value.message
+    assert hot.format_env(_encoded({"V": "é x\\\\ 'y\""}), "dotenv") == 'V="é x\\\\\\\\ \'y\\""\n'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list("a '\"\\$`\n") + ["é", "\u4e21", "¡", "☃", "ꀀ"]), max_size=10).map("".join))
+def test_property_dotenv_backslashes_follow_ascii_bytes(value: str) -> None:
+    """Each backslash in a double-quoted dotenv value follows an ASCII byte, never one a legacy
+    multibyte charset takes as the first byte of a character (in single quotes a backslash
+    escapes nothing: swallowed or not, the bytes are kept)."""
+    try:
+        line = hot.format_env(_encoded({"V": value}), "dotenv").encode("utf-8")
+    except InvalidInputError:
+        return
+    if line.startswith(b'V="'):
+        assert all(line[i - 1] < 0x80 for i in range(len(line)) if line[i] == 0x5C)
+
+
+@pytest.fixture(scope="module")
+def big5_locale(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment whose bash runs in zh_TW.BIG5 (compiled here with localedef)."""
+    import shutil
+
+    if not all(shutil.which(tool) for tool in ("localedef", "locale", "bash")):
+        pytest.skip("needs localedef, locale and bash to compile and use a Big5 locale")
+    root = tmp_path_factory.mktemp("locales")
+    made = subprocess.run(["localedef", "-i", "zh_TW", "-f", "BIG5", str(root / "zh_TW.BIG5")],
+                          capture_output=True, timeout=120)
+    if not (root / "zh_TW.BIG5").exists():
+        pytest.skip(f"localedef cannot build zh_TW.BIG5: {made.stderr[-200:]!r}")
+    env = {"PATH": "/usr/bin:/bin", "LOCPATH": str(root), "LC_ALL": "zh_TW.BIG5"}
+    charmap = subprocess.run(["bash", "-c", "locale charmap"], capture_output=True, env=env, timeout=30)
+    assert charmap.stdout.strip() == b"BIG5"
+    return env
+
+
+@pytest.mark.parametrize("fmt", ["dotenv", "unix"])
+def test_sourcing_in_a_big5_locale_runs_nothing(tmp_path: Path, big5_locale: dict[str, str], fmt: str) -> None:
+    marker = tmp_path / "ran"
+    values = {"V": _BIG5_ATTACK.format(marker=marker), "W": "\u4e21\\\\\"; touch " + str(marker) + " #'"}
+    for name, value in values.items():
+        try:
+            text = hot.format_env(_encoded({name: value}), fmt)
+        except InvalidInputError:
+            assert fmt == "dotenv"
+            continue
+        path = tmp_path / "env"
+        path.write_text(text, encoding="utf-8")
+        out = subprocess.run(["bash", "-c", f"set -a; . {path}; printf '%s' \"${name}\""],
+                             capture_output=True, env=big5_locale, timeout=30)
+        assert not marker.exists()
+        assert out.stdout == value.encode("utf-8")

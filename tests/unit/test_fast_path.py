@@ -99,6 +99,15 @@ def test_env_file() -> None:
         parse_env_file("A=pk://novault\n", ".env")
 
 
+def test_env_file_errors_never_echo_the_line() -> None:
+    """A mistyped line of an env file may hold a literal value (NAME=value lines are allowed):
+    the error names the file and line, never the text, which may be a secret."""
+    for line in ("DB_URL postgres://admin:hunter2@db/app?sslmode=require", "PASSWORD: hunter2=x", "hunter2 x=y"):
+        with pytest.raises(EnvNameError) as e:
+            parse_env_file(f"# header\n{line}\n", ".env")
+        assert e.value.message.startswith(".env line 2: ") and "hunter2" not in e.value.message
+
+
 from pathlib import PurePosixPath  # noqa: E402
 
 from hypothesis import given  # noqa: E402

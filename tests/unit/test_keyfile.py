@@ -78,3 +78,48 @@ def test_round_trip_any_seed_and_password(seed: bytes, password: bytes) -> None:
     decoded = keyfile.decode(data)
     assert decoded.header + decoded.sealed == data  # byte-for-byte
     assert decoded.unlock(password) == pair
+
+
+@pytest.mark.parametrize(
+    "opslimit,memlimit",
+    [
+        (2**32 - 1, 8192),  # blocked pk for ~130 s (issue 8 item 4)
+        (keyfile.MAX_OPSLIMIT + 1, 8192),
+        (1, 512 << 30),  # killed the agent with a raw nacl traceback
+        (1, keyfile.MAX_MEMLIMIT + 1),
+        (1, 8191),
+        (0, 8192),
+    ],
+)
+def test_kdf_limits_outside_the_key_file_range_are_refused_at_parse(opslimit: int, memlimit: int) -> None:
+    data = encoded()
+    forged = data[:6] + opslimit.to_bytes(4, "big") + memlimit.to_bytes(8, "big") + data[18:]
+    with pytest.raises(KeyFileError, match=r"my\.key has out-of-range KDF limits .*allowed 1\.\.16 and 8192 bytes\.\.4 GiB"):
+        keyfile.decode(forged, name="my.key")
+
+
+def test_the_key_file_range_is_a_few_times_sensitive_and_is_enforced_on_write() -> None:
+    assert (keyfile.MAX_OPSLIMIT, keyfile.MAX_MEMLIMIT) == (4 * crypto.SENSITIVE_KDF.opslimit, 4 * crypto.SENSITIVE_KDF.memlimit)
+    edge = encoded()[:6] + keyfile.MAX_OPSLIMIT.to_bytes(4, "big") + keyfile.MAX_MEMLIMIT.to_bytes(8, "big") + encoded()[18:]
+    assert keyfile.decode(edge).limits == crypto.KdfLimits(keyfile.MAX_OPSLIMIT, keyfile.MAX_MEMLIMIT)
+    with pytest.raises(KeyFileError, match="a new key file has out-of-range"):
+        keyfile.encode(PAIR, b"pw", crypto.KdfLimits(keyfile.MAX_OPSLIMIT + 1, 8192))
+
+
+def test_argon2id_without_the_memory_it_needs_is_a_crypto_error_not_a_crash() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))\n"
+        "from polykey import crypto\n"
+        "from polykey.errors import CryptoError\n"
+        "try:\n"
+        "    crypto.password_key(b'pw', bytes(16), crypto.KdfLimits(1, 2 << 30))\n"
+        "except CryptoError as e:\n"
+        "    print(e.message)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    assert r.stdout == "not enough memory for Argon2id with a 2048 MiB memory limit\n"

@@ -506,6 +506,21 @@ def test_a_peer_announcing_a_large_message_makes_us_hold_little_more_than_it_sen
     assert r.buffered == 0
 
 
+def test_announcing_large_messages_costs_the_peer_what_it_makes_us_hold() -> None:
+    """A first frame of a few bytes announcing 4 MiB made the receiver allocate 2 MiB at once:
+    256 connections sending about 23 bytes each after their handshake pinned 512 MiB. The
+    buffer ahead is at most what has arrived of that message (it doubles as frames arrive)."""
+    i, r = pair(max_message_size=4 * MIB)
+    handshake(i, r)
+    r.receive_data(raw_frame(i, (4 * MIB).to_bytes(4, "big") + b"\x00" * 100))
+    assert r.mid_message and r.buffered <= 2 * 100
+    got = 100
+    for _ in range(40):  # 40 frames of 1000 bytes: never more than twice what came
+        r.receive_data(raw_frame(i, b"\x00" * 1000))
+        got += 1000
+        assert got <= r.buffered <= 2 * got
+
+
 @given(st.lists(st.integers(0, 400_000), min_size=1, max_size=5), st.integers(1, 200_000), st.data())
 @settings(max_examples=25, deadline=None)
 def test_any_mix_of_message_sizes_under_any_chunking_round_trips(

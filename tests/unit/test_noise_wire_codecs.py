@@ -243,3 +243,21 @@ def test_framer_views_refuse_lengths_outside_bounds_from_the_header(n: int, spli
         with pytest.raises(ProtocolViolationError, match="frame length"):
             for p in parts:
                 dec.add_and_parse_views(p)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [*range(5000), b"x" * packing.BIG, *range(5000), [b"y" * packing.BIG, *range(3000)]],
+        {**{f"k{i}": i for i in range(5000)}, "big": b"x" * packing.BIG, **{f"m{i}": [i] for i in range(5000)}},
+    ],
+    ids=["list", "map"],
+)
+def test_pack_parts_packs_each_run_of_small_items_in_one_call(monkeypatch: pytest.MonkeyPatch, value: Any) -> None:
+    """The canonical check of every received message runs pack_parts: a peer's thousands of
+    small items next to one large blob must not cost one Python-level packb each."""
+    calls: list[object] = []
+    pack = packing._pack
+    monkeypatch.setattr(packing, "_pack", lambda v: calls.append(v) or pack(v))
+    assert b"".join(packing.pack_parts(value)) == msgpack.packb(value, use_bin_type=True)
+    assert len(calls) <= 6

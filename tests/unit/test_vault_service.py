@@ -252,3 +252,17 @@ def test_import_then_read_round_trip(svc: VaultService, items: dict[str, bytes])
     for path, value in items.items():
         assert svc.get_secret(name, path) == value
     assert {r["path"] for r in svc.list_secrets(name, "", True) if r["type"] == "secret"} == paths
+
+
+def test_values_read_are_fresh_objects_the_agent_may_wipe(svc: VaultService) -> None:
+    """The agent zeroes every value it has replied with (docs/security.md "Memory"): a read must
+    never hand out an object that a cache or the next read shares."""
+    from polykey.crypto import memory
+
+    svc.create_vault("w")
+    svc.set_secret("w", "k", b"the value")
+    first = svc.get_secret("w", "k")
+    memory.wipe(first)
+    assert svc.get_secret("w", "k") == b"the value"
+    memory.wipe(svc.get_secret("w", "k", svc.log("w")[0]["commit"]))
+    assert svc.get_secret("w", "k") == b"the value"

@@ -267,3 +267,12 @@ def test_member_without_a_wrapped_key(svc: VaultService, owner: KeyPair) -> None
 
     bad = craft(v, members_only, owner, message="add member\n")
     expect_bad(svc, bad, "do not match its member list")
+
+
+def test_a_tree_deeper_than_any_secret_path_is_refused(svc: VaultService, owner: KeyPair) -> None:
+    v = vault_of(svc)
+    deep = "/".join(f"d{i}" for i in range(40))  # split_path allows 32 levels; git does not care
+    commit = craft(v, lambda: secret_change(v, deep, b"x"), owner)
+    expect_bad(svc, commit, "nested deeper than 32 levels")
+    with pytest.raises(VaultIntegrityError, match="nested deeper than 32 levels"):
+        svc.list_secrets("work", "", recursive=True)

@@ -1,0 +1,73 @@
+"""Bounded request buffering per listener, and giving freed buffers back to the system.
+
+docs/spec/agent-protocol.md section 3 "Limits" and docs/spec/transport.md section 7. Each
+listener (the agent socket, the peer port) has one :class:`RequestBudget`: the bytes of
+requests being received, summed over all its connections. A frame or message is charged its
+whole announced size when its length arrives and released when it is complete or its
+connection ends; one that does not fit gets the listener's busy reply instead of being read.
+
+A partial buffer of several MiB that was freed still counts in the process's RSS until the C
+allocator gives its pages back; :meth:`RequestBudget.release` asks glibc to (``malloc_trim``)
+once the buffers released since the last time add up to :data:`TRIM_AFTER`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger("keynode.memory")
+
+#: Default budget of each listener (bytes): a few of the largest frames at once.
+REQUEST_BUDGET = 64 * 1024 * 1024
+#: Trim the C heap after this many bytes of request buffers were released.
+TRIM_AFTER = 8 * 1024 * 1024
+
+
+def _load_trim() -> Callable[[], None]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def trim_now() -> None:
+        trim(0)
+
+    return trim_now
+
+
+trim_heap = _load_trim()
+
+
+class RequestBudget:
+    """Bytes of requests buffered across all connections of one listener, at most ``limit``."""
+
+    def __init__(self, limit: int = REQUEST_BUDGET, *, trim: Callable[[], None] = trim_heap) -> None:
+        if limit <= 0:
+            raise ValueError("the request budget must be positive")
+        self.limit = limit
+        self.used = 0
+        self._released = 0
+        self._trim = trim
+
+    def reserve(self, n: int) -> bool:
+        """Charge ``n`` bytes; False (nothing charged) if they do not fit."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` charged bytes (their buffer was dropped)."""
+        if n <= 0:
+            return
+        self.used = max(0, self.used - n)
+        self._released += n
+        if self._released >= TRIM_AFTER:
+            self._released = 0
+            self._trim()
