@@ -28,7 +28,7 @@ def dir_option(f: F) -> F:
 
 
 def _launch(command: str, cluster_dir: Path | None, *args: str, tail: tuple[str, ...] = ()) -> None:
-    argv = [sys.executable, "-m", "keynode.cluster", command, "--format", settings().format]
+    argv = [sys.executable, "-P", "-m", "keynode.cluster", command, "--format", settings().format]
     if cluster_dir is not None:
         argv += ["--dir", str(cluster_dir)]
     argv += [*args, *tail]
