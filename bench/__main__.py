@@ -1,11 +1,22 @@
-"""Run benchmarks: `python -m bench` (all) or `python -m bench keys vaults ...`."""
+"""Run benchmarks: `python -m bench` (every benchmark but the long ones) or `python -m bench keys
+vaults ...` (a dash in a name reads as an underscore: `dht-scale` is `dht_scale`).
+
+The long benchmarks (`soak`, 30 minutes by default; `dht_scale`, about an hour at 5,000 nodes) run
+only when named. Options: `--quick` (fewer repetitions, smaller sizes); `--minutes N` and
+`--interval S` for the benchmarks that take them (`soak`).
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import sys
 from pathlib import Path
+
+
+#: Run only when named: each takes from half an hour to an hour.
+LONG = ("soak", "dht_scale")
 
 
 def available() -> list[str]:
@@ -13,16 +24,40 @@ def available() -> list[str]:
     return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
 
 
+#: Options that take a number, passed to each benchmark whose ``main`` has that keyword.
+VALUE_OPTIONS = {"--minutes": "minutes", "--interval": "interval"}
+
+
+def parse(argv: list[str]) -> tuple[list[str], dict[str, float]]:
+    """``(names and flags, numeric options)``; SystemExit with a message for a bad value."""
+    rest: list[str] = []
+    values: dict[str, float] = {}
+    args = iter(argv)
+    for arg in args:
+        option, eq, text = arg.partition("=")
+        if option in VALUE_OPTIONS:
+            text = text if eq else next(args, "")
+            try:
+                values[VALUE_OPTIONS[option]] = float(text)
+            except ValueError:
+                raise SystemExit(f"{option} takes a number") from None
+        else:
+            rest.append(arg)
+    return rest, values
+
+
 def main(argv: list[str]) -> int:
+    argv, values = parse(argv)
     quick = "--quick" in argv
-    names = [a for a in argv if not a.startswith("-")] or available()
+    names = [a.replace("-", "_") for a in argv if not a.startswith("-")] or [n for n in available() if n not in LONG]
     unknown = [n for n in names if n not in available()]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}", file=sys.stderr)
         return 64
     for name in names:
         module = importlib.import_module(f"bench.bench_{name}")
-        module.main(quick=quick)
+        accepted = inspect.signature(module.main).parameters
+        module.main(quick=quick, **{k: v for k, v in values.items() if k in accepted})
     return 0
 
 

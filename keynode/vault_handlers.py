@@ -16,11 +16,12 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from polykey.agent.methods import INDEX_METHODS, VAULT_METHODS, WRITE_METHODS
+from polykey.agent.methods import INDEX_METHODS, POOL_METHODS, VAULT_METHODS, WRITE_METHODS
 from polykey.errors import InvalidInputError, PolykeyError, VaultFormatError, VaultIntegrityError
 from polykey.vaults.service import VaultService
 from keynode.agent import Agent
 from keynode.handlers import Handler, RequestContext
+from keynode.memory import release_free_memory
 
 _MAX_REFS = 1024
 PROGRESS_INTERVAL = 1.0
@@ -107,6 +108,18 @@ async def _blocking(agent: Agent, ctx: RequestContext, fn: Callable[..., Any], p
             future.cancel()
 
 
+def _then_trim(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, then the heap memory it freed handed back (keynode.memory), in the same worker thread."""
+
+    def run(**params: Any) -> Any:
+        try:
+            return fn(**params)
+        finally:
+            release_free_memory()
+
+    return run
+
+
 def _damaged(vault: str, e: VaultIntegrityError | VaultFormatError) -> PolykeyError:
     """The error of an operation on a vault whose data cannot be read, naming the vault (same type
     and exit code); the other vaults are unaffected (``pk vaults list`` marks this one)."""
@@ -120,6 +133,7 @@ def install(agent: Agent) -> None:
     def make(method: str, operation: str, names: tuple[str, ...]) -> Handler:
         is_write = method in WRITE_METHODS
         is_index = method in INDEX_METHODS
+        in_pool = method in POOL_METHODS
         required = _required(operation, names)
 
         async def handler(ctx: RequestContext, params: dict[str, Any]) -> Any:
@@ -130,8 +144,8 @@ def install(agent: Agent) -> None:
                 try:
                     if is_index or (is_write and vault is not None):
                         async with locks.writing(None if is_index else vault):
-                            result = await _blocking(agent, ctx, fn, params)
-                    elif locks.in_flight:
+                            result = await _blocking(agent, ctx, _then_trim(fn), params)
+                    elif locks.in_flight or in_pool:
                         result = await _blocking(agent, ctx, fn, params)
                     else:
                         result = fn(**params)

@@ -27,8 +27,12 @@ VAULT_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "secrets.history": ("history", ("vault", "path", "limit")),
     "secrets.revert": ("revert", ("vault", "path", "commit")),
     "secrets.generate": ("generate", ("vault", "path", "length", "charset", "reveal", "replace")),
-    "secrets.import": ("import_secrets", ("vault", "items")),
+    "secrets.import": ("import_secrets", ("vault", "items", "stage")),
+    "secrets.import_stage": ("stage_import", ("items", "token")),
 }
+
+#: Methods that change no vault but may take long (they validate many items): the worker pool.
+POOL_METHODS = frozenset({"secrets.import_stage"})
 
 #: Methods that change a vault or the vault index; the agent serialises them per vault.
 WRITE_METHODS = frozenset(

@@ -8,10 +8,12 @@ from polykey import __version__
 from polykey.cli.common import common_options
 from polykey.cli.errors import run_guarded
 from polykey.cli.agent import agent
+from polykey.cli.cluster import cluster
 from polykey.cli.automation import inject_command, run_command, secrets_env
 from polykey.cli.keys import bootstrap, keys
 from polykey.cli.nodes import nodes
 from polykey.cli.secrets import secrets
+from polykey.cli.transfer import secrets_export, secrets_import
 from polykey.cli.vaults import vaults
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -33,10 +35,13 @@ cli.add_command(keys)
 cli.add_command(vaults)
 cli.add_command(secrets)
 secrets.add_command(secrets_env)
+secrets.add_command(secrets_import)
+secrets.add_command(secrets_export)
 cli.add_command(run_command)
 cli.add_command(inject_command)
 cli.add_command(agent)
 cli.add_command(nodes)
+cli.add_command(cluster)
 
 
 def run(args: list[str]) -> int:

@@ -53,8 +53,10 @@ def import_secrets(v: Vault, items: dict[Parts, bytes]) -> JSON:
 
     def build(snap: Snapshot) -> tuple[dict[Parts, Change], str, JSON]:
         dirs_ok: dict[Parts, bool] = {}
+        created = 0
         for parts in items:
             e = v.find(snap, parts)
+            created += e is None
             if e is not None and e[0] == TREE:
                 raise SecretIsDirectoryError(f"{join_path(parts)} is a directory; cannot write a secret over it")
             if e is None and len(parts) > 1 and parts[:-1] not in dirs_ok:
@@ -63,7 +65,7 @@ def import_secrets(v: Vault, items: dict[Parts, bytes]) -> JSON:
                     dirs_ok[parts[:k]] = True
         oids = v.encrypt_many(snap, list(items.items()))
         changes: dict[Parts, Change] = {parts: (BLOB, oid) for parts, oid in zip(items, oids)}
-        return changes, f"import {_plural(len(items), 'secret')}\n", {"count": len(items)}
+        return changes, f"import {_plural(len(items), 'secret')}\n", {"count": len(items), "created": created}
 
     return v.write(build)
 

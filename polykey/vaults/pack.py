@@ -21,6 +21,7 @@ OBJ_COMMIT, OBJ_TREE, OBJ_BLOB = 1, 2, 3
 TYPE_NAMES = {OBJ_COMMIT: b"commit", OBJ_TREE: b"tree", OBJ_BLOB: b"blob"}
 TMP_PREFIX = "tmp_pk_"
 IDX_LIMIT = 64 * 1024 * 1024
+IDX_HEADER = b"\xfftOc\x00\x00\x00\x02"
 
 
 def object_id(kind: bytes, data: bytes) -> bytes:
@@ -67,6 +68,14 @@ def build_objects_pack(objects: list[tuple[int, bytes]]) -> tuple[bytes, bytes, 
     pack_sha = hashlib.sha1(body).digest()
     pack = body + pack_sha
 
+    if offset >= 1 << 31:
+        raise ValueError("pack too large for 32-bit offsets")
+    idx = index_bytes(entries, pack_sha)
+    return pack, idx, ids
+
+
+def index_bytes(entries: list[tuple[bytes, int, int]], pack_sha: bytes) -> bytes:
+    """The idx v2 file of a pack: ``entries`` are ``(sha, offset, crc32)`` (sorted here), 32-bit offsets."""
     entries.sort()
     fanout = [0] * 256
     for sha, _o, _c in entries:
@@ -75,18 +84,14 @@ def build_objects_pack(objects: list[tuple[int, bytes]]) -> tuple[bytes, bytes, 
     for i in range(256):
         total += fanout[i]
         fanout[i] = total
-    if offset >= 1 << 31:
-        raise ValueError("pack too large for 32-bit offsets")
-    idx_body = b"".join([
-        b"\xfftOc", struct.pack(">I", 2),
-        struct.pack(">256I", *fanout),
+    body = b"".join([
+        IDX_HEADER, struct.pack(">256I", *fanout),
         b"".join(e[0] for e in entries),
         b"".join(struct.pack(">I", e[2]) for e in entries),
         b"".join(struct.pack(">I", e[1]) for e in entries),
         pack_sha,
     ])
-    idx = idx_body + hashlib.sha1(idx_body).digest()
-    return pack, idx, ids
+    return body + hashlib.sha1(body).digest()
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -107,13 +112,18 @@ def write_pack(objects_dir: Path, blobs: list[bytes]) -> list[str]:
 
 def write_objects_pack(objects_dir: Path, objects: list[tuple[int, bytes]]) -> list[str]:
     """Store ``(type, content)`` objects as one durable pack; returns their hex ids in order."""
+    return store_objects_pack(objects_dir, objects)[0]
+
+
+def store_objects_pack(objects_dir: Path, objects: list[tuple[int, bytes]]) -> tuple[list[str], Path]:
+    """Like :func:`write_objects_pack`, also returning the path of the pack's ``.idx``."""
     pack, idx, ids = build_objects_pack(objects)
     pack_dir = objects_dir / "pack"
     pack_dir.mkdir(exist_ok=True)
     name = "pack-" + pack[-20:].hex()
     final_pack, final_idx = pack_dir / f"{name}.pack", pack_dir / f"{name}.idx"
     if final_idx.exists():
-        return ids
+        return ids, final_idx
     token = os.urandom(6).hex()
     # Temporary names must not end in .pack/.idx: git fsck would read a half-written one as a pack.
     tmp_pack, tmp_idx = pack_dir / f"{TMP_PREFIX}pack_{token}", pack_dir / f"{TMP_PREFIX}idx_{token}"
@@ -127,7 +137,7 @@ def write_objects_pack(objects_dir: Path, objects: list[tuple[int, bytes]]) -> l
         tmp_idx.unlink(missing_ok=True)
         raise
     fsutil.fsync_dir(pack_dir)
-    return ids
+    return ids, final_idx
 
 
 def remove_stale_temporaries(objects_dir: Path) -> None:
@@ -148,7 +158,7 @@ def pack_ids(idx_path: Path) -> list[str]:
     """The object ids an idx v2 file lists (strictly checked header and size)."""
     with open(idx_path, "rb") as f:
         data = f.read(IDX_LIMIT + 1)
-    if len(data) > IDX_LIMIT or len(data) < 8 + 1024 + 40 or data[:8] != b"\xfftOc\x00\x00\x00\x02":
+    if len(data) > IDX_LIMIT or len(data) < 8 + 1024 + 40 or data[:8] != IDX_HEADER:
         raise ValueError(f"{idx_path.name} is not a pack index v2")
     count = struct.unpack_from(">I", data, 8 + 255 * 4)[0]
     start = 8 + 1024

@@ -29,13 +29,19 @@ from polykey.vaults.pack import (
     object_id,
     pack_ids,
     remove_stale_temporaries,
+    store_objects_pack,
     write_objects_pack,
 )
+from polykey.vaults.packmerge import copy_merge
 
 BRANCH = "refs/heads/main"
 LOCK_FILE = "pk-write.lock"
 BLOB, TREE = "blob", "tree"
 MAX_PACKS = 16
+#: libgit2's object cache, all open repositories together (parsed trees and ciphertext blobs).
+CACHE_MAX_BYTES = 8 << 20
+#: Pack file bytes libgit2 keeps mapped, all open repositories together.
+MWINDOW_MAPPED_BYTES = 8 << 20
 
 _configured = False
 _configure_mutex = threading.Lock()
@@ -54,6 +60,10 @@ def configure_libgit2() -> None:
         # by default blobs are never cached and trees only below 4 KiB.
         pygit2.option(Option.SET_CACHE_OBJECT_LIMIT, ObjectType.TREE, 4 << 20)
         pygit2.option(Option.SET_CACHE_OBJECT_LIMIT, ObjectType.BLOB, 64 << 10)
+        # Bound what every open vault together may keep (libgit2's defaults: a 256 MiB object cache
+        # and 8 GiB of mapped pack windows, both counted in the agent's RSS once touched).
+        pygit2.option(Option.SET_CACHE_MAX_SIZE, CACHE_MAX_BYTES)
+        pygit2.option(Option.SET_MWINDOW_MAPPED_LIMIT, MWINDOW_MAPPED_BYTES)
         _configured = True
 
 
@@ -249,13 +259,17 @@ class GitRepo:
         merge = geometric_merge_set(packs, MAX_PACKS)
         if not merge:
             return
-        objects: list[tuple[int, bytes]] = []
+        merged = copy_merge(self.path / "objects", merge)  # entries copied, no object read
+        if merged is None:  # a pack with deltas (stock git made it): merge by reading its objects
+            objects: list[tuple[int, bytes]] = []
+            for idx in merge:
+                for oid in pack_ids(idx):
+                    obj_type, data = self._repo.odb.read(pygit2.Oid(hex=oid))
+                    objects.append((int(obj_type), data))
+            merged = store_objects_pack(self.path / "objects", objects)[1]
         for idx in merge:
-            for oid in pack_ids(idx):
-                obj_type, data = self._repo.odb.read(pygit2.Oid(hex=oid))
-                objects.append((int(obj_type), data))
-        write_objects_pack(self.path / "objects", objects)
-        for idx in merge:
+            if idx == merged:
+                continue  # the merge gave this very pack back: it is the result
             idx.unlink(missing_ok=True)
             idx.with_suffix(".pack").unlink(missing_ok=True)
         self._reopen()

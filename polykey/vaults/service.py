@@ -48,9 +48,11 @@ from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
 from polykey.vaults import ops
+from polykey.vaults.cache import Listings, TreeNames
 from polykey.vaults.format import split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.index import NameIndex, validate_new_name
+from polykey.vaults.staging import ImportStaging, merge_items
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify as _verify
 
@@ -58,6 +60,8 @@ __all__ = ["CHARSETS", "DEFAULT_CHARSET", "DEFAULT_LENGTH", "VAULTS_DIR", "Vault
 
 VAULTS_DIR = "vaults"
 MAX_LOG_LIMIT = 1_000_000
+#: Open repositories kept (each holds libgit2 state, pack descriptors and per-vault caches).
+MAX_OPEN_VAULTS = 32
 
 JSON = dict[str, Any]
 
@@ -84,6 +88,11 @@ class VaultService:
         self._mutex = threading.Lock()
         self._open: dict[VaultId, Vault] = {}
         self._closed = False
+        #: Decrypted tree listings of every open vault, bounded; dropped by :meth:`close`.
+        self.tree_names = TreeNames()
+        #: Whole answers of :meth:`list_secrets` (a few, bounded): an unchanged vault's ``ls -r``.
+        self.listings = Listings()
+        self._staging = ImportStaging(lambda: self._rng(16).hex())
 
     # -- internals -----------------------------------------------------------------
 
@@ -110,13 +119,22 @@ class VaultService:
         with self._mutex:
             if self._closed:
                 raise InvalidInputError("the vault service is closed")
-            opened = self._open.get(vid)
+            opened = self._open.pop(vid, None)
             if opened is None:
                 path = self._repo_path(vid)
                 if not path.is_dir():
                     raise VaultNotFoundError(f"vault {vault!r} is in the index but its repository is missing")
-                opened = self._open[vid] = Vault(path, vid, self.keypair, self._clock, self._rng)
+                opened = Vault(path, vid, self.keypair, self._clock, self._rng, self.tree_names)
+            self._keep(vid, opened)
             return opened
+
+    def _keep(self, vid: VaultId, v: Vault) -> None:
+        """Remember ``v`` as the most recently used open vault (caller holds the mutex)."""
+        if len(self._open) >= MAX_OPEN_VAULTS:
+            # The least recently used goes; not closed here: a call in another thread may still be
+            # using it, and its repository is freed with its last reference.
+            del self._open[next(iter(self._open))]
+        self._open[vid] = v
 
     def _forget(self, vid: VaultId) -> None:
         with self._mutex:
@@ -131,6 +149,9 @@ class VaultService:
         with self._mutex:
             self._closed = True
             opened, self._open = list(self._open.values()), {}
+        self.tree_names.clear()
+        self.listings.clear()
+        self._staging.clear()
         for v in opened:
             v.close()
             v.wipe_keys()
@@ -182,7 +203,7 @@ class VaultService:
         if self._index.lookup(name) is not None:
             raise VaultExistsError(f"a vault named {name!r} already exists")
         vid = VaultId(self._rng(VaultId.SIZE))
-        v = Vault.create(self._repo_path(vid), vid, self.keypair, self._clock, self._rng)
+        v = Vault.create(self._repo_path(vid), vid, self.keypair, self._clock, self._rng, self.tree_names)
 
         def add(entries: dict[str, VaultId]) -> None:
             if name in entries:
@@ -196,7 +217,7 @@ class VaultService:
             shutil.rmtree(self._repo_path(vid), ignore_errors=True)
             raise
         with self._mutex:
-            self._open[vid] = v
+            self._keep(vid, v)
         return {"name": name, "vaultId": str(vid), "commit": v.snapshot().commit}
 
     def vault_id(self, vault: str) -> str:
@@ -342,11 +363,21 @@ class VaultService:
                 raise SecretNotFoundError(f"no secret or directory {path!r} in this vault")
             if e[0] == "blob":
                 return [{"path": "/".join(parts), "name": parts[-1], "type": "secret"}]
+            keys = v.need_keys(snap)
+            key = (v.vault_id.raw, parts, recursive)
+            cached = self.listings.get(key)
+            same_tree = cached is not None and cached[:2] == (keys.epoch, e[1])  # trees never change
+            if cached is not None and same_tree and cached[2] is not None:
+                return list(cached[2])  # the rows are shared: callers read them, never change them
             rows = [
                 {"path": "/".join(p), "name": p[-1], "type": "secret" if k == "blob" else "dir"}
                 for p, k, _o in v.walk(snap, e[1], parts, recursive)
             ]
-        return sorted(rows, key=lambda r: r["path"])
+        rows.sort(key=lambda r: r["path"])
+        # Keep the answer only when the directory was listed unchanged twice in a row: a vault that
+        # is written between listings would only churn memory with answers nobody asks for again.
+        self.listings.put(key, (keys.epoch, e[1], rows if same_tree else None))
+        return list(rows)
 
     def remove(self, vault: str, path: str, recursive: bool = False) -> JSON:
         """Remove a secret, or a directory with ``recursive`` (or an empty one without).
@@ -432,8 +463,7 @@ class VaultService:
             result["value"] = value
         return result
 
-    def import_secrets(self, vault: str, items: dict[str, bytes]) -> JSON:
-        """Write many secrets in one commit. Returns ``{"commit", "count"}``."""
+    def _parse_items(self, items: dict[str, bytes]) -> dict[tuple[str, ...], bytes]:
         parsed: dict[tuple[str, ...], bytes] = {}
         for path, value in items.items():
             check_value(value)
@@ -441,5 +471,26 @@ class VaultService:
             if parts in parsed:
                 raise InvalidInputError(f"{path!r} appears twice in the import")
             parsed[parts] = value
-        return ops.import_secrets(self._vault(vault), parsed)
+        return parsed
 
+    def stage_import(self, items: dict[str, bytes], token: str | None = None) -> JSON:
+        """Hold part of an import too large for one request (polykey.vaults.staging).
+
+        ``token`` None starts a new import. Returns ``{"token", "count"}`` (the items held so far);
+        :meth:`import_secrets` with ``stage=token`` commits them. Nothing is written before.
+        """
+        return dict(zip(("token", "count"), self._staging.add(token, self._parse_items(items))))
+
+    def import_secrets(self, vault: str, items: dict[str, bytes], stage: str | None = None) -> JSON:
+        """Write many secrets in one commit: ``items``, plus those staged under ``stage``.
+
+        Returns ``{"commit", "count", "created"}`` (``created``: how many paths were new).
+        """
+        parsed = self._parse_items(items)
+        if stage is not None:
+            staged, size = self._staging.take(stage)
+            merge_items(staged, parsed, size)
+            parsed = staged
+        else:
+            merge_items({}, parsed, 0)  # the same limits as a staged import
+        return ops.import_secrets(self._vault(vault), parsed)

@@ -41,6 +41,7 @@ from polykey.vaults.format import (
     join_path,
     keys_file_name,
 )
+from polykey.vaults.cache import Entry, TreeNames
 from polykey.vaults.repo import BLOB, TREE, Change, GitRepo
 
 PK_DIR = ".pk"
@@ -50,7 +51,7 @@ PK_DIR = ".pk"
 MARKER = "\0.keep"
 Clock = Callable[[], float]
 Parts = tuple[str, ...]
-_NAME_CACHE_LIMIT = 100_000
+_NAME_CACHE_LIMIT = 20_000  # encrypted path components per open vault (~5 MB at most)
 _META_LIMIT = 8 * 1024 * 1024
 
 
@@ -72,7 +73,8 @@ def author_email(node: NodeId) -> str:
 class Vault:
     """An open vault repository, for one keypair."""
 
-    def __init__(self, path: Path, vault_id: VaultId, keypair: KeyPair, clock: Clock, rng: crypto.Rng) -> None:
+    def __init__(self, path: Path, vault_id: VaultId, keypair: KeyPair, clock: Clock, rng: crypto.Rng,
+                 tree_names: TreeNames | None = None) -> None:
         self.repo = GitRepo(path)
         self.vault_id = vault_id
         self.keypair = keypair
@@ -83,9 +85,12 @@ class Vault:
         self._meta: dict[str, tuple[VaultInfo, Members]] = {}
         self._keys: dict[int, EpochKeys] = {}
         self._names: dict[tuple[int, str], str] = {}
+        #: Decrypted tree listings (shared by the service's vaults, or this vault's own).
+        self.tree_names = tree_names if tree_names is not None else TreeNames(max_trees=256, max_bytes=1 << 20)
 
     @classmethod
-    def create(cls, path: Path, vault_id: VaultId, keypair: KeyPair, clock: Clock, rng: crypto.Rng) -> Vault:
+    def create(cls, path: Path, vault_id: VaultId, keypair: KeyPair, clock: Clock, rng: crypto.Rng,
+               tree_names: TreeNames | None = None) -> Vault:
         """Build the repository beside ``path`` and rename it into place (crash-atomic)."""
         tmp = path.with_name(f".tmp-{path.name}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -106,7 +111,7 @@ class Vault:
         _fsync_tree(tmp)
         os.rename(tmp, path)
         fsutil.fsync_dir(path.parent)
-        return cls(path, vault_id, keypair, clock, rng)
+        return cls(path, vault_id, keypair, clock, rng, tree_names)
 
     def close(self) -> None:
         with self.repo.read_lock():
@@ -217,18 +222,32 @@ class Vault:
                     raise SecretNotDirectoryError(f"{join_path(parts[:k])} is a secret, not a directory")
                 return
 
+    def listing(self, keys: EpochKeys, tree: str) -> tuple[Entry, ...]:
+        """``(stored name, plain name, kind, oid)`` of each entry of ``tree``, decrypted once per tree
+        (:mod:`polykey.vaults.cache`). The plain name is None for ``.pk`` and directory markers."""
+        key = (self.vault_id.raw, keys.epoch, tree)
+        found = self.tree_names.get(key)
+        if found is not None:
+            return found
+        entries = tuple(
+            (name, None if name in (PK_DIR, DIR_MARKER) else keys.decrypt_name(name), kind, oid)
+            for name, kind, oid in self.repo.list_tree(tree)
+        )
+        self.tree_names.put(key, entries)
+        return entries
+
     def walk(self, snap: Snapshot, tree: str, prefix: Parts, recursive: bool,
              markers: bool = False) -> Iterator[tuple[Parts, str, str]]:
         """``(plain parts, kind, oid)`` under ``tree``; ``.pk`` never, dir markers only with ``markers``."""
         keys = self.need_keys(snap)
-        for name, kind, oid in self.repo.list_tree(tree):
-            if not prefix and name == PK_DIR:
-                continue
-            if name == DIR_MARKER:
-                if markers and kind == BLOB:
+        for name, plain, kind, oid in self.listing(keys, tree):
+            if plain is None:
+                if name == PK_DIR and prefix:
+                    keys.decrypt_name(name)  # below the root `.pk` is no name of ours: malformed
+                if name == DIR_MARKER and markers and kind == BLOB:
                     yield prefix + (MARKER,), kind, oid
                 continue
-            parts = prefix + (keys.decrypt_name(name),)
+            parts = prefix + (plain,)
             yield parts, kind, oid
             if recursive and kind == TREE:
                 if len(parts) > MAX_DEPTH:  # no secret path is this deep: a damaged or forged tree

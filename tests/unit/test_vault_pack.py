@@ -130,3 +130,91 @@ def test_a_writer_removes_half_renamed_packs(tmp_path: Path) -> None:
     assert r.returncode == 0 and "warning" not in r.stderr, r.stdout + r.stderr
     assert svc.get_secret("v", "k") == b"v"
     svc.close()
+
+
+def _pack_dir_with(tmp_path: Path, batches: list[list[bytes]]) -> tuple[Path, list[Path]]:
+    import pygit2
+
+    from polykey.vaults.pack import write_pack
+
+    repo_dir = tmp_path / "r.git"
+    pygit2.init_repository(str(repo_dir), bare=True)
+    idxs = []
+    for blobs in batches:
+        write_pack(repo_dir / "objects", blobs)
+        idxs.append(sorted((repo_dir / "objects" / "pack").glob("*.idx"), key=lambda p: p.stat().st_mtime_ns)[-1])
+    return repo_dir, idxs
+
+
+def test_copy_merge_gives_a_pack_git_verifies_with_every_object(tmp_path: Path) -> None:
+    import pygit2
+
+    from polykey.vaults.pack import object_id
+    from polykey.vaults.packmerge import copy_merge
+
+    batches = [[b"shared", b"a%d" % i] for i in range(5)] + [[b"big" * 5000]]
+    repo_dir, idxs = _pack_dir_with(tmp_path, batches)
+    merged = copy_merge(repo_dir / "objects", idxs)
+    assert merged is not None and merged not in idxs
+    for idx in idxs:
+        idx.unlink()
+        idx.with_suffix(".pack").unlink()
+    r = subprocess.run(["git", "verify-pack", "-v", str(merged)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    repo = pygit2.Repository(str(repo_dir))
+    blobs = {b for batch in batches for b in batch}
+    for blob in blobs:
+        assert repo[object_id(b"blob", blob).hex()].data == blob
+    assert len(pack_ids_of(merged)) == len(blobs)  # "shared" once
+
+
+def pack_ids_of(idx: Path) -> list[str]:
+    from polykey.vaults.pack import pack_ids
+
+    return pack_ids(idx)
+
+
+def test_copy_merge_declines_packs_with_deltas(tmp_path: Path) -> None:
+    from polykey.vaults.packmerge import copy_merge
+
+    from polykey.vaults.pack import object_id
+
+    blobs = [b"x" * 4000 + b"1", b"x" * 4000 + b"2"]
+    repo_dir, idxs = _pack_dir_with(tmp_path, [blobs])
+    # stock git packs them with a delta: our copy merge must not copy those entries
+    oids = "".join(object_id(b"blob", b).hex() + "\n" for b in blobs)
+    r = subprocess.run(["git", "-C", str(repo_dir), "pack-objects", "--no-reuse-object", "objects/pack/pack"], input=oids,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    idxs[0].unlink()
+    idxs[0].with_suffix(".pack").unlink()
+    git_packs = list((repo_dir / "objects" / "pack").glob("*.idx"))
+    verify = subprocess.run(["git", "verify-pack", "-v", str(git_packs[0])], capture_output=True, text=True).stdout
+    assert "delta" in verify or "chain length" in verify
+    _d, ours = _pack_dir_with(tmp_path / "more", [[b"other"]])
+    (repo_dir / "objects" / "pack" / ours[0].name).write_bytes(ours[0].read_bytes())
+    (repo_dir / "objects" / "pack" / ours[0].with_suffix(".pack").name).write_bytes(ours[0].with_suffix(".pack").read_bytes())
+    before = sorted(p.name for p in (repo_dir / "objects" / "pack").iterdir())
+    assert copy_merge(repo_dir / "objects", git_packs + [repo_dir / "objects" / "pack" / ours[0].name]) is None
+    assert sorted(p.name for p in (repo_dir / "objects" / "pack").iterdir()) == before  # nothing written
+
+
+def test_consolidation_with_a_git_made_delta_pack_keeps_every_object(tmp_path: Path) -> None:
+    from polykey.keys.keypair import KeyPair
+    from polykey.vaults.service import VaultService
+
+    svc = VaultService(tmp_path / "n", KeyPair.generate())
+    vid = svc.create_vault("v")["vaultId"]
+    repo_dir = tmp_path / "n" / "vaults" / f"{vid}.git"
+    for i in range(5):
+        svc.set_secret("v", f"k{i}", b"y" * 3000 + b"%d" % i)
+    r = subprocess.run(["git", "-C", str(repo_dir), "repack", "-a", "-d", "-f"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for i in range(40):  # enough packs to merge, the git-made one among the smallest
+        svc.set_secret("v", f"n{i % 3}", b"%d" % i)
+    assert len(list((repo_dir / "objects" / "pack").glob("*.idx"))) <= 16
+    assert [svc.get_secret("v", f"k{i}") for i in range(5)] == [b"y" * 3000 + b"%d" % i for i in range(5)]
+    assert svc.verify("v")["commits"] == 46
+    r = subprocess.run(["git", "-C", str(repo_dir), "fsck", "--strict"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    svc.close()

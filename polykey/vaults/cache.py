@@ -1,0 +1,111 @@
+"""Decrypted tree listings, shared by the open vaults of one service (docs/architecture.md "Agent memory").
+
+A git tree is immutable and named by its content, so the decrypted names of its entries never
+change: the listing of tree ``oid`` under epoch ``e`` of vault ``v`` can be kept and reused by
+every later read of any commit that still holds that tree. ``pk secrets ls -r`` of an unchanged
+vault is then a walk over cached listings, and after one write only the trees on the changed
+path are decrypted again.
+
+The cache is an LRU bounded both by the number of trees and by an estimate of the bytes it
+holds, so a node with many large vaults costs a fixed amount of memory. It holds plaintext names
+(never values) and lives only while the keys are unlocked: :meth:`VaultService.close` (the agent
+locking) clears it. Thread-safe: calls on different vaults may come from different threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+#: One tree entry: ``(stored name, plain name or None, kind, oid)``. The plain name is None for the
+#: entries whose stored name is not encrypted (``.pk`` and the directory marker).
+Entry = tuple[str, str | None, str, str]
+Key = tuple[bytes, int, str]  # (vault id bytes, epoch, tree oid)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+MAX_TREES = 4096
+MAX_BYTES = 3 * 1024 * 1024
+#: Estimated bytes of one cached entry beyond its strings (tuple, str headers, dict slot).
+ENTRY_OVERHEAD = 200
+
+
+def listing_size(entries: tuple[Entry, ...]) -> int:
+    """The estimated memory of one cached listing, in bytes."""
+    return ENTRY_OVERHEAD + sum(ENTRY_OVERHEAD + len(e[0]) + len(e[1] or "") + len(e[3]) for e in entries)
+
+
+def rows_size(rows: list[dict[str, Any]]) -> int:
+    """The estimated memory of one cached ``list_secrets`` answer (its strings are shared)."""
+    return ENTRY_OVERHEAD + sum(2 * ENTRY_OVERHEAD + len(r["path"]) for r in rows)
+
+
+class BoundedCache(Generic[K, V]):
+    """LRU of at most ``max_trees`` values and about ``max_bytes`` bytes (as ``size`` estimates)."""
+
+    def __init__(self, max_trees: int, max_bytes: int, size: Callable[[V], int]) -> None:
+        self.max_trees = max_trees
+        self.max_bytes = max_bytes
+        self._size = size
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._bytes = 0
+        self._mutex = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._mutex:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            self._items.move_to_end(key)
+            return found[0]
+
+    def put(self, key: K, entries: V) -> None:
+        """Keep ``entries``; a value larger than the whole budget is not kept at all."""
+        size = self._size(entries)
+        if size > self.max_bytes:
+            return
+        with self._mutex:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[key] = (entries, size)
+            self._bytes += size
+            while len(self._items) > self.max_trees or self._bytes > self.max_bytes:
+                _k, (_e, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
+
+    def clear(self) -> None:
+        with self._mutex:
+            self._items.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size(self) -> int:
+        """The estimated bytes held."""
+        return self._bytes
+
+
+class TreeNames(BoundedCache[Key, tuple[Entry, ...]]):
+    """Decrypted tree listings by ``(vault id, epoch, tree oid)``."""
+
+    def __init__(self, max_trees: int = MAX_TREES, max_bytes: int = MAX_BYTES) -> None:
+        super().__init__(max_trees, max_bytes, listing_size)
+
+
+def answer_size(answer: tuple[int, str, list[dict[str, Any]] | None]) -> int:
+    return ENTRY_OVERHEAD if answer[2] is None else rows_size(answer[2])
+
+
+class Listings(BoundedCache[tuple[bytes, tuple[str, ...], bool], tuple[int, str, list[dict[str, Any]] | None]]):
+    """``list_secrets`` answers by ``(vault id, directory path, recursive)``, each with the epoch and
+    directory tree it lists: only the latest answer per directory is kept (after a write the old
+    one is replaced, not left to age out), and it answers only while that tree is current. The rows
+    are None (only the tree is noted) until the same tree is listed a second time."""
+
+    def __init__(self, max_answers: int = 8, max_bytes: int = 5 * 1024 * 1024) -> None:
+        super().__init__(max_answers, max_bytes, answer_size)
