@@ -14,6 +14,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # the benchmarks write nothing into the source tree
+
 
 #: Run only when named: each takes from half an hour to an hour.
 LONG = ("soak", "dht_scale")
