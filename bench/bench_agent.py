@@ -6,13 +6,13 @@
    (gets/s; target >= 5,000 with 8).
 3. Idle agent RSS (target <= 60 MB), fresh and after the throughput runs.
 
-Python byte-code is compiled first (`compileall`), as `pip install` does: this machine sets
-PYTHONDONTWRITEBYTECODE=1, which would otherwise make every `pk` start compile from source.
+Whole processes are those of the installed `pk`: a temporary venv with a normal `pip install .` of
+this tree (bench.common.installed), byte-compiled by pip as for any user, never this checkout's
+editable install. The everyday commands against gopass and pass are `python -m bench cli`.
 """
 
 from __future__ import annotations
 
-import compileall
 import multiprocessing
 import os
 import subprocess
@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import polykey
-from bench.common import Row, measure, print_table
+from bench.common import Row, installed, measure, print_table
 
 PY = sys.executable
 PK = str(Path(PY).parent / "pk")
@@ -114,9 +113,9 @@ def stop_latency(env: dict[str, str], runs: int) -> tuple[list[float], list[floa
 
 
 def main(quick: bool = False) -> None:
-    root = Path(polykey.__file__).parent
-    compileall.compile_dir(str(root), quiet=1)
-    compileall.compile_dir(str(root.parent / "keynode"), quiet=1)
+    global PY, PK
+    inst = installed()
+    PY, PK = str(inst.python), str(inst.pk)
     runs = 15 if quick else 60
     seconds = 2.0 if quick else 5.0
     with tempfile.TemporaryDirectory(prefix="pk-bench-agent-") as tmp:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,37 @@ class AgentLock:
             finally:
                 os.close(self._fd)  # closing drops the flock
                 self._fd = None
+
+
+def holder_pid(node_path: Path) -> int | None:
+    """The pid of the agent holding ``node_path``'s lock, or None when no agent holds it.
+
+    The lock being held is what proves the pid current (a stale file's pid may be anyone's
+    now). An agent writes its pid right after taking the lock; in that instant the file is
+    read again (briefly) rather than a pid guessed.
+    """
+    try:
+        fd = os.open(paths.node_file(node_path, paths.LOCK), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        for _ in range(PID_READ_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                if text.isdigit() and int(text) > 0:
+                    return int(text)
+                time.sleep(0.002)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        return None
+    finally:
+        os.close(fd)
+
+
+PID_READ_TRIES = 500  # x 2 ms: how long a held lock may show no pid before it counts as none
 
 
 class StatusFile:

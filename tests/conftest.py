@@ -148,23 +148,9 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 def agent_pid(node_path: Path) -> int | None:
     """The pid of the agent holding ``node_path``'s agent.lock, or None if none holds it."""
-    import fcntl
+    from keynode.lockfile import holder_pid
 
-    lock = node_path / "agent.lock"
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    return holder_pid(node_path)
 
 
 def stop_agents_under(root: Path, timeout: float = 10.0) -> list[int]:

@@ -1,22 +1,35 @@
 """A blocking client for the agent socket (docs/spec/agent-protocol.md).
 
-Standard library only (socket, json, struct via :mod:`polykey.agent.protocol`):
-this is what the ``pk`` fast path and :class:`polykey.Client` use. One
-connection, requests one at a time, progress messages passed to a callback.
+C modules of the standard library only (``_socket`` rather than ``socket.py``, which
+imports ``enum`` and ``selectors``): this is what the ``pk`` fast path and
+:class:`polykey.Client` use. One connection, requests one at a time, progress
+messages passed to a callback. The error table (:mod:`polykey.errors`) is imported
+only when an error is raised.
 """
 
 from __future__ import annotations
 
+import _socket
 import errno
-import os
-import socket
-from collections.abc import Callable
-from typing import Any
 
-from polykey.agent import paths, protocol
-from polykey.errors import AgentPermissionError, AgentProtocolError, AgentUnavailableError, from_wire
+from polykey.agent import LazyError, is_error, paths, protocol
 
-ProgressCallback = Callable[[Any], None]
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeAlias
+
+    from os import PathLike
+
+    from polykey.errors import AgentPermissionError, AgentProtocolError, AgentUnavailableError
+
+    ProgressCallback: TypeAlias = Callable[[Any], None]
+else:
+    AgentPermissionError = LazyError("AgentPermissionError")
+    AgentProtocolError = LazyError("AgentProtocolError")
+    AgentUnavailableError = LazyError("AgentUnavailableError")
+    ProgressCallback = "Callable[[Any], None]"
+
 _RECV = 256 * 1024
 #: Seconds a request may go without any message from the agent (long operations send progress
 #: about once a second, spec section 4) before the client gives up: a stopped or stuck agent
@@ -27,7 +40,7 @@ REPLY_TIMEOUT = 120.0
 class AgentClient:
     """A connection to the agent of one node. Use :func:`connect` to make one."""
 
-    def __init__(self, sock: socket.socket, node_path: str, reply_timeout: float = REPLY_TIMEOUT) -> None:
+    def __init__(self, sock: _socket.socket, node_path: str, reply_timeout: float = REPLY_TIMEOUT) -> None:
         self._sock = sock
         self.node_path = node_path
         self.reply_timeout = reply_timeout
@@ -73,7 +86,7 @@ class AgentClient:
             if response.kind == "result":
                 return response.body
             if response.kind == "error":
-                raise from_wire(response.body)
+                raise _remote_error(response.body)
             if progress is not None:
                 progress(response.body)
 
@@ -87,9 +100,9 @@ class AgentClient:
         try:
             response = protocol.decode_response(self._read_frame())
         except Exception as e:  # noqa: BLE001 - whatever it is, the agent is gone
-            return e if isinstance(e, AgentUnavailableError) else AgentUnavailableError()
+            return e if is_error(e, "AgentUnavailableError") else AgentUnavailableError()
         if response.kind == "error":
-            return from_wire(response.body)
+            return _remote_error(response.body)
         return AgentUnavailableError("the agent closed the connection")
 
     def _read_frame(self) -> bytes:
@@ -114,11 +127,17 @@ class AgentClient:
         return data
 
 
-def connect(node_path: str | os.PathLike[str], timeout: float = 5.0, reply_timeout: float = REPLY_TIMEOUT) -> AgentClient:
+def _remote_error(body: Any) -> Exception:
+    from polykey.errors import from_wire
+
+    return from_wire(body)
+
+
+def connect(node_path: str | PathLike[str], timeout: float = 5.0, reply_timeout: float = REPLY_TIMEOUT) -> AgentClient:
     """Connect to the agent of ``node_path``; AgentUnavailableError when none listens."""
-    node = os.fspath(node_path)
+    node = paths.fspath(node_path)
     address = paths.UnixAddress(paths.socket_path(node))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(address.address)
@@ -133,7 +152,7 @@ def connect(node_path: str | os.PathLike[str], timeout: float = 5.0, reply_timeo
     return AgentClient(sock, node, reply_timeout)
 
 
-def call_once(node_path: str | os.PathLike[str], method: str, params: dict[str, Any] | None = None) -> Any:
+def call_once(node_path: str | PathLike[str], method: str, params: dict[str, Any] | None = None) -> Any:
     """Connect, make one request, close."""
     with connect(node_path) as client:
         return client.call(method, params)

@@ -6,28 +6,67 @@
       agent.json        0600  status file: pid, socket, nodeId, state, startedAt
       agent.log         0600  the agent's log (never a secret value)
 
-Plain ``str`` paths and ``os.path``: this module is on the ``pk`` fast path.
+Plain ``str`` paths and the ``posix`` C module: this module is on the ``pk`` fast path, which
+runs without ``site`` and so without ``os`` loaded (``import os`` would cost more than the whole
+request; docs/performance.md "Fast path"). Where ``os`` is loaded already it is used, so a program
+that changed ``os.environ`` is seen.
 """
 
 from __future__ import annotations
 
-import os
+import posix
+import sys
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
+if TYPE_CHECKING:
+    from os import PathLike
 
 SOCKET = "agent.sock"
 LOCK = "agent.lock"
 STATUS = "agent.json"
 LOG = "agent.log"
-KEY_FILE = os.path.join("keys", "node.key")
+KEY_FILE = "keys/node.key"
 
 #: sun_path is 108 bytes on Linux; longer socket paths are reached through /proc/self/fd.
 _SUN_PATH_MAX = 107
 
 
-def node_file(node_path: str | os.PathLike[str], name: str) -> str:
-    return os.path.join(os.fspath(node_path), name)
+def fspath(path: str | PathLike[str]) -> str:
+    """``os.fspath`` for text paths (a ``PathLike`` means its maker already loaded ``os``)."""
+    if isinstance(path, str):
+        return path
+    import os
+
+    return os.fspath(path)
 
 
-def socket_path(node_path: str | os.PathLike[str]) -> str:
+def join(path: str, *names: str) -> str:
+    """``os.path.join`` for ``str`` on POSIX."""
+    for name in names:
+        if name.startswith("/"):
+            path = name
+        elif not path or path.endswith("/"):
+            path += name
+        else:
+            path += "/" + name
+    return path
+
+
+def getenv(name: str) -> str | None:
+    """``os.environ.get(name)``, from ``posix.environ`` while ``os`` is not loaded."""
+    os = sys.modules.get("os")
+    if os is not None:
+        value: str | None = os.environ.get(name)
+        return value
+    raw = posix.environ.get(name.encode())
+    return None if raw is None else raw.decode(sys.getfilesystemencoding(), "surrogateescape")
+
+
+def node_file(node_path: str | PathLike[str], name: str) -> str:
+    return join(fspath(node_path), name)
+
+
+def socket_path(node_path: str | PathLike[str]) -> str:
     return node_file(node_path, SOCKET)
 
 
@@ -41,16 +80,18 @@ class UnixAddress:
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None
-        if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        if len(path.encode(sys.getfilesystemencoding(), "surrogateescape")) <= _SUN_PATH_MAX:
             self.address = path
             return
+        import os
+
         directory, name = os.path.split(os.path.abspath(path))
         self._fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.address = f"/proc/self/fd/{self._fd}/{name}"
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            posix.close(self._fd)
             self._fd = None
 
     def __enter__(self) -> UnixAddress:
@@ -67,13 +108,15 @@ def default_node_path() -> str:
     unset, empty or relative (the XDG Base Directory spec says a relative path is invalid and is
     ignored). macOS: ``~/Library/Application Support/polykey``.
     """
-    env = os.environ.get("PK_NODE_PATH")
+    env = getenv("PK_NODE_PATH")
     if env:
         return env
-    import sys
+    home = getenv("HOME")
+    if not home:
+        import os
 
-    home = os.path.expanduser("~")
+        home = os.path.expanduser("~")
     if sys.platform == "darwin":
-        return os.path.join(home, "Library", "Application Support", "polykey")
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    return os.path.join(xdg if os.path.isabs(xdg) else os.path.join(home, ".local", "share"), "polykey")
+        return join(home, "Library", "Application Support", "polykey")
+    xdg = getenv("XDG_DATA_HOME") or ""
+    return join(xdg if xdg.startswith("/") else join(home, ".local", "share"), "polykey")

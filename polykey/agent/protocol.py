@@ -2,8 +2,11 @@
 
 Bytes in, records out, and back; no sockets, no asyncio, no files. Both the
 agent (keynode) and the clients (``pk``, :class:`polykey.Client`) drive it.
-It imports only the standard library and stays cheap to import: the ``pk``
-fast path loads it on every call.
+It stays cheap to import, because the ``pk`` fast path loads it on every call
+(docs/performance.md "Fast path"): its JSON is :mod:`polykey.agent.strict_json` (the C
+accelerator ``_json``, without the ``json`` package, which pulls in ``re`` and ``enum``), its
+header is ``int.to_bytes`` rather than ``struct``, ``typing`` is for the type checker
+only, and ``polykey.errors`` is loaded only when something is malformed.
 
 Frame (spec section 2): a 4-byte big-endian unsigned length ``N`` then ``N``
 bytes of UTF-8 JSON, one object. ``2 <= N <= MAX_FRAME``.
@@ -12,15 +15,20 @@ bytes of UTF-8 JSON, one object. ``2 <= N <= MAX_FRAME``.
 from __future__ import annotations
 
 import binascii
-import json
-import struct
-from typing import Any
 
 from polykey.agent import strict_json
-from polykey.errors import AgentProtocolError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than this module
+if TYPE_CHECKING:
+    from typing import Any
+
+    from polykey.errors import AgentProtocolError
+else:
+    from polykey.agent import LazyError
+
+    AgentProtocolError = LazyError("AgentProtocolError")
 
 VERSION = 1
-HEADER = struct.Struct(">I")
 #: Largest frame body either side accepts (spec section 2). A secret value travels base64-encoded,
 #: so the largest secret (16 MiB, polykey.vaults.format.MAX_SECRET_BYTES) fits with room to spare.
 MAX_FRAME = 24 * 1024 * 1024
@@ -97,9 +105,28 @@ class Response:
 # -- frames --------------------------------------------------------------------------
 
 
+class _Header:
+    """The 4-byte big-endian frame header (``struct.Struct(">I")``'s ``size``/``pack``/``unpack``)."""
+
+    size = 4
+
+    @staticmethod
+    def pack(n: int) -> bytes:
+        return n.to_bytes(4, "big")
+
+    @staticmethod
+    def unpack(header: bytes) -> tuple[int]:
+        if len(header) != 4:
+            raise AgentProtocolError("a frame header has 4 bytes")
+        return (int.from_bytes(header, "big"),)
+
+
+HEADER = _Header()
+
+
 def encode_frame(obj: dict[str, Any]) -> bytes:
     """Serialise one message as a frame; AgentProtocolError if it exceeds MAX_FRAME."""
-    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    body = strict_json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     if len(body) > MAX_FRAME:
         raise AgentProtocolError(f"message of {len(body)} bytes exceeds the {MAX_FRAME}-byte frame limit")
     return HEADER.pack(len(body)) + body
@@ -163,6 +190,13 @@ def loads_object(body: bytes | bytearray, max_depth: int = MAX_DEPTH) -> dict[st
 
 
 # -- bytes inside JSON (spec section 5) ---------------------------------------------------
+
+
+def _may_hold_bytes(body: bytes | bytearray) -> bool:
+    """False when no object in ``body`` can have the key ``$b``: it appears neither literally nor
+    through a ``\\u`` escape. Walking a big answer (a listing) for bytes objects costs more than
+    parsing it."""
+    return b'"$b"' in body or b"\\u" in body
 
 
 def wrap_bytes(value: Any) -> Any:
@@ -234,7 +268,7 @@ def decode_request(body: bytes | bytearray) -> Request:
     params = obj["params"]
     if not isinstance(params, dict):
         raise AgentProtocolError("params must be an object")
-    return Request(_check_id(obj["id"]), method, unwrap_bytes(params))
+    return Request(_check_id(obj["id"]), method, unwrap_bytes(params) if _may_hold_bytes(body) else params)
 
 
 # -- responses (spec section 4) -----------------------------------------------------------
@@ -264,7 +298,7 @@ def decode_response(body: bytes) -> Response:
         raise AgentProtocolError(f"unknown response kind {_brief(kind)}")
     if request_id is None and kind != "error":
         raise AgentProtocolError("only an error may have a null id")
-    body_value = unwrap_bytes(obj[kind])
+    body_value = unwrap_bytes(obj[kind]) if _may_hold_bytes(body) else obj[kind]
     if kind == "error" and not (
         isinstance(body_value, dict)
         and isinstance(body_value.get("type"), str)

@@ -1,20 +1,23 @@
 """A client session that starts the agent on demand and unlocks it when locked, like gpg-agent.
 
 Used by every ``pk`` command that needs the agent (the click commands and the fast path).
-Standard library only.
+Standard library only, and on the fast path's happy path nothing beyond the client.
 """
 
 from __future__ import annotations
 
-import os
+import posix
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from polykey.agent import client as agent_client
-from polykey.errors import AgentLockedError, AgentUnavailableError
+from polykey.agent import is_error, paths
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from os import PathLike
+    from typing import Any
+
     from polykey.agent.passwords import PasswordSource
 
 #: Waits (seconds, each stretched by up to half at random) before resending a request the agent
@@ -32,14 +35,14 @@ class Session:
 
     def __init__(
         self,
-        node_path: str | os.PathLike[str],
+        node_path: str | PathLike[str],
         password: PasswordSource | None = None,
         *,
         autostart: bool = True,
         daemon_args: Sequence[str] = (),
         on_progress: agent_client.ProgressCallback | None = None,
     ) -> None:
-        self.node_path = os.fspath(node_path)
+        self.node_path = paths.fspath(node_path)
         self._password = password
         self.autostart = autostart
         self.daemon_args = list(daemon_args)
@@ -62,8 +65,8 @@ class Session:
     def _connect(self) -> agent_client.AgentClient:
         try:
             return agent_client.connect(self.node_path)
-        except AgentUnavailableError:
-            if not self.autostart:
+        except Exception as e:
+            if not is_error(e, "AgentUnavailableError") or not self.autostart:
                 raise
         from polykey.agent.spawn import ensure_started, require_node  # only when starting: keep pk fast
 
@@ -78,25 +81,28 @@ class Session:
         while True:
             try:
                 return self._call(method, params, progress)
-            except AgentUnavailableError as e:
+            except Exception as e:
+                if not is_error(e, "AgentUnavailableError"):
+                    raise
                 self.close()  # the connection is gone: a later call connects (or starts the agent) anew
                 # Both replies mean the agent never read the request (spec section 3 "Limits"),
                 # so resending it is safe: at once after an idle connection was closed to make
                 # room, after a bounded backoff while the agent is busy.
-                if e.data.get("idleClosed") is True and not resent_idle:
+                data = e.data  # type: ignore[attr-defined]
+                if data.get("idleClosed") is True and not resent_idle:
                     resent_idle = True
                     continue
-                delay = next(delays, None) if e.data.get("busy") is True else None
+                delay = next(delays, None) if data.get("busy") is True else None
                 if delay is None:
                     raise
-            time.sleep(delay * (1 + os.urandom(1)[0] / 510))
+            time.sleep(delay * (1 + posix.urandom(1)[0] / 510))
 
     def _call(self, method: str, params: dict[str, Any] | None, progress: agent_client.ProgressCallback | None) -> Any:
         c = self.client()
         try:
             return c.call(method, params, progress)
-        except AgentLockedError:
-            if not self.password.available():
+        except Exception as e:
+            if not is_error(e, "AgentLockedError") or not self.password.available():
                 raise
             c.call("agent.unlock", {"password": self.password.get()})
             return c.call(method, params, progress)

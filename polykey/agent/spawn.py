@@ -51,8 +51,14 @@ def password_pipe(password: bytes) -> int:
     return r
 
 
-def start_agent(node_path: str, password: bytes, extra: Sequence[str] = (), timeout: float = START_TIMEOUT) -> dict[str, Any]:
+def start_agent(
+    node_path: str, password: bytes, extra: Sequence[str] = (), timeout: float = START_TIMEOUT,
+    wrap: Sequence[str] = (),
+) -> dict[str, Any]:
     """Start a background agent for ``node_path`` and wait until it serves; returns its status.
+
+    ``wrap`` is a command prefix the daemon runs under (the cluster launcher's
+    ``ip netns exec NAME``); it must exec the daemon with the inherited descriptors.
 
     Raises the daemon's own startup error (WrongPasswordError, AgentRunningError, ...) rebuilt,
     or AgentUnavailableError when it died without saying why.
@@ -65,7 +71,7 @@ def start_agent(node_path: str, password: bytes, extra: Sequence[str] = (), time
     ready_r, ready_w = os.pipe()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        argv = daemon_argv(node_path, ["--password-fd", str(pw_r), "--ready-fd", str(ready_w), *extra])
+        argv = [*wrap, *daemon_argv(node_path, ["--password-fd", str(pw_r), "--ready-fd", str(ready_w), *extra])]
         proc = subprocess.Popen(
             argv,
             pass_fds=(pw_r, ready_w),

@@ -1,9 +1,8 @@
 """The ``pk`` command.
 
-:func:`main` is the console-script entry point. It must stay cheap to import:
-the hot machine commands are dispatched without click (see the agent issue);
-everything else, ``--help`` included, goes to the click application in
-:mod:`polykey.cli.app`.
+:func:`main` is the entry point (the installed ``pk`` script, see ``scripts/pk``). It must stay
+cheap to import: the everyday commands are dispatched without click (:mod:`polykey.cli.fast`);
+everything else, ``--help`` included, goes to the click application in :mod:`polykey.cli.app`.
 """
 
 from __future__ import annotations
@@ -18,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     code = dispatch(args)
     if code is not None:
         return code
+    if sys.flags.no_site and "site" not in sys.modules:
+        # Started by the installed script without `site` (scripts/pk): the click application and
+        # its dependencies want the full environment (.pth files and all), as any program has.
+        import site
+
+        site.main()
     from polykey.cli.app import run
 
     return run(args)

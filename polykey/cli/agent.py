@@ -12,7 +12,8 @@ import click
 from polykey.agent import spawn
 from polykey.agent.passwords import PasswordSource
 from polykey.agent.session import Session
-from polykey.cli.common import Settings, common_options, emit, settings
+from polykey.cli import hot
+from polykey.cli.common import Settings, common_options, emit, hot_options, settings
 from polykey.errors import AgentRunningError, AgentUnavailableError
 from polykey.wire.records import parse_seed
 
@@ -23,42 +24,9 @@ def password_source(s: Settings) -> PasswordSource:
     return PasswordSource(str(s.password_file) if s.password_file is not None else None)
 
 
-def _show_progress(progress: Any) -> None:
-    """Long operations report ``{"elapsed": s}`` about once a second: show it on a terminal."""
-    if isinstance(progress, dict) and isinstance(progress.get("elapsed"), (int, float)):
-        sys.stderr.write(f"pk: still working ({progress['elapsed']:.0f} s)\n")
-        sys.stderr.flush()
-
-
 def session(s: Settings, *, autostart: bool = True) -> Session:
     """A session with the agent of the current node, started on demand (the vault commands use this)."""
-    shown = _show_progress if sys.stderr.isatty() else None
-    return Session(s.node_path, password_source(s), autostart=autostart, on_progress=shown)
-
-
-def _describe(status: dict[str, Any]) -> str:
-    lines = [
-        f"Agent: {status.get('state')}",
-        f"NodeId: {status.get('nodeId')}",
-        f"PID: {status.get('pid')}",
-        f"Socket: {status.get('socket')}",
-    ]
-    if "uptime" in status:
-        lines.append(f"Uptime: {status['uptime']:.0f} s")
-    peer = status.get("peer")
-    if isinstance(peer, dict) and "error" in peer:
-        lines.append(f"Peer listener: not running ({peer['error']})")
-    elif isinstance(peer, dict):
-        host = str(peer.get("host"))
-        shown = f"[{host}]" if ":" in host else host
-        lines.append(f"Peer listener: {shown}:{peer.get('port')} (TCP and UDP)")
-    elif "peer" in status:
-        lines.append("Peer listener: stopped while locked")
-    if status.get("idleLock"):
-        lines.append(f"Idle lock: {status['idleLock']:g} s")
-    if "openVaults" in status:
-        lines.append("Open vaults: " + (", ".join(status["openVaults"]) or "(none)"))
-    return "\n".join(lines)
+    return hot_options(s).session(autostart=autostart)
 
 
 def _running(s: Settings) -> Session:
@@ -68,12 +36,7 @@ def _running(s: Settings) -> Session:
 
 
 def _running_status(s: Settings) -> dict[str, Any] | None:
-    try:
-        with _running(s) as c:
-            status = c.call("agent.status")
-    except AgentUnavailableError:
-        return None
-    return status if isinstance(status, dict) else {}
+    return hot.running_status(hot_options(s))
 
 
 @click.group()
@@ -127,7 +90,7 @@ def agent_start(foreground: bool, idle_lock: float | None, host: str | None, por
         emit(s, f"An agent is already running (pid {current.get('pid')}).{note}", {**current, "started": False})
         return
     status = spawn.start_agent(str(s.node_path), password_source(s).get(), extra)
-    emit(s, f"Agent started (pid {status.get('pid')}).\n" + _describe(status), {**status, "started": True})
+    emit(s, f"Agent started (pid {status.get('pid')}).\n" + hot.describe_status(status), {**status, "started": True})
 
 
 @agent.command("stop")
@@ -177,12 +140,7 @@ def _alive(pid: int) -> bool:
 @common_options
 def agent_status() -> None:
     """Show whether the agent runs, its state (locked/unlocked), NodeId, uptime and open vaults."""
-    s = settings()
-    status = _running_status(s)
-    if status is None:
-        emit(s, "Agent: not running", {"state": "stopped"})
-        return
-    emit(s, _describe(status), status)
+    hot.agent_status(hot_options(settings()))
 
 
 @agent.command("lock")

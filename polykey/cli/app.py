@@ -8,6 +8,7 @@ from polykey import __version__
 from polykey.cli.common import common_options
 from polykey.cli.errors import run_guarded
 from polykey.cli.agent import agent
+from polykey.cli.cluster import cluster
 from polykey.cli.automation import inject_command, run_command, secrets_env
 from polykey.cli.keys import bootstrap, keys
 from polykey.cli.nodes import nodes
@@ -40,6 +41,7 @@ cli.add_command(run_command)
 cli.add_command(inject_command)
 cli.add_command(agent)
 cli.add_command(nodes)
+cli.add_command(cluster)
 
 
 def run(args: list[str]) -> int:

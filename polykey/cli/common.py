@@ -9,7 +9,6 @@ A password is never taken from argv.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,8 +136,6 @@ def node_password(s: Settings, *, confirm: bool = False, prompt: str = "Node pas
 
 
 def emit(s: Settings, human: str, data: Any) -> None:
-    """Print ``data`` as one JSON document with --format json, else ``human``."""
-    if s.json:
-        click.echo(json.dumps(data, sort_keys=True))
-    elif human:
-        click.echo(human)
+    """Print ``data`` as one JSON document with --format json, else ``human`` (the one way every
+    command prints, shared with the fast path)."""
+    hot.emit(hot_options(s), human, data)

@@ -4,15 +4,17 @@ Both routes into ``pk`` use :func:`run_guarded`: the click application and the
 click-free fast path for the hot machine commands (``polykey.cli.fast``). Click is
 therefore never imported here: its exceptions can only exist once the click app
 has imported it, so they are looked up in ``sys.modules`` when an error happens.
+The error table (:mod:`polykey.errors`) is imported only when an error happens too:
+the fast path's happy path never needs it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
 
-from polykey.errors import EX_SOFTWARE, EX_USAGE, PolykeyError
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 EXIT_INTERRUPTED = 130
 
@@ -27,6 +29,8 @@ def _click_exit_code(e: BaseException) -> int | None:
     click = sys.modules.get("click")
     if click is None:
         return None
+    from polykey.errors import EX_USAGE
+
     if isinstance(e, click.exceptions.Exit):
         return int(e.exit_code)
     if isinstance(e, click.exceptions.Abort):
@@ -46,24 +50,28 @@ def run_guarded(invoke: Callable[[], object]) -> int:
     outcome to an exit code."""
     try:
         result = invoke()
-    except PolykeyError as e:
-        _say(e.message)
-        return e.exit_code
     except KeyboardInterrupt:
         _say("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # Reader went away (e.g. `pk ... | head`): not an error worth a traceback.
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - silence the flush at exit
         except OSError:
             pass
         return 0
     except Exception as e:  # noqa: BLE001 - last line of defence, never a traceback with data
+        from polykey.errors import EX_SOFTWARE, PolykeyError
+
+        if isinstance(e, PolykeyError):
+            _say(e.message)
+            return e.exit_code
         code = _click_exit_code(e)
         if code is not None:
             return code
-        if os.environ.get("PK_DEBUG"):
+        from polykey.agent.paths import getenv
+
+        if getenv("PK_DEBUG"):
             raise
         _say(f"internal error ({type(e).__name__}); rerun with PK_DEBUG=1 for details")
         return EX_SOFTWARE

@@ -1,28 +1,32 @@
-"""The hot machine commands, without click: ``pk secrets get`` and ``pk secrets env``.
+"""The everyday commands' work, without click: ``secrets get|set|ls|rm``, ``vaults list``, ``agent status``.
 
-Both routes into ``pk`` run these same functions: the click commands
-(``polykey.cli.secrets``, ``polykey.cli.automation``) after click parsed the
-arguments, and the fast dispatcher (``polykey.cli.fast``) which parses them
-itself and never imports click. Only the standard library and ``polykey.agent``
-are imported here (docs/performance.md "Fast path").
+Both routes into ``pk`` run these same functions: the click commands after click parsed the
+arguments, and the fast dispatcher (:mod:`polykey.cli.fast`), which parses them itself and never
+imports click. So both print the same bytes and fail with the same messages and exit codes
+(``secrets env``, ``run`` and ``inject`` live in :mod:`polykey.cli.hot_env`).
+
+Only C modules of the standard library and the light agent client are imported here; errors come
+from :mod:`polykey.errors`, imported only when one is raised (docs/performance.md "Fast path").
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import sys
-from typing import Any
 
-from polykey.agent.paths import default_node_path
+from polykey.agent import LazyError, is_error, paths
+from polykey.agent.strict_json import dumps
 from polykey.agent.session import Session
-from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError, PolykeyError, VaultError
 
-ENV_FORMATS = ("unix", "json", "dotenv")
-ENV_INVALID = ("error", "warn", "ignore")
-ENV_DUPLICATE = ("keep", "overwrite", "warn", "error")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
+if TYPE_CHECKING:
+    from typing import Any
+
+    from polykey.errors import InvalidInputError
+else:
+    InvalidInputError = LazyError("InvalidInputError")
+
+#: polykey.vaults.format.MAX_SECRET_BYTES (that module loads the crypto libraries; a test pins both).
+MAX_SECRET_BYTES = 16 * 1024 * 1024
 
 
 def as_path_text(text: str) -> str:
@@ -35,15 +39,22 @@ def as_path_text(text: str) -> str:
     return (lead + "/".join(parts)) or "."
 
 
+def show_progress(progress: Any) -> None:
+    """Long operations report ``{"elapsed": s}`` about once a second: shown on a terminal."""
+    if isinstance(progress, dict) and isinstance(progress.get("elapsed"), (int, float)):
+        sys.stderr.write(f"pk: still working ({progress['elapsed']:.0f} s)\n")
+        sys.stderr.flush()
+
+
 class Options:
     """The common options (docs/cli.md): node path, password file, output format."""
 
     __slots__ = ("node_path", "password_file", "format")
 
     def __init__(self, node_path: str | None, password_file: str | None, fmt: str | None) -> None:
-        self.node_path = as_path_text(str(node_path) if node_path else default_node_path())
+        self.node_path = as_path_text(str(node_path) if node_path else paths.default_node_path())
         self.password_file = as_path_text(str(password_file)) if password_file is not None else None
-        fmt = fmt or os.environ.get("PK_FORMAT") or "human"
+        fmt = fmt or paths.getenv("PK_FORMAT") or "human"
         if fmt not in ("human", "json"):
             raise InvalidInputError("PK_FORMAT must be 'human' or 'json'")
         self.format = fmt
@@ -52,12 +63,14 @@ class Options:
     def json(self) -> bool:
         return self.format == "json"
 
-    def session(self) -> Session:
-        if self.password_file is None:
-            return Session(self.node_path)  # the password source is built only if needed
+    def session(self, *, autostart: bool = True) -> Session:
+        """A session with the node's agent, started on demand (progress shown on a terminal)."""
+        shown = show_progress if sys.stderr.isatty() else None
+        if self.password_file is None:  # the password source is built only if needed
+            return Session(self.node_path, autostart=autostart, on_progress=shown)
         from polykey.agent.passwords import PasswordSource
 
-        return Session(self.node_path, PasswordSource(self.password_file))
+        return Session(self.node_path, PasswordSource(self.password_file), autostart=autostart, on_progress=shown)
 
 
 def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:
@@ -72,9 +85,21 @@ def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:
     return vault, path
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+# -- output --------------------------------------------------------------------------
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(dumps(data, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def emit(opts: Options, human: str, data: Any) -> None:
+    """Print ``data`` as one JSON document with --format json, else ``human`` (nothing if empty)."""
+    if opts.json:
+        print_json(data)
+    elif human:
+        sys.stdout.write(human + "\n")
+        sys.stdout.flush()
 
 
 def value_json(value: bytes) -> dict[str, str]:
@@ -96,7 +121,7 @@ def write_value(value: bytes) -> None:
     out.flush()
 
 
-# -- pk secrets get ----------------------------------------------------------------------
+# -- pk secrets get / set -------------------------------------------------------------
 
 
 def secrets_get(opts: Options, target: str, commit: str | None) -> None:
@@ -109,12 +134,48 @@ def secrets_get(opts: Options, target: str, commit: str | None) -> None:
     if not isinstance(value, bytes):
         raise InvalidInputError("the agent answered secrets.get without a value")
     if opts.json:
-        _print_json({"path": path.strip("/"), **value_json(value)})
+        print_json({"path": path.strip("/"), **value_json(value)})
     else:
         write_value(value)
 
 
-# -- pk vaults list, pk secrets ls ----------------------------------------------------
+def read_limited(stream: Any, what: str) -> bytes:
+    data: bytes = stream.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise InvalidInputError(f"{what} is larger than the {MAX_SECRET_BYTES}-byte limit for a secret")
+    return data
+
+
+def read_value(from_file: str | None) -> bytes:
+    """The new secret value: --from-file, else a hidden prompt on a terminal, else all of stdin."""
+    if from_file is not None:
+        try:
+            with open(from_file, "rb") as f:
+                return read_limited(f, f"file {from_file}")
+        except OSError as e:
+            raise InvalidInputError(f"cannot read {from_file}: {e.strerror}") from None
+    if sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise InvalidInputError("no value: standard input is closed; pipe the value in or use --from-file")
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Secret value: ")
+        if getpass.getpass("Repeat to confirm: ") != first:
+            raise InvalidInputError("the two values do not match")
+        return first.encode("utf-8")
+    return read_limited(sys.stdin.buffer, "standard input")
+
+
+def secrets_set(opts: Options, target: str, from_file: str | None) -> None:
+    vault, path = split_secret_path(target)
+    value = read_value(from_file)
+    with opts.session() as s:
+        out = s.call("secrets.set", {"vault": vault, "path": path, "value": value})
+    verb = "Created" if out["created"] else "Updated"
+    emit(opts, f"{verb} {vault}:{out['path']} ({len(value)} bytes).", out)
+
+
+# -- pk secrets ls / rm ---------------------------------------------------------------
 
 
 def _hint(message: str) -> None:
@@ -127,7 +188,7 @@ def show_vaults(opts: Options, rows: list[dict[str, Any]]) -> None:
     """``pk vaults list`` (and ``pk secrets ls`` without a vault): name, VaultId, role, and
     ``DAMAGED: reason`` after a vault whose repository cannot be read."""
     if opts.json:
-        _print_json(rows)
+        print_json(rows)
     elif not rows:
         _hint("No vaults yet: pk vaults create NAME")
     else:
@@ -142,7 +203,7 @@ def show_vaults(opts: Options, rows: list[dict[str, Any]]) -> None:
 def show_secrets(opts: Options, vault: str, path: str, commit: str | None, rows: list[dict[str, Any]]) -> None:
     """``pk secrets ls VAULT[:DIR]``: entries relative to DIR, directories ending with '/'."""
     if opts.json:
-        _print_json(rows)
+        print_json(rows)
         return
     base = path.strip("/")
     if not rows:
@@ -152,185 +213,102 @@ def show_secrets(opts: Options, vault: str, path: str, commit: str | None, rows:
         else:
             _hint(f"{where} is empty: add a secret with pk secrets set {vault}:{base + '/' if base else ''}NAME")
         return
-
-    def shown(r: dict[str, Any]) -> str:
-        full = str(r["path"])
-        name = full[len(base) + 1 :] if base and full.startswith(base + "/") else full
-        return name + ("/" if r["type"] == "dir" else "")
-
-    sys.stdout.write("".join(shown(r) + "\n" for r in rows))
+    cut = len(base) + 1 if base else 0
+    prefix = base + "/"
+    sys.stdout.write("".join(
+        (r["path"][cut:] if cut and r["path"].startswith(prefix) else r["path"]) + ("/" if r["type"] == "dir" else "")
+        + "\n" for r in rows))
     sys.stdout.flush()
 
 
-# -- pk secrets env --------------------------------------------------------------------
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write(f"pk: warning: {message}\n")
-    sys.stderr.flush()
-
-
-def parse_env_target(text: str) -> tuple[str, str, str | None]:
-    """``vault:path[=NAME]`` or ``vault[:dir]`` -> ``(vault, path, NAME or None)``."""
-    spec, name = text, None
-    if "=" in text:
-        spec, _, name = text.rpartition("=")
-        if not name:
-            raise InvalidInputError(f"{text!r}: the variable name after '=' is empty")
-    vault, path = split_secret_path(spec, need_path=False)
-    return vault, path, name
-
-
-def collect_env(
-    opts: Options, targets: list[str], invalid: str = "error", duplicate: str = "overwrite"
-) -> dict[str, bytes]:
-    """The variables ``targets`` name, resolved through the agent, after the name policies."""
-    if not targets:
-        raise InvalidInputError("name at least one VAULT:PATH[=NAME] or VAULT[:DIR]")
-    parsed = [parse_env_target(t) for t in targets]
-    with opts.session() as s:
-        try:
-            resolved = s.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p, _ in parsed]})
-        except PolykeyError as e:
-            # The agent says which ref failed (data "ref"); with one target it can only be that one.
-            at = e.data.get("ref", 0 if len(parsed) == 1 and isinstance(e, VaultError) else None)
-            if isinstance(at, int) and not isinstance(at, bool) and 0 <= at < len(parsed):
-                vault, path, _ = parsed[at]
-                raise e.within(f"{vault}:{path}" if path else vault) from None
-            raise
-    env: dict[str, bytes] = {}
-    for (vault, path, name), ref in zip(parsed, resolved):
-        items: list[dict[str, Any]] = ref["secrets"]
-        if name is not None and not (len(items) == 1 and items[0]["path"].strip("/") == path.strip("/")):
-            raise InvalidInputError(f"{vault}:{path} is a directory; '=NAME' names a single secret")
-        for item in items:
-            var = name if name is not None else item["path"].rstrip("/").rsplit("/", 1)[-1]
-            where = f"{vault}:{item['path']}"
-            if not _ENV_NAME.fullmatch(var):
-                message = f"{where}: {var!r} is not a valid environment variable name (rename it with =NAME)"
-                if invalid == "error":
-                    raise EnvNameError(message, name=var)
-                if invalid == "warn":
-                    _warn(message + "; skipped")
-                continue
-            if var in env:
-                message = f"{where}: {var} is set more than once"
-                if duplicate == "error":
-                    raise EnvNameError(message, name=var)
-                if duplicate == "keep":
-                    continue
-                if duplicate == "warn":
-                    _warn(message + "; the last one wins")
-            env[var] = item["value"]
-    return env
-
-
-def _sh_quote(value: str) -> str:
-    return "'" + value.replace("'", "'\\''") + "'"
-
-
-#: Why a value has no dotenv form (docs/automation.md "Output formats"); never names the value.
-DOTENV_UNSAFE = (
-    "this value cannot be written as dotenv that both sh and python-dotenv read back exactly (it holds "
-    "a carriage return or '${', ends in a backslash, or holds a single quote or two backslashes in a row "
-    "together with a '$', a backtick, or a backslash or double quote right after a non-ASCII character); "
-    "use --env-format unix or json, or run the command after --"
-)
-#: A ``\\`` or ``"`` right after a non-ASCII character: in double quotes its escaping backslash
-#: would follow a byte >= 0x80, which bash in a Big5, GBK, GB18030 or Shift_JIS locale reads as the
-#: lead byte of a two-byte character whose second byte is that backslash, so the next ``"``
-#: would end the string and the rest of the value would run as commands.
-_ESCAPE_AFTER_NON_ASCII = re.compile(r'[^\x00-\x7f][\\"]')
-
-
-def _dotenv_quote(name: str, value: str) -> str:
-    """A dotenv value that ``sh`` (``set -a; . FILE``) and python-dotenv both read back as ``value``.
-
-    Single quotes when they can carry it: literal in sh; python-dotenv reads them literally too
-    except ``\\\\`` and ``\\'`` (and expands ``${NAME}``). Otherwise double quotes with ``\\`` and
-    ``"`` escaped, which both read the same way, if there is no ``$`` or backtick (sh expands them
-    there, python-dotenv would keep a backslash before them). A carriage return does not survive
-    python-dotenv's universal-newline file reading, and a final backslash would escape the closing
-    quote for older python-dotenv releases. Every backslash written follows an ASCII byte, which
-    no legacy multibyte charset takes as the start of a character (see _ESCAPE_AFTER_NON_ASCII).
-    Anything else is an error, never an unsafe line.
-    """
-    if "\r" not in value and "${" not in value and not value.endswith("\\"):
-        if "'" not in value and "\\\\" not in value:
-            return "'" + value + "'"
-        if "$" not in value and "`" not in value and not _ESCAPE_AFTER_NON_ASCII.search(value):
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    raise InvalidInputError(f"{name}: {DOTENV_UNSAFE}")
-
-
-def _text_values(env: dict[str, bytes]) -> dict[str, str]:
-    out = {}
-    for name, value in env.items():
-        try:
-            out[name] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInputError(f"{name}: the value is not UTF-8 text and cannot be printed; run a command with it instead") from None
-    return out
-
-
-def format_env(env: dict[str, bytes], env_format: str) -> str:
-    if env_format == "json":
-        return json.dumps(_text_values(env)) + "\n"
-    for name, value in env.items():
-        if b"\0" in value:
-            raise InvalidInputError(f"{name}: the value contains a NUL byte and cannot be an environment variable")
-    text = _text_values(env)
-    if env_format == "dotenv":
-        return "".join(f"{k}={_dotenv_quote(k, v)}\n" for k, v in text.items())
-    return "".join(f"export {k}={_sh_quote(v)}\n" for k, v in text.items())
-
-
-def exec_with_env(command: list[str], env: dict[str, bytes]) -> None:
-    """Replace this process by ``command`` with ``env`` added: the exit code and signals are the command's.
-
-    The node password (``PK_PASSWORD``) is not passed on: the command gets the secrets it was
-    given, not the key to every secret of the node.
-    """
-    if not command:
-        raise InvalidInputError("no command given after --")
-    merged = dict(os.environb)
-    merged.pop(b"PK_PASSWORD", None)
-    for name, value in env.items():
-        if b"\0" in value:
-            raise InvalidInputError(f"{name}: the value contains a NUL byte and cannot be an environment variable")
-        merged[name.encode("utf-8")] = value
-    sys.stdout.flush()
-    sys.stderr.flush()
-    import signal
-
-    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give
-    # the command the defaults a shell would (as subprocess's restore_signals does), so that
-    # e.g. `yes | head -1` in it ends quietly by SIGPIPE.
-    for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
-    try:
-        os.execvpe(command[0], command, merged)
-    except FileNotFoundError:
-        raise CommandNotFoundError(f"command not found: {command[0]}") from None
-    except PermissionError:
-        raise CommandNotFoundError(f"command not executable: {command[0]}") from None
-    except OSError as e:
-        raise CommandNotFoundError(f"cannot run {command[0]}: {e.strerror}") from None
-
-
-def secrets_env(
-    opts: Options,
-    targets: list[str],
-    command: list[str] | None,
-    env_format: str | None = None,
-    invalid: str = "error",
-    duplicate: str = "overwrite",
-) -> None:
-    env = collect_env(opts, targets, invalid, duplicate)
-    if command is not None:
-        exec_with_env(command, env)
+def secrets_ls(opts: Options, target: str | None, recursive: bool, commit: str | None) -> None:
+    """``pk secrets ls [VAULT[:DIR]]``; without VAULT, the vaults (as ``pk vaults list``)."""
+    if target is None:
+        if recursive or commit is not None:
+            raise InvalidInputError("-r and --commit need a VAULT[:DIR] to list")
+        vaults_list(opts)
         return
-    chosen = env_format or ("json" if opts.json else "unix")
-    sys.stdout.write(format_env(env, chosen))
-    sys.stdout.flush()
+    vault, path = split_secret_path(target, need_path=False)
+    with opts.session() as s:
+        rows = s.call("secrets.list", {"vault": vault, "path": path, "recursive": recursive, "commit": commit})
+    show_secrets(opts, vault, path, commit, rows)
+
+
+def secrets_rm(opts: Options, targets: list[str], recursive: bool, yes: bool = False) -> None:
+    """One commit per path; nothing is removed if a path does not exist (like ``git rm``). With -r
+    it asks first on a terminal; without one, ``yes`` is required (polykey.cli.confirm)."""
+    parsed = [split_secret_path(t) for t in targets]
+    confirmation = None
+    if recursive:  # the confirmation rules load the error table: only for -r
+        from polykey.cli import confirm
+
+        confirmation = confirm.RemoveConfirmation(targets, recursive, yes)
+    asks = confirmation is not None and confirmation.needed
+    results = []
+    with opts.session() as s:
+        for vault, path in parsed if len(parsed) > 1 or asks else []:  # a typo removes nothing
+            s.call("secrets.list", {"vault": vault, "path": path})  # (and asks nothing)
+        if confirmation is not None:
+            confirmation.ask()
+        for vault, path in parsed:
+            out = s.call("secrets.remove", {"vault": vault, "path": path, "recursive": recursive})
+            results.append({"vault": vault, "path": path.strip("/"), **out})
+    total = sum(r["removed"] for r in results)
+    # One JSON shape for any number of paths: the totals, the last commit, and each path's result.
+    data = {"removed": total, "commit": results[-1]["commit"], "results": results}
+    emit(opts, f"Removed {total} secret{'s' if total != 1 else ''}.", data)
+
+
+# -- pk vaults list / pk agent status -----------------------------------------------------
+
+
+def vaults_list(opts: Options) -> None:
+    with opts.session() as s:
+        rows = s.call("vaults.list")
+    show_vaults(opts, rows)
+
+
+def running_status(opts: Options) -> dict[str, Any] | None:
+    """The running agent's status, or None when none runs (never starts one; a busy agent is
+    retried, as every client does: docs/spec/agent-protocol.md section 3 "Limits")."""
+    try:
+        with opts.session(autostart=False) as c:
+            status = c.call("agent.status")
+    except Exception as e:
+        if not is_error(e, "AgentUnavailableError"):
+            raise
+        return None
+    return status if isinstance(status, dict) else {}
+
+
+def describe_status(status: dict[str, Any]) -> str:
+    lines = [
+        f"Agent: {status.get('state')}",
+        f"NodeId: {status.get('nodeId')}",
+        f"PID: {status.get('pid')}",
+        f"Socket: {status.get('socket')}",
+    ]
+    if "uptime" in status:
+        lines.append(f"Uptime: {status['uptime']:.0f} s")
+    peer = status.get("peer")
+    if isinstance(peer, dict) and "error" in peer:
+        lines.append(f"Peer listener: not running ({peer['error']})")
+    elif isinstance(peer, dict):
+        host = str(peer.get("host"))
+        shown = f"[{host}]" if ":" in host else host
+        lines.append(f"Peer listener: {shown}:{peer.get('port')} (TCP and UDP)")
+    elif "peer" in status:
+        lines.append("Peer listener: stopped while locked")
+    if status.get("idleLock"):
+        lines.append(f"Idle lock: {status['idleLock']:g} s")
+    if "openVaults" in status:
+        lines.append("Open vaults: " + (", ".join(status["openVaults"]) or "(none)"))
+    return "\n".join(lines)
+
+
+def agent_status(opts: Options) -> None:
+    status = running_status(opts)
+    if status is None:
+        emit(opts, "Agent: not running", {"state": "stopped"})
+        return
+    emit(opts, describe_status(status), status)

@@ -10,6 +10,7 @@ import click
 from polykey import fsutil
 from polykey.agent.passwords import check_new_password
 from polykey.cli import confirm
+from polykey.crypto import memory
 from polykey.cli.common import (
     Settings,
     common_options,
@@ -49,6 +50,27 @@ def _write_recovery_code(path: Path, words: list[str]) -> None:
         raise InvalidInputError(f"{path} already exists; refusing to overwrite a recovery code file") from None
     except OSError as e:
         raise InvalidInputError(f"cannot write the recovery code to {path}: {e.strerror}") from None
+
+
+def _check_index_opens(node_path: Path, pair: KeyPair) -> None:
+    """NodeExistsError unless the vault name index at ``node_path`` (if any) opens with ``pair``'s key:
+    words of another node must not be written beside this node's vaults."""
+    from polykey.errors import VaultIndexError
+    from polykey.vaults import index
+
+    path = node_path / "vaults" / "index"
+    if not path.exists():
+        return
+    key = index.index_key(pair.seed)
+    try:
+        index.decode(key, fsutil.read_limited(path, index.MAX_INDEX_BYTES))
+    except (VaultIndexError, ValueError):
+        raise NodeExistsError(
+            f"the recovery code is for node {pair.node_id}, but the vaults at {node_path} are not its own; "
+            "recover into another --node-path"
+        ) from None
+    finally:
+        memory.wipe(key)
 
 
 def _stop_agent_of(s: Settings) -> None:
@@ -223,9 +245,13 @@ def keys_recover(recovery_code_file: Path | None, fresh: bool, yes: bool, allow_
     s = settings()
     limits = kdf_limits(kdf_profile)
     exists = s.node.exists()
+    # A node whose key file was lost: its vaults are still there, wrapped to the recovered key.
+    keyless = not exists and (s.node_path / "vaults").is_dir()
     if exists and not fresh:
         raise NodeExistsError(f"a node already exists at {s.node_path} (use --fresh to give it a new key file)")
-    if not exists:
+    if keyless and not fresh:
+        raise NodeExistsError(f"{s.node_path} holds a node whose key file is missing (use --fresh to write it anew)")
+    if not exists and not keyless:
         s.node.check_creatable()
     if recovery_code_file is not None:
         raw = read_secret_file(recovery_code_file, "recovery code file")
@@ -234,7 +260,9 @@ def keys_recover(recovery_code_file: Path | None, fresh: bool, yes: bool, allow_
         text = prompt_password("Recovery code: ", confirm=False).decode("utf-8")
     words = recovery.parse_code(text)
     pair = KeyPair.from_seed(recovery.code_to_ed25519_seed(words))
-    if exists:
+    if keyless:
+        _check_index_opens(s.node_path, pair)
+    if exists or keyless:
         s.node.check_own_key(pair)
         confirm.confirm(
             yes,
@@ -244,12 +272,12 @@ def keys_recover(recovery_code_file: Path | None, fresh: bool, yes: bool, allow_
         )
     password = check_new_password(node_password(s, confirm=True, prompt="New node password: "),
                                   allow_weak=allow_weak_password)
-    if exists:
+    if exists or keyless:
         s.node.rekey(pair, password, limits)
     else:
         s.node.create(pair, password, limits)
     emit(
         s,
         f"Node recovered at {s.node_path}\nNodeId: {pair.node_id}",
-        {"nodeId": str(pair.node_id), "nodePath": str(s.node_path), "keptExisting": exists},
+        {"nodeId": str(pair.node_id), "nodePath": str(s.node_path), "keptExisting": exists or keyless},
     )

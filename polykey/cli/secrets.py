@@ -8,7 +8,6 @@ stdout is a terminal). ``edit`` uses a file in a fresh 0700 directory on tmpfs
 
 from __future__ import annotations
 
-import base64
 import copy
 import getpass
 import os
@@ -30,48 +29,8 @@ from polykey.cli.common import common_options, emit, hot_options, settings
 from polykey.cli.hot import split_secret_path
 from polykey.cli.vaults import backend, short, utf8, when
 from polykey.errors import InvalidInputError, SecretNotFoundError
-from polykey.vaults.format import MAX_SECRET_BYTES
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH
 
-
-def _read_limited(stream: object, what: str) -> bytes:
-    data: bytes = stream.read(MAX_SECRET_BYTES + 1)  # type: ignore[attr-defined]
-    if len(data) > MAX_SECRET_BYTES:
-        raise InvalidInputError(f"{what} is larger than the {MAX_SECRET_BYTES}-byte limit for a secret")
-    return data
-
-
-def read_value(from_file: Path | None) -> bytes:
-    """The new secret value: --from-file, else a hidden prompt on a terminal, else all of stdin."""
-    if from_file is not None:
-        try:
-            with open(from_file, "rb") as f:
-                return _read_limited(f, f"file {from_file}")
-        except OSError as e:
-            raise InvalidInputError(f"cannot read {from_file}: {e.strerror}") from None
-    if sys.stdin is None:  # started with stdin closed (`<&-`)
-        raise InvalidInputError("no value: standard input is closed; pipe the value in or use --from-file")
-    if sys.stdin.isatty():
-        first = getpass.getpass("Secret value: ")
-        if getpass.getpass("Repeat to confirm: ") != first:
-            raise InvalidInputError("the two values do not match")
-        return first.encode("utf-8")
-    return _read_limited(sys.stdin.buffer, "standard input")
-
-
-def write_value(value: bytes) -> None:
-    out = sys.stdout.buffer
-    out.write(value)
-    if sys.stdout.isatty():
-        out.write(b"\n")
-    out.flush()
-
-
-def value_json(value: bytes) -> dict[str, str]:
-    try:
-        return {"value": value.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"valueBase64": base64.b64encode(value).decode("ascii")}
 
 
 @click.group()
@@ -92,13 +51,7 @@ def secrets_set(target: str, from_file: Path | None) -> None:
     `printf` does not), or asked twice without echo when standard input is a terminal, or the bytes
     of --from-file. Never an argument. At most 16 MiB.
     """
-    s = settings()
-    vault, path = split_secret_path(target)
-    value = read_value(from_file)
-    with backend(s) as b:
-        out = b.set_secret(vault, path, value)
-    verb = "Created" if out["created"] else "Updated"
-    emit(s, f"{verb} {vault}:{out['path']} ({len(value)} bytes).", out)
+    hot.secrets_set(hot_options(settings()), target, str(from_file) if from_file is not None else None)
 
 
 @click.command("get")
@@ -107,9 +60,7 @@ def secrets_set(target: str, from_file: Path | None) -> None:
 @common_options
 def secrets_get(target: str, commit: str | None) -> None:
     """Print a secret's raw value (a newline is added only on a terminal)."""
-    s = settings()
-    # The same code as the click-free fast path (polykey.cli.fast), so both routes agree.
-    hot.secrets_get(hot_options(s), target, commit)
+    hot.secrets_get(hot_options(settings()), target, commit)
 
 
 def _alias(command: click.Command, of: str) -> click.Command:
@@ -135,17 +86,7 @@ def secrets_ls(target: str | None, recursive: bool, commit: str | None) -> None:
 
     Without VAULT, list the vaults (as `pk vaults list` does).
     """
-    s = settings()
-    if target is None:
-        if recursive or commit is not None:
-            raise InvalidInputError("-r and --commit need a VAULT[:DIR] to list")
-        with backend(s) as b:
-            hot.show_vaults(hot_options(s), b.list_vaults())
-        return
-    vault, path = split_secret_path(target, need_path=False)
-    with backend(s) as b:
-        rows = b.list_secrets(vault, path, recursive, commit)
-    hot.show_secrets(hot_options(s), vault, path, commit, rows)
+    hot.secrets_ls(hot_options(settings()), target, recursive, commit)
 
 
 @secrets.command("rm")
@@ -156,22 +97,7 @@ def secrets_ls(target: str | None, recursive: bool, commit: str | None) -> None:
 def secrets_rm(targets: tuple[str, ...], recursive: bool, yes: bool) -> None:
     """Remove secrets (and directories with -r). One commit per path; nothing is removed if a
     path does not exist. With -r it asks first on a terminal; without one, --yes is required."""
-    from polykey.cli import confirm
-
-    s = settings()
-    parsed = [split_secret_path(t) for t in targets]
-    confirmation = confirm.RemoveConfirmation(targets, recursive, yes)
-    results = []
-    with backend(s) as b:
-        for vault, path in parsed if len(parsed) > 1 or confirmation.needed else []:  # like `git rm`:
-            b.list_secrets(vault, path)  # a typo removes nothing (and asks nothing)
-        confirmation.ask()
-        for vault, path in parsed:
-            results.append({"vault": vault, "path": path.strip("/"), **b.remove(vault, path, recursive)})
-    total = sum(r["removed"] for r in results)
-    # One JSON shape for any number of paths: the totals, the last commit, and each path's result.
-    data = {"removed": total, "commit": results[-1]["commit"], "results": results}
-    emit(s, f"Removed {total} secret{'s' if total != 1 else ''}.", data)
+    hot.secrets_rm(hot_options(settings()), list(targets), recursive, yes)
 
 
 def _same_vault(src: str, dst: str) -> tuple[str, str, str]:
@@ -305,7 +231,7 @@ def secrets_generate(target: str, length: int, charset: str, reveal: bool, force
                             f"Replace the existing secret {target} with a random one?", flag="--force")
             out = b.generate(vault, path, length, charset, reveal, True)
     if reveal and not s.json:
-        write_value(out["value"].encode("utf-8"))
+        hot.write_value(out["value"].encode("utf-8"))
         return
     where, what = f"{vault}:{out['path']}", f"a random secret of {length} characters"
     human = f"Stored {what} at {where}" if out["created"] else f"Replaced {where} with {what}"
@@ -391,7 +317,7 @@ def secrets_edit(target: str) -> None:
             if code != 0:
                 raise InvalidInputError(f"the editor exited with status {code}; nothing was saved")
             with open(file, "rb") as f:
-                new = _read_limited(f, "the edited file")
+                new = hot.read_limited(f, "the edited file")
         finally:
             _scrub(directory)
         if new == (old if old is not None else b""):  # a new secret left empty is not created

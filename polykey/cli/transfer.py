@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from polykey.cli import bulk, hot
-from polykey.cli.common import Settings, common_options, emit, settings
+from polykey.cli import bulk, hot, hot_env
+from polykey.cli.common import Settings, common_options, emit, hot_options, settings
 from polykey.cli.vaults import utf8
 from polykey.errors import InvalidInputError
 from polykey.vaults.format import split_path
@@ -27,10 +27,6 @@ from polykey.vaults.format import split_path
 #: Encoded bytes of items per request: well below the agent's 24 MiB frame limit.
 CHUNK_BYTES = 8 * 1024 * 1024
 EXPORT_FORMATS = ("dotenv", "json", "unix")
-
-
-def _opts(s: Settings) -> hot.Options:
-    return hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
 
 
 class _Progress:
@@ -135,9 +131,9 @@ def send_import(s: Settings, vault: str, items: dict[str, bytes], progress: _Pro
 @click.option("--from", "fmt", type=click.Choice(bulk.FORMATS), default="auto", show_default=True,
               help="The input's format: a .env file, a JSON object, or a directory tree (auto: a directory is "
                    "a tree, a .json name or input starting with '{' is JSON, anything else .env).")
-@click.option("--env-invalid", "invalid", type=click.Choice(hot.ENV_INVALID), default="error", show_default=True,
+@click.option("--env-invalid", "invalid", type=click.Choice(hot_env.ENV_INVALID), default="error", show_default=True,
               help="A name that cannot be a secret (or, in a .env file, a variable) name: fail, warn and skip, or skip.")
-@click.option("--env-duplicate", "duplicate", type=click.Choice(hot.ENV_DUPLICATE), default="error",
+@click.option("--env-duplicate", "duplicate", type=click.Choice(hot_env.ENV_DUPLICATE), default="error",
               show_default=True, help="A name given twice: keep the first, the last, the last with a warning, or fail.")
 @common_options
 def secrets_import(target: str, source: str, fmt: str, invalid: str, duplicate: str) -> None:
@@ -178,9 +174,9 @@ def secrets_import(target: str, source: str, fmt: str, invalid: str, duplicate: 
 @click.option("--env-format", type=click.Choice(EXPORT_FORMATS), default=None,
               help="dotenv (NAME='value' lines, the default), unix (export lines for sh) or json (an object by "
                    "path below DIR; the default with --format json).")
-@click.option("--env-invalid", "invalid", type=click.Choice(hot.ENV_INVALID), default="error", show_default=True,
+@click.option("--env-invalid", "invalid", type=click.Choice(hot_env.ENV_INVALID), default="error", show_default=True,
               help="dotenv/unix: a secret name that is not a valid variable name: fail, warn and skip, or skip.")
-@click.option("--env-duplicate", "duplicate", type=click.Choice(hot.ENV_DUPLICATE), default="error",
+@click.option("--env-duplicate", "duplicate", type=click.Choice(hot_env.ENV_DUPLICATE), default="error",
               show_default=True, help="dotenv/unix: two secrets with the same last name: keep the first, the last, "
                                       "the last with a warning, or fail.")
 @common_options
@@ -191,7 +187,7 @@ def secrets_export(target: str, env_format: str | None, invalid: str, duplicate:
     are paths below DIR, so `pk secrets import VAULT:DIR FILE` reads the export back exactly.
     """
     s = settings()
-    opts = _opts(s)
+    opts = hot_options(s)
     env_format = env_format or ("json" if s.json else "dotenv")
     if env_format == "json":
         vault, directory = hot.split_secret_path(target, need_path=False)
@@ -207,6 +203,6 @@ def secrets_export(target: str, env_format: str | None, invalid: str, duplicate:
                 path = path[len(base) + 1:]
             env[path] = item["value"]
     else:
-        env = hot.collect_env(opts, [target], invalid, duplicate)
-    sys.stdout.write(hot.format_env(env, env_format))
+        env = hot_env.collect_env(opts, [target], invalid, duplicate)
+    sys.stdout.write(hot_env.format_env(env, env_format))
     sys.stdout.flush()

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from polykey.cli import hot
 from polykey.cli.common import Settings, common_options, emit, hot_options, settings
 from polykey.errors import InvalidInputError
 
@@ -83,10 +82,9 @@ def vaults_create(name: str) -> None:
 @common_options
 def vaults_list() -> None:
     """List the vaults on this node: name, VaultId and this node's role."""
-    s = settings()
-    with backend(s) as b:
-        rows = b.list_vaults()
-    hot.show_vaults(hot_options(s), rows)
+    from polykey.cli import hot
+
+    hot.vaults_list(hot_options(settings()))
 
 
 @vaults.command("rename")

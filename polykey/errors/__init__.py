@@ -8,7 +8,7 @@ socket as ``{type, message, data}`` and are rebuilt with :func:`from_wire`.
 
 Messages never contain a secret value, a password or key material. The classes
 live in one module per domain (``_base``: root, usage, crypto, keys; ``vaults``;
-``network``: transport, discovery, nodes; ``agent``); import them from here.
+``network``: transport, discovery, nodes; ``agent``; ``cluster``); import them from here.
 """
 
 from __future__ import annotations
@@ -96,6 +96,13 @@ from polykey.errors.agent import (
     SecretReferenceError as SecretReferenceError,
     CommandNotFoundError as CommandNotFoundError,
 )
+from polykey.errors.cluster import (
+    ClusterError as ClusterError,
+    ClusterExistsError as ClusterExistsError,
+    ClusterNotFoundError as ClusterNotFoundError,
+    ClusterStartError as ClusterStartError,
+    NetnsUnavailableError as NetnsUnavailableError,
+)
 
 __all__ = [
     "PolykeyError",
@@ -173,4 +180,9 @@ __all__ = [
     "EnvNameError",
     "SecretReferenceError",
     "CommandNotFoundError",
+    "ClusterError",
+    "ClusterExistsError",
+    "ClusterNotFoundError",
+    "ClusterStartError",
+    "NetnsUnavailableError",
 ]

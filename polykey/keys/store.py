@@ -103,42 +103,54 @@ class NodeDir:
         just before it is put in place; if it raises, nothing is changed.
         """
         replacing = self.check_creatable(fresh=fresh)
-        parent = self.path.absolute().parent
+        # A node path that is a symlink (e.g. to another disk) stays one: the node goes where it
+        # points, staged beside that target so the final rename stays on one file system.
+        dest = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path.absolute()
+        parent = dest.parent
         parent.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.new-", dir=parent))
+        staged = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=parent))
         old: Path | None = None
+        swapped = False
         try:
             self._write_key(staged, pair, password, limits)
             if before_commit is not None:
                 before_commit()
-            if replacing:
-                old = self.path.with_name(f".{self.path.name}.old-{crypto.random_bytes(4).hex()}")
-                os.rename(self.path, old)
-            try:
-                os.rename(staged, self.path)  # onto nothing, or an empty directory
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                raise NodeExistsError(f"{self.path} was filled while the node was created; nothing was changed") from None
+            # Replacing: swap both names in one step where the system can, so a crash at any
+            # instant leaves a whole node (the old or the new) at the node path.
+            if replacing and fsutil.exchange(staged, dest):
+                swapped = True
+            else:
+                if replacing:
+                    old = dest.with_name(f".{dest.name}.old-{crypto.random_bytes(4).hex()}")
+                    os.rename(dest, old)
+                try:
+                    os.rename(staged, dest)  # onto nothing, or an empty directory
+                except OSError as e:
+                    if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                    raise NodeExistsError(f"{self.path} was filled while the node was created; nothing was changed") from None
         except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            if old is not None and old.exists() and not self.path.exists():
-                os.rename(old, self.path)
+            if not swapped:
+                shutil.rmtree(staged, ignore_errors=True)
+            if old is not None and old.exists() and not dest.exists():
+                os.rename(old, dest)
             raise
         fsutil.fsync_dir(parent)
+        if swapped:
+            shutil.rmtree(staged, ignore_errors=True)  # it now holds the old node
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
     def _current_keyfile(self) -> keyfile.KeyFile | None:
-        """The key file, or None if it is damaged."""
+        """The key file, or None if it is damaged or missing."""
         try:
             return self.read_keyfile()
-        except KeyFileError:
+        except (KeyFileError, NodeNotFoundError):
             return None
 
     def check_own_key(self, pair: KeyPair) -> None:
-        """NodeExistsError unless ``pair`` is this node's keypair (or its key file is damaged, so
-        nobody can tell: recovering is what that needs)."""
+        """NodeExistsError unless ``pair`` is this node's keypair (or its key file is damaged or
+        missing, so nobody can tell: recovering is what that needs)."""
         current = self._current_keyfile()
         if current is not None and not crypto.constant_time_eq(current.public_key, pair.public_key):
             raise NodeExistsError(

@@ -81,6 +81,52 @@ def test_bootstrap_stages_the_node_and_writes_the_code_with_it(tmp_path: Path) -
     assert [p.name for p in (tmp_path / "deep").iterdir()] == ["n"]  # no staging directory left
 
 
+@pytest.mark.parametrize("target", ["an empty directory", "nothing yet"])
+def test_bootstrap_into_a_symlinked_node_path_creates_the_node_at_its_target(tmp_path: Path, target: str) -> None:
+    # A node path that is a symlink (e.g. to another disk) is used, not an internal error.
+    pw = _pw(tmp_path, "pw", "long enough pw")
+    real = tmp_path / "elsewhere" / "node"
+    real.parent.mkdir()
+    if target == "an empty directory":
+        real.mkdir()
+    (tmp_path / "n").symlink_to(real)
+    r = run_pk("bootstrap", "--node-path", tmp_path / "n", "--password-file", pw, "--format", "json")
+    assert r.code == 0, r.err
+    assert (tmp_path / "n").is_symlink() and (real / "keys" / "node.key").is_file()
+    assert [p.name for p in real.parent.iterdir()] == ["node"]  # no staging directory left
+
+
+_KILLED_MID_REPLACE = """
+import os, signal, sys
+from pathlib import Path
+from polykey import crypto
+from polykey.keys.keypair import KeyPair
+from polykey.keys.store import NodeDir
+
+node = NodeDir(Path(sys.argv[1]))
+real_rename = os.rename
+
+def rename(src, dst, *a, **k):  # SIGKILL right after the node path is moved aside
+    real_rename(src, dst, *a, **k)
+    if Path(src) == node.path:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.rename = rename
+node.create(KeyPair.generate(), b"long enough pw", crypto.KDF_PROFILES["min"], fresh=True)
+"""
+
+
+def test_fresh_bootstrap_killed_while_swapping_leaves_a_whole_node_at_the_node_path(tmp_path: Path, node: Node) -> None:
+    # kill -9 at any instant of --fresh must leave a node at the node path (the old or the new).
+    import subprocess
+    import sys
+
+    _node_with_secret(node)
+    r = subprocess.run([sys.executable, "-c", _KILLED_MID_REPLACE, str(node.path)], capture_output=True, timeout=60)
+    assert r.returncode in (0, -9), r.stderr
+    assert (node.path / "keys" / "node.key").is_file(), sorted(p.name for p in node.path.parent.iterdir())
+
+
 # -- item 7: recover --fresh keeps every vault its key can open ------------------------------
 
 
@@ -125,6 +171,26 @@ def test_recover_fresh_refuses_another_nodes_words(tmp_path: Path, node: Node) -
     r = pk(node, "keys", "recover", "--fresh", "--yes", "--recovery-code-file", code)
     assert r.code == 73 and "another --node-path" in r.err and node.node_id in r.err, r.err
     assert key.read_bytes() == before
+    assert node.pk("secrets", "get", "keepme:db/pw").out == b"kept value"
+
+
+def test_recover_fresh_rebuilds_a_lost_key_file_beside_the_vaults(tmp_path: Path, node: Node) -> None:
+    # The recovery code is for a lost key file too: the vaults are still there, wrapped to its key.
+    r = run_pk("bootstrap", "--node-path", tmp_path / "other", "--password-file", node.password_file, "--format", "json")
+    assert r.code == 0, r.err
+    other_code = _pw(tmp_path, "other-code.txt", r.json["recoveryCode"])
+    _node_with_secret(node)
+    assert pk(node, "agent", "stop", password=False).code == 0
+    (node.path / "keys" / "node.key").unlink()
+    code = _pw(tmp_path, "code.txt", node.recovery_code)
+    r = pk(node, "keys", "recover", "--recovery-code-file", code)
+    assert r.code == 73 and "--fresh" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    r = pk(node, "keys", "recover", "--fresh", "--yes", "--recovery-code-file", other_code)
+    assert r.code == 73 and "another --node-path" in r.err, r.err  # another node's words: refused
+    assert not (node.path / "keys" / "node.key").exists()
+    r = pk(node, "keys", "recover", "--fresh", "--yes", "--recovery-code-file", code, "--format", "json")
+    assert r.code == 0, r.err
+    assert r.json == {"nodeId": node.node_id, "nodePath": str(node.path), "keptExisting": True}
     assert node.pk("secrets", "get", "keepme:db/pw").out == b"kept value"
 
 

@@ -21,6 +21,7 @@ from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M
 from polykey.wire.records import dht_key, sign_record
 
+from ..cluster import Cluster
 from ..conftest import Node, base_env, bootstrap_node, run_pk
 from .agent_util import wait_for
 
@@ -43,13 +44,13 @@ def nodes(node: Node, *args: str) -> Any:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> dict[str, Any]:
-    a, b, c = (bootstrap_node(tmp_path, name) for name in "abc")
-    a_status = start(a)
-    seed = f"{a.node_id}@{HOST}:{a_status['peer']['port']}"
-    b_status = start(b, "--seed", seed)
-    c_status = start(c, "--seed", seed)
-    return {"a": a, "b": b, "c": c, "seed": seed,
-            "ports": {n: s["peer"]["port"] for n, s in (("a", a_status), ("b", b_status), ("c", c_status))}}
+    """Three agents started by `pk cluster up`: a (node 0) is the seed, b and c know only a."""
+    made = Cluster(tmp_path / "cluster")
+    rows = made.up(3)
+    assert all(r["host"] == HOST for r in rows)
+    a, b, c = (Node(Path(r["nodePath"]), made.dir / f"node{i}.pw", r["nodeId"], "") for i, r in enumerate(rows))
+    seed = f"{a.node_id}@{HOST}:{rows[0]['port']}"
+    return {"a": a, "b": b, "c": c, "seed": seed, "ports": {n: r["port"] for n, r in zip("abc", rows)}}
 
 
 def test_c_finds_b_through_the_seed_and_pings_it(cluster: dict[str, Any]) -> None:

@@ -13,9 +13,10 @@ LIGHT = sorted(
     [*(ROOT / "polykey" / "agent").glob("*.py")]
     + [ROOT / "polykey" / p for p in ("__init__.py", "client.py")]
     + sorted((ROOT / "polykey" / "errors").glob("*.py"))
-    + [ROOT / "polykey" / "cli" / p for p in ("__init__.py", "fast.py", "hot.py", "errors.py")]
+    + [ROOT / "polykey" / "cli" / p for p in ("__init__.py", "fast.py", "hot.py", "hot_env.py", "errors.py", "confirm.py")]
 )
-ALLOWED_POLYKEY = {"polykey", "polykey.errors", "polykey.client", "polykey.client.Client", "polykey.cli"}
+ALLOWED_POLYKEY = {"polykey", "polykey.errors", "polykey.client", "polykey.client.Client", "polykey.cli",
+                   "polykey.fsutil"}
 #: The one designed exit from the light path: `main` hands what the fast path declines to click.
 FALLBACK = {"polykey/cli/__init__.py": {"polykey.cli.app", "polykey.cli.app.run"}}
 
@@ -24,7 +25,8 @@ def allowed(module: str) -> bool:
     top = module.split(".")[0]
     if top == "polykey":
         return module in ALLOWED_POLYKEY or module.startswith(("polykey.agent", "polykey.cli.hot", "polykey.cli.errors",
-                                                                "polykey.cli.fast", "polykey.errors."))
+                                                                "polykey.cli.fast", "polykey.cli.confirm",
+                                                                "polykey.errors."))
     return top in sys.stdlib_module_names and top != "asyncio"
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polykey.cli import bulk
-from polykey.cli.hot import format_env
+from polykey.cli.hot_env import format_env
 from polykey.errors import EnvNameError, InvalidInputError
 from polykey.keys.keypair import KeyPair
 from polykey.vaults.service import VaultService

@@ -12,7 +12,7 @@ from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polykey.cli import hot
+from polykey.cli import hot_env as hot  # the env formats live beside secrets env
 from polykey.errors import InvalidInputError
 
 TRICKY = {
