@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -10,13 +11,23 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 VECTORS = Path(__file__).parent / "vectors"
+
+
+async def until(check: Callable[[], object], what: str = "the condition", timeout: float = 15.0) -> None:
+    """Poll ``check()`` in the running event loop until it is true: a liveness bound, not a timing
+    assertion (tests wait on conditions, never for a fixed time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 def pk_executable() -> str:

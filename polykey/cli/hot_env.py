@@ -11,7 +11,7 @@ import sys
 
 from polykey.agent import LazyError, is_error
 from polykey.agent.strict_json import dumps
-from polykey.cli.hot import Options, print_json, split_secret_path
+from polykey.cli.hot import Options, print_json, split_secret_path, value_json
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
@@ -383,6 +383,9 @@ def inject(opts: Options, in_file: str, out_file: str | None) -> None:
         out += text[pos:start].encode("utf-8") + values[key]
         pos = end
     out += text[pos:].encode("utf-8")
+    if out_file is None and opts.json:  # one JSON object, as every command (docs/cli.md "Output formats")
+        print_json({"references": len(refs), **value_json(bytes(out))})
+        return
     if out_file is None:
         sys.stdout.flush()
         sys.stdout.buffer.write(bytes(out))

@@ -7,7 +7,6 @@ import signal
 import struct
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -95,8 +94,16 @@ def test_eight_concurrent_writers_lose_nothing(agent: Node) -> None:
     threads = [threading.Thread(target=_writer, args=(agent, f"c{n}", stop, done, errors)) for n in range(8)]
     for t in threads:
         t.start()
-    time.sleep(10.0)  # the issue: 8 clients writing for 10 s
-    stop.set()
+    def each_wrote(n: int) -> bool:  # eight clients writing at once, each many times
+        counts = [0] * 8
+        for path, _ in list(done):
+            counts[int(path.split("/")[1][1:])] += 1
+        return min(counts) >= n or bool(errors)
+
+    try:
+        wait_for(lambda: each_wrote(50), timeout=120, what="every writer to report 50 writes")
+    finally:
+        stop.set()
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors

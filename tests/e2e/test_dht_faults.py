@@ -24,9 +24,47 @@ from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M
 from polykey.wire.records import SIGNATURE_DOMAIN, NodeRecord, dht_key, sign_record
 
+from ..conftest import until
 from .dhtnet import HOST, RawPeer, network, ping, run
 
 NOBODY = NodeId(bytes(32))
+
+
+class Probe:
+    """A well-behaved peer that ``node`` already knows, to wait on instead of sleeping.
+
+    A node handles its socket's datagrams in order, so once it answers a ping sent now, it has
+    handled every datagram that reached it before; and a ping from a peer it knows, at the address
+    it knows, makes it do nothing else (no replication, no liveness check). The probe's socket is
+    its own rate-limit bucket.
+    """
+
+    def __init__(self, node: Discovery, peer: RawPeer, node_id: NodeId) -> None:
+        self.node, self.peer, self.node_id = node, peer, node_id
+
+    @classmethod
+    async def introduced(cls, node: Discovery) -> Probe:
+        node_id = KeyPair.generate().node_id
+
+        def answer(req: M.Request, addr: tuple[str, int]) -> M.Reply:
+            if isinstance(req.body, M.Ping):
+                return M.Pong(node_id)
+            return M.Stored(True) if isinstance(req.body, M.Store) else M.Nodes(())
+
+        probe = cls(node, await RawPeer.open(answer), node_id)
+        await probe.caught_up()
+        await until(lambda: node.stats["outstanding"] == 0, "the node to finish greeting the probe")
+        return probe
+
+    async def caught_up(self) -> None:
+        """Wait (bounded) until the node has handled every datagram that reached it so far."""
+        for _ in range(10):  # the ping itself may be lost while the node's receive buffer is full
+            if await ping(self.peer, self.node.port, self.node_id) == self.node.node_id:
+                return
+        raise AssertionError(f"{self.node.node_id} never answered the probe")
+
+    def close(self) -> None:
+        self.peer.close()
 
 
 def forged_records(target: KeyPair, honest_seq: int) -> dict[str, bytes]:
@@ -110,13 +148,19 @@ def test_rogue_nodes_outnumbering_honest_answers_cannot_win() -> None:
                     return M.Nodes(())
                 return on_request
 
+            rogue_ids: set[str] = set()
             for n in range(6):
                 rid = grind_near(key, 10)
+                rogue_ids.add(str(rid))
                 rogue = await RawPeer.open(answer(rid, n))
                 rogues.append(rogue)
                 for node in nodes:  # announce ourselves: every node adds us to its routing table
                     rogue.send(M.encode_request(M.Request(os.urandom(20), M.Ping(rid))), node.port)
-            await asyncio.sleep(0.2)
+
+            def every_node_knows_the_rogues() -> bool:
+                return all(rogue_ids <= {row["node_id"] for row in node.node_graph()} for node in nodes)
+
+            await until(every_node_knows_the_rogues, "every node to add the rogues to its routing table")
             for node in nodes:
                 if node is nodes[3]:
                     continue
@@ -160,11 +204,12 @@ def test_junk_datagrams_are_dropped_without_errors() -> None:
         async with network(4, config) as nodes:
             raw = await RawPeer.open()
             victim = nodes[1]
+            probe = await Probe.introduced(victim)
             for i, data in enumerate(junk_corpus(random.Random(5), 1500)):
                 raw.send(data, victim.port)
                 if i % 50 == 0:
                     await asyncio.sleep(0.001)
-            await asyncio.sleep(0.2)
+            await probe.caught_up()
             stats = victim.stats
             assert stats.get("internal_errors", 0) == 0
             assert stats.get("dropped_malformed", 0) > 500
@@ -175,6 +220,7 @@ def test_junk_datagrams_are_dropped_without_errors() -> None:
             assert await ping(raw, victim.port, KeyPair.generate().node_id) == victim.node_id
             assert await nodes[3].find(nodes[0].node_id) == nodes[0].record
             raw.close()
+            probe.close()
 
     run(main)
 
@@ -185,6 +231,7 @@ def test_floods_cost_bounded_memory_and_the_node_keeps_serving() -> None:
     async def main() -> None:
         async with network(5, config) as nodes:
             victim = nodes[2]
+            probe = await Probe.introduced(victim)
             tracemalloc.start()
             base = tracemalloc.get_traced_memory()[0]
             # 1. one source, 20,000 valid pings with fresh identities (routing-table churn)
@@ -195,7 +242,7 @@ def test_floods_cost_bounded_memory_and_the_node_keeps_serving() -> None:
                 raw.send(M.encode_request(M.Request(os.urandom(20), M.Ping(NodeId(os.urandom(32))))), victim.port)
                 if i % 40 == 0:
                     await asyncio.sleep(0.0005)  # let the victim read, so the flood reaches it
-            await asyncio.sleep(0.05)
+            await probe.caught_up()
             elapsed = loop.time() - t0
             reached, limited = victim.stats["datagrams"], victim.stats.get("dropped_rate_limited", 0)
             assert reached > 2000, f"the flood did not reach the node ({reached})"
@@ -216,7 +263,7 @@ def test_floods_cost_bounded_memory_and_the_node_keeps_serving() -> None:
                 socks[0].send(M.encode_request(M.Request(os.urandom(20), M.Store(kp.node_id, dht_key(kp.node_id), rec))),
                               victim.port)
                 await asyncio.sleep(0.002)
-            await asyncio.sleep(0.5)
+            await probe.caught_up()
             grown = tracemalloc.get_traced_memory()[0] - base
             tracemalloc.stop()
             stats = victim.stats
@@ -228,9 +275,9 @@ def test_floods_cost_bounded_memory_and_the_node_keeps_serving() -> None:
             assert grown < 8 * 1024 * 1024, f"memory grew by {grown} bytes"
             # our own record and the honest network are unaffected
             assert victim.record is not None
-            for s in [raw, *socks]:
+            for s in [raw, *socks, probe]:
                 s.close()
-            await asyncio.sleep(1.1)  # the flooding addresses' buckets refill; honest peers never mattered
+            # at once: the flooding addresses' buckets are still empty, and honest peers never mattered
             assert await nodes[4].find(victim.node_id) == victim.record
             assert await victim.find(nodes[0].node_id) == nodes[0].record
 
@@ -257,8 +304,8 @@ def test_dead_nodes_do_not_stall_lookups() -> None:
             got = await asyncio.wait_for(live[0].find(dead[0].node_id), config.lookup_timeout + 2)
             assert got is None or got.node_id == dead[0].node_id
             assert loop.time() - t0 < config.lookup_timeout + 2
-            await asyncio.sleep(config.rpc_timeout + 0.2)  # calls to the dead run out in the background
-            assert sum(n.stats.get("timeouts", 0) for n in live) > 0  # the dead were actually tried
+            # calls to the dead run out in the background: the dead were actually tried
+            await until(lambda: sum(n.stats.get("timeouts", 0) for n in live) > 0, "calls to the dead to time out")
             dead_ids = {str(d.node_id) for d in dead}
             assert any(not dead_ids & {r["node_id"] for r in n.node_graph()} for n in live)
 

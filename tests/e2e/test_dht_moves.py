@@ -4,28 +4,18 @@ claim of a live node's NodeId from elsewhere moves nothing."""
 
 from __future__ import annotations
 
-import asyncio
-
 from keynode.dht import Discovery
 from keynode.dht.protocol import DhtPeer
 from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M
 from polykey.wire.records import Seed
 
+from ..conftest import until
 from .dhtnet import HOST, RawPeer, run
 
 
 def entries(d: Discovery, node: Discovery) -> list[int]:
     return [r["port"] for r in d.node_graph() if r["node_id"] == str(node.node_id)]
-
-
-async def until(predicate: object, what: str, timeout: float = 15.0) -> None:
-    """Poll; a liveness bound, not a timing assertion."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def test_a_node_back_on_another_port_replaces_its_old_entry() -> None:

@@ -14,6 +14,7 @@ from polykey.errors import DiscoveryBindError, DiscoveryNotRunningError, Invalid
 from polykey.keys.keypair import KeyPair
 from polykey.wire.records import Seed, parse_record
 
+from ..conftest import until
 from .dhtnet import HOST, network, run
 
 
@@ -136,9 +137,16 @@ def test_shutdown_is_prompt_and_leaves_no_task() -> None:
         before = asyncio.all_tasks()
         async with network(4, config) as nodes:
             first = nodes[1].record
-            await asyncio.sleep(0.3)  # let the periodic tasks run a few times
-            assert first is not None and nodes[1].record is not None
-            assert nodes[1].record.seq > first.seq  # republished periodically
+            assert first is not None
+
+            def republished_twice() -> bool:  # the periodic tasks ran a few times
+                record = nodes[1].record
+                if record is not None and record.seq > seqs[-1]:
+                    seqs.append(record.seq)
+                return len(seqs) >= 3
+
+            seqs = [first.seq]
+            await until(republished_twice, "two periodic republishes")
         assert asyncio.all_tasks() == before
 
     run(main)

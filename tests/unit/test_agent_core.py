@@ -17,6 +17,8 @@ from keynode import vault_handlers
 from keynode.agent import Agent, AgentConfig
 from keynode.handlers import RequestContext
 
+from ..conftest import until
+
 PASSWORD = b"pw"
 
 
@@ -47,8 +49,7 @@ def test_long_operations_send_progress(tmp_path: Path, monkeypatch: pytest.Monke
     async def main() -> tuple[Any, list[Any]]:
         progress: list[Any] = []
         task = asyncio.create_task(vault_handlers._blocking(agent, ctx("x.y", progress), lambda **_: slow(), {}))
-        while len(progress) < 3:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(progress) >= 3, "three progress reports")
         release.set()
         return await task, progress
 
@@ -63,7 +64,9 @@ def test_lock_waits_for_requests_in_flight_then_refuses(tmp_path: Path) -> None:
         events: list[str] = []
         async with agent.using_keys():
             locking = asyncio.create_task(agent.lock("test"))
-            await asyncio.sleep(0.05)
+            await until(lambda: agent.locked, "the lock to begin")  # it then waits for this request
+            for _ in range(20):  # and stays waiting however often the loop runs
+                await asyncio.sleep(0)
             events.append("in-flight done" if not locking.done() else "locked too early")
             with pytest.raises(AgentLockedError):
                 _ = agent.vaults  # new work is refused while locking
@@ -80,19 +83,23 @@ def test_lock_waits_for_requests_in_flight_then_refuses(tmp_path: Path) -> None:
 
 def test_idle_lock_uses_the_injected_clock(tmp_path: Path) -> None:
     now = [1000.0]
+    reads = [0]
+
+    def clock() -> float:
+        reads[0] += 1
+        return now[0]
+
     pair = KeyPair.generate()
     NodeDir(tmp_path / "node").create(pair, PASSWORD, crypto.KDF_PROFILES["min"])
-    agent = Agent(AgentConfig(tmp_path / "node", idle_lock=0.2), pair, clock=lambda: now[0])
+    agent = Agent(AgentConfig(tmp_path / "node", idle_lock=0.2), pair, clock=clock)
 
     async def main() -> str:
         loop_task = asyncio.create_task(agent._idle_lock_loop(0.2))
-        await asyncio.sleep(0.15)
+        checked = reads[0]
+        await until(lambda: reads[0] >= checked + 3, "the idle-lock loop to read the clock three times")
         assert not agent.locked  # the fake clock has not moved
         now[0] += 0.5
-        for _ in range(100):
-            if agent.locked:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: agent.locked, "the idle lock")
         loop_task.cancel()
         return str(agent.status()["state"])
 
@@ -126,8 +133,7 @@ def test_reads_leave_the_loop_while_a_write_runs_and_only_real_vaults_show(tmp_p
 
     async def main() -> None:
         write = asyncio.create_task(call("secrets.set", {"vault": "app", "path": "k2", "value": b"w"}))
-        while not writing.is_set():
-            await asyncio.sleep(0.01)
+        await until(writing.is_set, "the write to start")
         assert await call("secrets.get", {"vault": vault_id, "path": "k"}) == b"v"
         release.set()
         await write

@@ -20,6 +20,8 @@ from polykey.errors import AgentPermissionError, AgentUnavailableError, PolykeyE
 from keynode.handlers import HandlerRegistry, RequestContext
 from keynode.socket_server import SocketServer, peer_credentials
 
+from ..conftest import until
+
 
 def test_peer_credentials_are_the_kernels() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -142,8 +144,7 @@ async def _serve_bounded(tmp_path: Path, client_fn: Any, **server: Any) -> Any:
 
     async def hold(ctx: RequestContext, params: dict[str, Any]) -> Any:
         HELD.set()
-        while not RELEASE.is_set():
-            await asyncio.sleep(0.01)
+        await until(RELEASE.is_set, "the test to release test.hold", timeout=30)
         return {"held": True}
 
     registry.register("test.big", big, needs_unlock=False)

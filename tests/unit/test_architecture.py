@@ -1,4 +1,4 @@
-"""Import boundaries (DESIGN.md section 1, STYLE.md rules 2-4), read with `ast`."""
+"""Import boundaries (docs/design.md section 1, house style rules 2-4 in docs/CONTRIBUTING.md), read with `ast`."""
 
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ from polykey.wire import dhtmsg
 from polykey.wire import messages as m
 from polykey.wire.strict_msgpack import unpack
 
+from ..conftest import until
+
 
 def _request_with(params_json: bytes) -> bytes:
     return b'{"v":1,"id":1,"method":"secrets.get","params":' + params_json + b"}"
@@ -117,11 +119,6 @@ def test_the_request_budget_charges_whole_frames_and_trims_after_release() -> No
 def test_the_agent_socket_answers_busy_past_its_budget(tmp_path: Any) -> None:
     from keynode.socket_server import SocketServer
 
-    async def until(condition: Any) -> None:
-        async with asyncio.timeout(10):
-            while not condition():
-                await asyncio.sleep(0.005)
-
     async def main() -> None:
         async def dispatch(ctx: Any, params: dict[str, Any]) -> Any:
             return {"pong": True}
@@ -166,11 +163,6 @@ def test_a_partial_frame_is_freed_with_its_connection_without_a_garbage_collecti
         async with asyncio.TaskGroup() as tg:
             server = SocketServer(tmp_path / "s.sock", dispatch, tg)
             async with server:
-                async def until(condition: Any) -> None:
-                    async with asyncio.timeout(10):
-                        while not condition():
-                            await asyncio.sleep(0.005)
-
                 baseline = tracemalloc.get_traced_memory()[0]
                 for _ in range(3):
                     r, w = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))

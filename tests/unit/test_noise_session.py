@@ -285,7 +285,7 @@ def test_stall_state_is_visible_mid_message() -> None:
 
 
 def test_wire_modules_are_sans_io() -> None:
-    """STYLE.md rule 2: the wire modules import no asyncio, socket or keynode."""
+    """House style rule 2 (docs/CONTRIBUTING.md): the wire modules import no asyncio, socket or keynode."""
     import ast
     from pathlib import Path
 

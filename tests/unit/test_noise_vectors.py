@@ -1,8 +1,8 @@
 """Noise handshake and transport against the published cacophony vectors.
 
-tests/vectors/noise-cacophony-25519-chachapoly.json is copied unchanged from
-/work/shared/vectors/ (its "source" field says where it comes from: the cacophony
-vectors distributed in mcginty/snow, filtered to 25519/ChaChaPoly XX, IK and NN).
+tests/vectors/noise-cacophony-25519-chachapoly.json: its "source" field says where it comes
+from (the cacophony vectors distributed in mcginty/snow, filtered to 25519/ChaChaPoly XX, IK
+and NN).
 """
 
 from __future__ import annotations

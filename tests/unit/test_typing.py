@@ -1,4 +1,4 @@
-"""`mypy --strict` is clean over polykey and keynode (STYLE.md rule 6; config in pyproject.toml)."""
+"""`mypy --strict` is clean over polykey and keynode (house style rule 6, docs/CONTRIBUTING.md; config in pyproject.toml)."""
 
 from __future__ import annotations
 
