@@ -24,6 +24,7 @@ from polykey.wire.frames import encode_frame
 from polykey.wire.session import DEFAULT_MAX_MESSAGE, MAX_CHUNK, Session
 
 from ..conftest import Node
+from ..noise_client import handshaken
 from .agent_util import pk, running_pid, status, wait_for
 from .hostile import MARKER, dht_datagrams, transport_messages
 from .test_agent_hostile import _log, _rss_mib, _serves, _started, burst_then_rss_back
@@ -41,15 +42,7 @@ def _peer(node: Node) -> tuple[NodeId, int]:
 
 
 def _handshaken(node_id: NodeId, port: int, key: KeyPair = CLIENT) -> tuple[socket.socket, Session]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    s = Session(key, initiator=True, expected_peer=node_id)
-    sock.sendall(s.data_to_send())
-    while not s.established:
-        data = sock.recv(65536)
-        assert data, "the node closed the connection during the handshake"
-        s.receive_data(data)
-    sock.sendall(s.data_to_send())
-    return sock, s
+    return handshaken(key, node_id, port, timeout=WAIT)
 
 
 def _message_frames(s: Session, plaintext: bytes, announced: int | None = None) -> list[bytes]:

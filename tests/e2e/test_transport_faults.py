@@ -33,6 +33,9 @@ from polykey.wire import messages as m
 from polykey.wire.frames import encode_frame
 from polykey.wire.session import Session
 
+from .. import noise_client
+from ..noise_client import raw_frame
+
 NODE_SCRIPT = Path(__file__).with_name("transport_node.py")
 NODE_KEY = KeyPair.from_seed(b"\x11" * 32)
 CLIENT_KEY = KeyPair.from_seed(b"\x22" * 32)
@@ -113,20 +116,7 @@ def read_until_closed(sock: socket.socket) -> bytes:
 
 def handshaken(node: Node) -> tuple[socket.socket, Session]:
     """A raw socket that completed a real handshake, driven by the sans-I/O Session."""
-    sock = socket.create_connection(("127.0.0.1", node.port), timeout=WAIT)
-    s = Session(CLIENT_KEY, initiator=True, expected_peer=node.node_id)
-    sock.sendall(s.data_to_send())
-    while not s.established:
-        data = sock.recv(65536)
-        assert data
-        s.receive_data(data)
-    sock.sendall(s.data_to_send())
-    return sock, s
-
-
-def raw_frame(s: Session, plaintext: bytes) -> bytes:
-    assert s._send is not None
-    return encode_frame(s._send.encrypt_with_ad(b"", plaintext))
+    return noise_client.handshaken(CLIENT_KEY, node.node_id, node.port, timeout=WAIT)
 
 
 def test_node_serves_an_authenticated_ping(node: Node) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +26,10 @@ from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M
 from polykey.wire.frames import encode_frame
 from polykey.wire.records import SIGNATURE_DOMAIN, NodeRecord, dht_key, sign_record
-from polykey.wire.session import Session
 
 from ..cluster import Cluster, alive, make_cluster
 from ..e2e.dhtnet import HOST, RawPeer
+from ..noise_client import handshaken
 
 __all__ = ["make_cluster"]
 MakeCluster = Callable[[str], Cluster]
@@ -74,18 +73,6 @@ class Rogue:
             if victim is not None:
                 return M.Value(forgeries(self.keypair, victim, (HOST, wrong_port))[self.asked_values % 2])
         return M.Nodes(tuple(contacts[: M.MAX_CONTACTS]))
-
-
-def handshaken(keypair: KeyPair, node_id: NodeId, port: int) -> tuple[socket.socket, Session]:
-    sock = socket.create_connection((HOST, port), timeout=10)
-    s = Session(keypair, initiator=True, expected_peer=node_id)
-    sock.sendall(s.data_to_send())
-    while not s.established:
-        data = sock.recv(65536)
-        assert data, "the honest node closed the handshake"
-        s.receive_data(data)
-    sock.sendall(s.data_to_send())
-    return sock, s
 
 
 def garbage_frames(keypair: KeyPair, node_id: NodeId, port: int) -> None:
