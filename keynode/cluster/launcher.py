@@ -41,7 +41,8 @@ from polykey.errors import (
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode.cluster import netns
-from keynode.cluster.procs import pid_of, proc_state, stop_node
+from keynode.cluster.procs import pid_of, stop_node
+from polykey.agent.spawn import proc_state
 from keynode.cluster.state import FILE, ClusterState, NodeEntry
 
 MAX_NODES = 64

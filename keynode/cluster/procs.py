@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from polykey.agent.spawn import alive, proc_state
 from polykey.errors import AgentUnavailableError, InvalidInputError
 from keynode.cluster.state import NodeEntry
 from keynode.lockfile import holder_pid
@@ -31,24 +32,9 @@ def running_pid(entry: NodeEntry) -> int:
     return pid
 
 
-def proc_state(pid: int) -> str:
-    """The kernel's one-letter process state (``T`` stopped, ``Z`` zombie), or ``?``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b") ", 1)[1][:1].decode("ascii")
-    except (OSError, IndexError):
-        return "?"
-
-
 def _gone(pid: int) -> bool:
     """True once ``pid`` has exited (a zombie not yet reaped by its parent counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return proc_state(pid) in ("Z", "X")
+    return not alive(pid)
 
 
 def _signal(pid: int, sig: int) -> None:

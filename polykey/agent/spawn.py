@@ -22,6 +22,26 @@ START_TIMEOUT = 120.0  # Argon2id at the "moderate" profile takes seconds on a s
 _READY_LIMIT = 64 * 1024
 
 
+def proc_state(pid: int) -> str:
+    """The kernel's one-letter process state (``T`` stopped, ``Z`` zombie), or ``?``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b") ", 1)[1][:1].decode("ascii")
+    except (OSError, IndexError):
+        return "?"
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs; an exited process not yet reaped by its parent (a zombie) is gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return proc_state(pid) not in ("Z", "X")
+
+
 def require_node(node_path: str) -> None:
     if not os.path.exists(paths.node_file(node_path, paths.KEY_FILE)):
         raise NodeNotFoundError(f"no node at {node_path}: run `pk bootstrap` first")
@@ -168,4 +188,4 @@ def ensure_started(node_path: str, password: bytes, extra: Sequence[str] = ()) -
     raise AgentUnavailableError(f"the agent for {node_path} did not become ready")
 
 
-__all__ = ["start_agent", "ensure_started", "require_node", "daemon_argv", "daemon_env", "PolykeyError"]
+__all__ = ["start_agent", "ensure_started", "require_node", "daemon_argv", "daemon_env", "alive", "proc_state", "PolykeyError"]

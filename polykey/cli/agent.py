@@ -114,26 +114,11 @@ def stop_agent(s: Settings) -> int | None:
         return None
     pid = int(reply.get("pid", 0)) if isinstance(reply, dict) else 0
     deadline = time.monotonic() + STOP_TIMEOUT
-    while pid and time.monotonic() < deadline and _alive(pid):
+    while pid and time.monotonic() < deadline and spawn.alive(pid):
         time.sleep(0.02)
-    if pid and _alive(pid):
+    if pid and spawn.alive(pid):
         raise AgentUnavailableError(f"the agent (pid {pid}) did not stop within {STOP_TIMEOUT:g} s")
     return pid
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; an exited process not yet reaped by its parent (a zombie) is gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b") ", 1)[1][:1] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 @agent.command("status")
