@@ -50,7 +50,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _client_loop(node: str, start: multiprocessing.synchronize.Event, seconds: float, out: multiprocessing.Queue[int]) -> None:
-    from polykey.agent.client import connect
+    from polykey.agent_client.client import connect
 
     with connect(node) as c:
         c.call("secrets.get", {"vault": "bench", "path": "db/password"})

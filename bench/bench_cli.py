@@ -129,7 +129,7 @@ def main(quick: bool = False) -> None:
             _run([pk, "secrets", "set", "bench:db/password"], env, SECRET)
             _run([pk, "secrets", "set", "bench:db/user"], env, b"admin")
             _run([pk, "vaults", "create", "big"], env)
-            from polykey.agent.client import connect
+            from polykey.agent_client.client import connect
 
             with connect(env["PK_NODE_PATH"]) as c:
                 c.call("secrets.import", {"vault": "big", "items": _items(BIG)})

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Row, fmt_seconds, print_table  # noqa: E402
-from keynode.dht import DhtConfig, Discovery  # noqa: E402
+from keynode.peers.dht import DhtConfig, Discovery  # noqa: E402
 from polykey.keys.keypair import KeyPair  # noqa: E402
 from polykey.wire.records import Seed  # noqa: E402
 

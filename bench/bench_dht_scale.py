@@ -2,7 +2,7 @@
 
 Run: ``python -m bench dht_scale [--quick]`` (``--quick``: 100 and 1,000 nodes, fewer lookups).
 
-Every node is a real :class:`keynode.dht.Discovery` (our validating protocol, storage and
+Every node is a real :class:`keynode.peers.dht.Discovery` (our validating protocol, storage and
 lookups, on kademlia's routing table); only the UDP socket is replaced, by an in-memory
 datagram network in the same event loop that delivers each datagram after a simulated
 one-way link delay (uniform 1-3 ms while measuring, none while the network is built).
@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keynode.dht import DhtConfig, Discovery  # noqa: E402
+from keynode.peers.dht import DhtConfig, Discovery  # noqa: E402
 from polykey.keys.keypair import KeyPair  # noqa: E402
 from polykey.wire import dhtmsg as M  # noqa: E402
 from polykey.wire.records import Seed  # noqa: E402

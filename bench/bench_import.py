@@ -47,7 +47,7 @@ def main(quick: bool = False) -> None:
                 base += measure(lambda: subprocess.run([PY, "-c", "pass"], check=True), repeat=1, warmup=0)
                 make()
                 imports += measure(run_import, repeat=1, warmup=0)
-            from polykey.agent.client import connect
+            from polykey.agent_client.client import connect
 
             with connect(str(node)) as c:
                 params = {"vault": made[0], "path": "", "recursive": True}

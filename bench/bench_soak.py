@@ -42,7 +42,7 @@ def _print_row(label: str, rss: float, extra: str = "") -> None:
 
 def overwrites(node: Path, pid: int, total: int) -> float:
     """RSS (MB) after ``total`` overwrites spread over a 10,000-secret vault."""
-    from polykey.agent.client import connect
+    from polykey.agent_client.client import connect
 
     print("\n## Agent RSS: overwrites in a 10,000-secret vault\n")
     print("| after | agent RSS | elapsed |")
@@ -64,7 +64,7 @@ def overwrites(node: Path, pid: int, total: int) -> float:
 
 def soak(node: Path, pid: int, minutes: float, interval: float) -> list[float]:
     """Run the mixed workload for ``minutes``; returns the RSS samples (MB)."""
-    from polykey.agent.client import connect
+    from polykey.agent_client.client import connect
 
     rng = random.Random(9)
     counts = dict.fromkeys(("get", "set", "ls", "import"), 0)

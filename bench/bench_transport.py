@@ -35,8 +35,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Row, print_table  # noqa: E402
-from keynode.transport import Transport  # noqa: E402
-from keynode.transport.connection import READ_LIMIT  # noqa: E402
+from keynode.peers.transport import Transport  # noqa: E402
+from keynode.peers.transport.connection import READ_LIMIT  # noqa: E402
 from polykey import crypto  # noqa: E402
 from polykey.ids import NodeId  # noqa: E402
 from polykey.keys.keypair import KeyPair  # noqa: E402

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from keynode import __version__
-from keynode.hardening import harden_process
-from polykey.agent import paths
-from polykey.agent.passwords import PASSWORD_FILE_LIMIT, PasswordSource
+from keynode.agent.hardening import harden_process
+from polykey.agent_client import paths
+from polykey.agent_client.passwords import PASSWORD_FILE_LIMIT, PasswordSource
 from polykey.crypto import memory
 from polykey.errors import InvalidInputError, PolykeyError
 from polykey.keys.store import NodeDir, default_node_path
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-fd", type=int, help="report readiness as one JSON line on this descriptor")
     p.add_argument("--idle-lock", type=float, metavar="SECONDS", help="lock after this long without use")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    from keynode.runner import PARSER_EXTENSIONS
+    from keynode.agent.runner import PARSER_EXTENSIONS
 
     for extend in PARSER_EXTENSIONS:
         extend(p)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             _daemonize(reporter)
             daemonized = True
         _setup_logging(node_path, ns.log_level, ns.foreground)
-        from keynode.runner import run_agent
+        from keynode.agent.runner import run_agent
 
         extra = {k: v for k, v in vars(ns).items() if k not in _CORE_OPTIONS}
         return run_agent(node_path, password, reporter, idle_lock=ns.idle_lock, extra=extra)

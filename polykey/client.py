@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from polykey.agent.paths import default_node_path
-from polykey.agent.session import Session
+from polykey.agent_client.paths import default_node_path
+from polykey.agent_client.session import Session
 from polykey.errors import InvalidInputError
 
 
@@ -40,7 +40,7 @@ class Client:
         password_file: str | os.PathLike[str] | None = None,
         autostart: bool = True,
     ) -> None:
-        from polykey.agent.passwords import PasswordSource
+        from polykey.agent_client.passwords import PasswordSource
 
         node = os.fspath(node_path) if node_path is not None else default_node_path()
         source = PasswordSource(os.fspath(password_file) if password_file is not None else None)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from keynode.cluster import netns
-from polykey.agent import client as agent_client
+from polykey.agent_client import client as agent_client
 from polykey.errors import PolykeyError
 
 from .conftest import Result, base_env, pk_executable, run_pk

@@ -148,7 +148,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 def agent_pid(node_path: Path) -> int | None:
     """The pid of the agent holding ``node_path``'s agent.lock, or None if none holds it."""
-    from keynode.lockfile import holder_pid
+    from keynode.agent.lockfile import holder_pid
 
     return holder_pid(node_path)
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from polykey import crypto, fsutil
-from polykey.agent import client as agent_client
-from polykey.agent import spawn
-from polykey.agent.passwords import read_password_file
+from polykey.agent_client import client as agent_client
+from polykey.agent_client import spawn
+from polykey.agent_client.passwords import read_password_file
 from polykey.errors import (
     ClusterExistsError,
     ClusterNotFoundError,
@@ -42,7 +42,7 @@ from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode.cluster import netns
 from keynode.cluster.procs import pid_of, stop_node
-from polykey.agent.spawn import proc_state
+from polykey.agent_client.spawn import proc_state
 from keynode.cluster.state import FILE, ClusterState, NodeEntry
 
 MAX_NODES = 64

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from polykey.agent.spawn import alive, proc_state
+from polykey.agent_client.spawn import alive, proc_state
 from polykey.errors import AgentUnavailableError, InvalidInputError
 from keynode.cluster.state import NodeEntry
-from keynode.lockfile import holder_pid
+from keynode.agent.lockfile import holder_pid
 
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this long
 TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL}

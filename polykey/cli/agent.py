@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from polykey.agent import spawn
-from polykey.agent.passwords import PasswordSource
-from polykey.agent.session import Session
+from polykey.agent_client import spawn
+from polykey.agent_client.passwords import PasswordSource
+from polykey.agent_client.session import Session
 from polykey.cli import hot
 from polykey.cli.common import Settings, common_options, emit, hot_options, settings
 from polykey.errors import AgentRunningError, AgentUnavailableError

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from polykey import crypto
-from polykey.agent import passwords
+from polykey.agent_client import passwords
 from polykey.cli import hot
 from polykey.errors import InvalidInputError
 from polykey.keys.store import NodeDir, default_node_path

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from polykey.agent.passwords import have_tty
+from polykey.agent_client.passwords import have_tty
 from polykey.errors import AbortedError, ConfirmationRequiredError
 
 _ANSWER_LIMIT = 256

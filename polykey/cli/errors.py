@@ -69,7 +69,7 @@ def run_guarded(invoke: Callable[[], object]) -> int:
         code = _click_exit_code(e)
         if code is not None:
             return code
-        from polykey.agent.paths import getenv
+        from polykey.agent_client.paths import getenv
 
         if getenv("PK_DEBUG"):
             raise

@@ -231,7 +231,7 @@ def _runner(name: tuple[str, ...], values: dict[str, object], args: list[str],
 
 def dispatch(argv: list[str]) -> int | None:
     """Run an everyday command without click and return its exit code, or ``None`` to use click."""
-    from polykey.agent.paths import getenv
+    from polykey.agent_client.paths import getenv
 
     if getenv("PK_NO_FAST_PATH"):
         return None

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import sys
 
-from polykey.agent import LazyError, is_error, paths
-from polykey.agent.strict_json import dumps
-from polykey.agent.session import Session
+from polykey.agent_client import LazyError, is_error, paths
+from polykey.agent_client.strict_json import dumps
+from polykey.agent_client.session import Session
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class Options:
         shown = show_progress if sys.stderr.isatty() else None
         if self.password_file is None:  # the password source is built only if needed
             return Session(self.node_path, autostart=autostart, on_progress=shown)
-        from polykey.agent.passwords import PasswordSource
+        from polykey.agent_client.passwords import PasswordSource
 
         return Session(self.node_path, PasswordSource(self.password_file), autostart=autostart, on_progress=shown)
 

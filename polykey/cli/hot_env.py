@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from polykey.agent import LazyError, is_error
-from polykey.agent.strict_json import dumps
+from polykey.agent_client import LazyError, is_error
+from polykey.agent_client.strict_json import dumps
 from polykey.cli.hot import Options, print_json, split_secret_path, value_json
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free

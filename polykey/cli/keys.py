@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from polykey import fsutil
-from polykey.agent.passwords import check_new_password
+from polykey.agent_client.passwords import check_new_password
 from polykey.cli import confirm
 from polykey.crypto import memory
 from polykey.cli.common import (

@@ -2,7 +2,7 @@
 
 Every vault and secret command calls :func:`backend`, which yields an object
 with :class:`polykey.vaults.service.VaultService`'s methods: a client of the
-node's agent (polykey.agent.remote), which is started on demand.
+node's agent (polykey.agent_client.remote), which is started on demand.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this proces
 def backend(s: Settings) -> Iterator[VaultService]:
     """The vault API for one command: VaultService's methods, called through the node's agent
     (started on demand; see polykey.cli.agent.session)."""
-    from polykey.agent.remote import RemoteVaultService
+    from polykey.agent_client.remote import RemoteVaultService
     from polykey.cli.agent import session
 
     remote = RemoteVaultService(session(s))

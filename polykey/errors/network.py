@@ -169,7 +169,7 @@ class UnknownPeerMethodError(TransportError):
     default_message = "the peer does not serve that method"
 
 
-# -- peer networking in the agent (pk nodes, keynode/network.py) ------------------
+# -- peer networking in the agent (pk nodes, keynode/peers/network.py) ------------------
 
 
 class PeerNotFoundError(DiscoveryError):

@@ -1,7 +1,7 @@
 """VaultService: the one API every vault and secret operation goes through.
 
 The agent (keynode) holds one instance per unlocked node and calls these methods
-for socket clients; the ``pk`` CLI reaches them through ``polykey.agent.remote``
+for socket clients; the ``pk`` CLI reaches them through ``polykey.agent_client.remote``
 (same names and parameters). Tests and benchmarks use it in-process. Contract:
 
 - Constructed as ``VaultService(node_path, keypair)``; :meth:`close` releases

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
-from keynode.dht import DhtConfig, Discovery
+from keynode.peers.dht import DhtConfig, Discovery
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from polykey.agent.methods import VAULT_METHODS
+from polykey.agent_client.methods import VAULT_METHODS
 
 MARKER = "hostile-marker-7f3a"
 DEEP = 600  # the depth that killed the agent (issue 8 item 1)

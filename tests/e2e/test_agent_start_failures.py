@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from polykey.agent.spawn import lock_held, start_agent
+from polykey.agent_client.spawn import lock_held, start_agent
 from polykey.errors import AgentUnavailableError
 from polykey.keys.keypair import KeyPair
 

@@ -46,7 +46,7 @@ def test_a_relative_xdg_data_home_is_ignored(tmp_path: Path) -> None:
 
 
 def test_default_node_path_has_one_rule(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from polykey.agent import paths
+    from polykey.agent_client import paths
     from polykey.keys import store
 
     mp = monkeypatch

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from keynode.lockfile import holder_pid
+from keynode.agent.lockfile import holder_pid
 
 from ..cluster import Cluster, alive, make_cluster, needs_netns, wait_for
 from ..conftest import base_env, pk_executable, run_pk

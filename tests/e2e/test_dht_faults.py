@@ -18,7 +18,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keynode.dht import DhtConfig, Discovery
+from keynode.peers.dht import DhtConfig, Discovery
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M

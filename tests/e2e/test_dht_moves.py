@@ -4,8 +4,8 @@ claim of a live node's NodeId from elsewhere moves nothing."""
 
 from __future__ import annotations
 
-from keynode.dht import Discovery
-from keynode.dht.protocol import DhtPeer
+from keynode.peers.dht import Discovery
+from keynode.peers.dht.protocol import DhtPeer
 from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M
 from polykey.wire.records import Seed

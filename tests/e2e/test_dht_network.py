@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keynode.dht import DhtConfig, Discovery
+from keynode.peers.dht import DhtConfig, Discovery
 from polykey.errors import DiscoveryBindError, DiscoveryNotRunningError, InvalidInputError, NodeGraphFileError
 from polykey.keys.keypair import KeyPair
 from polykey.wire.records import Seed, parse_record

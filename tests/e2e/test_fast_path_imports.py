@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Every everyday command loads these and nothing else: C modules and the light agent client.
 CORE = {
     "__future__", "polykey", "polykey.cli", "polykey.cli.fast", "polykey.cli.hot",
-    "polykey.agent", "polykey.agent.paths", "polykey.agent.protocol", "polykey.agent.client",
-    "polykey.agent.session", "polykey.agent.strict_json", "_socket", "errno", "binascii", "_json", "itertools",
+    "polykey.agent_client", "polykey.agent_client.paths", "polykey.agent_client.protocol", "polykey.agent_client.client",
+    "polykey.agent_client.session", "polykey.agent_client.strict_json", "_socket", "errno", "binascii", "_json", "itertools",
 }
 #: `os` and what it imports: only to exec a command (os.execvpe searches PATH, with `warnings`).
 OS = {"os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "warnings"}

@@ -14,7 +14,7 @@ import functools
 import socket
 from typing import Any
 
-from keynode.transport import Transport
+from keynode.peers.transport import Transport
 from polykey.errors import ConnectionClosedError, RemoteError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair

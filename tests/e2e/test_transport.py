@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from keynode.transport import Channel, Transport, TransportLimits
+from keynode.peers.transport import Channel, Transport, TransportLimits
 from polykey.errors import (
     ConnectionClosedError,
     InvalidInputError,
@@ -309,7 +309,7 @@ def test_keepalive_holds_an_idle_connection_open() -> None:
 
 
 def test_peer_shutdown_is_seen_and_leaves_no_tasks(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="keynode.transport")
+    caplog.set_level(logging.INFO, logger="keynode.peers.transport")
 
     async def go() -> None:
         async with Transport(A) as ta:
@@ -343,7 +343,7 @@ def test_invalid_local_requests_are_input_errors() -> None:
 
 
 def test_stalled_handshakes_cannot_lock_honest_peers_out(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="keynode.transport")
+    caplog.set_level(logging.INFO, logger="keynode.peers.transport")
 
     async def go() -> None:
         limits = TransportLimits(max_pending_handshakes=3)

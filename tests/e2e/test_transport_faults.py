@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keynode.transport import Transport
+from keynode.peers.transport import Transport
 from polykey.errors import PeerIdentityMismatchError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair

@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from keynode.transport import Transport, TransportLimits
+from keynode.peers.transport import Transport, TransportLimits
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 

@@ -24,7 +24,7 @@ FALLBACK = {"polykey/cli/__init__.py": {"polykey.cli.app", "polykey.cli.app.run"
 def allowed(module: str) -> bool:
     top = module.split(".")[0]
     if top == "polykey":
-        return module in ALLOWED_POLYKEY or module.startswith(("polykey.agent", "polykey.cli.hot", "polykey.cli.errors",
+        return module in ALLOWED_POLYKEY or module.startswith(("polykey.agent_client", "polykey.cli.hot", "polykey.cli.errors",
                                                                 "polykey.cli.fast", "polykey.cli.confirm",
                                                                 "polykey.errors."))
     return top in sys.stdlib_module_names and top != "asyncio"

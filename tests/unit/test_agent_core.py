@@ -13,9 +13,9 @@ from polykey import crypto
 from polykey.errors import AgentLockedError, PolykeyError
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
-from keynode import vault_handlers
-from keynode.agent import Agent, AgentConfig
-from keynode.handlers import RequestContext
+from keynode.methods import vaults as vault_handlers
+from keynode.agent.core import Agent, AgentConfig
+from keynode.agent.handlers import RequestContext
 
 from ..conftest import until
 

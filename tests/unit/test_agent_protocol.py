@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polykey.agent import protocol
+from polykey.agent_client import protocol
 from polykey.errors import AgentProtocolError, SecretNotFoundError, from_wire
 
 

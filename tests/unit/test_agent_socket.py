@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from polykey.agent import protocol
-from polykey.agent.client import connect
+from polykey.agent_client import protocol
+from polykey.agent_client.client import connect
 from polykey.errors import AgentPermissionError, AgentUnavailableError, PolykeyError, SecretNotFoundError
-from keynode.handlers import HandlerRegistry, RequestContext
-from keynode.socket_server import SocketServer, peer_credentials
+from keynode.agent.handlers import HandlerRegistry, RequestContext
+from keynode.agent.server import SocketServer, peer_credentials
 
 from ..conftest import until
 
@@ -163,7 +163,7 @@ async def _serve_bounded(tmp_path: Path, client_fn: Any, **server: Any) -> Any:
 def test_idle_connections_make_room_and_their_clients_reconnect(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from polykey.agent.session import Session
+    from polykey.agent_client.session import Session
 
     def client(node: Path) -> None:
         with Session(node, autostart=False) as old:
@@ -219,7 +219,7 @@ def test_a_session_retries_while_every_connection_is_busy(tmp_path: Path) -> Non
     (issue 8 item 5) instead of failing at once."""
     import logging
 
-    from polykey.agent.session import Session
+    from polykey.agent_client.session import Session
 
     HELD.clear()
     RELEASE.clear()
@@ -257,7 +257,7 @@ def test_a_session_retries_while_every_connection_is_busy(tmp_path: Path) -> Non
 def test_stalled_header_and_unread_responses_close_only_that_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from keynode import socket_server
+    from keynode.agent import server as socket_server
 
     monkeypatch.setattr(socket_server, "FRAME_TIMEOUT", 0.3)
     monkeypatch.setattr(socket_server, "WRITE_TIMEOUT", 0.3)

@@ -36,7 +36,7 @@ def top(name: str) -> str:
 
 
 def is_dht_module(r: str) -> bool:
-    return r == "keynode/dht.py" or r.startswith("keynode/dht/")
+    return r == "keynode/peers/dht.py" or r.startswith("keynode/peers/dht/")
 
 
 # (description, which files the rule applies to, forbidden import predicate)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from keynode.failures import describe
 from keynode.memory import RequestBudget
-from polykey.agent import protocol
+from polykey.agent_client import protocol
 from polykey.errors import AgentProtocolError, DatagramError, ProtocolViolationError, SecretNotFoundError
 from polykey.wire import dhtmsg
 from polykey.wire import messages as m
@@ -117,7 +117,7 @@ def test_the_request_budget_charges_whole_frames_and_trims_after_release() -> No
 
 
 def test_the_agent_socket_answers_busy_past_its_budget(tmp_path: Any) -> None:
-    from keynode.socket_server import SocketServer
+    from keynode.agent.server import SocketServer
 
     async def main() -> None:
         async def dispatch(ctx: Any, params: dict[str, Any]) -> Any:
@@ -154,7 +154,7 @@ def test_a_partial_frame_is_freed_with_its_connection_without_a_garbage_collecti
     import gc
     import tracemalloc
 
-    from keynode.socket_server import SocketServer
+    from keynode.agent.server import SocketServer
 
     async def main() -> int:
         async def dispatch(ctx: Any, params: dict[str, Any]) -> Any:

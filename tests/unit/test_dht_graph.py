@@ -1,4 +1,4 @@
-"""Node graph file codec (keynode/dht/graph.py, docs/spec/discovery.md section 8): our JSON, never pickle."""
+"""Node graph file codec (keynode/peers/dht/graph.py, docs/spec/discovery.md section 8): our JSON, never pickle."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keynode.dht.graph import GraphEntry, decode_graph, encode_graph, load_graph, save_graph
+from keynode.peers.dht.graph import GraphEntry, decode_graph, encode_graph, load_graph, save_graph
 from polykey.errors import NodeGraphFileError
 from polykey.ids import NodeId
 

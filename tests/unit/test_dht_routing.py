@@ -1,4 +1,4 @@
-"""The routing table's nearest entries (keynode/dht/protocol.py ``Router.find_neighbors``).
+"""The routing table's nearest entries (keynode/peers/dht/protocol.py ``Router.find_neighbors``).
 
 Upstream kademlia's walker could return a handful of entries, or none, from a full table, and
 not always the nearest: a lookup then started far from its key and missed the record
@@ -11,7 +11,7 @@ import random
 
 from kademlia.node import Node
 
-from keynode.dht.protocol import DhtPeer, Router
+from keynode.peers.dht.protocol import DhtPeer, Router
 from polykey.ids import NodeId
 
 

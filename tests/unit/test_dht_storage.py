@@ -1,4 +1,4 @@
-"""Record storage, rate limiter, routing fixes (keynode/dht): bounded and validating, no network."""
+"""Record storage, rate limiter, routing fixes (keynode/peers/dht): bounded and validating, no network."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import hashlib
 
 import pytest
 
-from keynode.dht.config import DhtConfig
-from keynode.dht.protocol import DhtPeer, ValidatingProtocol
-from keynode.dht.ratelimit import RateLimiter
-from keynode.dht.storage import RecordStorage
-from keynode.dht.tasks import TaskSet
+from keynode.peers.dht.config import DhtConfig
+from keynode.peers.dht.protocol import DhtPeer, ValidatingProtocol
+from keynode.peers.dht.ratelimit import RateLimiter
+from keynode.peers.dht.storage import RecordStorage
+from keynode.peers.dht.tasks import TaskSet
 from polykey.errors import (
     AuthenticationError,
     DiscoveryError,

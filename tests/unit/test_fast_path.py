@@ -160,7 +160,7 @@ def test_paths_print_as_click_prints_them(text: str) -> None:
 import json  # noqa: E402
 import re  # noqa: E402
 
-from polykey.agent import protocol, strict_json  # noqa: E402
+from polykey.agent_client import protocol, strict_json  # noqa: E402
 
 _TEXT = st.text(alphabet="pk:/{} \t\n\u2003ab_1=-.", max_size=40)
 

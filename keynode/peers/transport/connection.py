@@ -4,7 +4,7 @@ asyncio streams (docs/spec/transport.md sections 6-7).
 A :class:`Connection` performs the handshake, then multiplexes requests in both
 directions, answers keepalives, enforces every limit in :class:`TransportLimits`, and
 closes with a logged reason on any violation, stall or timeout. It never raises out of
-:meth:`Connection.run`; the owning :class:`~keynode.transport.Transport` runs it in its
+:meth:`Connection.run`; the owning :class:`~keynode.peers.transport.Transport` runs it in its
 TaskGroup.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from keynode.failures import describe
 from keynode.memory import RequestBudget
-from keynode.transport.limits import TransportLimits
+from keynode.peers.transport.limits import TransportLimits
 from polykey.errors import (
     ConnectionClosedError,
     HandshakeError,
@@ -33,7 +33,7 @@ from polykey.ids import NodeId
 from polykey.wire import messages as m
 from polykey.wire.session import Event, HandshakeComplete, MessageReceived, Session
 
-log = logging.getLogger("keynode.transport")
+log = logging.getLogger("keynode.peers.transport")
 
 READ_SIZE = 256 * 1024
 #: StreamReader limit: it stops reading the socket once it holds twice this. asyncio's 64 KiB

@@ -16,11 +16,11 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from polykey.agent.methods import INDEX_METHODS, POOL_METHODS, VAULT_METHODS, WRITE_METHODS
+from polykey.agent_client.methods import INDEX_METHODS, POOL_METHODS, VAULT_METHODS, WRITE_METHODS
 from polykey.errors import InvalidInputError, PolykeyError, VaultFormatError, VaultIntegrityError
 from polykey.vaults.service import VaultService
-from keynode.agent import Agent
-from keynode.handlers import Handler, RequestContext
+from keynode.agent.core import Agent
+from keynode.agent.handlers import Handler, RequestContext
 from keynode.memory import release_free_memory
 
 _MAX_REFS = 1024

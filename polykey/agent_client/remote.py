@@ -1,7 +1,7 @@
 """``VaultService``'s methods, called through the agent (the CLI's vault backend).
 
 ``RemoteVaultService(session).set_secret("app", "db/password", b"x")`` sends the
-``secrets.set`` request (polykey.agent.methods) and returns the agent's answer, or
+``secrets.set`` request (polykey.agent_client.methods) and returns the agent's answer, or
 raises the agent's error rebuilt into the same PolykeyError subclass.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from polykey.agent.methods import BY_OPERATION, VAULT_METHODS
-from polykey.agent.session import Session
+from polykey.agent_client.methods import BY_OPERATION, VAULT_METHODS
+from polykey.agent_client.session import Session
 
 
 class RemoteVaultService:

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from polykey.agent import strict_json
+from polykey.agent_client import strict_json
 from polykey.errors import NodeGraphFileError, PolykeyError
 from polykey.fsutil import atomic_write, read_limited
 from polykey.ids import NodeId

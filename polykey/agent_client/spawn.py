@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from polykey.agent import paths, protocol, strict_json
+from polykey.agent_client import paths, protocol, strict_json
 from polykey.errors import AgentRunningError, AgentUnavailableError, NodeNotFoundError, PolykeyError, from_wire
 
 START_TIMEOUT = 120.0  # Argon2id at the "moderate" profile takes seconds on a small machine
@@ -170,7 +170,7 @@ def ensure_started(node_path: str, password: bytes, extra: Sequence[str] = ()) -
     A concurrent start that won the race may still be unlocking its key: wait (bounded) until
     its socket answers or it gives up (releases the lock).
     """
-    from polykey.agent.client import connect
+    from polykey.agent_client.client import connect
 
     try:
         return start_agent(node_path, password, extra)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import posix
 import time
 
-from polykey.agent import client as agent_client
-from polykey.agent import is_error, paths
+from polykey.agent_client import client as agent_client
+from polykey.agent_client import is_error, paths
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from os import PathLike
     from typing import Any
 
-    from polykey.agent.passwords import PasswordSource
+    from polykey.agent_client.passwords import PasswordSource
 
 #: Waits (seconds, each stretched by up to half at random) before resending a request the agent
 #: answered busy without reading it (docs/spec/agent-protocol.md section 3 "Limits"): about 4.5 s
@@ -52,7 +52,7 @@ class Session:
     @property
     def password(self) -> PasswordSource:
         if self._password is None:
-            from polykey.agent.passwords import PasswordSource
+            from polykey.agent_client.passwords import PasswordSource
 
             self._password = PasswordSource()
         return self._password
@@ -68,7 +68,7 @@ class Session:
         except Exception as e:
             if not is_error(e, "AgentUnavailableError") or not self.autostart:
                 raise
-        from polykey.agent.spawn import ensure_started, require_node  # only when starting: keep pk fast
+        from polykey.agent_client.spawn import ensure_started, require_node  # only when starting: keep pk fast
 
         require_node(self.node_path)
         ensure_started(self.node_path, self.password.get(), self.daemon_args)

@@ -1,8 +1,8 @@
 """Peer networking inside the agent: the Noise transport and DHT discovery (docs/spec/discovery.md s.1).
 
 One :class:`Network` service per agent. While the agent is unlocked it runs a
-:class:`keynode.transport.Transport` on TCP ``host:port`` and a
-:class:`keynode.dht.Discovery` on UDP at the same port number, bootstraps from the
+:class:`keynode.peers.transport.Transport` on TCP ``host:port`` and a
+:class:`keynode.peers.dht.Discovery` on UDP at the same port number, bootstraps from the
 seeds and publishes the node's signed record. When the agent locks, both are shut
 down (they hold the identity key); on unlock they start again on the same port.
 
@@ -24,10 +24,10 @@ import socket
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-from keynode.agent import Agent
-from keynode.dht import Discovery
-from keynode.handlers import RequestContext
-from keynode.transport import Channel, Transport
+from keynode.agent.core import Agent
+from keynode.peers.dht import Discovery
+from keynode.agent.handlers import RequestContext
+from keynode.peers.transport import Channel, Transport
 from polykey.errors import (
     AgentLockedError,
     DiscoveryBindError,
@@ -39,7 +39,7 @@ from polykey.errors import (
 from polykey.ids import NodeId
 from polykey.wire.records import Address, NodeRecord, Seed, check_port, parse_seed, parse_seeds
 
-log = logging.getLogger("keynode.network")
+log = logging.getLogger("keynode.peers.network")
 
 GRAPH_FILE = "nodegraph.json"
 #: How long the agent's start waits for the first bootstrap before serving anyway.
@@ -406,5 +406,5 @@ def _route_to(host: str) -> str | None:
 
 
 def install(agent: Agent) -> None:
-    """keynode.runner extension: plug the network service into the agent."""
+    """keynode.agent.runner extension: plug the network service into the agent."""
     agent.add_service(Network)

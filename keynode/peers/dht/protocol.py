@@ -38,17 +38,17 @@ from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 
-from keynode.dht.config import DhtConfig
+from keynode.peers.dht.config import DhtConfig
 from keynode.failures import describe
-from keynode.dht.ratelimit import RateLimiter
-from keynode.dht.storage import RecordStorage
-from keynode.dht.tasks import TaskSet
+from keynode.peers.dht.ratelimit import RateLimiter
+from keynode.peers.dht.storage import RecordStorage
+from keynode.peers.dht.tasks import TaskSet
 from polykey.errors import DatagramError
 from polykey.ids import NodeId
 from polykey.wire import dhtmsg as M
 from polykey.wire.records import dht_key
 
-log = logging.getLogger("keynode.dht.protocol")
+log = logging.getLogger("keynode.peers.dht.protocol")
 
 Addr = tuple[str, int]
 CallResult = tuple[bool, M.Reply | None]

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from kademlia.crawling import SpiderCrawl
 from kademlia.node import Node
 
-from keynode.dht.protocol import CallResult, DhtPeer, ValidatingProtocol
+from keynode.peers.dht.protocol import CallResult, DhtPeer, ValidatingProtocol
 from polykey.errors import PolykeyError
 from polykey.wire import dhtmsg as M
 from polykey.wire.records import NodeRecord, parse_record
 
-log = logging.getLogger("keynode.dht.lookup")
+log = logging.getLogger("keynode.peers.dht.lookup")
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Bytes in, records out, and back; no sockets, no asyncio, no files. Both the
 agent (keynode) and the clients (``pk``, :class:`polykey.Client`) drive it.
 It stays cheap to import, because the ``pk`` fast path loads it on every call
-(docs/performance.md "Fast path"): its JSON is :mod:`polykey.agent.strict_json` (the C
+(docs/performance.md "Fast path"): its JSON is :mod:`polykey.agent_client.strict_json` (the C
 accelerator ``_json``, without the ``json`` package, which pulls in ``re`` and ``enum``), its
 header is ``int.to_bytes`` rather than ``struct``, ``typing`` is for the type checker
 only, and ``polykey.errors`` is loaded only when something is malformed.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import binascii
 
-from polykey.agent import strict_json
+from polykey.agent_client import strict_json
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than this module
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from polykey.errors import AgentProtocolError
 else:
-    from polykey.agent import LazyError
+    from polykey.agent_client import LazyError
 
     AgentProtocolError = LazyError("AgentProtocolError")
 
@@ -182,7 +182,7 @@ class FrameDecoder:
 
 
 def loads_object(body: bytes | bytearray, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
-    """Strictly parse one frame body (spec section 2): :func:`polykey.agent.strict_json.loads`, one object."""
+    """Strictly parse one frame body (spec section 2): :func:`polykey.agent_client.strict_json.loads`, one object."""
     obj = strict_json.loads(body, max_depth=max_depth, error=AgentProtocolError, what="frame")
     if not isinstance(obj, dict):
         raise AgentProtocolError("frame must hold a JSON object")

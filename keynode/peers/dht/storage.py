@@ -19,7 +19,7 @@ from kademlia.storage import IStorage
 from polykey.errors import DiscoveryError, PolykeyError, StaleRecordError
 from polykey.wire.records import NodeRecord, decode_record, verify_record
 
-log = logging.getLogger("keynode.dht.storage")
+log = logging.getLogger("keynode.peers.dht.storage")
 
 
 @dataclass(frozen=True)

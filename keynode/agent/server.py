@@ -27,11 +27,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from polykey.agent import paths, protocol
+from polykey.agent_client import paths, protocol
 from polykey.crypto import memory
 from polykey.errors import AgentPermissionError, AgentProtocolError, AgentUnavailableError, PolykeyError
 from keynode.failures import describe
-from keynode.handlers import RequestContext
+from keynode.agent.handlers import RequestContext
 from keynode.memory import REQUEST_BUDGET, RequestBudget
 
 log = logging.getLogger("keynode.socket")

@@ -3,7 +3,7 @@
 Sans-I/O parts live in :mod:`polykey.wire`; this package is the asyncio shell.
 """
 
-from keynode.transport.limits import TransportLimits
-from keynode.transport.service import Channel, Handler, Transport
+from keynode.peers.transport.limits import TransportLimits
+from keynode.peers.transport.service import Channel, Handler, Transport
 
 __all__ = ["Channel", "Handler", "Transport", "TransportLimits"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from polykey import fsutil
-from polykey.agent import paths
+from polykey.agent_client import paths
 from polykey.errors import AgentRunningError
 
 

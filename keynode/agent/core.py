@@ -34,17 +34,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from polykey import __version__
-from polykey.agent import paths
+from polykey.agent_client import paths
 from polykey.crypto import memory
 from polykey.errors import AgentLockedError, InvalidInputError, PolykeyError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from polykey.vaults.service import VaultService
-from keynode.handlers import HandlerRegistry, RequestContext
-from keynode.hardening import dumpable
-from keynode.lockfile import StatusFile
-from keynode.socket_server import SocketServer
+from keynode.agent.handlers import HandlerRegistry, RequestContext
+from keynode.agent.hardening import dumpable
+from keynode.agent.lockfile import StatusFile
+from keynode.agent.server import SocketServer
 
 log = logging.getLogger("keynode.agent")
 T = TypeVar("T")

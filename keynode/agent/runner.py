@@ -14,21 +14,22 @@ from typing import Any, Protocol
 from polykey.crypto import memory
 from polykey.errors import PolykeyError
 from polykey.keys.store import NodeDir
-from keynode import network, vault_handlers
-from keynode.agent import Agent, AgentConfig
-from keynode.lockfile import AgentLock
+from keynode.methods import vaults as vault_methods
+from keynode.peers import network
+from keynode.agent.core import Agent, AgentConfig
+from keynode.agent.lockfile import AgentLock
 
 log = logging.getLogger("keynode")
 
 #: Functions called with the new Agent before it runs, to plug in services and handlers
-#: (the peer transport and discovery add themselves here). See keynode.agent for the API.
-EXTENSIONS: list[Callable[[Agent], None]] = [vault_handlers.install, network.install]
+#: (the peer transport and discovery add themselves here). See keynode.agent.core for the API.
+EXTENSIONS: list[Callable[[Agent], None]] = [vault_methods.install, network.install]
 
 
 #: Functions called with keynode's argparse parser, to add daemon options for services
 #: (e.g. ``--host``, ``--port``, ``--seed``). Every option not of the core daemon ends up in
 #: ``AgentConfig.extra`` under its argparse ``dest``. ``pk agent start`` passes such options
-#: through its ``extra`` daemon arguments (polykey.agent.spawn.start_agent).
+#: through its ``extra`` daemon arguments (polykey.agent_client.spawn.start_agent).
 PARSER_EXTENSIONS: list[Callable[[argparse.ArgumentParser], None]] = [network.add_daemon_options]
 
 

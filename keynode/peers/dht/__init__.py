@@ -5,10 +5,10 @@ Public API: :class:`Discovery` and :class:`DhtConfig`.
 
 import logging as _logging
 
-from keynode.dht.config import DhtConfig
-from keynode.dht.service import Discovery
+from keynode.peers.dht.config import DhtConfig
+from keynode.peers.dht.service import Discovery
 
-# kademlia's crawler logs every lookup at INFO; our own loggers (keynode.dht.*) say what matters.
+# kademlia's crawler logs every lookup at INFO; our own loggers (keynode.peers.dht.*) say what matters.
 _logging.getLogger("kademlia").setLevel(_logging.WARNING)
 
 __all__ = ["DhtConfig", "Discovery"]

@@ -1,7 +1,7 @@
 """The agent's vault methods and the VaultService operations behind them (docs/spec/agent-protocol.md s.6).
 
 Shared by the agent (which calls ``VaultService``) and the client-side proxy
-(:mod:`polykey.agent.remote`), so both agree on names and parameters.
+(:mod:`polykey.agent_client.remote`), so both agree on names and parameters.
 """
 
 from __future__ import annotations

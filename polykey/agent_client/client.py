@@ -12,7 +12,7 @@ from __future__ import annotations
 import _socket
 import errno
 
-from polykey.agent import LazyError, is_error, paths, protocol
+from polykey.agent_client import LazyError, is_error, paths, protocol
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ range, no duplicate keys, no lone UTF-16 surrogate, at most ``max_depth`` levels
 objects. Depth is checked on the raw bytes before anything is built, so neither
 ``json.loads`` nor a walk over what it returns ever meets a thousand levels. Any failure is
 raised as ``error(reason)``, the caller's own error type. Standard library only and cheap to
-import: the ``pk`` fast path loads it (through :mod:`polykey.agent.protocol`). So its JSON is
+import: the ``pk`` fast path loads it (through :mod:`polykey.agent_client.protocol`). So its JSON is
 the C accelerator ``_json`` that the ``json`` package is built on, driven directly (:func:`dumps`,
 :func:`parse`: exactly what ``json.dumps``/``json.loads`` give), because ``import json`` pulls
 in ``re`` (``json.decoder`` compiles patterns) and ``enum``; ``re`` is imported only for a body

@@ -18,8 +18,8 @@ from typing import Any
 
 from keynode.failures import describe
 from keynode.memory import RequestBudget
-from keynode.transport.connection import READ_LIMIT, Connection
-from keynode.transport.limits import TransportLimits
+from keynode.peers.transport.connection import READ_LIMIT, Connection
+from keynode.peers.transport.limits import TransportLimits
 from polykey import crypto
 from polykey.crypto import memory
 from polykey.errors import (
@@ -35,7 +35,7 @@ from polykey.keys.keypair import KeyPair
 from polykey.wire import messages as m
 from polykey.wire.session import Session
 
-log = logging.getLogger("keynode.transport")
+log = logging.getLogger("keynode.peers.transport")
 
 Handler = Callable[[NodeId, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -114,7 +114,7 @@ class Transport:
 
     ``async with Transport(keypair, host, port) as t``: listens on ``host:port`` (port 0
     picks a free port; :attr:`port` is the bound one), dials with :meth:`connect`, serves
-    handlers added with :meth:`register`. No global state; logs under ``keynode.transport``.
+    handlers added with :meth:`register`. No global state; logs under ``keynode.peers.transport``.
     """
 
     def __init__(

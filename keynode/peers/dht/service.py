@@ -19,19 +19,19 @@ from typing import Any
 
 from kademlia.node import Node
 
-from keynode.dht.config import DhtConfig
-from keynode.dht.graph import GraphEntry, load_graph, save_graph
-from keynode.dht.lookup import Lookup, LookupResult
-from keynode.dht.protocol import DhtPeer, ValidatingProtocol
-from keynode.dht.storage import RecordStorage
-from keynode.dht.tasks import TaskSet
+from keynode.peers.dht.config import DhtConfig
+from keynode.peers.dht.graph import GraphEntry, load_graph, save_graph
+from keynode.peers.dht.lookup import Lookup, LookupResult
+from keynode.peers.dht.protocol import DhtPeer, ValidatingProtocol
+from keynode.peers.dht.storage import RecordStorage
+from keynode.peers.dht.tasks import TaskSet
 from polykey.errors import DiscoveryBindError, DiscoveryNotRunningError, InvalidInputError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg as M
 from polykey.wire.records import Address, NodeRecord, Seed, check_host, check_port, dht_key, sign_record
 
-log = logging.getLogger("keynode.dht")
+log = logging.getLogger("keynode.peers.dht")
 
 SeedLike = Seed | tuple[NodeId, str, int]
 GRAPH_SAVE_DELAY = 5.0  # seconds between a node-graph change and its write (and on shutdown)

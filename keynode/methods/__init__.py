@@ -1,0 +1,1 @@
+"""Agent methods, one module per domain, each installed on the agent by ``install(agent)``."""
