@@ -19,10 +19,6 @@ for socket clients; the ``pk`` CLI reaches them through ``polykey.agent_client.r
 - A write returns only after its objects and its ref update are on disk.
 - Errors are :class:`polykey.errors.PolykeyError` subclasses (VaultNotFoundError,
   SecretNotFoundError, ...); they cross the agent socket as ``{type, message, data}``.
-
-Signature changes after the first commit of this file are noted here:
-- ``__init__`` gained keyword-only ``clock`` and ``rng`` (injectable time and randomness for
-  tests); ``VaultService(node_path, keypair)`` is unchanged.
 """
 
 from __future__ import annotations
