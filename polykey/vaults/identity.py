@@ -33,7 +33,8 @@ class Signer(Protocol):
 
 
 class NodeKey:
-    """An unlocked node keypair, for vaults: a :class:`Signer` and a wrapped key :class:`Identity`.
+    """An unlocked node keypair, for vaults: a :class:`Signer` and a
+    :class:`polykey.vaults.format.Identity`.
 
     It holds the :class:`KeyPair` (not a copy of its seed), so a keypair wiped when the agent
     locks makes every use fail.
