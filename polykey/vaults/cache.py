@@ -17,11 +17,22 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-#: One tree entry: ``(stored name, plain name or None, kind, oid)``. The plain name is None for the
-#: entries whose stored name is not encrypted (``.pk`` and the directory marker).
-Entry = tuple[str, str | None, str, str]
+from polykey.vaults.repo import Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One entry of a decrypted tree listing. ``plain`` is None for the entries whose stored name is
+    not encrypted (``.pk`` and the directory marker)."""
+
+    stored: str
+    plain: str | None
+    entry: Entry
+
+
 Key = tuple[bytes, int, str]  # (vault id bytes, epoch, tree oid)
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -32,9 +43,9 @@ MAX_BYTES = 3 * 1024 * 1024
 ENTRY_OVERHEAD = 200
 
 
-def listing_size(entries: tuple[Entry, ...]) -> int:
+def listing_size(entries: tuple[Listed, ...]) -> int:
     """The estimated memory of one cached listing, in bytes."""
-    return ENTRY_OVERHEAD + sum(ENTRY_OVERHEAD + len(e[0]) + len(e[1] or "") + len(e[3]) for e in entries)
+    return ENTRY_OVERHEAD + sum(ENTRY_OVERHEAD + len(e.stored) + len(e.plain or "") + len(e.entry.oid) for e in entries)
 
 
 def rows_size(rows: list[dict[str, Any]]) -> int:
@@ -90,7 +101,7 @@ class BoundedCache(Generic[K, V]):
         return self._bytes
 
 
-class TreeNames(BoundedCache[Key, tuple[Entry, ...]]):
+class TreeNames(BoundedCache[Key, tuple[Listed, ...]]):
     """Decrypted tree listings by ``(vault id, epoch, tree oid)``."""
 
     def __init__(self, max_trees: int = MAX_TREES, max_bytes: int = MAX_BYTES) -> None:

@@ -12,11 +12,13 @@ import base64
 import binascii
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 from polykey import crypto
 from polykey.errors import (
     AuthenticationError,
     InvalidInputError,
+    NotForThisKeyError,
     VaultFormatError,
     VaultIntegrityError,
 )
@@ -236,6 +238,17 @@ WRAPPED_BYTES = crypto.SEAL_OVERHEAD + EPOCH_SECRET_BYTES
 _KEYS_HEAD = struct.Struct(">4sBIH")
 
 
+class Identity(Protocol):
+    """Who opens a wrapped epoch secret (as age's identities): a NodeId and the key sealed to it."""
+
+    @property
+    def node_id(self) -> NodeId: ...
+
+    def unseal(self, sealed: bytes) -> bytes:
+        """Open what was sealed to this identity; AuthenticationError if it does not open."""
+        ...
+
+
 @dataclass(frozen=True)
 class WrappedKeys:
     """The epoch secret sealed (crypto.seal) to each member's key."""
@@ -248,14 +261,19 @@ class WrappedKeys:
         wraps = [(m, crypto.seal(m.public_key, secret)) for m in sorted(set(members))]
         return cls(epoch, tuple(wraps))
 
-    def unwrap(self, seed: crypto.Secret, node: NodeId) -> bytes | None:
+    def unwrap(self, identity: Identity) -> bytes:
+        """The epoch secret sealed to ``identity``.
+
+        NotForThisKeyError when no wrap names it ("not my key, try the next"); VaultIntegrityError,
+        the same for every failure, when its wrap does not open.
+        """
         for member, sealed in self.wraps:
-            if member == node:
+            if member == identity.node_id:
                 try:
-                    return crypto.unseal(seed, sealed)
+                    return identity.unseal(sealed)
                 except AuthenticationError:
                     raise VaultIntegrityError("this node's wrapped vault key fails authentication") from None
-        return None
+        raise NotForThisKeyError("the vault's keys are not wrapped for this node")
 
     def encode(self) -> bytes:
         out = [_KEYS_HEAD.pack(b"PKVK", FORMAT_VERSION, self.epoch, len(self.wraps))]

@@ -6,7 +6,7 @@ from typing import Any
 
 from polykey.errors import SecretNotFoundError
 from polykey.vaults.format import join_path, secret_size
-from polykey.vaults.repo import BLOB, CommitInfo
+from polykey.vaults.repo import BLOB, CommitInfo, Entry
 from polykey.vaults.vault import Parts, Vault
 
 JSON = dict[str, Any]
@@ -38,13 +38,13 @@ def version(v: Vault, commit: str) -> JSON:
         snap = v.snapshot(commit)
         c = v.repo.commit_info(snap.commit)
         entries = [
-            {"path": join_path(p), "type": "secret" if k == BLOB else "dir"}
-            for p, k, _o in v.walk(snap, snap.tree, (), True)
+            {"path": join_path(p), "type": "secret" if e.kind == BLOB else "dir"}
+            for p, e in v.walk(snap, snap.tree, (), True)
         ]
         return {**commit_json(c), "secrets": sorted(entries, key=lambda e: e["path"])}
 
 
-def _entry_at(v: Vault, commit: str, parts: Parts) -> tuple[str, str] | None:
+def _entry_at(v: Vault, commit: str, parts: Parts) -> Entry | None:
     snap = v.load(commit)
     if snap.keys is None:
         return None
@@ -56,9 +56,9 @@ def history(v: Vault, parts: Parts, limit: int | None = None) -> list[JSON]:
     with v.repo.read_lock():
         head = v.snapshot().commit
         out: list[JSON] = []
-        seen: dict[str, tuple[str, str] | None] = {}
+        seen: dict[str, Entry | None] = {}
 
-        def at(commit: str) -> tuple[str, str] | None:
+        def at(commit: str) -> Entry | None:
             if commit not in seen:
                 seen[commit] = _entry_at(v, commit, parts)
             return seen[commit]
@@ -79,10 +79,10 @@ def history(v: Vault, parts: Parts, limit: int | None = None) -> list[JSON]:
             else:
                 action = "modified"
             size = None
-            if now is not None and now[0] == BLOB:
-                size = secret_size(v.repo.blob_size(now[1]))
+            if now is not None and now.kind == BLOB:
+                size = secret_size(v.repo.blob_size(now.oid))
             out.append({**commit_json(c), "action": action, "size": size,
-                        "type": None if now is None else ("secret" if now[0] == BLOB else "dir")})
+                        "type": None if now is None else ("secret" if now.kind == BLOB else "dir")})
         return out
 
 
@@ -99,15 +99,15 @@ def stat(v: Vault, parts: Parts) -> JSON:
                 break
             life.append(r)
         first, last = (life[-1], life[0]) if life else (None, None)
-        if e[0] == BLOB:
-            size = secret_size(v.repo.blob_size(e[1]))
+        if e.kind == BLOB:
+            size = secret_size(v.repo.blob_size(e.oid))
             entries = None
         else:
             size = None
-            entries = sum(1 for _ in v.walk(snap, e[1], (), False))
+            entries = sum(1 for _ in v.walk(snap, e.oid, (), False))
         return {
             "path": join_path(parts) or "/",
-            "type": "secret" if e[0] == BLOB else "dir",
+            "type": "secret" if e.kind == BLOB else "dir",
             "size": size,
             "entries": entries,
             "created": first["time"] if first else None,

@@ -28,11 +28,13 @@ from polykey import crypto, fsutil
 from polykey.crypto import memory
 from polykey.errors import AuthenticationError, InvalidInputError, VaultIndexError
 from polykey.ids import VaultId
+from polykey.vaults.identity import NodeKey
 
 MAGIC = b"PKVI"
 VERSION = 1
 MAX_INDEX_BYTES = 16 * 1024 * 1024
 MAX_NAME_CHARS = 128
+KEY_INFO = b"polykey vault name index v1"
 T = TypeVar("T")
 
 
@@ -61,7 +63,8 @@ def validate_new_name(name: str) -> str:
 
 
 def index_key(seed: crypto.Secret) -> bytes:
-    return crypto.derive(seed, b"polykey vault name index v1", 32)
+    """The index key of the node with this seed (what :class:`NameIndex` derives from its NodeKey)."""
+    return crypto.derive(seed, KEY_INFO, 32)
 
 
 def encode(key: bytes, entries: dict[str, VaultId], *, rng: crypto.Rng = crypto.random_bytes) -> bytes:
@@ -103,10 +106,10 @@ def decode(key: bytes, data: bytes) -> dict[str, VaultId]:
 class NameIndex:
     """The index of one node, cached in memory and reloaded when the file changes."""
 
-    def __init__(self, vaults_dir: Path, seed: crypto.Secret) -> None:
+    def __init__(self, vaults_dir: Path, node: NodeKey) -> None:
         self.path = vaults_dir / "index"
         self._lock_path = vaults_dir / "index.lock"
-        self._key = index_key(seed)
+        self._key = node.derive(KEY_INFO, 32)
         self._mutex = threading.RLock()
         self._stamp: tuple[int, int, int] | None = None
         self._entries: dict[str, VaultId] = {}

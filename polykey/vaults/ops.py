@@ -15,7 +15,7 @@ from polykey.errors import (
     SecretNotFoundError,
 )
 from polykey.vaults.format import join_path
-from polykey.vaults.repo import BLOB, TREE, Change
+from polykey.vaults.repo import BLOB, TREE, Change, Entry
 from polykey.vaults.vault import MARKER, Parts, Snapshot, Vault, check_not_root
 
 JSON = dict[str, Any]
@@ -30,14 +30,14 @@ def set_secret(v: Vault, parts: Parts, value: bytes, message: str = "set secret\
 
     def build(snap: Snapshot) -> tuple[dict[Parts, Change], str, JSON]:
         e = v.find(snap, parts)
-        if e is not None and e[0] == TREE:
+        if e is not None and e.kind == TREE:
             raise SecretIsDirectoryError(f"{join_path(parts)} is a directory; cannot write a secret over it")
         if e is not None and not replace:
             raise SecretExistsError(f"{join_path(parts)} already exists")
         if e is None:
             v.check_parents(snap, parts)
         blob = v.encrypt(snap, parts, value)
-        return {parts: (BLOB, blob)}, message, {"path": join_path(parts), "created": e is None}
+        return {parts: Entry(BLOB, blob)}, message, {"path": join_path(parts), "created": e is None}
 
     return v.write(build)
 
@@ -57,23 +57,23 @@ def import_secrets(v: Vault, items: dict[Parts, bytes]) -> JSON:
         for parts in items:
             e = v.find(snap, parts)
             created += e is None
-            if e is not None and e[0] == TREE:
+            if e is not None and e.kind == TREE:
                 raise SecretIsDirectoryError(f"{join_path(parts)} is a directory; cannot write a secret over it")
             if e is None and len(parts) > 1 and parts[:-1] not in dirs_ok:
                 v.check_parents(snap, parts)
                 for k in range(1, len(parts)):
                     dirs_ok[parts[:k]] = True
         oids = v.encrypt_many(snap, list(items.items()))
-        changes: dict[Parts, Change] = {parts: (BLOB, oid) for parts, oid in zip(items, oids)}
+        changes: dict[Parts, Change] = {parts: Entry(BLOB, oid) for parts, oid in zip(items, oids)}
         return changes, f"import {_plural(len(items), 'secret')}\n", {"count": len(items), "created": created}
 
     return v.write(build)
 
 
-def _secret_count(v: Vault, snap: Snapshot, kind: str, oid: str) -> int:
-    if kind == BLOB:
+def _secret_count(v: Vault, snap: Snapshot, e: Entry) -> int:
+    if e.kind == BLOB:
         return 1
-    return sum(1 for _p, k, _o in v.walk(snap, oid, (), True) if k == BLOB)
+    return sum(1 for _p, found in v.walk(snap, e.oid, (), True) if found.kind == BLOB)
 
 
 def remove(v: Vault, parts: Parts, recursive: bool) -> JSON:
@@ -83,10 +83,10 @@ def remove(v: Vault, parts: Parts, recursive: bool) -> JSON:
         e = v.find(snap, parts)
         if e is None:
             raise SecretNotFoundError(f"no secret or directory {join_path(parts)!r} in this vault")
-        count = _secret_count(v, snap, *e)
-        if e[0] == TREE and count and not recursive:
+        count = _secret_count(v, snap, e)
+        if e.kind == TREE and count and not recursive:
             raise SecretIsDirectoryError(f"{join_path(parts)} is a directory that is not empty; use -r")
-        noun = "secret" if e[0] == BLOB else "directory"
+        noun = "secret" if e.kind == BLOB else "directory"
         return {parts: None}, f"remove {noun} ({_plural(count, 'secret')})\n", {"removed": count}
 
     return v.write(build)
@@ -97,14 +97,14 @@ def mkdir(v: Vault, parts: Parts, parents: bool) -> JSON:
 
     def build(snap: Snapshot) -> tuple[dict[Parts, Change], str, JSON]:
         e = v.find(snap, parts)
-        if e is not None and e[0] == TREE:
+        if e is not None and e.kind == TREE:
             raise SecretExistsError(f"directory {join_path(parts)} already exists")
         if e is not None:
             raise SecretNotDirectoryError(f"{join_path(parts)} is a secret; cannot make a directory over it")
         v.check_parents(snap, parts)
         if not parents and len(parts) > 1 and v.find(snap, parts[:-1]) is None:
             raise SecretNotFoundError(f"no directory {join_path(parts[:-1])!r} (use --parents)")
-        return {parts + (MARKER,): (BLOB, v.empty_blob())}, "create directory\n", {"path": join_path(parts)}
+        return {parts + (MARKER,): Entry(BLOB, v.empty_blob())}, "create directory\n", {"path": join_path(parts)}
 
     return v.write(build)
 
@@ -119,7 +119,7 @@ def transfer(v: Vault, src: Parts, dst: Parts, *, keep_source: bool) -> JSON:
             raise SecretNotFoundError(f"no secret or directory {join_path(src)!r} in this vault")
         target = dst
         de = v.find(snap, target)
-        if de is not None and de[0] == TREE:
+        if de is not None and de.kind == TREE:
             target = target + (src[-1],)
             de = v.find(snap, target)
         if target == src:
@@ -127,23 +127,23 @@ def transfer(v: Vault, src: Parts, dst: Parts, *, keep_source: bool) -> JSON:
         if target[: len(src)] == src:
             raise InvalidInputError("cannot move or copy a directory into itself")
         if de is not None:
-            if de[0] == TREE:
+            if de.kind == TREE:
                 raise SecretIsDirectoryError(f"{join_path(target)} is a directory; cannot write a secret over it")
-            if se[0] == TREE:
+            if se.kind == TREE:
                 raise SecretNotDirectoryError(f"{join_path(target)} is a secret; cannot write a directory over it")
         else:
             v.check_parents(snap, target)
-        entries = [((), BLOB, se[1])] if se[0] == BLOB else list(v.walk(snap, se[1], (), True, markers=True))
+        entries = [((), se)] if se.kind == BLOB else list(v.walk(snap, se.oid, (), True, markers=True))
         changes: dict[Parts, Change] = {}
         count = 0
-        for rel, kind, oid in entries:
-            if kind != BLOB:
+        for rel, e in entries:
+            if e.kind != BLOB:
                 continue
             if rel and rel[-1] == MARKER:
-                changes[target + rel] = (BLOB, oid)
+                changes[target + rel] = e
                 continue
-            value = v.decrypt(snap, src + rel, oid)
-            changes[target + rel] = (BLOB, v.encrypt(snap, target + rel, value))
+            value = v.decrypt(snap, src + rel, e.oid)
+            changes[target + rel] = Entry(BLOB, v.encrypt(snap, target + rel, value))
             count += 1
         if not keep_source:
             changes[src] = None

@@ -86,9 +86,9 @@ def index_bytes(entries: list[tuple[bytes, int, int]], pack_sha: bytes) -> bytes
         fanout[i] = total
     body = b"".join([
         IDX_HEADER, struct.pack(">256I", *fanout),
-        b"".join(e[0] for e in entries),
-        b"".join(struct.pack(">I", e[2]) for e in entries),
-        b"".join(struct.pack(">I", e[1]) for e in entries),
+        b"".join(sha for sha, _o, _c in entries),
+        b"".join(struct.pack(">I", crc) for _s, _o, crc in entries),
+        b"".join(struct.pack(">I", offset) for _s, offset, _c in entries),
         pack_sha,
     ])
     return body + hashlib.sha1(body).digest()

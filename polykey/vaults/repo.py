@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ import pygit2
 from pygit2.enums import FileMode, ObjectType, Option, SortMode
 
 from polykey.errors import CommitNotFoundError, InvalidInputError, VaultIntegrityError
+from polykey.vaults.identity import Signer, author_email
 from polykey.vaults.objects import MODE_BLOB, MODE_TREE, Entries, signed_commit_bytes, tree_bytes
 from polykey.vaults.pack import (
     OBJ_BLOB,
@@ -81,8 +82,20 @@ class CommitInfo:
     message: str
 
 
-#: A change to a tree path: ``(kind, hex oid)`` to write an entry, or ``None`` to remove it.
-Change = tuple[str, str] | None
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry of a vault tree: its kind (:data:`BLOB` or :data:`TREE`) and hex object id."""
+
+    kind: str
+    oid: str
+
+
+#: A change to a tree path: the entry to write there, or ``None`` to remove it.
+Change = Entry | None
+
+
+def _entry(e: pygit2.Object) -> Entry:
+    return Entry(TREE if e.filemode == FileMode.TREE else BLOB, str(e.id))
 
 
 def _info(c: pygit2.Commit) -> CommitInfo:
@@ -213,13 +226,14 @@ class GitRepo:
         except pygit2.GitError:
             raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
 
-    def commit(self, tree: str, parents: list[str], name: str, email: str, when: int,
-               message: str, signer: Callable[[bytes], str]) -> str:
-        """Write a signed commit and move the branch to it (caller holds :meth:`write_lock`).
-
-        ``signer(payload: bytes) -> str`` returns the armored SSH signature.
+    def commit(self, tree: str, parents: list[str], message: str, signer: Signer, *, when: int) -> str:
+        """Write a commit of ``tree`` on ``parents`` (none for the first, two for a merge), authored
+        and signed by ``signer`` at ``when`` (unix seconds), and move the branch to it (spec
+        section 5). The caller holds :meth:`write_lock`. This is the only way a commit is written.
         """
-        oid = self._stage(OBJ_COMMIT, signed_commit_bytes(tree, parents, name, email, when, message, signer))
+        me = signer.node_id
+        data = signed_commit_bytes(tree, parents, str(me), author_email(me), when, message, signer.sign)
+        oid = self._stage(OBJ_COMMIT, data)
         self._flush()
         try:
             self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
@@ -302,8 +316,8 @@ class GitRepo:
             raise VaultIntegrityError(f"vault object {tree[:12]} is not a tree")
         return obj
 
-    def entry(self, tree: str, path: str) -> tuple[str, str] | None:
-        """``(kind, oid)`` at ``path`` (``a/b``) under ``tree``, or None."""
+    def entry(self, tree: str, path: str) -> Entry | None:
+        """The entry at ``path`` (``a/b``) under ``tree``, or None."""
         obj = self._tree(tree)
         try:
             e = obj[path]
@@ -311,13 +325,12 @@ class GitRepo:
             return None
         except (ValueError, pygit2.GitError):
             raise VaultIntegrityError("a vault tree is missing or corrupt") from None
-        return (TREE if e.filemode == FileMode.TREE else BLOB, str(e.id))
+        return _entry(e)
 
-    def list_tree(self, tree: str) -> list[tuple[str, str, str]]:
-        """``[(name, kind, oid)]`` of one tree."""
+    def list_tree(self, tree: str) -> list[tuple[str, Entry]]:
+        """``[(name, entry)]`` of one tree."""
         try:
-            return [(e.name or "", TREE if e.filemode == FileMode.TREE else BLOB, str(e.id))
-                    for e in self._tree(tree)]
+            return [(e.name or "", _entry(e)) for e in self._tree(tree)]
         except (KeyError, ValueError, pygit2.GitError):
             raise VaultIntegrityError("a vault tree is missing or corrupt") from None
 
@@ -337,13 +350,13 @@ class GitRepo:
                 if change is None:
                     entries.pop(parts[0], None)
                 else:
-                    kind, oid = change
-                    entries[parts[0]] = (MODE_TREE if kind == TREE else MODE_BLOB, bytes.fromhex(oid))
+                    mode = MODE_TREE if change.kind == TREE else MODE_BLOB
+                    entries[parts[0]] = (mode, bytes.fromhex(change.oid))
             else:
                 nested.setdefault(parts[0], {})[parts[1:]] = change
         for name, sub in nested.items():
-            current = entries.get(name)
-            base = current[1].hex() if current is not None and current[0] == MODE_TREE else None
+            mode, raw = entries.get(name, (0, b""))
+            base = raw.hex() if mode == MODE_TREE else None
             new = self._apply(base, sub)
             if new is None:
                 entries.pop(name, None)

@@ -19,10 +19,6 @@ for socket clients; the ``pk`` CLI reaches them through ``polykey.agent_client.r
 - A write returns only after its objects and its ref update are on disk.
 - Errors are :class:`polykey.errors.PolykeyError` subclasses (VaultNotFoundError,
   SecretNotFoundError, ...); they cross the agent socket as ``{type, message, data}``.
-
-Signature changes after the first commit of this file are noted here:
-- ``__init__`` gained keyword-only ``clock`` and ``rng`` (injectable time and randomness for
-  tests); ``VaultService(node_path, keypair)`` is unchanged.
 """
 
 from __future__ import annotations
@@ -51,7 +47,9 @@ from polykey.vaults import ops
 from polykey.vaults.cache import Listings, TreeNames
 from polykey.vaults.format import split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
+from polykey.vaults.identity import NodeKey
 from polykey.vaults.index import NameIndex, validate_new_name
+from polykey.vaults.repo import BLOB
 from polykey.vaults.staging import ImportStaging, merge_items
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify as _verify
@@ -80,11 +78,13 @@ class VaultService:
     ) -> None:
         self.node_path = Path(node_path)
         self.keypair = keypair
+        #: What the vaults are handed of the keypair: it signs commits and opens wrapped keys.
+        self.node_key = NodeKey(keypair)
         self._clock = clock
         self._rng = rng
         self._dir = self.node_path / VAULTS_DIR
         fsutil.ensure_private_dir(self._dir)
-        self._index = NameIndex(self._dir, keypair.seed)
+        self._index = NameIndex(self._dir, self.node_key)
         self._mutex = threading.Lock()
         self._open: dict[VaultId, Vault] = {}
         self._closed = False
@@ -124,7 +124,7 @@ class VaultService:
                 path = self._repo_path(vid)
                 if not path.is_dir():
                     raise VaultNotFoundError(f"vault {vault!r} is in the index but its repository is missing")
-                opened = Vault(path, vid, self.keypair, self._clock, self._rng, self.tree_names)
+                opened = Vault(path, vid, self.node_key, self._clock, self._rng, self.tree_names)
             self._keep(vid, opened)
             return opened
 
@@ -203,7 +203,7 @@ class VaultService:
         if self._index.lookup(name) is not None:
             raise VaultExistsError(f"a vault named {name!r} already exists")
         vid = VaultId(self._rng(VaultId.SIZE))
-        v = Vault.create(self._repo_path(vid), vid, self.keypair, self._clock, self._rng, self.tree_names)
+        v = Vault.create(self._repo_path(vid), vid, self.node_key, self._clock, self._rng, self.tree_names)
 
         def add(entries: dict[str, VaultId]) -> None:
             if name in entries:
@@ -321,7 +321,7 @@ class VaultService:
         bad commit (oldest first) with ``data = {"commit", "reason"}``, or VaultIntegrityError.
         """
         v = self._vault(vault)
-        fresh = Vault(v.repo.path, v.vault_id, self.keypair, self._clock, self._rng)  # no cached objects
+        fresh = Vault(v.repo.path, v.vault_id, self.node_key, self._clock, self._rng)  # no cached objects
         try:
             return _verify(fresh)
         finally:
@@ -361,22 +361,22 @@ class VaultService:
             e = v.find(snap, parts)
             if e is None:
                 raise SecretNotFoundError(f"no secret or directory {path!r} in this vault")
-            if e[0] == "blob":
+            if e.kind == BLOB:
                 return [{"path": "/".join(parts), "name": parts[-1], "type": "secret"}]
-            keys = v.need_keys(snap)
+            keys = v.epoch_keys(snap)
             key = (v.vault_id.raw, parts, recursive)
             cached = self.listings.get(key)
-            same_tree = cached is not None and cached[:2] == (keys.epoch, e[1])  # trees never change
+            same_tree = cached is not None and cached[:2] == (keys.epoch, e.oid)  # trees never change
             if cached is not None and same_tree and cached[2] is not None:
                 return list(cached[2])  # the rows are shared: callers read them, never change them
             rows = [
-                {"path": "/".join(p), "name": p[-1], "type": "secret" if k == "blob" else "dir"}
-                for p, k, _o in v.walk(snap, e[1], parts, recursive)
+                {"path": "/".join(p), "name": p[-1], "type": "secret" if found.kind == BLOB else "dir"}
+                for p, found in v.walk(snap, e.oid, parts, recursive)
             ]
         rows.sort(key=lambda r: r["path"])
         # Keep the answer only when the directory was listed unchanged twice in a row: a vault that
         # is written between listings would only churn memory with answers nobody asks for again.
-        self.listings.put(key, (keys.epoch, e[1], rows if same_tree else None))
+        self.listings.put(key, (keys.epoch, e.oid, rows if same_tree else None))
         return list(rows)
 
     def remove(self, vault: str, path: str, recursive: bool = False) -> JSON:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from polykey import crypto, fsutil
-from polykey.crypto import memory, sshsig
+from polykey.crypto import memory
 from polykey.errors import (
     InvalidInputError,
+    NotForThisKeyError,
     SecretIsDirectoryError,
     SecretNotDirectoryError,
     SecretNotFoundError,
@@ -27,8 +28,7 @@ from polykey.errors import (
     VaultIntegrityError,
     VaultPermissionError,
 )
-from polykey.ids import NodeId, VaultId
-from polykey.keys.keypair import KeyPair
+from polykey.ids import VaultId
 from polykey.vaults.format import (
     DIR_MARKER,
     MAX_DEPTH,
@@ -41,8 +41,9 @@ from polykey.vaults.format import (
     join_path,
     keys_file_name,
 )
-from polykey.vaults.cache import Entry, TreeNames
-from polykey.vaults.repo import BLOB, TREE, Change, GitRepo
+from polykey.vaults.cache import Listed, TreeNames
+from polykey.vaults.identity import NodeKey
+from polykey.vaults.repo import BLOB, TREE, Change, Entry, GitRepo
 
 PK_DIR = ".pk"
 #: How a directory's on-disk ``.keep`` marker appears among *plain* paths (in ``walk`` and in the
@@ -52,7 +53,7 @@ MARKER = "\0.keep"
 Clock = Callable[[], float]
 Parts = tuple[str, ...]
 _NAME_CACHE_LIMIT = 20_000  # encrypted path components per open vault (~5 MB at most)
-_META_LIMIT = 8 * 1024 * 1024
+_METADATA_LIMIT = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,36 +67,32 @@ class Snapshot:
     keys: EpochKeys | None  # None when this node has no wrapped key at that epoch
 
 
-def author_email(node: NodeId) -> str:
-    return f"{node}@polykey"
-
-
 class Vault:
-    """An open vault repository, for one keypair."""
+    """An open vault repository, for one node key (which signs its commits and opens its keys)."""
 
-    def __init__(self, path: Path, vault_id: VaultId, keypair: KeyPair, clock: Clock, rng: crypto.Rng,
+    def __init__(self, path: Path, vault_id: VaultId, key: NodeKey, clock: Clock, rng: crypto.Rng,
                  tree_names: TreeNames | None = None) -> None:
         self.repo = GitRepo(path)
         self.vault_id = vault_id
-        self.keypair = keypair
-        self.me = keypair.node_id
+        self.key = key
+        self.me = key.node_id
         self.clock = clock
         self.rng = rng
         self._head: Snapshot | None = None
-        self._meta: dict[str, tuple[VaultInfo, Members]] = {}
+        self._metadata: dict[str, tuple[VaultInfo, Members]] = {}
         self._keys: dict[int, EpochKeys] = {}
         self._names: dict[tuple[int, str], str] = {}
         #: Decrypted tree listings (shared by the service's vaults, or this vault's own).
         self.tree_names = tree_names if tree_names is not None else TreeNames(max_trees=256, max_bytes=1 << 20)
 
     @classmethod
-    def create(cls, path: Path, vault_id: VaultId, keypair: KeyPair, clock: Clock, rng: crypto.Rng,
+    def create(cls, path: Path, vault_id: VaultId, key: NodeKey, clock: Clock, rng: crypto.Rng,
                tree_names: TreeNames | None = None) -> Vault:
         """Build the repository beside ``path`` and rename it into place (crash-atomic)."""
         tmp = path.with_name(f".tmp-{path.name}")
         shutil.rmtree(tmp, ignore_errors=True)
         repo = GitRepo.init(tmp)
-        me = keypair.node_id
+        me = key.node_id
         secret = rng(32)
         files = {
             (PK_DIR, "vault"): VaultInfo(vault_id, 0).encode(),
@@ -103,15 +100,14 @@ class Vault:
             (PK_DIR, "keys", keys_file_name(0)): WrappedKeys.create(0, secret, [me]).encode(),
         }
         with repo.write_lock():
-            changes: dict[Parts, Change] = {k: (BLOB, repo.write_blob(v)) for k, v in files.items()}
+            changes: dict[Parts, Change] = {k: Entry(BLOB, repo.write_blob(v)) for k, v in files.items()}
             tree = repo.apply(None, changes)
-            repo.commit(tree, [], str(me), author_email(me), int(clock()), "create vault\n",
-                        lambda payload: sshsig.sign(keypair.seed, payload))
+            repo.commit(tree, [], "create vault\n", key, when=int(clock()))
         repo.close()
         _fsync_tree(tmp)
         os.rename(tmp, path)
         fsutil.fsync_dir(path.parent)
-        return cls(path, vault_id, keypair, clock, rng, tree_names)
+        return cls(path, vault_id, key, clock, rng, tree_names)
 
     def close(self) -> None:
         with self.repo.read_lock():
@@ -141,44 +137,46 @@ class Vault:
 
     def load(self, commit: str) -> Snapshot:
         tree = self.repo.commit_info(commit).tree
-        info, members = self.meta(tree)
-        return Snapshot(commit, tree, info, members, self._epoch_keys(tree, info.epoch))
+        info, members = self.metadata(tree)
+        return Snapshot(commit, tree, info, members, self._unwrap_keys(tree, info.epoch))
 
-    def meta(self, tree: str) -> tuple[VaultInfo, Members]:
+    def metadata(self, tree: str) -> tuple[VaultInfo, Members]:
         """The ``.pk/vault`` and ``.pk/members`` of a tree (cached by the ``.pk`` tree id)."""
         pk = self.repo.entry(tree, PK_DIR)
-        if pk is None or pk[0] != TREE:
+        if pk is None or pk.kind != TREE:
             raise VaultFormatError("the vault has no .pk metadata")
-        cached = self._meta.get(pk[1])
+        cached = self._metadata.get(pk.oid)
         if cached is not None:
             return cached
-        info = VaultInfo.decode(self._meta_file(pk[1], "vault"))
-        members = Members.decode(self._meta_file(pk[1], "members"))
+        info = VaultInfo.decode(self._metadata_file(pk.oid, "vault"))
+        members = Members.decode(self._metadata_file(pk.oid, "members"))
         if info.vault_id != self.vault_id:
             raise VaultIntegrityError("the vault metadata names another vault")
-        self._meta[pk[1]] = (info, members)
+        self._metadata[pk.oid] = (info, members)
         return info, members
 
-    def _meta_file(self, pk_tree: str, name: str) -> bytes:
+    def _metadata_file(self, pk_tree: str, name: str) -> bytes:
         e = self.repo.entry(pk_tree, name)
-        if e is None or e[0] != BLOB:
+        if e is None or e.kind != BLOB:
             raise VaultFormatError(f"the vault has no .pk/{name}")
-        if self.repo.blob_size(e[1]) > _META_LIMIT:
+        if self.repo.blob_size(e.oid) > _METADATA_LIMIT:
             raise VaultFormatError(f".pk/{name} is too large")
-        return self.repo.read_blob(e[1])
+        return self.repo.read_blob(e.oid)
 
-    def _epoch_keys(self, tree: str, epoch: int) -> EpochKeys | None:
+    def _unwrap_keys(self, tree: str, epoch: int) -> EpochKeys | None:
+        """The keys of ``epoch`` as wrapped for this node in ``tree``; None if it holds no wrap."""
         cached = self._keys.get(epoch)
         if cached is not None:
             return cached
         e = self.repo.entry(tree, f"{PK_DIR}/keys/{keys_file_name(epoch)}")
-        if e is None or e[0] != BLOB:
+        if e is None or e.kind != BLOB:
             raise VaultFormatError(f"the vault has no wrapped keys for epoch {epoch}")
-        wrapped = WrappedKeys.decode(self.repo.read_blob(e[1]))
+        wrapped = WrappedKeys.decode(self.repo.read_blob(e.oid))
         if wrapped.epoch != epoch:
             raise VaultFormatError("the vault's wrapped keys are for another epoch")
-        secret = wrapped.unwrap(self.keypair.seed, self.me)
-        if secret is None:
+        try:
+            secret = wrapped.unwrap(self.key)
+        except NotForThisKeyError:
             return None  # not cached: a later commit may add a wrap for this node in this epoch
         try:
             keys = self._keys[epoch] = EpochKeys.derive(self.vault_id, epoch, secret)
@@ -186,7 +184,8 @@ class Vault:
             memory.wipe(secret)
         return keys
 
-    def need_keys(self, snap: Snapshot) -> EpochKeys:
+    def epoch_keys(self, snap: Snapshot) -> EpochKeys:
+        """The snapshot's epoch keys; VaultAccessError if this node holds no wrap of them."""
         if snap.keys is None:
             raise VaultAccessError()
         return snap.keys
@@ -196,7 +195,8 @@ class Vault:
 
     # -- names and lookups ----------------------------------------------------------
 
-    def enc(self, keys: EpochKeys, parts: Parts) -> Parts:
+    def encrypt_path(self, keys: EpochKeys, parts: Parts) -> Parts:
+        """The stored (encrypted) name of each component of a plain path (cached)."""
         out = []
         for part in parts:
             key = (keys.epoch, part)
@@ -208,63 +208,65 @@ class Vault:
             out.append(name)
         return tuple(out)
 
-    def find(self, snap: Snapshot, parts: Parts) -> tuple[str, str] | None:
+    def find(self, snap: Snapshot, parts: Parts) -> Entry | None:
+        """The entry at plain path ``parts`` (the root tree for ``()``), or None."""
         if not parts:
-            return (TREE, snap.tree)
-        return self.repo.entry(snap.tree, "/".join(self.enc(self.need_keys(snap), parts)))
+            return Entry(TREE, snap.tree)
+        return self.repo.entry(snap.tree, "/".join(self.encrypt_path(self.epoch_keys(snap), parts)))
 
     def check_parents(self, snap: Snapshot, parts: Parts) -> None:
         """SecretNotDirectoryError if a proper prefix of ``parts`` is a secret."""
         for k in range(len(parts) - 1, 0, -1):
             e = self.find(snap, parts[:k])
             if e is not None:
-                if e[0] == BLOB:
+                if e.kind == BLOB:
                     raise SecretNotDirectoryError(f"{join_path(parts[:k])} is a secret, not a directory")
                 return
 
-    def listing(self, keys: EpochKeys, tree: str) -> tuple[Entry, ...]:
-        """``(stored name, plain name, kind, oid)`` of each entry of ``tree``, decrypted once per tree
+    def listing(self, keys: EpochKeys, tree: str) -> tuple[Listed, ...]:
+        """The stored and plain names of each entry of ``tree``, decrypted once per tree
         (:mod:`polykey.vaults.cache`). The plain name is None for ``.pk`` and directory markers."""
         key = (self.vault_id.raw, keys.epoch, tree)
         found = self.tree_names.get(key)
         if found is not None:
             return found
         entries = tuple(
-            (name, None if name in (PK_DIR, DIR_MARKER) else keys.decrypt_name(name), kind, oid)
-            for name, kind, oid in self.repo.list_tree(tree)
+            Listed(name, None if name in (PK_DIR, DIR_MARKER) else keys.decrypt_name(name), e)
+            for name, e in self.repo.list_tree(tree)
         )
         self.tree_names.put(key, entries)
         return entries
 
     def walk(self, snap: Snapshot, tree: str, prefix: Parts, recursive: bool,
-             markers: bool = False) -> Iterator[tuple[Parts, str, str]]:
-        """``(plain parts, kind, oid)`` under ``tree``; ``.pk`` never, dir markers only with ``markers``."""
-        keys = self.need_keys(snap)
-        for name, plain, kind, oid in self.listing(keys, tree):
-            if plain is None:
-                if name == PK_DIR and prefix:
-                    keys.decrypt_name(name)  # below the root `.pk` is no name of ours: malformed
-                if name == DIR_MARKER and markers and kind == BLOB:
-                    yield prefix + (MARKER,), kind, oid
+             markers: bool = False) -> Iterator[tuple[Parts, Entry]]:
+        """``(plain parts, entry)`` under ``tree``; ``.pk`` never, dir markers only with ``markers``."""
+        keys = self.epoch_keys(snap)
+        for listed in self.listing(keys, tree):
+            e = listed.entry
+            if listed.plain is None:
+                if listed.stored == PK_DIR and prefix:
+                    keys.decrypt_name(listed.stored)  # below the root `.pk` is no name of ours: malformed
+                if listed.stored == DIR_MARKER and markers and e.kind == BLOB:
+                    yield prefix + (MARKER,), e
                 continue
-            parts = prefix + (plain,)
-            yield parts, kind, oid
-            if recursive and kind == TREE:
+            parts = prefix + (listed.plain,)
+            yield parts, e
+            if recursive and e.kind == TREE:
                 if len(parts) > MAX_DEPTH:  # no secret path is this deep: a damaged or forged tree
                     raise VaultIntegrityError(f"a vault tree is nested deeper than {MAX_DEPTH} levels")
-                yield from self.walk(snap, oid, parts, True, markers)
+                yield from self.walk(snap, e.oid, parts, True, markers)
 
     # -- secrets --------------------------------------------------------------------
 
     def decrypt(self, snap: Snapshot, parts: Parts, oid: str) -> bytes:
-        return self.need_keys(snap).decrypt_secret(join_path(parts), self.repo.read_blob(oid))
+        return self.epoch_keys(snap).decrypt_secret(join_path(parts), self.repo.read_blob(oid))
 
     def encrypt(self, snap: Snapshot, parts: Parts, value: bytes) -> str:
-        blob = self.need_keys(snap).encrypt_secret(join_path(parts), value, rng=self.rng)
+        blob = self.epoch_keys(snap).encrypt_secret(join_path(parts), value, rng=self.rng)
         return self.repo.write_blob(blob)
 
     def encrypt_many(self, snap: Snapshot, items: list[tuple[Parts, bytes]]) -> list[str]:
-        keys = self.need_keys(snap)
+        keys = self.epoch_keys(snap)
         return self.repo.write_blobs([keys.encrypt_secret(join_path(p), v, rng=self.rng) for p, v in items])
 
     def read(self, parts: Parts, commit: str | None = None) -> bytes:
@@ -274,9 +276,9 @@ class Vault:
             when = "" if commit is None else f" as of commit {snap.commit[:12]}"
             if e is None:
                 raise SecretNotFoundError(f"no secret {join_path(parts)!r} in this vault{when}")
-            if e[0] == TREE:
+            if e.kind == TREE:
                 raise SecretIsDirectoryError(f"{join_path(parts)} is a directory{when}")
-            return self.decrypt(snap, parts, e[1])
+            return self.decrypt(snap, parts, e.oid)
 
     def write(self, build: Callable[[Snapshot], tuple[dict[Parts, Change], str, dict[str, Any]]]) -> dict[str, Any]:
         """Run ``build(head) -> (changes by plain parts, message, result)`` and commit it."""
@@ -290,19 +292,17 @@ class Vault:
                     "this node is not a member of the vault"
                 )
             changes, message, result = build(snap)
-            keys = self.need_keys(snap)
-            enc_changes = {self.enc_marker(keys, p): c for p, c in changes.items()}
-            tree = self.repo.apply(snap.tree, enc_changes)
-            result["commit"] = self.repo.commit(
-                tree, [snap.commit], str(self.me), author_email(self.me), int(self.clock()),
-                message, lambda payload: sshsig.sign(self.keypair.seed, payload),
-            )
+            keys = self.epoch_keys(snap)
+            stored = {self.stored_path(keys, p): c for p, c in changes.items()}
+            tree = self.repo.apply(snap.tree, stored)
+            result["commit"] = self.repo.commit(tree, [snap.commit], message, self.key, when=int(self.clock()))
             return result
 
-    def enc_marker(self, keys: EpochKeys, parts: Parts) -> Parts:
+    def stored_path(self, keys: EpochKeys, parts: Parts) -> Parts:
+        """The tree path a plain change path is stored at: names encrypted, :data:`MARKER` as ``.keep``."""
         if parts and parts[-1] == MARKER:
-            return self.enc(keys, parts[:-1]) + (DIR_MARKER,)
-        return self.enc(keys, parts)
+            return self.encrypt_path(keys, parts[:-1]) + (DIR_MARKER,)
+        return self.encrypt_path(keys, parts)
 
     def empty_blob(self) -> str:
         return self.repo.write_blob(b"")

@@ -24,8 +24,9 @@ from polykey.errors import (
 )
 from polykey.ids import NodeId
 from polykey.vaults.format import DIR_MARKER, MAX_DEPTH, OWNER, WRITER, WrappedKeys, join_path, keys_file_name
+from polykey.vaults.identity import author_email
 from polykey.vaults.repo import BLOB, TREE, CommitInfo
-from polykey.vaults.vault import PK_DIR, Parts, Snapshot, Vault, author_email
+from polykey.vaults.vault import PK_DIR, Parts, Snapshot, Vault
 
 
 class _Bad(Exception):
@@ -81,11 +82,11 @@ def _signer(v: Vault, c: CommitInfo) -> NodeId:
 
 def _pk_tree(v: Vault, tree: str) -> str | None:
     e = v.repo.entry(tree, PK_DIR)
-    return e[1] if e is not None and e[0] == TREE else None
+    return e.oid if e is not None and e.kind == TREE else None
 
 
 def _check_role(v: Vault, c: CommitInfo, signer: NodeId) -> None:
-    info, members = v.meta(c.tree)
+    info, members = v.metadata(c.tree)
     if not c.parents:
         if members.role_of(signer) != OWNER:
             raise _Bad(f"the first commit is signed by {signer}, who is not an owner in it")
@@ -93,7 +94,7 @@ def _check_role(v: Vault, c: CommitInfo, signer: NodeId) -> None:
     pk = _pk_tree(v, c.tree)
     for parent in c.parents:
         ptree = v.repo.commit_info(parent).tree
-        _pinfo, pmembers = v.meta(ptree)
+        _pinfo, pmembers = v.metadata(ptree)
         role = pmembers.role_of(signer)
         if role is None:
             raise _Bad(f"signed by {signer}, who was not a member as of parent {parent[:12]}")
@@ -108,11 +109,11 @@ def _check_keys(v: Vault, c: CommitInfo, checked: set[str]) -> None:
     pk = _pk_tree(v, c.tree)
     if pk is None or pk in checked:
         return
-    info, members = v.meta(c.tree)
+    info, members = v.metadata(c.tree)
     e = v.repo.entry(c.tree, f"{PK_DIR}/keys/{keys_file_name(info.epoch)}")
-    if e is None or e[0] != BLOB:
+    if e is None or e.kind != BLOB:
         raise _Bad(f"it has no wrapped keys for epoch {info.epoch}")
-    wrapped = WrappedKeys.decode(v.repo.read_blob(e[1]))
+    wrapped = WrappedKeys.decode(v.repo.read_blob(e.oid))
     if wrapped.epoch != info.epoch:
         raise _Bad("its wrapped keys are for another epoch")
     if {n for n, _w in wrapped.wraps} != {n for n, _r in members.roles}:
@@ -129,21 +130,21 @@ def _check_blobs(v: Vault, snap: Snapshot, seen: set[tuple[Parts, str]]) -> None
         if (prefix, tree) in seen:
             continue
         seen.add((prefix, tree))
-        for name, kind, oid in v.repo.list_tree(tree):
+        for name, e in v.repo.list_tree(tree):
             if not prefix and name == PK_DIR:
                 continue
             if name == DIR_MARKER:
-                if kind != BLOB or v.repo.blob_size(oid) != 0:
+                if e.kind != BLOB or v.repo.blob_size(e.oid) != 0:
                     raise _Bad(f"a directory marker under {join_path(prefix) or '/'} is not an empty blob")
                 continue
             parts = prefix + (snap.keys.decrypt_name(name),)
-            if kind == TREE:
+            if e.kind == TREE:
                 if len(parts) > MAX_DEPTH:
                     raise _Bad(f"a tree is nested deeper than {MAX_DEPTH} levels (no secret path is)")
-                stack.append((parts, oid))
-            elif (parts, oid) not in seen:
-                seen.add((parts, oid))
-                v.decrypt(snap, parts, oid)
+                stack.append((parts, e.oid))
+            elif (parts, e.oid) not in seen:
+                seen.add((parts, e.oid))
+                v.decrypt(snap, parts, e.oid)
 
 
 def verify(v: Vault) -> dict[str, Any]:

@@ -8,12 +8,13 @@ import pytest
 
 from polykey.errors import SecretNotFoundError
 from polykey.keys.keypair import KeyPair
-from polykey.vaults.cache import Entry, TreeNames, listing_size
+from polykey.vaults.cache import Listed, TreeNames, listing_size
+from polykey.vaults.repo import Entry
 from polykey.vaults.service import VaultService
 
 
-def _entries(n: int, tag: str = "x") -> tuple[Entry, ...]:
-    return tuple((f"enc{tag}{i}", f"{tag}{i}", "blob", "0" * 40) for i in range(n))
+def _entries(n: int, tag: str = "x") -> tuple[Listed, ...]:
+    return tuple(Listed(f"enc{tag}{i}", f"{tag}{i}", Entry("blob", "0" * 40)) for i in range(n))
 
 
 def test_bounded_by_tree_count_least_recently_used_first() -> None:

@@ -12,6 +12,7 @@ from polykey.crypto import sshsig
 from polykey.errors import (
     AuthenticationError,
     InvalidInputError,
+    NotForThisKeyError,
     VaultFormatError,
     VaultIndexError,
     VaultIntegrityError,
@@ -29,6 +30,7 @@ from polykey.vaults.format import (
     secret_size,
     split_path,
 )
+from polykey.vaults.identity import NodeKey
 
 vault_ids = st.binary(min_size=16, max_size=16).map(VaultId)
 node_ids = st.binary(min_size=32, max_size=32).map(NodeId)
@@ -85,9 +87,10 @@ def test_wrapped_keys_round_trip_and_unwrap(epoch: int, n: int) -> None:
     back = WrappedKeys.decode(data)
     assert back.encode() == data and back.epoch == epoch
     for p in pairs:
-        assert back.unwrap(p.seed, p.node_id) == secret
+        assert back.unwrap(NodeKey(p)) == secret
     stranger = KeyPair.generate()
-    assert back.unwrap(stranger.seed, stranger.node_id) is None
+    with pytest.raises(NotForThisKeyError):
+        back.unwrap(NodeKey(stranger))
     with pytest.raises(VaultFormatError):
         WrappedKeys.decode(data + b"\0")
 
@@ -97,7 +100,7 @@ def test_wrapped_key_tampered_is_integrity_error() -> None:
     data = bytearray(WrappedKeys.create(0, b"\0" * 32, [p.node_id]).encode())
     data[-1] ^= 1
     with pytest.raises(VaultIntegrityError):
-        WrappedKeys.decode(bytes(data)).unwrap(p.seed, p.node_id)
+        WrappedKeys.decode(bytes(data)).unwrap(NodeKey(p))
 
 
 @given(components)

@@ -25,11 +25,12 @@ from polykey.errors import (
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair, ssh_public_key_line
 from polykey.vaults.format import Members, WrappedKeys, join_path, keys_file_name
+from polykey.vaults.identity import NodeKey, author_email
 from polykey.vaults.index import NameIndex
 from polykey.vaults.pack import pack_ids
-from polykey.vaults.repo import BLOB
+from polykey.vaults.repo import BLOB, Change, Entry
 from polykey.vaults.service import VaultService
-from polykey.vaults.vault import Vault, author_email
+from polykey.vaults.vault import Vault
 
 
 @pytest.fixture
@@ -51,7 +52,17 @@ def vault_of(svc: VaultService) -> Vault:
     return svc._vault("work")  # noqa: SLF001 - tests craft commits on the real repository
 
 
-def craft(v: Vault, make: Callable[[], dict[tuple[str, ...], tuple[str, str] | None]], signer: KeyPair | None,
+class Forger:
+    """A commit signer that may claim another author and sign other bytes than the commit."""
+
+    def __init__(self, key: KeyPair, author: NodeId, sign_payload: bytes | None) -> None:
+        self.key, self.node_id, self.sign_payload = key, author, sign_payload
+
+    def sign(self, payload: bytes) -> str:
+        return sshsig.sign(self.key.seed, self.sign_payload if self.sign_payload is not None else payload)
+
+
+def craft(v: Vault, make: Callable[[], dict[tuple[str, ...], Change]], signer: KeyPair | None,
           author: NodeId | None = None, message: str = "set secret\n",
           sign_payload: bytes | None = None) -> str:
     """A commit on HEAD with raw (already encrypted) tree changes, signed as asked."""
@@ -67,33 +78,29 @@ def craft(v: Vault, make: Callable[[], dict[tuple[str, ...], tuple[str, str] | N
             oid = repo.create_commit("refs/heads/main", sig, sig, message, pygit2.Oid(hex=tree),
                                      [pygit2.Oid(hex=head)])
             return str(oid)
-        return v.repo.commit(
-            tree, [head], str(who), author_email(who), 1_800_000_000, message,
-            lambda payload: sshsig.sign(signer.seed, sign_payload if sign_payload is not None else payload),
-        )
+        return v.repo.commit(tree, [head], message, Forger(signer, who, sign_payload), when=1_800_000_000)
 
 
-def secret_change(v: Vault, path: str, value: bytes) -> dict[tuple[str, ...], tuple[str, str] | None]:
+def secret_change(v: Vault, path: str, value: bytes) -> dict[tuple[str, ...], Change]:
     snap = v.snapshot()
     assert snap.keys is not None
     parts = tuple(path.split("/"))
     blob = v.repo.write_blob(snap.keys.encrypt_secret(join_path(parts), value))
-    return {v.enc(snap.keys, parts): (BLOB, blob)}
+    return {v.encrypt_path(snap.keys, parts): Entry(BLOB, blob)}
 
 
-def member_change(v: Vault, owner: KeyPair, new: NodeId, role: str) -> dict[tuple[str, ...], tuple[str, str] | None]:
+def member_change(v: Vault, owner: KeyPair, new: NodeId, role: str) -> dict[tuple[str, ...], Change]:
     snap = v.snapshot()
     name = keys_file_name(snap.info.epoch)
-    old = WrappedKeys.decode(v.repo.read_blob(v.repo.entry(snap.tree, f".pk/keys/{name}")[1]))  # type: ignore[index]
-    secret = old.unwrap(owner.seed, owner.node_id)
-    assert secret is not None
+    old = WrappedKeys.decode(v.repo.read_blob(v.repo.entry(snap.tree, f".pk/keys/{name}").oid))  # type: ignore[union-attr]
+    secret = old.unwrap(NodeKey(owner))
     roles = dict(snap.members.roles)
     roles[new] = role
     members = Members(tuple(sorted(roles.items())))
     wrapped = WrappedKeys.create(snap.info.epoch, secret, list(roles))
     return {
-        (".pk", "members"): (BLOB, v.repo.write_blob(members.encode())),
-        (".pk", "keys", name): (BLOB, v.repo.write_blob(wrapped.encode())),
+        (".pk", "members"): Entry(BLOB, v.repo.write_blob(members.encode())),
+        (".pk", "keys", name): Entry(BLOB, v.repo.write_blob(wrapped.encode())),
     }
 
 
@@ -218,7 +225,7 @@ def test_reader_node_reads_but_cannot_write(svc: VaultService, owner: KeyPair, t
     node2 = tmp_path / "node2"
     other = VaultService(node2, reader)
     shutil.copytree(v.repo.path, node2 / "vaults" / v.repo.path.name)
-    NameIndex(node2 / "vaults", reader.seed).update(lambda e: e.__setitem__("shared", v.vault_id))
+    NameIndex(node2 / "vaults", NodeKey(reader)).update(lambda e: e.__setitem__("shared", v.vault_id))
     assert other.get_secret("shared", "db/password") == b"hunter2"
     assert other.list_vaults()[0]["role"] == "reader"
     with pytest.raises(VaultPermissionError):
@@ -234,7 +241,7 @@ def test_swapped_ciphertexts_fail_integrity(svc: VaultService, owner: KeyPair) -
     a, b = ("db", "password"), ("api", "token")
     ea, eb = v.find(snap, a), v.find(snap, b)
     assert ea and eb
-    bad = craft(v, lambda: {v.enc(snap.keys, a): eb, v.enc(snap.keys, b): ea}, owner)
+    bad = craft(v, lambda: {v.encrypt_path(snap.keys, a): eb, v.encrypt_path(snap.keys, b): ea}, owner)
     with pytest.raises(VaultIntegrityError):
         svc.get_secret("work", "db/password")
     expect_bad(svc, bad, "failed authentication")
@@ -245,7 +252,7 @@ def test_tampered_object_file(svc: VaultService, tmp_path: Path, owner: KeyPair)
     snap = v.snapshot()
     entry = v.find(snap, ("db", "password"))
     assert entry is not None
-    flip_packed_object(v.repo.path, entry[1])
+    flip_packed_object(v.repo.path, entry.oid)
     fresh = VaultService(tmp_path / "node", owner)  # no object cached in memory
     with pytest.raises(VaultIntegrityError):
         fresh.get_secret("work", "db/password")
@@ -259,11 +266,11 @@ def test_tampered_object_file(svc: VaultService, tmp_path: Path, owner: KeyPair)
 def test_member_without_a_wrapped_key(svc: VaultService, owner: KeyPair) -> None:
     v = vault_of(svc)
 
-    def members_only() -> dict[tuple[str, ...], tuple[str, str] | None]:
+    def members_only() -> dict[tuple[str, ...], Change]:
         snap = v.snapshot()
         roles = dict(snap.members.roles)
         roles[KeyPair.generate().node_id] = "writer"
-        return {(".pk", "members"): (BLOB, v.repo.write_blob(Members(tuple(sorted(roles.items()))).encode()))}
+        return {(".pk", "members"): Entry(BLOB, v.repo.write_blob(Members(tuple(sorted(roles.items()))).encode()))}
 
     bad = craft(v, members_only, owner, message="add member\n")
     expect_bad(svc, bad, "do not match its member list")
