@@ -10,7 +10,7 @@ import pytest
 from .test_architecture import ROOT, imports_of, rel
 
 LIGHT = sorted(
-    [*(ROOT / "polykey" / "agent").glob("*.py")]
+    [*(ROOT / "polykey" / "agent_client").glob("*.py")]
     + [ROOT / "polykey" / p for p in ("__init__.py", "client.py")]
     + sorted((ROOT / "polykey" / "errors").glob("*.py"))
     + [ROOT / "polykey" / "cli" / p for p in ("__init__.py", "fast.py", "hot.py", "hot_env.py", "errors.py", "confirm.py")]
