@@ -38,6 +38,7 @@ from bench.common import Row, print_table  # noqa: E402
 from keynode.peers.transport import Transport  # noqa: E402
 from keynode.peers.transport.connection import READ_LIMIT  # noqa: E402
 from polykey import crypto  # noqa: E402
+from polykey.crypto import noise_suite  # noqa: E402
 from polykey.ids import NodeId  # noqa: E402
 from polykey.keys.keypair import KeyPair  # noqa: E402
 from polykey.wire.noise import TAGLEN, CipherState  # noqa: E402
@@ -64,11 +65,11 @@ def bare_handshake_crypto(a: KeyPair, b: KeyPair, sa: bytes, sb: bytes) -> float
     t = time.perf_counter()
     for kp, s in ((a, sa), (b, sb)):
         e = crypto.random_bytes(32)
-        pe = crypto.x25519_public(e)
-        crypto.x25519_public(s)
-        crypto.x25519(e, pe)
-        crypto.x25519(e, pe)
-        crypto.x25519(s, pe)
+        pe = noise_suite.public_key(e)
+        noise_suite.public_key(s)
+        noise_suite.dh(e, pe)
+        noise_suite.dh(e, pe)
+        noise_suite.dh(s, pe)
         sig = kp.sign(b"x" * 100)
         crypto.verify(kp.public_key, b"x" * 100, sig)
     return time.perf_counter() - t

@@ -14,20 +14,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from polykey.agent_client import parse_secret_ref
 from polykey.agent_client.paths import default_node_path
 from polykey.agent_client.session import Session
-from polykey.errors import InvalidInputError
-
-
-def parse_ref(ref: str) -> tuple[str, str]:
-    """``vault:path`` or ``pk://vault/path`` -> ``(vault, path)``."""
-    if ref.startswith("pk://"):
-        vault, _, path = ref[len("pk://") :].partition("/")
-    else:
-        vault, _, path = ref.partition(":")
-    if not vault or not path.strip("/"):
-        raise InvalidInputError(f"{ref!r} must be written VAULT:PATH or pk://VAULT/PATH")
-    return vault, path
 
 
 class Client:
@@ -51,8 +40,8 @@ class Client:
         return self._session.call(method, params)
 
     def get(self, ref: str, commit: str | None = None) -> bytes:
-        """A secret's value, exactly as stored."""
-        vault, path = parse_ref(ref)
+        """A secret's value, exactly as stored; ``ref`` is ``vault:path`` or ``pk://vault/path``."""
+        vault, path = parse_secret_ref(ref)
         params: dict[str, Any] = {"vault": vault, "path": path}
         if commit is not None:
             params["commit"] = commit
@@ -64,7 +53,7 @@ class Client:
         return self.get(ref).decode("utf-8")
 
     def set(self, ref: str, value: bytes | str) -> dict[str, Any]:
-        vault, path = parse_ref(ref)
+        vault, path = parse_secret_ref(ref)
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         result: dict[str, Any] = self._session.call("secrets.set", {"vault": vault, "path": path, "value": data})
         return result
@@ -77,7 +66,7 @@ class Client:
 
     def env(self, *refs: str) -> dict[str, bytes]:
         """Secrets named by ``vault:path`` (or a ``vault:dir``), keyed by their last path component."""
-        pairs = [parse_ref(r) if ":" in r or r.startswith("pk://") else (r, "") for r in refs]
+        pairs = [parse_secret_ref(r) if ":" in r or r.startswith("pk://") else (r, "") for r in refs]
         resolved = self._session.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p in pairs]})
         out: dict[str, bytes] = {}
         for ref in resolved:

@@ -386,4 +386,4 @@ class Agent:
             self.handlers.register(f"agent.{name}", fn, needs_unlock=False)
 
 
-__all__ = ["Agent", "AgentConfig", "ServiceFactory", "PolykeyError"]
+__all__ = ["Agent", "AgentConfig", "ServiceFactory"]

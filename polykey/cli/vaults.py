@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from polykey.cli.common import Settings, common_options, emit, hot_options, settings
+from polykey.cli.common import Options, common_options, emit, settings
 from polykey.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this process
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this proces
 
 
 @contextmanager
-def backend(s: Settings) -> Iterator[VaultService]:
+def backend(s: Options) -> Iterator[VaultService]:
     """The vault API for one command: VaultService's methods, called through the node's agent
     (started on demand; see polykey.cli.agent.session)."""
     from polykey.agent_client.remote import RemoteVaultService
@@ -84,7 +84,7 @@ def vaults_list() -> None:
     """List the vaults on this node: name, VaultId and this node's role."""
     from polykey.cli import hot
 
-    hot.vaults_list(hot_options(settings()))
+    hot.vaults_list(settings())
 
 
 @vaults.command("rename")

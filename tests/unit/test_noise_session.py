@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polykey import crypto
+from polykey.crypto import noise_suite
 from polykey.errors import (
     AuthenticationError,
     HandshakeError,
@@ -32,6 +33,8 @@ from polykey.wire.session import (
     identity_statement,
 )
 
+from ..noise_client import raw_frame
+
 A = KeyPair.from_seed(bytes(range(32)))
 B = KeyPair.from_seed(bytes(range(1, 33)))
 C = KeyPair.from_seed(bytes(range(2, 34)))
@@ -48,12 +51,6 @@ def handshake(i: Session, r: Session) -> None:
     assert r.receive_data(i.data_to_send()) == []
     assert i.receive_data(r.data_to_send()) == [HandshakeComplete(B.node_id)]
     assert r.receive_data(i.data_to_send()) == [HandshakeComplete(A.node_id)]
-
-
-def raw_frame(s: Session, plaintext: bytes) -> bytes:
-    """Encrypt ``plaintext`` as the next transport frame, bypassing the message encoder."""
-    assert s._send is not None
-    return encode_frame(s._send.encrypt_with_ad(b"", plaintext))
 
 
 def raw_message(s: Session, data: bytes) -> bytes:
@@ -96,7 +93,7 @@ def test_identity_proof_is_a_signature_over_the_documented_statement() -> None:
     r.receive_data(encode_frame(hs.write_message(b"")))
     payload = hs.read_message(r.data_to_send()[2:])
     assert len(payload) == 97 and payload[0] == 1 and payload[1:33] == B.public_key
-    assert hs.rs == crypto.x25519_public(B.x25519_private)
+    assert hs.rs == noise_suite.public_key(B.x25519_private)
     statement = IDENTITY_PREFIX + b"R" + hs.rs + hs.payload_h
     assert statement == identity_statement(b"R", hs.rs, hs.payload_h)
     assert IDENTITY_PREFIX == b"polykey-transport/1 noise identity\x00"
@@ -473,7 +470,7 @@ def test_sealing_in_place_matches_the_plain_aead(monkeypatch: pytest.MonkeyPatch
     from polykey.crypto import _primitives
 
     monkeypatch.setattr(_primitives, "_HAS_INTO", has_into)
-    aead = crypto.ChaChaPoly(bytes(range(32)))
+    aead = noise_suite.Cipher(bytes(range(32)))
     nonce, plain = bytes(12), bytes(range(256)) * 300
     out = bytearray(len(plain) + 16)
     aead.encrypt_into(nonce, memoryview(plain)[:], b"", memoryview(out))
