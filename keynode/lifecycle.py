@@ -58,5 +58,6 @@ class Service:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
         life, self._life = self._life, None
-        assert life is not None
+        if life is None:  # left already (stopped early by hand): nothing is left to close
+            return None
         return await life.__aexit__(et, ev, tb)
