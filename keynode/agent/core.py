@@ -142,15 +142,13 @@ class Agent:
         self._key_listeners.append(callback)
 
     async def _keys_changed(self) -> None:
-        pending: list[asyncio.Future[Any]] = []
-        for callback in self._key_listeners:
-            waitable = callback()
-            if waitable is not None:
-                pending.append(asyncio.ensure_future(waitable))
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=KEY_CHANGE_TIMEOUT)
-            for task in late:
-                task.cancel()
+        waits = [waitable for waitable in (callback() for callback in self._key_listeners) if waitable is not None]
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            async with asyncio.timeout(KEY_CHANGE_TIMEOUT), asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(_wait(waitable)) for waitable in waits]
+        except TimeoutError:
+            for _ in (task for task in tasks if task.cancelled()):
                 log.warning("a service did not follow the key change within %g s", KEY_CHANGE_TIMEOUT)
 
     @property
@@ -384,6 +382,10 @@ class Agent:
 
         for name, fn in (("ping", ping), ("status", status), ("stop", stop), ("lock", lock), ("unlock", unlock)):
             self.handlers.register(f"agent.{name}", fn, needs_unlock=False)
+
+
+async def _wait(waitable: Awaitable[Any]) -> None:
+    await waitable
 
 
 __all__ = ["Agent", "AgentConfig", "ServiceFactory", "Unlocked", "PolykeyError"]
