@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import enum
 import ipaddress
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from keynode.agent.core import Agent
 from keynode.peers.dht import Discovery
 from keynode.agent.handlers import RequestContext
 from keynode.lifecycle import Service, task_group
+from keynode.peers.state import Changes, Peers, PeerState
 from keynode.peers.transport import Channel, Transport
 from polykey.errors import (
     AgentLockedError,
@@ -71,25 +70,6 @@ def seeds_from(extra: dict[str, Any]) -> list[Seed]:
     return parse_seeds(os.environ.get("PK_SEED_NODES", ""))
 
 
-class PeerState(enum.Enum):
-    """What the peer services are doing; ``peer`` in `pk agent status` follows it."""
-
-    LOCKED = "locked"  # not running: they hold the key, and the agent is locked
-    STARTING = "starting"  # (re)starting or stopping after a lock or unlock: requests wait for it
-    RUNNING = "running"
-    FAILED = "failed"  # stopped by an error after the agent started; the next unlock tries again
-    STOPPED = "stopped"  # the network service has exited (the agent is stopping)
-
-
-@dataclass(frozen=True)
-class _Peers:
-    """The state, with the running services (RUNNING) or why they stopped (FAILED)."""
-
-    state: PeerState
-    services: tuple[Transport, Discovery] | None = None
-    error: str | None = None
-
-
 class Network(Service):
     """The agent's peer transport and discovery; a service entered by the agent."""
 
@@ -100,12 +80,12 @@ class Network(Service):
         self._port: int = _listen_port(extra.get("port"))
         self._seeds = seeds_from(extra)
         self._graph_path = agent.config.node_path / GRAPH_FILE
-        self._peers = _Peers(PeerState.STARTING)
+        self._peers = Peers(PeerState.STARTING)
         #: lock/unlock events seen; the supervisor restarts the services when this moves
         self._key_changes = 0
         self._bootstrap_tried = False  # since the agent started: its start waits for this
         self._started = False  # start-up is over: later failures are logged, the agent keeps serving
-        self._changed = asyncio.Event()  # set (and replaced) at every change of the above
+        self._changes = Changes()  # notified at every change of the above
         self._register()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -119,40 +99,27 @@ class Network(Service):
             # started right after this one can already find it.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FIRST_BOOTSTRAP_TIMEOUT):
-                    await self._until(lambda: self._bootstrap_tried or self._peers.state is PeerState.LOCKED)
+                    await self._changes.until(lambda: self._bootstrap_tried or self._peers.state is PeerState.LOCKED)
             self._started = True
             yield
 
-    def _changes(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def _set(self, peers: _Peers) -> None:
+    def _set(self, peers: Peers) -> None:
         self._peers = peers
-        self._changes()
+        self._changes.notify()
 
-    async def _until(self, done: Callable[[], bool]) -> None:
-        while not done():
-            await self._changed.wait()
-
-    def _settle(self, seen: int, peers: _Peers) -> None:
+    def _settle(self, seen: int, peers: Peers) -> None:
         """Enter ``peers`` unless a lock or unlock came after ``seen`` (then stay STARTING)."""
         if self._key_changes == seen:
             self._set(peers)
 
     def _peer_status(self) -> dict[str, Any] | None:
-        """``peer`` in the agent status: where the services listen, why they failed, or None."""
-        if self._peers.state is PeerState.RUNNING:
-            return {"host": self._host, "port": self._port}
-        if self._peers.state is PeerState.FAILED:
-            return {"error": self._peers.error}
-        return None
+        return self._peers.status(self._host, self._port)
 
     def _on_key_change(self) -> Awaitable[Any]:
         """The agent locked or unlocked: stop or restart; lock/unlock answer once that is done."""
         self._key_changes += 1
-        self._set(_Peers(PeerState.STARTING))  # at once: a request right after `pk agent unlock` waits
-        return self._until(lambda: self._peers.state is not PeerState.STARTING)
+        self._set(Peers(PeerState.STARTING))  # at once: a request right after `pk agent unlock` waits
+        return self._changes.until(lambda: self._peers.state is not PeerState.STARTING)
 
     async def _supervise(self) -> None:
         """Run the peer services while unlocked; stop them when the agent locks."""
@@ -163,19 +130,19 @@ class Network(Service):
                 return self._key_changes != seen
 
             if self._agent.locked:
-                self._settle(seen, _Peers(PeerState.LOCKED))  # the next unlock tries again
-                await self._until(key_changed)
+                self._settle(seen, Peers(PeerState.LOCKED))  # the next unlock tries again
+                await self._changes.until(key_changed)
                 continue
             try:
                 async with self._running(seen):
-                    await self._until(key_changed)
+                    await self._changes.until(key_changed)
             except Exception as e:  # noqa: BLE001 - the agent keeps serving its vaults either way
                 if not self._started:
                     raise  # at start: the agent fails to start and says why
                 failure = e.message if isinstance(e, PolykeyError) else f"internal error ({type(e).__name__})"
                 log.error("peer services stopped: %s", failure, exc_info=not isinstance(e, PolykeyError))
-                self._settle(seen, _Peers(PeerState.FAILED, error=failure))
-                await self._until(key_changed)
+                self._settle(seen, Peers(PeerState.FAILED, error=failure))
+                await self._changes.until(key_changed)
 
     @contextlib.asynccontextmanager
     async def _running(self, seen: int) -> AsyncIterator[None]:
@@ -185,12 +152,12 @@ class Network(Service):
             tg = await stack.enter_async_context(task_group())  # left first: the bootstrap ends first
             tg.create_task(self._bootstrap_loop(discovery), name="dht-bootstrap")
             self._agent.status_extra.setdefault("peer", self._peer_status)  # shown from the first start on
-            self._settle(seen, _Peers(PeerState.RUNNING, services=(transport, discovery)))
+            self._settle(seen, Peers(PeerState.RUNNING, services=(transport, discovery)))
             try:
                 yield
             finally:
                 if self._peers.state is PeerState.RUNNING:  # not a lock or unlock: the agent is stopping
-                    self._set(_Peers(PeerState.STOPPED))
+                    self._set(Peers(PeerState.STOPPED))
                 log.info("peer services stopped")
 
     async def _bind(self, stack: contextlib.AsyncExitStack, keypair: Any) -> tuple[Transport, Discovery]:
@@ -231,7 +198,7 @@ class Network(Service):
                 known = 0
             if not self._bootstrap_tried:
                 self._bootstrap_tried = True
-                self._changes()
+                self._changes.notify()
             if known or not discovery.has_contacts:
                 delay = BOOTSTRAP_RETRY[0]
                 while _routing_size(discovery) or not discovery.has_contacts:
@@ -259,7 +226,7 @@ class Network(Service):
         if self._peers.state is PeerState.STARTING:  # restarting after an unlock: wait (bounded) for it
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FIRST_BOOTSTRAP_TIMEOUT):
-                    await self._until(lambda: self._peers.state is not PeerState.STARTING)
+                    await self._changes.until(lambda: self._peers.state is not PeerState.STARTING)
         peers = self._peers
         if peers.services is None:
             if peers.error is not None:
