@@ -1,22 +1,23 @@
 """The peer transport service: listener, dialler, connection registry, handler registry.
 
-docs/spec/transport.md section 6. A :class:`Transport` is an async context manager that
-owns one TaskGroup (STYLE.md rule 11): the listener's connections, every connection's
-reader, keepalive and handler tasks live in it, and leaving the ``async with`` closes
-them all.
+docs/spec/transport.md section 6. A :class:`Transport` is a :class:`keynode.lifecycle.Service`
+(STYLE.md rule 11): its lifetime owns one task group, in which the listener's connections,
+every connection's reader, keepalive and handler tasks live; leaving the ``async with``
+closes the connections and cancels and awaits them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from types import TracebackType
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from keynode.failures import describe
+from keynode.lifecycle import Service, task_group
 from keynode.memory import RequestBudget
 from keynode.peers.transport.connection import READ_LIMIT, Connection
 from keynode.peers.transport.limits import TransportLimits
@@ -109,7 +110,7 @@ class Channel:
         self._connection().close("closed locally")
 
 
-class Transport:
+class Transport(Service):
     """This node's end of every peer connection.
 
     ``async with Transport(keypair, host, port) as t``: listens on ``host:port`` (port 0
@@ -152,36 +153,31 @@ class Transport:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def __aenter__(self) -> Transport:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+    @contextlib.asynccontextmanager
+    async def lifetime(self) -> AsyncIterator[None]:
         try:
-            self._server = await asyncio.start_server(
+            server = await asyncio.start_server(
                 self._on_accept, self.host, self._requested_port, reuse_address=True, limit=READ_LIMIT
             )
         except OSError as e:
-            await self._tg.__aexit__(None, None, None)
             reason = os.strerror(e.errno).lower() if e.errno and e.errno > 0 else (e.strerror or type(e).__name__)
             raise TransportError(f"cannot listen on TCP {self.host}:{self._requested_port}: {reason}") from None
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
         log.info("transport %s listening on %s:%d", self.node_id, self.host, self.port)
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._closing = True
-        if self._server is not None:
-            self._server.close()
-        for conn in [*self._live, *self._handshaking]:
-            conn.close("transport shutting down")
-        for task in self._tasks:
-            task.cancel()
-        assert self._tg is not None
-        await self._tg.__aexit__(et, ev, tb)
-        if self._server is not None:
-            await self._server.wait_closed()
-        memory.wipe(self._static)  # the Noise static key (derived from the seed): no handshake is left
+        try:
+            async with task_group() as tg:
+                self._tg = tg
+                try:
+                    yield
+                finally:  # then the group cancels every connection's task
+                    self._closing = True
+                    server.close()
+                    for conn in [*self._live, *self._handshaking]:
+                        conn.close("transport shutting down")
+            await server.wait_closed()
+        finally:
+            memory.wipe(self._static)  # the Noise static key (derived from the seed): no handshake is left
         log.info("transport %s stopped", self.node_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -231,7 +227,7 @@ class Transport:
         )
 
     def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing:
+        if self._closing or self._tg is None:
             writer.transport.abort()
             return
         inbound = [c for c in self._handshaking if not c.outbound and not c.closed]
