@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from polykey.agent_client.paths import default_node_path
-from polykey.agent_client.session import Session
+from polykey.agent_client.session import AgentSession
 from polykey.errors import InvalidInputError
 
 
@@ -44,7 +44,7 @@ class Client:
 
         node = os.fspath(node_path) if node_path is not None else default_node_path()
         source = PasswordSource(os.fspath(password_file) if password_file is not None else None)
-        self._session = Session(node, source, autostart=autostart)
+        self._session = AgentSession(node, source, autostart=autostart)
 
     def call(self, method: str, **params: Any) -> Any:
         """Any agent method (docs/spec/agent-protocol.md section 6) with keyword parameters."""
