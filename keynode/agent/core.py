@@ -38,13 +38,13 @@ from typing import Any, TypeVar
 
 from polykey import __version__
 from polykey.agent_client import paths
-from polykey.crypto import memory
 from polykey.errors import AgentLockedError, InvalidInputError, PolykeyError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from polykey.vaults.service import VaultService
-from keynode.agent.handlers import HandlerRegistry, RequestContext
+from keynode.handlers import AgentContext, HandlerRegistry, LocalCaller
+from keynode.methods import agent as agent_methods
 from keynode.agent.hardening import dumpable
 from keynode.agent.lockfile import StatusFile
 from keynode.agent.server import SocketServer
@@ -97,7 +97,7 @@ class Agent:
     ) -> None:
         self.config = config
         self.node = NodeDir(config.node_path)
-        self.handlers = HandlerRegistry()
+        self.handlers: HandlerRegistry[LocalCaller] = HandlerRegistry()
         self._clock = clock
         self._wall = wall_clock
         self._services: list[ServiceFactory] = []
@@ -122,7 +122,7 @@ class Agent:
         self.status_extra: dict[str, Callable[[], Any]] = {}
         if keypair is not None:
             self._set_keys(keypair)
-        self._register_builtin()
+        agent_methods.install(self)
 
     # -- plug-in API -----------------------------------------------------------------
 
@@ -348,40 +348,11 @@ class Agent:
 
     # -- requests --------------------------------------------------------------------
 
-    async def dispatch(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def dispatch(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         registration = self.handlers.lookup(ctx.method)
         if registration.needs_unlock and self.locked:
             raise AgentLockedError()
         return await registration.handler(ctx, params)
-
-    def _register_builtin(self) -> None:
-        async def ping(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            return {"pong": True}
-
-        async def status(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            return self.status()
-
-        async def stop(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            log.info("stop requested by pid %d", ctx.peer_pid)
-            asyncio.get_running_loop().call_soon(self.stop)
-            return {"stopping": True, "pid": os.getpid()}
-
-        async def lock(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            await self.lock(f"requested by pid {ctx.peer_pid}")
-            return self.status()
-
-        async def unlock(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            password = params.get("password")
-            if not isinstance(password, bytes) or set(params) != {"password"}:
-                raise InvalidInputError("agent.unlock takes exactly one bytes parameter, password")
-            try:
-                await self.unlock(password)
-            finally:
-                memory.wipe(password)  # decoded from this request alone: nobody else holds it
-            return self.status()
-
-        for name, fn in (("ping", ping), ("status", status), ("stop", stop), ("lock", lock), ("unlock", unlock)):
-            self.handlers.register(f"agent.{name}", fn, needs_unlock=False)
 
 
 async def _wait(waitable: Awaitable[Any]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from keynode.agent.core import Agent
 from keynode.peers.dht import Discovery
-from keynode.agent.handlers import RequestContext
+from keynode.handlers import AgentContext
 from keynode.lifecycle import Service, task_group
 from keynode.peers.state import Changes, Peers, PeerState
 from keynode.peers.transport import Channel, Transport
@@ -284,7 +284,7 @@ class Network(Service):
         register("nodes.list", self._h_list)
         register("nodes.connections", self._h_connections)
 
-    async def _h_add(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_add(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId", "host", "port"})
         host, port = params.get("host"), params.get("port")
         if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
@@ -295,7 +295,7 @@ class Network(Service):
         discovery.add_node(node_id, ip, port)
         return {"nodeId": str(node_id), "host": ip, "port": port}
 
-    async def _h_find(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_find(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId"})
         transport, discovery = await self._services()
         addresses, record = await self._candidates(discovery, node_id)
@@ -319,7 +319,7 @@ class Network(Service):
                                                    "addresses": [list(a) for a in record.addresses]},
         }
 
-    async def _h_ping(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_ping(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId"})
         channel = await self._reach(node_id)
         rtt = await channel.ping(timeout=CONNECT_TIMEOUT)
@@ -327,11 +327,11 @@ class Network(Service):
         direction = "outbound" if channel.outbound else "inbound"
         return {"nodeId": str(node_id), "host": host, "port": port, "direction": direction, "rtt": rtt}
 
-    async def _h_list(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_list(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         _no_params(params)
         return (await self._services())[1].node_graph()
 
-    async def _h_connections(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_connections(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         _no_params(params)
         return (await self._services())[0].connections()
 

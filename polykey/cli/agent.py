@@ -11,7 +11,7 @@ import click
 
 from polykey.agent_client import spawn
 from polykey.agent_client.passwords import PasswordSource
-from polykey.agent_client.session import Session
+from polykey.agent_client.session import AgentSession
 from polykey.cli import hot
 from polykey.cli.common import Options, common_options, emit, settings
 from polykey.errors import AgentRunningError, AgentUnavailableError
@@ -24,15 +24,15 @@ def password_source(s: Options) -> PasswordSource:
     return PasswordSource(s.password_file)
 
 
-def session(s: Options, *, autostart: bool = True) -> Session:
+def session(s: Options, *, autostart: bool = True) -> AgentSession:
     """A session with the agent of the current node, started on demand (the vault commands use this)."""
     return s.session(autostart=autostart)
 
 
-def _running(s: Options) -> Session:
+def _running(s: Options) -> AgentSession:
     """Calls to the agent if one runs (AgentUnavailableError if none), never starting one; a busy
     agent is retried, as every client does (docs/spec/agent-protocol.md section 3 "Limits")."""
-    return Session(s.node_path, autostart=False)
+    return AgentSession(s.node_path, autostart=False)
 
 
 def _running_status(s: Options) -> dict[str, Any] | None:

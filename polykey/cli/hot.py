@@ -15,7 +15,7 @@ import sys
 
 from polykey.agent_client import LazyError, is_error, paths, split_secret_path
 from polykey.agent_client.strict_json import dumps
-from polykey.agent_client.session import Session
+from polykey.agent_client.session import AgentSession
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
@@ -77,14 +77,14 @@ class Options:
     def json(self) -> bool:
         return self.format == "json"
 
-    def session(self, *, autostart: bool = True) -> Session:
+    def session(self, *, autostart: bool = True) -> AgentSession:
         """A session with the node's agent, started on demand (progress shown on a terminal)."""
         shown = show_progress if sys.stderr.isatty() else None
         if self.password_file is None:  # the password source is built only if needed
-            return Session(self.node_path, autostart=autostart, on_progress=shown)
+            return AgentSession(self.node_path, autostart=autostart, on_progress=shown)
         from polykey.agent_client.passwords import PasswordSource
 
-        return Session(self.node_path, PasswordSource(self.password_file), autostart=autostart, on_progress=shown)
+        return AgentSession(self.node_path, PasswordSource(self.password_file), autostart=autostart, on_progress=shown)
 
 
 # -- output --------------------------------------------------------------------------

@@ -109,21 +109,16 @@ def _chunks(items: dict[str, bytes]) -> list[dict[str, bytes]]:
 
 def send_import(s: Options, vault: str, items: dict[str, bytes], progress: _Progress) -> dict[str, Any]:
     """Send ``items`` to the agent, in parts if needed, for one commit. Returns the agent's result."""
-    from polykey.cli.agent import session
+    from polykey.cli.vaults import backend
 
     chunks = _chunks(items)
-    with session(s) as sess:
+    with backend(s) as b:
         token = None
         for n, chunk in enumerate(chunks[:-1], 1):
             progress(f"sending part {n} of {len(chunks)}")
-            staged = sess.call("secrets.import_stage", {"items": chunk, "token": token}, progress.agent("sending"))
-            token = staged["token"]
+            token = b.stage_import(chunk, token, progress.agent("sending"))["token"]
         progress(f"writing {len(items):,} secrets")
-        params: dict[str, Any] = {"vault": vault, "items": chunks[-1]}
-        if token is not None:
-            params["stage"] = token
-        result: dict[str, Any] = sess.call("secrets.import", params, progress.agent(f"writing {len(items):,} secrets"))
-        return result
+        return b.import_secrets(vault, chunks[-1], token, progress.agent(f"writing {len(items):,} secrets"))
 
 
 @click.command("import")

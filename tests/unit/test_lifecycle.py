@@ -13,7 +13,7 @@ from polykey.errors import AgentLockedError
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode.agent.core import Agent, AgentConfig
-from keynode.agent.handlers import RequestContext
+from keynode.handlers import AgentContext, LocalCaller, RequestContext
 from keynode.lifecycle import task_group
 from keynode.peers import network
 from keynode.peers.dht import Discovery, DhtConfig
@@ -75,11 +75,11 @@ def test_discovery_shutdown_leaves_no_task() -> None:
     asyncio.run(main())
 
 
-def _ctx(method: str) -> RequestContext:
+def _ctx(method: str) -> AgentContext:
     async def progress(obj: Any) -> None:
         pass
 
-    return RequestContext(1, method, 0, 0, progress)
+    return RequestContext(1, method, LocalCaller(0, 0), progress)
 
 
 def test_agent_with_network_follows_lock_and_unlock_and_leaves_no_task(tmp_path: Path) -> None:

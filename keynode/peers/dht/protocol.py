@@ -198,7 +198,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
                 msg = M.decode_datagram(data)
             except DatagramError as exc:
                 return self._drop(peer, "malformed", exc.message)
-            if isinstance(msg, M.Response):
+            if isinstance(msg, M.DhtResponse):
                 return self._accept_reply(msg, peer)
             reply = self._answer(msg.body, peer)
             if reply is not None:
@@ -317,7 +317,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
 
     # -- making calls --------------------------------------------------------------------
 
-    def _accept_reply(self, msg: M.Response, peer: Addr) -> None:
+    def _accept_reply(self, msg: M.DhtResponse, peer: Addr) -> None:
         entry = self._outstanding.get(msg.msg_id)
         if entry is None:
             return self._drop(peer, "unexpected_reply", warn=False)
@@ -341,7 +341,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
         if len(self._outstanding) >= self.config.max_outstanding:
             self.stats["calls_refused_outstanding"] += 1
             return (False, None)
-        request = M.Request(os.urandom(M.MSG_ID_BYTES), body)
+        request = M.DhtRequest(os.urandom(M.MSG_ID_BYTES), body)
         fut: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
         self._outstanding[request.msg_id] = (fut, address, request.method)
         try:

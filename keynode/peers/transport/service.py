@@ -13,10 +13,11 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 from keynode.failures import describe
+from keynode.handlers import Handler, HandlerRegistry, PeerCaller, PeerContext
 from keynode.lifecycle import Service, task_group
 from keynode.memory import RequestBudget
 from keynode.peers.transport.connection import READ_LIMIT, Connection
@@ -34,11 +35,15 @@ from polykey.errors import (
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import messages as m
-from polykey.wire.session import Session
+from polykey.wire.session import NoiseSession
 
 log = logging.getLogger("keynode.peers.transport")
 
-Handler = Callable[[NodeId, dict[str, Any]], Awaitable[dict[str, Any]]]
+PeerHandler = Handler[PeerCaller]
+
+
+def _unknown_method(method: str) -> UnknownPeerMethodError:
+    return UnknownPeerMethodError(f"unknown method {method!r}")
 
 
 class Channel:
@@ -87,7 +92,8 @@ class Channel:
         """Call ``method`` on the peer with ``body``; its answer body.
 
         Raises RequestTimeoutError after ``timeout`` seconds (default: the transport's
-        ``request_timeout``), RemoteError if the peer's handler failed, ConnectionClosedError
+        ``request_timeout``), the peer's error rebuilt (its PolykeyError subclass, section 5) if
+        its handler failed, ConnectionClosedError
         if the connection closed first, MessageTooLargeError if ``body`` is too large.
         """
         if not isinstance(method, str) or not m.METHOD_RE.match(method):
@@ -138,7 +144,7 @@ class Transport(Service):
         self._clock = clock
         self._rng = rng
         self._static = keypair.x25519_private
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: HandlerRegistry[PeerCaller] = HandlerRegistry(m.METHOD_RE, _unknown_method)
         self._by_peer: dict[NodeId, Connection] = {}
         self._live: set[Connection] = set()
         #: connections in their handshake, oldest first (a dict used as an ordered set)
@@ -188,23 +194,17 @@ class Transport(Service):
 
     # -- handlers --------------------------------------------------------------
 
-    def register(self, method: str, handler: Handler) -> None:
-        """Serve ``method``: ``await handler(peer, body) -> body``. Raising a PolykeyError sends
-        the peer its type and message; any other exception is logged and sent as InternalError."""
-        if not m.METHOD_RE.match(method):
-            raise ValueError(f"invalid method name {method!r}")
-        if method in self._handlers:
-            raise ValueError(f"method {method!r} already registered")
-        self._handlers[method] = handler
+    def register(self, method: str, handler: PeerHandler) -> None:
+        """Serve ``method``: ``await handler(ctx, body) -> body``, ``ctx.caller.node_id`` the peer's
+        proven NodeId (keynode.handlers). Raising a PolykeyError sends the peer its
+        ``{type, message, data}``; any other exception is logged and sent as an internal error."""
+        self._handlers.register(method, handler, needs_unlock=False)
 
-    async def _ping(self, peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+    async def _ping(self, ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    async def _dispatch(self, peer: NodeId, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        handler = self._handlers.get(method)
-        if handler is None:
-            raise UnknownPeerMethodError(f"unknown method {method!r}")
-        return await handler(peer, body)
+    async def _dispatch(self, ctx: PeerContext, body: dict[str, Any]) -> Any:
+        return await self._handlers.lookup(ctx.method).handler(ctx, body)
 
     # -- connections -----------------------------------------------------------
 
@@ -213,7 +213,7 @@ class Transport(Service):
     ) -> Connection:
         peername = writer.get_extra_info("peername")
         address = (str(peername[0]), int(peername[1])) if peername else ("?", 0)
-        session = Session(
+        session = NoiseSession(
             self.keypair,
             initiator=expected is not None,
             expected_peer=expected,
