@@ -15,6 +15,7 @@ from polykey.crypto import memory
 from polykey.errors import PolykeyError
 from polykey.keys.store import NodeDir
 from keynode.methods import vaults as vault_methods
+from keynode.methods import nodes as node_methods
 from keynode.peers import network
 from keynode.agent.core import Agent, AgentConfig
 from keynode.agent.lockfile import AgentLock
@@ -23,7 +24,7 @@ log = logging.getLogger("keynode")
 
 #: Functions called with the new Agent before it runs, to plug in services and handlers
 #: (the peer transport and discovery add themselves here). See keynode.agent.core for the API.
-EXTENSIONS: list[Callable[[Agent], None]] = [vault_methods.install, network.install]
+EXTENSIONS: list[Callable[[Agent], None]] = [vault_methods.install, node_methods.install]
 
 
 #: Functions called with keynode's argparse parser, to add daemon options for services

@@ -6,10 +6,7 @@ One :class:`Network` service per agent. While the agent is unlocked it runs a
 seeds and publishes the node's signed record. When the agent locks, both are shut
 down (they hold the identity key); on unlock they start again on the same port.
 
-Agent socket methods (all need the agent unlocked):
-
-``nodes.add {nodeId, host, port}``, ``nodes.find {nodeId}``, ``nodes.ping {nodeId}``,
-``nodes.list {}``, ``nodes.connections {}``.
+Its agent methods (``nodes.*``) are in :mod:`keynode.methods.nodes`, which also plugs it in.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from typing import Any
 
 from keynode.agent.core import Agent
 from keynode.peers.dht import Discovery
-from keynode.handlers import AgentContext
 from keynode.lifecycle import Service, task_group
 from keynode.peers.state import Changes, Peers, PeerState
 from keynode.peers.transport import Channel, Transport
@@ -86,7 +82,11 @@ class Network(Service):
         self._bootstrap_tried = False  # since the agent started: its start waits for this
         self._started = False  # start-up is over: later failures are logged, the agent keeps serving
         self._changes = Changes()  # notified at every change of the above
-        self._register()
+
+    @property
+    def listen_host(self) -> str:
+        """The IP address the transport and the DHT listen on."""
+        return self._host
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -222,7 +222,7 @@ class Network(Service):
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _services(self) -> tuple[Transport, Discovery]:
+    async def services(self) -> tuple[Transport, Discovery]:
         if self._peers.state is PeerState.STARTING:  # restarting after an unlock: wait (bounded) for it
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FIRST_BOOTSTRAP_TIMEOUT):
@@ -234,7 +234,7 @@ class Network(Service):
             raise AgentLockedError("peer networking is not running (the agent is locked or starting)")
         return peers.services
 
-    async def _candidates(self, discovery: Discovery, node_id: NodeId) -> tuple[list[Address], NodeRecord | None]:
+    async def candidates(self, discovery: Discovery, node_id: NodeId) -> tuple[list[Address], NodeRecord | None]:
         """Addresses to try for ``node_id``: its DHT record's, then manual and routing-table entries."""
         if node_id == self._agent.keypair.node_id:
             raise InvalidInputError("that is this node's own NodeId")
@@ -247,7 +247,7 @@ class Network(Service):
             raise PeerNotFoundError(f"node {node_id} was not found in the DHT or the node graph")
         return addresses, record
 
-    async def _try(self, transport: Transport, node_id: NodeId, address: Address, *, new: bool) -> dict[str, Any]:
+    async def try_address(self, transport: Transport, node_id: NodeId, address: Address, *, new: bool) -> dict[str, Any]:
         """Connect to ``node_id`` at ``address`` expecting it to prove ``node_id``; what happened."""
         host, port = address
         connect = transport.dial if new else transport.connect
@@ -259,105 +259,29 @@ class Network(Service):
             return {"host": host, "port": port, "verified": False, "error": reason.removeprefix(prefix)}
         return {"host": host, "port": port, "verified": True}
 
-    async def _reach(self, node_id: NodeId) -> Channel:
+    async def reach(self, node_id: NodeId) -> Channel:
         """An authenticated channel to ``node_id``: the open one, or the first address that proves it."""
-        transport, discovery = await self._services()
+        transport, discovery = await self.services()
         existing = transport.channel(node_id)
         if existing is not None and existing.is_open:
             return existing
-        addresses, _ = await self._candidates(discovery, node_id)
+        addresses, _ = await self.candidates(discovery, node_id)
         tried = []
         for address in addresses:
-            tried.append(await self._try(transport, node_id, address, new=False))
+            tried.append(await self.try_address(transport, node_id, address, new=False))
             channel = transport.channel(node_id)
             if tried[-1]["verified"] and channel is not None:
                 return channel
-        raise _unreachable(node_id, tried)
-
-    # -- handlers ------------------------------------------------------------------------
-
-    def _register(self) -> None:
-        register = self._agent.handlers.register
-        register("nodes.add", self._h_add)
-        register("nodes.find", self._h_find)
-        register("nodes.ping", self._h_ping)
-        register("nodes.list", self._h_list)
-        register("nodes.connections", self._h_connections)
-
-    async def _h_add(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
-        node_id = _node_id(params, {"nodeId", "host", "port"})
-        host, port = params.get("host"), params.get("port")
-        if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
-            raise InvalidInputError("nodes.add takes nodeId, host (string) and port (integer)")
-        check_port(port)
-        ip = await _resolve(host, port, self._host)
-        _, discovery = await self._services()
-        discovery.add_node(node_id, ip, port)
-        return {"nodeId": str(node_id), "host": ip, "port": port}
-
-    async def _h_find(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
-        node_id = _node_id(params, {"nodeId"})
-        transport, discovery = await self._services()
-        addresses, record = await self._candidates(discovery, node_id)
-        # Every address is proven by a handshake expecting node_id. An open outbound connection
-        # was proven at its address when it was dialled; any other address gets a new connection
-        # (an inbound connection's address is the peer's source port, not where it listens).
-        open_at = None
-        channel = transport.channel(node_id)
-        if channel is not None and channel.is_open and channel.outbound:
-            open_at = channel.address
-        tried = await asyncio.gather(*(
-            self._try(transport, node_id, a, new=True) if a != open_at
-            else _verified(a) for a in addresses
-        ))
-        if not any(t["verified"] for t in tried):
-            raise _unreachable(node_id, list(tried))
-        return {
-            "nodeId": str(node_id),
-            "addresses": list(tried),
-            "record": None if record is None else {"seq": record.seq, "expiry": record.expiry,
-                                                   "addresses": [list(a) for a in record.addresses]},
-        }
-
-    async def _h_ping(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
-        node_id = _node_id(params, {"nodeId"})
-        channel = await self._reach(node_id)
-        rtt = await channel.ping(timeout=CONNECT_TIMEOUT)
-        host, port = channel.address
-        direction = "outbound" if channel.outbound else "inbound"
-        return {"nodeId": str(node_id), "host": host, "port": port, "direction": direction, "rtt": rtt}
-
-    async def _h_list(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
-        _no_params(params)
-        return (await self._services())[1].node_graph()
-
-    async def _h_connections(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
-        _no_params(params)
-        return (await self._services())[0].connections()
+        raise unreachable(node_id, tried)
 
 
-def _node_id(params: dict[str, Any], allowed: set[str]) -> NodeId:
-    if set(params) - allowed or not isinstance(params.get("nodeId"), str):
-        raise InvalidInputError(f"expected parameters {', '.join(sorted(allowed))}")
-    return NodeId.from_text(params["nodeId"])
-
-
-async def _verified(address: Address) -> dict[str, Any]:
-    return {"host": address[0], "port": address[1], "verified": True}
-
-
-def _unreachable(node_id: NodeId, tried: list[dict[str, Any]]) -> PeerUnreachableError:
+def unreachable(node_id: NodeId, tried: list[dict[str, Any]]) -> PeerUnreachableError:
     reasons = "; ".join(f"{t['host']}:{t['port']}: {t['error']}" for t in tried)
     return PeerUnreachableError(f"node {node_id} did not answer as itself at any known address ({reasons})",
                                 tried=tried)
 
 
-def _no_params(params: dict[str, Any]) -> None:
-    if params:
-        raise InvalidInputError("this method takes no parameters")
-
-
-async def _resolve(host: str, port: int, listen_host: str) -> str:
+async def resolve(host: str, port: int, listen_host: str) -> str:
     """An IP literal for ``host`` (the DHT stores addresses, not names); of our listener's family
     if the name has one (``localhost`` may list ``::1`` first on a node listening on IPv4)."""
     try:
@@ -404,8 +328,3 @@ def _route_to(host: str) -> str | None:
     except (OSError, ValueError):
         return None
     return None if local.is_unspecified or local.is_link_local else str(local)
-
-
-def install(agent: Agent) -> None:
-    """keynode.agent.runner extension: plug the network service into the agent."""
-    agent.add_service(Network)

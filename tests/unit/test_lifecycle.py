@@ -15,7 +15,7 @@ from polykey.keys.store import NodeDir
 from keynode.agent.core import Agent, AgentConfig
 from keynode.handlers import AgentContext, LocalCaller, RequestContext
 from keynode.lifecycle import task_group
-from keynode.peers import network
+from keynode.methods import nodes as node_methods
 from keynode.peers.dht import Discovery, DhtConfig
 from keynode.peers.transport import Transport
 
@@ -85,7 +85,7 @@ def _ctx(method: str) -> AgentContext:
 def test_agent_with_network_follows_lock_and_unlock_and_leaves_no_task(tmp_path: Path) -> None:
     NodeDir(tmp_path / "node").create(A, b"pw", crypto.KDF_PROFILES["min"])
     agent = Agent(AgentConfig(tmp_path / "node", extra={"host": HOST, "port": 0}), A)
-    network.install(agent)
+    node_methods.install(agent)
 
     async def main() -> list[Any]:
         seen: list[Any] = []
