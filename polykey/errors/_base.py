@@ -64,14 +64,19 @@ class PolykeyError(Exception):
 _REGISTRY[PolykeyError.__name__] = PolykeyError
 
 
-def from_wire(obj: object) -> PolykeyError:
-    """Rebuild an error sent as ``{type, message, data}``; unknown types become PolykeyError."""
+def from_wire(obj: object, kinds: tuple[type[PolykeyError], ...] = ()) -> PolykeyError:
+    """Rebuild an error sent as ``{type, message, data}``; unknown types become PolykeyError.
+
+    ``kinds``: if given, only subclasses of these are rebuilt as themselves, any other type
+    becomes PolykeyError (a peer may not make us raise, say, AgentLockedError)."""
     if not isinstance(obj, dict):
         return PolykeyError("malformed error from agent")
     name = obj.get("type")
     message = obj.get("message")
     data = obj.get("data")
     cls = _REGISTRY.get(name, PolykeyError) if isinstance(name, str) else PolykeyError
+    if kinds and not issubclass(cls, kinds):
+        cls = PolykeyError
     err = cls(message if isinstance(message, str) else None)
     if isinstance(data, dict):
         err.data = dict(data)

@@ -15,7 +15,14 @@ from typing import Any, Union
 
 import msgpack
 
-from polykey.errors import PolykeyError, ProtocolViolationError, from_wire
+from polykey.errors import (
+    DiscoveryError,
+    InvalidInputError,
+    PolykeyError,
+    ProtocolViolationError,
+    TransportError,
+    from_wire,
+)
 from polykey.wire import packing
 from polykey.wire.strict_msgpack import unpack
 
@@ -130,9 +137,15 @@ def error_reply(request_id: int, error: PolykeyError) -> PeerError:
     return PeerError(request_id, wire["type"][:MAX_ERROR_TYPE], wire["message"][:MAX_TEXT], data)
 
 
+#: The error classes a peer's answer may be rebuilt as: what can go wrong between two nodes.
+#: Any other type (e.g. AgentLockedError, which would make `pk` try to unlock) is a PolykeyError.
+PEER_ERROR_KINDS: tuple[type[PolykeyError], ...] = (TransportError, DiscoveryError, InvalidInputError)
+
+
 def rebuild_error(reply: PeerError) -> PolykeyError:
-    """The PolykeyError subclass a peer answered with (an unknown type: PolykeyError)."""
-    return from_wire({"type": reply.type, "message": reply.message, "data": reply.data})
+    """The PolykeyError subclass a peer answered with, if it is of :data:`PEER_ERROR_KINDS`
+    (any other type, or an unknown one: PolykeyError)."""
+    return from_wire({"type": reply.type, "message": reply.message, "data": reply.data}, PEER_ERROR_KINDS)
 
 
 def _int(v: object, lo: int, hi: int, what: str) -> int:

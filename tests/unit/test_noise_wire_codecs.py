@@ -264,3 +264,16 @@ def test_pack_parts_packs_each_run_of_small_items_in_one_call(monkeypatch: pytes
     monkeypatch.setattr(packing, "_pack", lambda v: calls.append(v) or pack(v))
     assert b"".join(packing.pack_parts(value)) == msgpack.packb(value, use_bin_type=True)
     assert len(calls) <= 6
+
+
+def test_a_peer_error_is_rebuilt_only_as_an_error_between_nodes() -> None:
+    from polykey.errors import AgentLockedError, PeerBusyError, PolykeyError, UnknownPeerMethodError
+
+    busy = m.rebuild_error(m.PeerError(1, "PeerBusyError", "busy", {"retry": 1}))
+    assert type(busy) is PeerBusyError and busy.message == "busy" and busy.data == {"retry": 1}
+    assert type(m.rebuild_error(m.PeerError(2, "UnknownPeerMethodError", "no", {}))) is UnknownPeerMethodError
+    # A hostile peer naming a local error class (AgentLockedError makes pk try to unlock) gets a
+    # plain PolykeyError, with its message, and no more.
+    locked = m.rebuild_error(m.PeerError(3, "AgentLockedError", "locked", {}))
+    assert type(locked) is PolykeyError and not isinstance(locked, AgentLockedError)
+    assert locked.message == "locked"
