@@ -226,6 +226,42 @@ class GitRepo:
         except pygit2.GitError:
             raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
 
+    def new_commits(self, head: str, since: str | None) -> list[str]:
+        """Commits reachable from ``head`` and not from ``since`` (all of them for None), parents
+        before children: what libgit2's walk visits, in proportion to the new commits."""
+        try:
+            walker = self._repo.walk(pygit2.Oid(hex=head), SortMode.TOPOLOGICAL | SortMode.REVERSE)
+            if since is not None:
+                walker.hide(pygit2.Oid(hex=since))
+            return [str(c.id) for c in walker]
+        except (KeyError, ValueError, pygit2.GitError):
+            raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
+
+    def is_ancestor(self, ancestor: str, commit: str) -> bool:
+        """Whether ``ancestor`` is ``commit`` or one of its ancestors."""
+        if ancestor == commit:
+            return True
+        try:
+            return bool(self._repo.descendant_of(pygit2.Oid(hex=commit), pygit2.Oid(hex=ancestor)))
+        except (KeyError, ValueError, pygit2.GitError):
+            raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
+
+    def raw(self, oid: str, kind: str, limit: int) -> bytes:
+        """The content of object ``oid`` of ``kind`` (``commit``, ``tree``, ``blob``), at most ``limit``
+        bytes (its size is read from the header first)."""
+        try:
+            obj_type, size = self._repo.odb.read_header(pygit2.Oid(hex=oid))
+            if TYPE_NAMES.get(int(obj_type)) != kind.encode() or size > limit:
+                raise VaultIntegrityError(f"vault object {oid[:12]} is not a {kind} of at most {limit} bytes",
+                                          object=oid)
+            return bytes(self._repo.odb.read(pygit2.Oid(hex=oid))[1])
+        except (KeyError, ValueError, pygit2.GitError):
+            raise VaultIntegrityError(f"vault object {oid[:12]} is missing or corrupt", object=oid) from None
+
+    def set_head(self, oid: str) -> None:
+        """Move the branch to ``oid`` (an existing commit), durably. The caller holds :meth:`write_lock`."""
+        self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
+
     def commit(self, tree: str, parents: list[str], message: str, signer: Signer, *, when: int) -> str:
         """Write a commit of ``tree`` on ``parents`` (none for the first, two for a merge), authored
         and signed by ``signer`` at ``when`` (unix seconds), and move the branch to it (spec
