@@ -113,6 +113,18 @@ class _Trees:
     def __init__(self, v: Vault) -> None:
         self.v = v
         self.seen: set[tuple[Parts, str]] = set()
+        self._root: tuple[str, list[grammar.TreeEntry]] | None = None
+
+    def parse(self, tree: str) -> list[grammar.TreeEntry]:
+        if self._root is not None and self._root[0] == tree:
+            return self._root[1]
+        return grammar.parse_tree(tree, self.v.repo.raw(tree, "tree", grammar.MAX_TREE_BYTES))
+
+    def root(self, tree: str) -> None:
+        """The grammar of a commit's root tree, checked before anything reads through it."""
+        entries = self.parse(tree)
+        grammar.check_secret_tree(tree, entries, True)
+        self._root = (tree, entries)
 
     def check(self, snap: Snapshot, base: Snapshot | None) -> None:
         """The trees and blobs of ``snap`` that differ from verified ``base`` (same epoch) or all."""
@@ -124,7 +136,7 @@ class _Trees:
             if (prefix, tree) in self.seen:
                 continue
             self.seen.add((prefix, tree))
-            entries = grammar.parse_tree(tree, self.v.repo.raw(tree, "tree", grammar.MAX_TREE_BYTES))
+            entries = self.parse(tree)
             grammar.check_secret_tree(tree, entries, not prefix)
             before = dict(self.v.repo.list_tree(old)) if old is not None else {}
             for e in entries:
@@ -146,10 +158,10 @@ class _Trees:
                         self._check_blob(snap, parts, e.oid)
 
     def _check_pk(self, tree: str) -> None:
-        entries = grammar.parse_tree(tree, self.v.repo.raw(tree, "tree", grammar.MAX_TREE_BYTES))
+        entries = self.parse(tree)
         grammar.check_pk_tree(tree, entries)
         keys = next(e.oid for e in entries if e.name == "keys")
-        grammar.check_keys_tree(keys, grammar.parse_tree(keys, self.v.repo.raw(keys, "tree", grammar.MAX_TREE_BYTES)))
+        grammar.check_keys_tree(keys, self.parse(keys))
 
     def _check_blob(self, snap: Snapshot, parts: Parts, oid: str) -> None:
         if (parts, oid) in self.seen:
@@ -175,6 +187,7 @@ def _check_commits(v: Vault, commits: list[str], pinned: bool) -> str | None:
             root = root if header.parents else oid
             c = v.repo.commit_info(oid)
             signer = _signer(v, c)
+            trees.root(header.tree)
             _check_role(v, c, signer)
             _check_keys(v, c, checked)
             snap = v.load(c.id)
