@@ -76,17 +76,12 @@ def test_index_version_records_the_state_file() -> None:
 
 
 @pytest.fixture
-def owner() -> KeyPair:
-    return KeyPair.generate()
-
-
-@pytest.fixture
-def svc(tmp_path: Path, owner: KeyPair) -> Iterator[VaultService]:
-    s = VaultService(tmp_path / "node", owner)
-    s.create_vault("work")
-    s.set_secret("work", "db/password", b"one")
-    yield s
-    s.close()
+def svc(tmp_path: Path) -> Iterator[VaultService]:
+    """A node with vault `work` (db/password = one); its keypair is `svc.keypair`."""
+    with VaultService(tmp_path / "node", KeyPair.generate()) as s:
+        s.create_vault("work")
+        s.set_secret("work", "db/password", b"one")
+        yield s
 
 
 def _raw(svc: VaultService) -> Vault:
@@ -94,13 +89,13 @@ def _raw(svc: VaultService) -> Vault:
     return Vault(v.repo.path, v.vault_id, svc.node_key, v.clock, v.rng)
 
 
-def test_our_writes_advance_the_verified_head(svc: VaultService, tmp_path: Path, owner: KeyPair) -> None:
+def test_our_writes_advance_the_verified_head(svc: VaultService, tmp_path: Path) -> None:
     svc.set_secret("work", "db/password", b"two")
     v = _raw(svc)
     head = v.repo.head()
     rec = svc._trust.record(v.vault_id)  # noqa: SLF001
     assert rec.verified == head and rec.root == v.repo.new_commits(head or "", None)[0]
-    again = VaultService(tmp_path / "node", owner)  # an agent restart
+    again = VaultService(tmp_path / "node", svc.keypair)  # an agent restart
     assert again.get_secret("work", "db/password") == b"two"
     again.close()
 
@@ -134,11 +129,11 @@ def test_old_commits_are_read_only_from_the_verified_history(svc: VaultService) 
         svc.get_secret("work", "db/password", commit=stray)
 
 
-def test_state_loss_and_tampering_are_errors(svc: VaultService, tmp_path: Path, owner: KeyPair) -> None:
+def test_state_loss_and_tampering_are_errors(svc: VaultService, tmp_path: Path) -> None:
     path = tmp_path / "node" / "vaults" / "state"
     data = path.read_bytes()
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    fresh = VaultService(tmp_path / "node", owner)
+    fresh = VaultService(tmp_path / "node", svc.keypair)
     with pytest.raises(VaultStateError, match="fails authentication"):
         fresh.get_secret("work", "db/password")
     path.unlink()
@@ -180,7 +175,7 @@ def test_reset_is_for_owners_and_verified_commits(svc: VaultService, tmp_path: P
         heads.reset(Vault(v.repo.path, v.vault_id, reader, lambda: 0.0, os.urandom), first)
 
 
-def test_write_on_an_unverified_head_is_refused(svc: VaultService, owner: KeyPair) -> None:
+def test_write_on_an_unverified_head_is_refused(svc: VaultService) -> None:
     v = _raw(svc)
     head = v.repo.head() or ""
     stranger = NodeKey(KeyPair.generate())
