@@ -19,6 +19,7 @@ import pygit2
 from pygit2.enums import FileMode, ObjectType, Option, SortMode
 
 from polykey.errors import CommitNotFoundError, InvalidInputError, VaultIntegrityError
+from polykey.vaults import grammar
 from polykey.vaults.identity import Signer, author_email
 from polykey.vaults.objects import MODE_BLOB, MODE_TREE, Entries, signed_commit_bytes, tree_bytes
 from polykey.vaults.pack import (
@@ -400,4 +401,8 @@ class GitRepo:
                 entries[name] = (MODE_TREE, bytes.fromhex(new))
         if not entries:
             return None
-        return self._stage(OBJ_TREE, tree_bytes(entries))
+        data = tree_bytes(entries)
+        if len(entries) > grammar.MAX_TREE_ENTRIES or len(data) > grammar.MAX_TREE_BYTES:
+            raise InvalidInputError(f"a directory may hold at most {grammar.MAX_TREE_ENTRIES:,} entries "
+                                    f"and {grammar.MAX_TREE_BYTES >> 20} MiB of names (vault-format.md section 8.1)")
+        return self._stage(OBJ_TREE, data)

@@ -17,7 +17,7 @@ from polykey.keys.keypair import KeyPair
 from polykey.vaults import index
 from polykey.vaults.identity import NodeKey
 
-from ..conftest import Node
+from ..conftest import Node, run_on_pty
 from . import vault_forge as forge
 from .agent_util import pk
 
@@ -185,3 +185,17 @@ def test_an_unsigned_head_on_a_vault_being_adopted_is_refused(node: Node) -> Non
     _as_before_the_state_file(node)
     bad = _attack(node, repo, None)
     _refused(node, 65, bad, "not signed")
+
+
+@pytest.mark.parametrize("answer", [b"n", b"y"])
+def test_reset_asks_on_a_terminal(node: Node, answer: bytes) -> None:
+    repo = _make(node)
+    first = forge.head(repo)
+    assert pk(node, "secrets", "set", "app:db/password", input=b"newer").code == 0
+    code, out = run_on_pty(["vaults", "reset", "app", "--to", first, "--node-path", str(node.path),
+                            "--password-file", str(node.password_file)], [answer])
+    assert b"[y/N]" in out, out
+    if answer == b"y":
+        assert code == 0 and pk(node, "secrets", "get", "app:db/password").out == b"good", out
+    else:
+        assert code == 130 and pk(node, "secrets", "get", "app:db/password").out == b"newer", out
