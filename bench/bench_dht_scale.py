@@ -123,11 +123,11 @@ class MemNet:
             msg = M.decode_datagram(data)
         except Exception:  # noqa: BLE001 - only our own nodes send here
             return
-        if src == trace.source and isinstance(msg, M.Request):
+        if src == trace.source and isinstance(msg, M.DhtRequest):
             trace.requests += 1
             trace.pending[msg.msg_id] = (dst, msg.method)
             trace.depth.setdefault(dst, 1)  # not learnt during this lookup: from the routing table
-        elif dst == trace.source and isinstance(msg, M.Response) and msg.msg_id in trace.pending:
+        elif dst == trace.source and isinstance(msg, M.DhtResponse) and msg.msg_id in trace.pending:
             asked, method = trace.pending.pop(msg.msg_id)
             reply = M.decode_reply(method, msg.payload)
             here = trace.depth.get(asked, 1)

@@ -38,10 +38,12 @@ from bench.common import Row, print_table  # noqa: E402
 from keynode.peers.transport import Transport  # noqa: E402
 from keynode.peers.transport.connection import READ_LIMIT  # noqa: E402
 from polykey import crypto  # noqa: E402
+from polykey.crypto import noise_suite  # noqa: E402
 from polykey.ids import NodeId  # noqa: E402
+from keynode.handlers import PeerContext  # noqa: E402
 from polykey.keys.keypair import KeyPair  # noqa: E402
 from polykey.wire.noise import TAGLEN, CipherState  # noqa: E402
-from polykey.wire.session import MAX_CHUNK, Session  # noqa: E402
+from polykey.wire.session import MAX_CHUNK, NoiseSession  # noqa: E402
 
 MIB = 1 << 20
 
@@ -51,8 +53,8 @@ MIB = 1 << 20
 
 def sansio_handshake(a: KeyPair, b: KeyPair, sa: bytes, sb: bytes) -> float:
     t = time.perf_counter()
-    i = Session(a, initiator=True, expected_peer=b.node_id, static_private=sa)
-    r = Session(b, initiator=False, static_private=sb)
+    i = NoiseSession(a, initiator=True, expected_peer=b.node_id, static_private=sa)
+    r = NoiseSession(b, initiator=False, static_private=sb)
     r.receive_data(i.data_to_send())
     i.receive_data(r.data_to_send())
     r.receive_data(i.data_to_send())
@@ -64,11 +66,11 @@ def bare_handshake_crypto(a: KeyPair, b: KeyPair, sa: bytes, sb: bytes) -> float
     t = time.perf_counter()
     for kp, s in ((a, sa), (b, sb)):
         e = crypto.random_bytes(32)
-        pe = crypto.x25519_public(e)
-        crypto.x25519_public(s)
-        crypto.x25519(e, pe)
-        crypto.x25519(e, pe)
-        crypto.x25519(s, pe)
+        pe = noise_suite.public_key(e)
+        noise_suite.public_key(s)
+        noise_suite.dh(e, pe)
+        noise_suite.dh(e, pe)
+        noise_suite.dh(s, pe)
         sig = kp.sign(b"x" * 100)
         crypto.verify(kp.public_key, b"x" * 100, sig)
     return time.perf_counter() - t
@@ -131,7 +133,7 @@ async def channel_throughput(total: int, inflight: int) -> Rate:
     a, b = KeyPair.generate(), KeyPair.generate()
     blob = bytes(MIB)
 
-    async def sink(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+    async def sink(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
         return {"n": len(body["b"])}
 
     async with Transport(a) as ta, Transport(b) as tb:

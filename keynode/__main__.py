@@ -28,7 +28,7 @@ from polykey.agent_client import paths
 from polykey.agent_client.passwords import PASSWORD_FILE_LIMIT, PasswordSource
 from polykey.crypto import memory
 from polykey.errors import InvalidInputError, PolykeyError
-from polykey.keys.store import NodeDir, default_node_path
+from polykey.keys.store import NodeDir
 
 log = logging.getLogger("keynode")
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     harden_process()  # before any secret is read: no core dump, no ptrace or /proc/PID/mem by others
     try:
-        node_path = (ns.node_path or default_node_path()).absolute()
+        node_path = (ns.node_path or Path(paths.default_node_path())).absolute()
         if ns.password_fd is not None:
             password = read_fd_password(ns.password_fd)
         else:

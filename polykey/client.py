@@ -14,20 +14,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from polykey.agent_client import parse_secret_ref
 from polykey.agent_client.paths import default_node_path
-from polykey.agent_client.session import Session
-from polykey.errors import InvalidInputError
-
-
-def parse_ref(ref: str) -> tuple[str, str]:
-    """``vault:path`` or ``pk://vault/path`` -> ``(vault, path)``."""
-    if ref.startswith("pk://"):
-        vault, _, path = ref[len("pk://") :].partition("/")
-    else:
-        vault, _, path = ref.partition(":")
-    if not vault or not path.strip("/"):
-        raise InvalidInputError(f"{ref!r} must be written VAULT:PATH or pk://VAULT/PATH")
-    return vault, path
+from polykey.agent_client.session import AgentSession
+from polykey.agent_client.vaults import VaultClient
 
 
 class Client:
@@ -44,19 +34,18 @@ class Client:
 
         node = os.fspath(node_path) if node_path is not None else default_node_path()
         source = PasswordSource(os.fspath(password_file) if password_file is not None else None)
-        self._session = Session(node, source, autostart=autostart)
+        self._session = AgentSession(node, source, autostart=autostart)
+        self.vaults = VaultClient(self._session)
+        """Every vault and secret method as a typed call (``client.vaults.list_vaults()``)."""
 
     def call(self, method: str, **params: Any) -> Any:
         """Any agent method (docs/spec/agent-protocol.md section 6) with keyword parameters."""
         return self._session.call(method, params)
 
     def get(self, ref: str, commit: str | None = None) -> bytes:
-        """A secret's value, exactly as stored."""
-        vault, path = parse_ref(ref)
-        params: dict[str, Any] = {"vault": vault, "path": path}
-        if commit is not None:
-            params["commit"] = commit
-        value = self._session.call("secrets.get", params)
+        """A secret's value, exactly as stored; ``ref`` is ``vault:path`` or ``pk://vault/path``."""
+        vault, path = parse_secret_ref(ref)
+        value = self.vaults.get_secret(vault, path, commit)
         assert isinstance(value, bytes)
         return value
 
@@ -64,20 +53,16 @@ class Client:
         return self.get(ref).decode("utf-8")
 
     def set(self, ref: str, value: bytes | str) -> dict[str, Any]:
-        vault, path = parse_ref(ref)
+        vault, path = parse_secret_ref(ref)
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-        result: dict[str, Any] = self._session.call("secrets.set", {"vault": vault, "path": path, "value": data})
-        return result
+        return self.vaults.set_secret(vault, path, data)
 
     def list(self, vault: str, path: str = "", recursive: bool = False) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._session.call(
-            "secrets.list", {"vault": vault, "path": path, "recursive": recursive}
-        )
-        return result
+        return self.vaults.list_secrets(vault, path, recursive)
 
     def env(self, *refs: str) -> dict[str, bytes]:
         """Secrets named by ``vault:path`` (or a ``vault:dir``), keyed by their last path component."""
-        pairs = [parse_ref(r) if ":" in r or r.startswith("pk://") else (r, "") for r in refs]
+        pairs = [parse_secret_ref(r) if ":" in r or r.startswith("pk://") else (r, "") for r in refs]
         resolved = self._session.call("secrets.resolve", {"refs": [{"vault": v, "path": p} for v, p in pairs]})
         out: dict[str, bytes] = {}
         for ref in resolved:

@@ -153,29 +153,17 @@ def agent_pid(node_path: Path) -> int | None:
     return holder_pid(node_path)
 
 
-def stop_agents_under(root: Path, timeout: float = 10.0) -> list[int]:
-    """SIGTERM (then SIGKILL) every agent whose node directory lies under ``root``."""
-    import signal
-    import time
+def stop_agents_under(root: Path) -> list[int]:
+    """Stop every agent whose node directory lies under ``root`` as `pk cluster stop` does
+    (SIGTERM, then SIGKILL if it lingers: keynode.cluster.procs.stop_pid)."""
+    from keynode.cluster.procs import stop_pid
 
     stopped = []
     for lock in root.rglob("agent.lock"):
         pid = agent_pid(lock.parent)
-        if pid is None or pid <= 0:
-            continue
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + timeout
-        while agent_pid(lock.parent) is not None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if agent_pid(lock.parent) is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        stopped.append(pid)
+        if pid is not None and pid > 0:
+            stop_pid(pid)
+            stopped.append(pid)
     return stopped
 
 

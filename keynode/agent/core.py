@@ -1,16 +1,19 @@
 """The agent: one long-running process per node holding the unlocked key and open vaults.
 
-Lifecycle (STYLE.md rule 11): :meth:`Agent.run` owns one ``asyncio.TaskGroup``; the socket
-server, every connection, the idle-lock timer and every plugged-in service live inside
-it. :meth:`Agent.stop` (the ``agent.stop`` request, SIGTERM, SIGINT) closes the services in
-reverse order, cancels every task still running, and returns; nothing outlives ``run``.
+Lifecycle (STYLE.md rule 11, :mod:`keynode.lifecycle`): :meth:`Agent.run` owns one task group,
+in which the socket server's connections, the idle-lock timer and the socket watch run, and
+enters every plugged-in service (an async context manager owning its own tasks) inside it.
+:meth:`Agent.stop` (the ``agent.stop`` request, SIGTERM, SIGINT) closes the services in reverse
+order, cancels every task still running, and returns; nothing outlives ``run``.
+
+Keys: the agent is locked, or holds one :class:`Unlocked` (the key pair and the vault service
+opened with it), set and dropped as one.
 
 Plug-in API for other services (peer transport, discovery, sync)::
 
     agent.add_service(lambda agent: MyService(agent))   # an async context manager factory,
                                                          # entered in order after the socket
     agent.handlers.register("nodes.find", handler, needs_unlock=True)
-    agent.task_group      # the TaskGroup, for a service's own background tasks
     agent.keypair         # the unlocked KeyPair (AgentLockedError while locked)
     agent.vaults          # the VaultService (AgentLockedError while locked)
     await agent.run_blocking(fn, *args)   # a blocking call in the bounded thread pool
@@ -35,16 +38,17 @@ from typing import Any, TypeVar
 
 from polykey import __version__
 from polykey.agent_client import paths
-from polykey.crypto import memory
 from polykey.errors import AgentLockedError, InvalidInputError, PolykeyError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from polykey.vaults.service import VaultService
-from keynode.agent.handlers import HandlerRegistry, RequestContext
+from keynode.handlers import AgentContext, HandlerRegistry, LocalCaller
+from keynode.methods import agent as agent_methods
 from keynode.agent.hardening import dumpable
 from keynode.agent.lockfile import StatusFile
 from keynode.agent.server import SocketServer
+from keynode.lifecycle import task_group
 
 log = logging.getLogger("keynode.agent")
 T = TypeVar("T")
@@ -67,8 +71,17 @@ class AgentConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class _Stop(Exception):
-    """Raised inside the task group to cancel everything still running."""
+@dataclass(frozen=True)
+class Unlocked:
+    """The agent's keys while it is unlocked: the key pair and the vault service opened with it."""
+
+    keypair: KeyPair
+    vaults: VaultService
+
+    def close(self) -> None:
+        """Close the vault service (it zeroes the index and vault keys), then zero the seed."""
+        self.vaults.close()
+        self.keypair.wipe()
 
 
 class Agent:
@@ -84,21 +97,18 @@ class Agent:
     ) -> None:
         self.config = config
         self.node = NodeDir(config.node_path)
-        self.handlers = HandlerRegistry()
+        self.handlers: HandlerRegistry[LocalCaller] = HandlerRegistry()
         self._clock = clock
         self._wall = wall_clock
         self._services: list[ServiceFactory] = []
-        self._tg: asyncio.TaskGroup | None = None
+        self._running = False
         self._stop_event: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="keynode-worker")
         self._status_file = StatusFile(config.node_path)
         self._node_id = str(keypair.node_id if keypair else NodeId(self.node.public_key()))
-        self._keypair: KeyPair | None = None
-        #: The keypair until it is dropped (``_keypair`` goes None first when locking begins).
-        self._held: KeyPair | None = None
-        #: Dropped keypairs whose services may still hold them (a lock in progress).
-        self._to_wipe: list[KeyPair] = []
-        self._service: VaultService | None = None
+        self._unlocked: Unlocked | None = None  # None: locked, or a lock has begun
+        #: Keys a lock in progress dropped; it closes them (or, if it is cancelled, :meth:`run` does).
+        self._dropping: list[Unlocked] = []
         self._inflight = 0
         self._drained: asyncio.Event | None = None
         self._key_change = asyncio.Lock()  # one lock/unlock at a time
@@ -112,13 +122,13 @@ class Agent:
         self.status_extra: dict[str, Callable[[], Any]] = {}
         if keypair is not None:
             self._set_keys(keypair)
-        self._register_builtin()
+        agent_methods.install(self)
 
     # -- plug-in API -----------------------------------------------------------------
 
     def add_service(self, factory: ServiceFactory) -> None:
         """Add a service: ``factory(agent)`` returns an async context manager entered at start."""
-        if self._tg is not None:
+        if self._running:
             raise RuntimeError("services must be added before the agent runs")
         self._services.append(factory)
 
@@ -132,38 +142,31 @@ class Agent:
         self._key_listeners.append(callback)
 
     async def _keys_changed(self) -> None:
-        pending: list[asyncio.Future[Any]] = []
-        for callback in self._key_listeners:
-            waitable = callback()
-            if waitable is not None:
-                pending.append(asyncio.ensure_future(waitable))
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=KEY_CHANGE_TIMEOUT)
-            for task in late:
-                task.cancel()
+        waits = [waitable for waitable in (callback() for callback in self._key_listeners) if waitable is not None]
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            async with asyncio.timeout(KEY_CHANGE_TIMEOUT), asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(_wait(waitable)) for waitable in waits]
+        except TimeoutError:
+            for _ in (task for task in tasks if task.cancelled()):
                 log.warning("a service did not follow the key change within %g s", KEY_CHANGE_TIMEOUT)
 
     @property
-    def task_group(self) -> asyncio.TaskGroup:
-        if self._tg is None:
-            raise RuntimeError("the agent is not running")
-        return self._tg
-
-    @property
     def locked(self) -> bool:
-        return self._keypair is None
+        return self._unlocked is None
+
+    def _keys(self) -> Unlocked:
+        if self._unlocked is None:
+            raise AgentLockedError()
+        return self._unlocked
 
     @property
     def keypair(self) -> KeyPair:
-        if self._keypair is None:
-            raise AgentLockedError()
-        return self._keypair
+        return self._keys().keypair
 
     @property
     def vaults(self) -> VaultService:
-        if self._service is None or self._keypair is None:  # _keypair is None while locking
-            raise AgentLockedError()
-        return self._service
+        return self._keys().vaults
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call in the bounded worker pool (never on the event loop)."""
@@ -196,9 +199,9 @@ class Agent:
     async def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Serve until :meth:`stop`. ``on_ready`` is called once the socket accepts connections."""
         self._stop_event = asyncio.Event()
+        self._running = True
         try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
+            async with task_group() as tg:  # leaving it cancels the connections and timers
                 async with contextlib.AsyncExitStack() as stack:
                     sock = Path(paths.socket_path(self.config.node_path))
                     await stack.enter_async_context(SocketServer(sock, self.dispatch, tg))
@@ -213,58 +216,49 @@ class Agent:
                         on_ready(self.status())
                     await self._stop_event.wait()
                     log.info("stopping")
-                raise _Stop
-        except* _Stop:
-            pass
         finally:
-            self._tg = None
             self._executor.shutdown(wait=True, cancel_futures=True)  # writes in flight finish first
-            pair = self._drop_keys()
-            for left in [*self._to_wipe, *([pair] if pair is not None else [])]:
-                left.wipe()  # every service has exited: zero the seed
-            self._to_wipe.clear()
+            left, self._unlocked = [*self._dropping, *([self._unlocked] if self._unlocked else [])], None
+            self._dropping.clear()
+            self.opened_vaults = set()
+            for keys in left:
+                keys.close()  # every service has exited: zero the keys
             self._status_file.remove()
             log.info("stopped")
 
     # -- keys ------------------------------------------------------------------------
 
     def _set_keys(self, keypair: KeyPair) -> None:
-        self._keypair = self._held = keypair
-        self._service = VaultService(self.config.node_path, keypair)
-        removed = self._service.sweep_leftovers()
+        vaults = VaultService(self.config.node_path, keypair)
+        try:
+            removed = vaults.sweep_leftovers()
+        except BaseException:
+            vaults.close()
+            raise
         if removed:
             log.info("removed %d leftover(s) of interrupted vault writes: %s", len(removed), ", ".join(removed))
+        self._unlocked = Unlocked(keypair, vaults)
         self.opened_vaults = set()
         self.last_used = self._clock()
-
-    def _drop_keys(self) -> KeyPair | None:
-        """Forget the keys; the vault service zeroes the index and vault keys as it closes. Returns
-        the keypair, for the caller to wipe once no service can still be using it."""
-        service, self._service = self._service, None
-        pair, self._keypair, self._held = self._held, None, None
-        self.opened_vaults = set()
-        if service is not None:
-            service.close()
-        return pair
 
     async def lock(self, reason: str) -> None:
         """Drop the keys; waits for requests that are using them to finish."""
         async with self._key_change:
-            if self.locked:
+            keys = self._unlocked
+            if keys is None:
                 return
-            self._keypair = None  # new requests see "locked" from here on
+            self._unlocked = None  # new requests see "locked" from here on
+            self._dropping.append(keys)
             while self._inflight:
                 self._drained = asyncio.Event()
                 await self._drained.wait()
             self._drained = None
-            pair = self._drop_keys()
-            if pair is not None:
-                self._to_wipe.append(pair)  # wiped at stop if this lock is cancelled halfway
+            self.opened_vaults = set()
+            keys.vaults.close()  # zeroes the index and vault keys
             log.info("locked (%s)", reason)
             await self._keys_changed()
-            if pair is not None:  # the services holding the key have let it go: zero the seed
-                self._to_wipe.remove(pair)
-                pair.wipe()
+            self._dropping.remove(keys)
+            keys.keypair.wipe()  # the services holding the key have let it go: zero the seed
             self._write_status()
 
     async def unlock(self, password: bytes) -> None:
@@ -278,7 +272,11 @@ class Agent:
             if not self.locked:
                 keypair.wipe()
                 return
-            self._set_keys(keypair)
+            try:
+                self._set_keys(keypair)
+            except BaseException:
+                keypair.wipe()
+                raise
             log.info("unlocked")
             await self._keys_changed()
             self._write_status()
@@ -308,18 +306,18 @@ class Agent:
 
     def note_opened(self, vault: str) -> None:
         """Record that a client used ``vault`` (a name or a VaultId): one entry per vault."""
-        if self._service is None:
+        if self._unlocked is None:
             return
         try:
-            self.opened_vaults.add(self._service.vault_id(vault))
+            self.opened_vaults.add(self._unlocked.vaults.vault_id(vault))
         except PolykeyError:
             pass  # gone meanwhile (deleted), or the index cannot be read: nothing to show
 
     def _open_vault_names(self) -> list[str]:
-        if self._service is None or not self.opened_vaults:
+        if self._unlocked is None or not self.opened_vaults:
             return []
         try:
-            names = self._service.vault_names()
+            names = self._unlocked.vaults.vault_names()
         except PolykeyError:  # the index cannot be read: the VaultIds are all there is to show
             return sorted(self.opened_vaults)
         return sorted(names[vid] for vid in self.opened_vaults if vid in names)
@@ -350,40 +348,15 @@ class Agent:
 
     # -- requests --------------------------------------------------------------------
 
-    async def dispatch(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def dispatch(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         registration = self.handlers.lookup(ctx.method)
         if registration.needs_unlock and self.locked:
             raise AgentLockedError()
         return await registration.handler(ctx, params)
 
-    def _register_builtin(self) -> None:
-        async def ping(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            return {"pong": True}
 
-        async def status(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            return self.status()
-
-        async def stop(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            log.info("stop requested by pid %d", ctx.peer_pid)
-            asyncio.get_running_loop().call_soon(self.stop)
-            return {"stopping": True, "pid": os.getpid()}
-
-        async def lock(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            await self.lock(f"requested by pid {ctx.peer_pid}")
-            return self.status()
-
-        async def unlock(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            password = params.get("password")
-            if not isinstance(password, bytes) or set(params) != {"password"}:
-                raise InvalidInputError("agent.unlock takes exactly one bytes parameter, password")
-            try:
-                await self.unlock(password)
-            finally:
-                memory.wipe(password)  # decoded from this request alone: nobody else holds it
-            return self.status()
-
-        for name, fn in (("ping", ping), ("status", status), ("stop", stop), ("lock", lock), ("unlock", unlock)):
-            self.handlers.register(f"agent.{name}", fn, needs_unlock=False)
+async def _wait(waitable: Awaitable[Any]) -> None:
+    await waitable
 
 
-__all__ = ["Agent", "AgentConfig", "ServiceFactory", "PolykeyError"]
+__all__ = ["Agent", "AgentConfig", "ServiceFactory", "Unlocked"]

@@ -31,12 +31,12 @@ from polykey.agent_client import paths, protocol
 from polykey.crypto import memory
 from polykey.errors import AgentPermissionError, AgentProtocolError, AgentUnavailableError, PolykeyError
 from keynode.failures import describe
-from keynode.agent.handlers import RequestContext
+from keynode.handlers import AgentContext, LocalCaller, internal_error
 from keynode.memory import REQUEST_BUDGET, RequestBudget
 
 log = logging.getLogger("keynode.socket")
 
-Dispatch = Callable[[RequestContext, dict[str, Any]], Awaitable[Any]]
+Dispatch = Callable[[AgentContext, dict[str, Any]], Awaitable[Any]]
 _UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
 
 #: Once the first byte of a frame arrived, the whole frame must arrive within this many seconds.
@@ -247,41 +247,41 @@ class SocketServer:
             request = await self._read_request(reader, first)
             await self._answer(request, writer, state.pid, uid)
 
-    async def _read_request(self, reader: asyncio.StreamReader, first: bytes) -> protocol.Request:
+    async def _read_request(self, reader: asyncio.StreamReader, first: bytes) -> protocol.AgentRequest:
         """The rest of a frame whose first byte arrived, decoded; charged to the budget meanwhile.
 
-        The body is read into one buffer that is emptied on the way out, whatever happens:
-        an exception's traceback (which holds this frame) must not keep megabytes alive.
+        Driven through the protocol's frame decoder, never reading past this one frame: its
+        announced length is charged before its body is read. The body's buffer is emptied on the
+        way out, whatever happens: an exception's traceback (which holds this frame) must not
+        keep megabytes alive.
         """
-        body = bytearray()
+        decoder = protocol.AgentFrameDecoder(self._max_frame)
+        frames: list[bytearray] = []
         charged = 0
         try:
             try:
                 async with asyncio.timeout(FRAME_TIMEOUT):
-                    try:
-                        header = first + await reader.readexactly(protocol.HEADER.size - 1)
-                    except asyncio.IncompleteReadError:
-                        raise AgentProtocolError("truncated frame header") from None
-                    n = protocol.frame_length(header)
-                    if n > self._max_frame:
-                        raise AgentProtocolError(f"frame of {n} bytes exceeds the {self._max_frame}-byte limit")
-                    if not self.budget.reserve(n):
-                        raise _Busy
-                    charged = n
-                    while len(body) < n:
-                        chunk = await reader.read(min(n - len(body), READ_CHUNK))
+                    frames = decoder.feed(first)
+                    while not frames:
+                        if decoder.announced is not None and not charged:
+                            if not self.budget.reserve(decoder.announced):
+                                raise _Busy
+                            charged = decoder.announced
+                        chunk = await reader.read(min(decoder.wanted, READ_CHUNK))
                         if not chunk:
-                            raise AgentProtocolError("truncated frame")
-                        body += chunk
+                            raise AgentProtocolError("truncated frame" if charged else "truncated frame header")
+                        frames = decoder.feed(chunk)
                         del chunk
             except TimeoutError:
                 raise AgentProtocolError("truncated frame" if charged else "truncated frame header") from None
-            return protocol.decode_request(body)
+            return protocol.decode_request(frames[0])
         finally:
-            body.clear()
+            for body in frames:
+                body.clear()
+            decoder.clear()
             self.budget.release(charged)
 
-    async def _answer(self, request: protocol.Request, writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
+    async def _answer(self, request: protocol.AgentRequest, writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
         async def progress(obj: Any) -> None:
             # Best effort and never blocking: a client that stopped reading must not stall the
             # operation (it may hold a vault's write lock); the final response is what counts.
@@ -289,7 +289,7 @@ class SocketServer:
                 return
             writer.write(protocol.encode_progress(request.id, obj))
 
-        ctx = RequestContext(request.id, request.method, uid, pid, progress)
+        ctx = AgentContext(request.id, request.method, LocalCaller(uid, pid), progress)
         try:
             result = await self._dispatch(ctx, request.params)
             memory.wipe_values(request.params)  # values written by this request: used by now
@@ -299,10 +299,8 @@ class SocketServer:
             memory.wipe_values(request.params)  # the handler is done with them (cancelled ones may not be)
             frame = _error_frame(request.id, e)
         except Exception as e:  # noqa: BLE001 - a handler bug must not take the agent down
-            # Where it was raised, not the exception's text: that may quote a secret's name or value.
-            log.error("internal error serving %s: %s", request.method, describe(e))
+            frame = _error_frame(request.id, internal_error(log, ctx, e, "internal error in the agent; see agent.log"))
             del e
-            frame = _error_frame(request.id, PolykeyError("internal error in the agent; see agent.log"))
         writer.write(frame)
         try:
             async with asyncio.timeout(WRITE_TIMEOUT):

@@ -53,16 +53,20 @@ def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def stop_node(entry: NodeEntry) -> int | None:
-    """SIGTERM the node's agent (resumed first if paused), SIGKILL it if it lingers; its pid."""
-    pid = pid_of(entry)
-    if pid is None:
-        return None
+def stop_pid(pid: int) -> None:
+    """SIGTERM an agent (resumed first if paused), SIGKILL it if it lingers, until it is gone."""
     _signal(pid, signal.SIGTERM)
     _signal(pid, signal.SIGCONT)
     if not _wait_until(lambda: _gone(pid), STOP_TIMEOUT):  # the process, not only its lock
         _signal(pid, signal.SIGKILL)
         _wait_until(lambda: _gone(pid), STOP_TIMEOUT)
+
+
+def stop_node(entry: NodeEntry) -> int | None:
+    """Stop the node's agent (:func:`stop_pid`); its pid, or None if none ran."""
+    pid = pid_of(entry)
+    if pid is not None:
+        stop_pid(pid)
     return pid
 
 

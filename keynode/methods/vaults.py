@@ -1,11 +1,13 @@
 """Vault and secret methods: agent requests -> VaultService calls (docs/spec/agent-protocol.md s.6).
 
-Writes are serialised per vault (and index changes node-wide) with asyncio locks, so
-concurrent clients never lose a write, and run in the agent's bounded thread pool so a
-commit's fsync never stalls the event loop. Reads run inline on the loop (they take well
-under a millisecond) unless a write is in flight: a write holds its vault's thread lock, and
-a vault may be named by name or VaultId, so an inline read could wait on it and stall every
-client. Per-vault locks exist only while a write uses them (names come from clients).
+:data:`METHODS` is the one table of them: the VaultService call behind each method, its
+parameters, and what it locks. Writes to a vault are serialised per VaultId (the name or VaultId
+the client sent is resolved through the vault index first, so two names of one vault share one
+lock), index changes node-wide, with asyncio locks, so concurrent clients never lose a write;
+they run in the agent's bounded thread pool so a commit's fsync never stalls the event loop.
+Reads run inline on the loop (they take well under a millisecond) unless a write is in flight:
+a write holds its vault's thread lock, so an inline read could wait on it and stall every
+client. Per-vault locks exist only while a write uses them.
 """
 
 from __future__ import annotations
@@ -14,14 +16,59 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from polykey.agent_client.methods import INDEX_METHODS, POOL_METHODS, VAULT_METHODS, WRITE_METHODS
 from polykey.errors import InvalidInputError, PolykeyError, VaultFormatError, VaultIntegrityError
 from polykey.vaults.service import VaultService
 from keynode.agent.core import Agent
-from keynode.agent.handlers import Handler, RequestContext
+from keynode.handlers import AgentContext, Handler, LocalCaller
 from keynode.memory import release_free_memory
+
+
+@dataclass(frozen=True)
+class VaultMethod:
+    """One agent method: the VaultService call behind it, its parameters in order, and its locks."""
+
+    call: Callable[..., Any]
+    params: tuple[str, ...]
+    #: Changes the vault named by ``names``: serialised per VaultId.
+    writes: bool = False
+    #: Touches the vault index (names) rather than one vault: serialised node-wide.
+    index: bool = False
+    #: Changes no vault but may take long (validates many items): always in the worker pool.
+    pool: bool = False
+    #: The parameter naming the vault (by name or VaultId), for locks and error messages.
+    names: str | None = "vault"
+
+
+S = VaultService
+METHODS: dict[str, VaultMethod] = {
+    "vaults.create": VaultMethod(S.create_vault, ("name",), index=True, names="name"),
+    "vaults.list": VaultMethod(S.list_vaults, (), index=True, names=None),
+    "vaults.rename": VaultMethod(S.rename_vault, ("old", "new"), index=True, names="old"),
+    "vaults.delete": VaultMethod(S.delete_vault, ("name",), index=True, names="name"),
+    "vaults.log": VaultMethod(S.log, ("vault", "limit")),
+    "vaults.version": VaultMethod(S.version, ("vault", "commit")),
+    "vaults.members": VaultMethod(S.members, ("vault",)),
+    "vaults.verify": VaultMethod(S.verify, ("vault",)),
+    "vaults.reset": VaultMethod(S.reset_vault, ("vault", "to"), writes=True),
+    "secrets.set": VaultMethod(S.set_secret, ("vault", "path", "value"), writes=True),
+    "secrets.get": VaultMethod(S.get_secret, ("vault", "path", "commit")),
+    "secrets.list": VaultMethod(S.list_secrets, ("vault", "path", "recursive", "commit")),
+    "secrets.remove": VaultMethod(S.remove, ("vault", "path", "recursive"), writes=True),
+    "secrets.move": VaultMethod(S.move, ("vault", "src", "dst"), writes=True),
+    "secrets.copy": VaultMethod(S.copy, ("vault", "src", "dst"), writes=True),
+    "secrets.mkdir": VaultMethod(S.mkdir, ("vault", "path", "parents"), writes=True),
+    "secrets.stat": VaultMethod(S.stat, ("vault", "path")),
+    "secrets.history": VaultMethod(S.history, ("vault", "path", "limit")),
+    "secrets.revert": VaultMethod(S.revert, ("vault", "path", "commit"), writes=True),
+    "secrets.generate": VaultMethod(
+        S.generate, ("vault", "path", "length", "charset", "reveal", "replace"), writes=True
+    ),
+    "secrets.import": VaultMethod(S.import_secrets, ("vault", "items", "stage"), writes=True),
+    "secrets.import_stage": VaultMethod(S.stage_import, ("items", "token"), pool=True, names=None),
+}
 
 _MAX_REFS = 1024
 PROGRESS_INTERVAL = 1.0
@@ -29,7 +76,7 @@ _SCALARS = (str, int, bool, type(None))
 
 
 class VaultLocks:
-    """Writes serialised per vault name, index changes node-wide; counts the writes in flight."""
+    """Writes serialised per VaultId, index changes node-wide; counts the writes in flight."""
 
     def __init__(self) -> None:
         self.index = asyncio.Lock()
@@ -40,7 +87,7 @@ class VaultLocks:
 
     @contextlib.asynccontextmanager
     async def writing(self, vault: str | None) -> AsyncIterator[None]:
-        """Hold the write lock of ``vault`` (None: the vault index)."""
+        """Hold the write lock of the vault whose VaultId (text) is ``vault`` (None: the vault index)."""
         if vault is None:
             lock = self.index
         else:
@@ -54,13 +101,13 @@ class VaultLocks:
             self.in_flight -= 1
             if vault is not None:
                 self._users[vault] -= 1
-                if not self._users[vault]:  # nobody holds or waits for it: forget the name
+                if not self._users[vault]:  # nobody holds or waits for it: forget it
                     del self._users[vault], self._vaults[vault]
 
 
-def _required(operation: str, names: tuple[str, ...]) -> frozenset[str]:
-    """The parameters of ``VaultService.<operation>`` that have no default."""
-    signature = inspect.signature(getattr(VaultService, operation))
+def _required(call: Callable[..., Any], names: tuple[str, ...]) -> frozenset[str]:
+    """The parameters of ``call`` that have no default."""
+    signature = inspect.signature(call)
     return frozenset(n for n in names if signature.parameters[n].default is inspect.Parameter.empty)
 
 
@@ -84,15 +131,7 @@ def _check_params(method: str, names: tuple[str, ...], params: dict[str, Any], r
             raise InvalidInputError(f"{method}: {key} must be a string, number, boolean or null")
 
 
-def _vault_of(params: dict[str, Any]) -> str | None:
-    for key in ("vault", "name", "old"):
-        value = params.get(key)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-async def _blocking(agent: Agent, ctx: RequestContext, fn: Callable[..., Any], params: dict[str, Any]) -> Any:
+async def _blocking(agent: Agent, ctx: AgentContext, fn: Callable[..., Any], params: dict[str, Any]) -> Any:
     """Run ``fn`` in the worker pool, sending ``{"elapsed": s}`` progress about once a second."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -106,6 +145,17 @@ async def _blocking(agent: Agent, ctx: RequestContext, fn: Callable[..., Any], p
     finally:
         if not future.done():
             future.cancel()
+
+
+async def _inline_or_pooled(
+    agent: Agent, ctx: AgentContext, locks: VaultLocks, fn: Callable[..., Any], *args: Any, pool: bool = False,
+    **params: Any,
+) -> Any:
+    """``fn(*args, **params)``: inline on the loop, or in the worker pool while a write is in flight
+    (it may hold a lock ``fn`` needs) or when ``pool`` (a long operation)."""
+    if locks.in_flight or pool:
+        return await _blocking(agent, ctx, lambda **kw: fn(*args, **kw), params)
+    return fn(*args, **params)
 
 
 def _then_trim(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,25 +180,23 @@ def install(agent: Agent) -> None:
     """Register every vault method on ``agent``."""
     locks = VaultLocks()
 
-    def make(method: str, operation: str, names: tuple[str, ...]) -> Handler:
-        is_write = method in WRITE_METHODS
-        is_index = method in INDEX_METHODS
-        in_pool = method in POOL_METHODS
-        required = _required(operation, names)
+    def make(method: str, spec: VaultMethod) -> Handler[LocalCaller]:
+        required = _required(spec.call, spec.params)
 
-        async def handler(ctx: RequestContext, params: dict[str, Any]) -> Any:
-            _check_params(method, names, params, required)
-            vault = _vault_of(params)
+        async def handler(ctx: AgentContext, params: dict[str, Any]) -> Any:
+            _check_params(method, spec.params, params, required)
+            named = params.get(spec.names) if spec.names is not None else None
+            vault = named if isinstance(named, str) else None
             async with agent.using_keys() as service:
-                fn = getattr(service, operation)
+                fn = getattr(service, spec.call.__name__)  # the instance's own (a test may wrap it)
                 try:
-                    if is_index or (is_write and vault is not None):
-                        async with locks.writing(None if is_index else vault):
+                    if spec.index or (spec.writes and vault is not None):
+                        # the lock policy: by VaultId, whatever name the client used
+                        key = None if spec.index else await _inline_or_pooled(agent, ctx, locks, service.vault_id, vault)
+                        async with locks.writing(key):
                             result = await _blocking(agent, ctx, _then_trim(fn), params)
-                    elif locks.in_flight or in_pool:
-                        result = await _blocking(agent, ctx, fn, params)
                     else:
-                        result = fn(**params)
+                        result = await _inline_or_pooled(agent, ctx, locks, fn, pool=spec.pool, **params)
                 except (VaultIntegrityError, VaultFormatError) as e:
                     if vault is None:
                         raise
@@ -166,10 +214,10 @@ def install(agent: Agent) -> None:
 
         return handler
 
-    for method, (operation, names) in VAULT_METHODS.items():
-        agent.handlers.register(method, make(method, operation, names))
+    for method, spec in METHODS.items():
+        agent.handlers.register(method, make(method, spec))
 
-    async def resolve(ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def resolve(ctx: AgentContext, params: dict[str, Any]) -> Any:
         """``{"refs": [{"vault", "path"}]}`` -> each ref's secrets (a directory: every secret below it)."""
         refs = params.get("refs")
         if set(params) != {"refs"} or not isinstance(refs, list) or len(refs) > _MAX_REFS:
@@ -203,7 +251,7 @@ def install(agent: Agent) -> None:
                     out.append({"vault": vault, "path": path, "secrets": values})
                 return out
 
-            result = await _blocking(agent, ctx, work, {}) if locks.in_flight else work()
+            result = await _inline_or_pooled(agent, ctx, locks, work)
         for ref in refs:
             agent.note_opened(ref["vault"])
         return result

@@ -26,7 +26,9 @@ from typing import Any
 
 from keynode.agent.core import Agent
 from keynode.peers.dht import Discovery
-from keynode.agent.handlers import RequestContext
+from keynode.handlers import AgentContext
+from keynode.lifecycle import Service, task_group
+from keynode.peers.state import Changes, Peers, PeerState
 from keynode.peers.transport import Channel, Transport
 from polykey.errors import (
     AgentLockedError,
@@ -68,8 +70,8 @@ def seeds_from(extra: dict[str, Any]) -> list[Seed]:
     return parse_seeds(os.environ.get("PK_SEED_NODES", ""))
 
 
-class Network:
-    """The agent's peer transport and discovery; an async context manager entered by the agent."""
+class Network(Service):
+    """The agent's peer transport and discovery; a service entered by the agent."""
 
     def __init__(self, agent: Agent) -> None:
         extra = dict(agent.config.extra)
@@ -78,88 +80,84 @@ class Network:
         self._port: int = _listen_port(extra.get("port"))
         self._seeds = seeds_from(extra)
         self._graph_path = agent.config.node_path / GRAPH_FILE
-        self._transport: Transport | None = None
-        self._discovery: Discovery | None = None
-        self._key_change = asyncio.Event()
-        self._ready = asyncio.Event()
-        #: set while the services run, or are known not to (locked, failed); clear while they
-        #: (re)start after a lock or unlock, so requests wait for them instead of failing
-        self._settled = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._failure: str | None = None  # why the peer services are not running, if they failed
+        self._peers = Peers(PeerState.STARTING)
+        #: lock/unlock events seen; the supervisor restarts the services when this moves
+        self._key_changes = 0
+        self._bootstrap_tried = False  # since the agent started: its start waits for this
+        self._started = False  # start-up is over: later failures are logged, the agent keeps serving
+        self._changes = Changes()  # notified at every change of the above
         self._register()
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def __aenter__(self) -> Network:
+    @contextlib.asynccontextmanager
+    async def lifetime(self) -> AsyncIterator[None]:
         self._agent.on_key_change(self._on_key_change)
-        self._task = self._agent.task_group.create_task(self._supervise(), name="network")
-        # Serve once the listener is up and a first bootstrap was tried, so that a node
-        # started right after this one can already find it.
-        waiter = asyncio.ensure_future(self._ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=FIRST_BOOTSTRAP_TIMEOUT,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if self._task in done:
-            self._task.result()  # a bind error: the agent fails to start, saying why
-        self._ready.set()  # start-up is over: later failures are logged, the agent keeps serving
-        return self
+        async with task_group() as tg:
+            tg.create_task(self._supervise(), name="network")  # its failure at start fails the agent's
+            # Serve once the listener is up and a first bootstrap was tried, so that a node
+            # started right after this one can already find it.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_BOOTSTRAP_TIMEOUT):
+                    await self._changes.until(lambda: self._bootstrap_tried or self._peers.state is PeerState.LOCKED)
+            self._started = True
+            yield
 
-    def _not_running(self) -> dict[str, Any] | None:
-        """``peer`` in the agent status while the services are down: why, unless simply locked."""
-        return None if self._failure is None else {"error": self._failure}
+    def _set(self, peers: Peers) -> None:
+        self._peers = peers
+        self._changes.notify()
+
+    def _settle(self, seen: int, peers: Peers) -> None:
+        """Enter ``peers`` unless a lock or unlock came after ``seen`` (then stay STARTING)."""
+        if self._key_changes == seen:
+            self._set(peers)
+
+    def _peer_status(self) -> dict[str, Any] | None:
+        return self._peers.status(self._host, self._port)
 
     def _on_key_change(self) -> Awaitable[Any]:
         """The agent locked or unlocked: stop or restart; lock/unlock answer once that is done."""
-        self._settled.clear()  # at once: a request right after `pk agent unlock` waits for the restart
-        self._key_change.set()
-        return self._settled.wait()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._key_changes += 1
+        self._set(Peers(PeerState.STARTING))  # at once: a request right after `pk agent unlock` waits
+        return self._changes.until(lambda: self._peers.state is not PeerState.STARTING)
 
     async def _supervise(self) -> None:
         """Run the peer services while unlocked; stop them when the agent locks."""
         while True:
-            self._key_change.clear()
+            seen = self._key_changes
+
+            def key_changed() -> bool:
+                return self._key_changes != seen
+
             if self._agent.locked:
-                self._failure = None  # locked is reason enough; the next unlock tries again
-                self._ready.set()
-                self._settled.set()
-                await self._key_change.wait()
+                self._settle(seen, Peers(PeerState.LOCKED))  # the next unlock tries again
+                await self._changes.until(key_changed)
                 continue
             try:
-                async with self._running():
-                    await self._key_change.wait()
+                async with self._running(seen):
+                    await self._changes.until(key_changed)
             except Exception as e:  # noqa: BLE001 - the agent keeps serving its vaults either way
-                if not self._ready.is_set():
+                if not self._started:
                     raise  # at start: the agent fails to start and says why
-                self._failure = e.message if isinstance(e, PolykeyError) else f"internal error ({type(e).__name__})"
-                log.error("peer services stopped: %s", self._failure, exc_info=not isinstance(e, PolykeyError))
-                self._ready.set()
-                self._settled.set()
-                await self._key_change.wait()
+                failure = e.message if isinstance(e, PolykeyError) else f"internal error ({type(e).__name__})"
+                log.error("peer services stopped: %s", failure, exc_info=not isinstance(e, PolykeyError))
+                self._settle(seen, Peers(PeerState.FAILED, error=failure))
+                await self._changes.until(key_changed)
 
     @contextlib.asynccontextmanager
-    async def _running(self) -> AsyncIterator[None]:
+    async def _running(self, seen: int) -> AsyncIterator[None]:
         keypair = self._agent.keypair
         async with contextlib.AsyncExitStack() as stack:
             transport, discovery = await self._bind(stack, keypair)
-            self._transport, self._discovery, self._failure = transport, discovery, None
-            self._agent.status_extra["peer"] = lambda: {"host": self._host, "port": self._port}
-            self._settled.set()
-            retry = self._agent.task_group.create_task(self._bootstrap_loop(discovery), name="dht-bootstrap")
+            tg = await stack.enter_async_context(task_group())  # left first: the bootstrap ends first
+            tg.create_task(self._bootstrap_loop(discovery), name="dht-bootstrap")
+            self._agent.status_extra.setdefault("peer", self._peer_status)  # shown from the first start on
+            self._settle(seen, Peers(PeerState.RUNNING, services=(transport, discovery)))
             try:
                 yield
             finally:
-                self._transport = self._discovery = None
-                self._agent.status_extra["peer"] = self._not_running
-                retry.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await retry
+                if self._peers.state is PeerState.RUNNING:  # not a lock or unlock: the agent is stopping
+                    self._set(Peers(PeerState.STOPPED))
                 log.info("peer services stopped")
 
     async def _bind(self, stack: contextlib.AsyncExitStack, keypair: Any) -> tuple[Transport, Discovery]:
@@ -198,7 +196,9 @@ class Network:
             except Exception as e:  # noqa: BLE001 - never take the agent down; retry later
                 log.warning("bootstrap failed: %s", e.message if isinstance(e, PolykeyError) else repr(e))
                 known = 0
-            self._ready.set()
+            if not self._bootstrap_tried:
+                self._bootstrap_tried = True
+                self._changes.notify()
             if known or not discovery.has_contacts:
                 delay = BOOTSTRAP_RETRY[0]
                 while _routing_size(discovery) or not discovery.has_contacts:
@@ -223,15 +223,16 @@ class Network:
     # -- helpers -----------------------------------------------------------------------
 
     async def _services(self) -> tuple[Transport, Discovery]:
-        if not self._settled.is_set():  # restarting after an unlock: wait (bounded) for it
+        if self._peers.state is PeerState.STARTING:  # restarting after an unlock: wait (bounded) for it
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FIRST_BOOTSTRAP_TIMEOUT):
-                    await self._settled.wait()
-        if self._transport is None or self._discovery is None:
-            if self._failure is not None:
-                raise PeerUnreachableError(f"peer networking is not running: {self._failure}")
+                    await self._changes.until(lambda: self._peers.state is not PeerState.STARTING)
+        peers = self._peers
+        if peers.services is None:
+            if peers.error is not None:
+                raise PeerUnreachableError(f"peer networking is not running: {peers.error}")
             raise AgentLockedError("peer networking is not running (the agent is locked or starting)")
-        return self._transport, self._discovery
+        return peers.services
 
     async def _candidates(self, discovery: Discovery, node_id: NodeId) -> tuple[list[Address], NodeRecord | None]:
         """Addresses to try for ``node_id``: its DHT record's, then manual and routing-table entries."""
@@ -283,7 +284,7 @@ class Network:
         register("nodes.list", self._h_list)
         register("nodes.connections", self._h_connections)
 
-    async def _h_add(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_add(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId", "host", "port"})
         host, port = params.get("host"), params.get("port")
         if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
@@ -294,7 +295,7 @@ class Network:
         discovery.add_node(node_id, ip, port)
         return {"nodeId": str(node_id), "host": ip, "port": port}
 
-    async def _h_find(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_find(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId"})
         transport, discovery = await self._services()
         addresses, record = await self._candidates(discovery, node_id)
@@ -318,7 +319,7 @@ class Network:
                                                    "addresses": [list(a) for a in record.addresses]},
         }
 
-    async def _h_ping(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_ping(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         node_id = _node_id(params, {"nodeId"})
         channel = await self._reach(node_id)
         rtt = await channel.ping(timeout=CONNECT_TIMEOUT)
@@ -326,11 +327,11 @@ class Network:
         direction = "outbound" if channel.outbound else "inbound"
         return {"nodeId": str(node_id), "host": host, "port": port, "direction": direction, "rtt": rtt}
 
-    async def _h_list(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_list(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         _no_params(params)
         return (await self._services())[1].node_graph()
 
-    async def _h_connections(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _h_connections(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         _no_params(params)
         return (await self._services())[0].connections()
 

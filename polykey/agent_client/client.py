@@ -45,7 +45,8 @@ class AgentClient:
         self.node_path = node_path
         self.reply_timeout = reply_timeout
         self._next_id = 1
-        self._buf = bytearray()
+        self._decoder = protocol.AgentFrameDecoder()
+        self._frames: list[bytearray] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -105,12 +106,9 @@ class AgentClient:
             return _remote_error(response.body)
         return AgentUnavailableError("the agent closed the connection")
 
-    def _read_frame(self) -> bytes:
-        header = self._read_exact(protocol.HEADER.size)
-        return self._read_exact(protocol.frame_length(header))
-
-    def _read_exact(self, n: int) -> bytes:
-        while len(self._buf) < n:
+    def _read_frame(self) -> bytearray:
+        """The next frame's body, through the protocol's frame decoder (the server drives it too)."""
+        while not self._frames:
             try:
                 chunk = self._sock.recv(_RECV)
             except TimeoutError:
@@ -118,13 +116,11 @@ class AgentClient:
             except OSError:
                 chunk = b""
             if not chunk:
-                if self._buf:
+                if self._decoder.pending:
                     raise AgentProtocolError("the agent closed the connection in the middle of a message")
                 raise AgentUnavailableError("the agent closed the connection (it stopped or crashed; see agent.log)")
-            self._buf += chunk
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        return data
+            self._frames = self._decoder.feed(chunk)
+        return self._frames.pop(0)
 
 
 def _remote_error(body: Any) -> Exception:

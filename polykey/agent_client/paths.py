@@ -102,7 +102,7 @@ class UnixAddress:
 
 
 def default_node_path() -> str:
-    """``$PK_NODE_PATH``, else the user's data dir (the one rule; ``polykey.keys.store`` uses it too).
+    """``$PK_NODE_PATH``, else the user's data dir (the one rule: ``pk``, ``polykey.Client`` and ``keynode`` use it).
 
     Linux: ``$XDG_DATA_HOME/polykey``, or ``~/.local/share/polykey`` when ``XDG_DATA_HOME`` is
     unset, empty or relative (the XDG Base Directory spec says a relative path is invalid and is

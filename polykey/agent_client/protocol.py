@@ -40,7 +40,7 @@ _METHOD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 _BYTES_KEY = "$b"
 
 
-class Request:
+class AgentRequest:
     """A request from a client (spec section 3). Immutable.
 
     A slotted class rather than a dataclass or NamedTuple: this module is on the ``pk`` fast
@@ -58,18 +58,18 @@ class Request:
         object.__setattr__(self, "params", params)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("Request is immutable")
+        raise AttributeError("AgentRequest is immutable")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Request) and (self.id, self.method, self.params) == (other.id, other.method, other.params)
+        return isinstance(other, AgentRequest) and (self.id, self.method, self.params) == (other.id, other.method, other.params)
 
     def __repr__(self) -> str:
-        return f"Request(id={self.id}, method={self.method!r})"  # params may hold a secret
+        return f"AgentRequest(id={self.id}, method={self.method!r})"  # params may hold a secret
 
     __hash__ = None  # type: ignore[assignment]
 
 
-class Response:
+class AgentResponse:
     """One message from the agent about request ``id`` (spec section 4). Immutable.
 
     ``kind`` is ``"result"`` or ``"error"`` (final) or ``"progress"`` (zero or more before the
@@ -87,13 +87,13 @@ class Response:
         object.__setattr__(self, "body", body)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("Response is immutable")
+        raise AttributeError("AgentResponse is immutable")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Response) and (self.id, self.kind, self.body) == (other.id, other.kind, other.body)
+        return isinstance(other, AgentResponse) and (self.id, self.kind, self.body) == (other.id, other.kind, other.body)
 
     def __repr__(self) -> str:
-        return f"Response(id={self.id}, kind={self.kind!r})"  # the body may hold a secret
+        return f"AgentResponse(id={self.id}, kind={self.kind!r})"  # the body may hold a secret
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -142,11 +142,16 @@ def frame_length(header: bytes) -> int:
     return int(n)
 
 
-class FrameDecoder:
-    """Incremental frame splitter: feed bytes, get complete frame bodies.
+class AgentFrameDecoder:
+    """Incremental frame splitter: feed bytes, get complete frame bodies (spec section 2). Both
+    ends drive it: the agent's socket server and the client.
 
     Raises AgentProtocolError on an oversized or undersized header; after an error the decoder
-    must be discarded (the connection is closed).
+    must be discarded (the connection is closed). A reader that must not read past one frame
+    (the server, which charges a frame's announced length to its budget before reading the body)
+    reads at most :attr:`wanted` bytes at a time and checks :attr:`announced` after each feed.
+    A body is handed over as the decoder's own buffer when it holds just that frame (no copy of
+    a large frame); the caller may clear it once used.
     """
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
@@ -154,9 +159,9 @@ class FrameDecoder:
         self._need: int | None = None
         self._max = max_frame
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray) -> list[bytearray]:
         self._buf += data
-        out: list[bytes] = []
+        out: list[bytearray] = []
         while True:
             if self._need is None:
                 if len(self._buf) < HEADER.size:
@@ -168,9 +173,30 @@ class FrameDecoder:
                 del self._buf[: HEADER.size]
             if len(self._buf) < self._need:
                 return out
-            out.append(bytes(self._buf[: self._need]))
-            del self._buf[: self._need]
+            if len(self._buf) == self._need:
+                out.append(self._buf)
+                self._buf = bytearray()
+            else:
+                out.append(self._buf[: self._need])
+                del self._buf[: self._need]
             self._need = None
+
+    @property
+    def announced(self) -> int | None:
+        """The body length announced by the header of the frame in progress (None between frames)."""
+        return self._need
+
+    @property
+    def wanted(self) -> int:
+        """Bytes that complete the header, or the body of the frame in progress."""
+        if self._need is None:
+            return HEADER.size - len(self._buf)
+        return self._need - len(self._buf)
+
+    def clear(self) -> None:
+        """Drop what is buffered (the connection is done)."""
+        self._buf.clear()
+        self._need = None
 
     @property
     def pending(self) -> int:
@@ -251,7 +277,7 @@ def encode_request(request_id: int, method: str, params: dict[str, Any] | None =
     )
 
 
-def decode_request(body: bytes | bytearray) -> Request:
+def decode_request(body: bytes | bytearray) -> AgentRequest:
     """Parse a request body; AgentProtocolError names what is malformed."""
     obj = loads_object(body)
     if set(obj) != {"v", "id", "method", "params"}:
@@ -268,7 +294,7 @@ def decode_request(body: bytes | bytearray) -> Request:
     params = obj["params"]
     if not isinstance(params, dict):
         raise AgentProtocolError("params must be an object")
-    return Request(_check_id(obj["id"]), method, unwrap_bytes(params) if _may_hold_bytes(body) else params)
+    return AgentRequest(_check_id(obj["id"]), method, unwrap_bytes(params) if _may_hold_bytes(body) else params)
 
 
 # -- responses (spec section 4) -----------------------------------------------------------
@@ -286,7 +312,7 @@ def encode_error(request_id: int | None, error: dict[str, Any]) -> bytes:
     return encode_frame({"id": request_id, "error": wrap_bytes(error)})
 
 
-def decode_response(body: bytes) -> Response:
+def decode_response(body: bytes | bytearray) -> AgentResponse:
     obj = loads_object(body)
     if len(obj) != 2 or "id" not in obj:
         raise AgentProtocolError("a response has exactly the keys id and one of result, progress, error")
@@ -305,4 +331,4 @@ def decode_response(body: bytes) -> Response:
         and isinstance(body_value.get("message"), str)
     ):
         raise AgentProtocolError("malformed error object")
-    return Response(request_id, kind, body_value)
+    return AgentResponse(request_id, kind, body_value)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 BUSY_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0)
 
 
-class Session:
+class AgentSession:
     """Calls into the agent of one node, starting or unlocking it when needed.
 
     ``autostart``: start the agent if none runs (asking for the password on a terminal, or from
@@ -112,7 +112,7 @@ class Session:
             self._client.close()
             self._client = None
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> AgentSession:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from polykey.agent_client import paths, protocol, strict_json
-from polykey.errors import AgentRunningError, AgentUnavailableError, NodeNotFoundError, PolykeyError, from_wire
+from polykey.errors import AgentRunningError, AgentUnavailableError, NodeNotFoundError, from_wire
 
 START_TIMEOUT = 120.0  # Argon2id at the "moderate" profile takes seconds on a small machine
 _READY_LIMIT = 64 * 1024
@@ -188,4 +188,4 @@ def ensure_started(node_path: str, password: bytes, extra: Sequence[str] = ()) -
     raise AgentUnavailableError(f"the agent for {node_path} did not become ready")
 
 
-__all__ = ["start_agent", "ensure_started", "require_node", "daemon_argv", "daemon_env", "alive", "proc_state", "PolykeyError"]
+__all__ = ["start_agent", "ensure_started", "require_node", "daemon_argv", "daemon_env", "alive", "proc_state"]

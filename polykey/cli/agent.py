@@ -11,32 +11,32 @@ import click
 
 from polykey.agent_client import spawn
 from polykey.agent_client.passwords import PasswordSource
-from polykey.agent_client.session import Session
+from polykey.agent_client.session import AgentSession
 from polykey.cli import hot
-from polykey.cli.common import Settings, common_options, emit, hot_options, settings
+from polykey.cli.common import Options, common_options, emit, settings
 from polykey.errors import AgentRunningError, AgentUnavailableError
 from polykey.wire.records import parse_seed
 
 STOP_TIMEOUT = 10.0
 
 
-def password_source(s: Settings) -> PasswordSource:
-    return PasswordSource(str(s.password_file) if s.password_file is not None else None)
+def password_source(s: Options) -> PasswordSource:
+    return PasswordSource(s.password_file)
 
 
-def session(s: Settings, *, autostart: bool = True) -> Session:
+def session(s: Options, *, autostart: bool = True) -> AgentSession:
     """A session with the agent of the current node, started on demand (the vault commands use this)."""
-    return hot_options(s).session(autostart=autostart)
+    return s.session(autostart=autostart)
 
 
-def _running(s: Settings) -> Session:
+def _running(s: Options) -> AgentSession:
     """Calls to the agent if one runs (AgentUnavailableError if none), never starting one; a busy
     agent is retried, as every client does (docs/spec/agent-protocol.md section 3 "Limits")."""
-    return Session(s.node_path, autostart=False)
+    return AgentSession(s.node_path, autostart=False)
 
 
-def _running_status(s: Settings) -> dict[str, Any] | None:
-    return hot.running_status(hot_options(s))
+def _running_status(s: Options) -> dict[str, Any] | None:
+    return hot.running_status(s)
 
 
 @click.group()
@@ -105,7 +105,7 @@ def agent_stop() -> None:
     emit(s, "Agent stopped.", {"stopped": True, "pid": pid})
 
 
-def stop_agent(s: Settings) -> int | None:
+def stop_agent(s: Options) -> int | None:
     """Stop the node's agent and wait until it is gone; its pid, or None if none was running."""
     try:
         with _running(s) as c:
@@ -125,7 +125,7 @@ def stop_agent(s: Settings) -> int | None:
 @common_options
 def agent_status() -> None:
     """Show whether the agent runs, its state (locked/unlocked), NodeId, uptime and open vaults."""
-    hot.agent_status(hot_options(settings()))
+    hot.agent_status(settings())
 
 
 @agent.command("lock")

@@ -10,13 +10,9 @@ from pathlib import Path
 
 import click
 
-from polykey.cli import hot_env
-from polykey.cli.common import common_options, hot_options, settings
-from polykey.cli.hot import Options
+from polykey.cli import hot, hot_env
+from polykey.cli.common import common_options, settings
 
-# Re-exported for the tests and callers that parse references and env files.
-parse_reference = hot_env.parse_reference
-parse_env_file = hot_env.parse_env_file
 _EXEC_META = "pk.exec"
 
 
@@ -42,11 +38,11 @@ def _exec_args() -> list[str] | None:
 
 @click.command("env", cls=_PassThroughCommand)
 @click.argument("targets", nargs=-1, required=True, metavar="VAULT:PATH[=NAME]|VAULT[:DIR]...")
-@click.option("--env-format", type=click.Choice(hot_env.ENV_FORMATS), default=None,
+@click.option("--env-format", type=click.Choice(hot.ENV_FORMATS), default=None,
               help="Output without a command: unix (export lines, default), json or dotenv.")
-@click.option("--env-invalid", "invalid", type=click.Choice(hot_env.ENV_INVALID), default="error", show_default=True,
+@click.option("--env-invalid", "invalid", type=click.Choice(hot.ENV_INVALID), default="error", show_default=True,
               help="A secret name that is not a valid variable name: fail, warn and skip, or skip.")
-@click.option("--env-duplicate", "duplicate", type=click.Choice(hot_env.ENV_DUPLICATE), default="overwrite",
+@click.option("--env-duplicate", "duplicate", type=click.Choice(hot.ENV_DUPLICATE), default="overwrite",
               show_default=True, help="A variable named twice: keep the first, the last, the last with a warning, or fail.")
 @common_options
 def secrets_env(targets: tuple[str, ...], env_format: str | None, invalid: str, duplicate: str) -> None:
@@ -58,7 +54,7 @@ def secrets_env(targets: tuple[str, ...], env_format: str | None, invalid: str, 
     exactly as stored: no newline is added.
     """
     s = settings()
-    hot_env.secrets_env(hot_options(s), list(targets), _exec_args(), env_format, invalid, duplicate)
+    hot_env.secrets_env(s, list(targets), _exec_args(), env_format, invalid, duplicate)
 
 
 @click.command("run", cls=_PassThroughCommand)
@@ -71,7 +67,7 @@ def run_command(env_files: tuple[Path, ...]) -> None:
     pk becomes the command: its exit code and signals pass through. Values are exactly as stored.
     """
     s = settings()
-    hot_env.run_with_env_files(hot_options(s), [str(p) for p in env_files], _exec_args())
+    hot_env.run_with_env_files(s, [str(p) for p in env_files], _exec_args())
 
 
 @click.command("inject")
@@ -83,4 +79,4 @@ def run_command(env_files: tuple[Path, ...]) -> None:
 def inject_command(in_file: Path, out_file: Path | None) -> None:
     """Replace every {{ pk://VAULT/PATH }} in a template with the secret's value."""
     s = settings()
-    hot_env.inject(hot_options(s), str(in_file), str(out_file) if out_file is not None else None)
+    hot_env.inject(s, str(in_file), str(out_file) if out_file is not None else None)

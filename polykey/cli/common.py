@@ -4,14 +4,14 @@ The common options (``--node-path``, ``--password-file``, ``--format``) are
 accepted on the root command and after any subcommand, as Polykey's CLI does
 (``pk keys public --node-path P``); the one nearest the end wins, then the
 environment (``PK_NODE_PATH``, ``PK_PASSWORD``, ``PK_FORMAT``), then the default.
-A password is never taken from argv.
+A password is never taken from argv. The options' model is :class:`polykey.cli.hot.Options`,
+shared with the click-free fast path; :func:`emit` is the one way every command prints.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,9 +19,8 @@ import click
 
 from polykey import crypto
 from polykey.agent_client import passwords
-from polykey.cli import hot
+from polykey.cli.hot import FORMATS, Options, emit
 from polykey.errors import InvalidInputError
-from polykey.keys.store import NodeDir, default_node_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +53,7 @@ def common_options(f: F) -> F:
         click.option(
             "--format",
             "format_",
-            type=click.Choice(["human", "json"]),
+            type=click.Choice(FORMATS),
             expose_value=False,
             callback=_store,
             help="Output format [env PK_FORMAT; default human].",
@@ -82,35 +81,10 @@ def kdf_limits(profile: str | None) -> crypto.KdfLimits:
     return crypto.KDF_PROFILES[name]
 
 
-@dataclass(frozen=True)
-class Settings:
-    node_path: Path
-    password_file: Path | None
-    format: str
-
-    @property
-    def json(self) -> bool:
-        return self.format == "json"
-
-    @property
-    def node(self) -> NodeDir:
-        return NodeDir(self.node_path)
-
-
-def hot_options(s: Settings) -> hot.Options:
-    """The same settings for the functions shared with the click-free fast path."""
-    return hot.Options(str(s.node_path), str(s.password_file) if s.password_file is not None else None, s.format)
-
-
-def settings() -> Settings:
-    """The effective common options for the running command."""
-    ctx = click.get_current_context()
-    given: dict[str, Any] = ctx.meta.get(_META, {})
-    node_path = given.get("node_path") or default_node_path()
-    fmt = given.get("format_") or os.environ.get("PK_FORMAT") or "human"
-    if fmt not in ("human", "json"):
-        raise InvalidInputError("PK_FORMAT must be 'human' or 'json'")
-    return Settings(node_path=Path(node_path), password_file=given.get("password_file"), format=fmt)
+def settings() -> Options:
+    """The effective common options for the running command (the one model, shared with the fast path)."""
+    given: dict[str, Any] = click.get_current_context().meta.get(_META, {})
+    return Options(given.get("node_path"), given.get("password_file"), given.get("format_"))
 
 
 # -- passwords (one implementation, shared with the click-free fast path) ------------------
@@ -124,18 +98,10 @@ def read_secret_file(path: Path, what: str = "password file") -> bytes:
 prompt_password = passwords.prompt_password
 
 
-def node_password(s: Settings, *, confirm: bool = False, prompt: str = "Node password: ") -> bytes:
+def node_password(s: Options, *, confirm: bool = False, prompt: str = "Node password: ") -> bytes:
     """The node password from --password-file, PK_PASSWORD, or a terminal prompt."""
-    source = passwords.PasswordSource(
-        str(s.password_file) if s.password_file is not None else None, prompt=prompt, confirm=confirm
-    )
-    return source.get()
+    return passwords.PasswordSource(s.password_file, prompt=prompt, confirm=confirm).get()
 
 
-# -- output ----------------------------------------------------------------------
-
-
-def emit(s: Settings, human: str, data: Any) -> None:
-    """Print ``data`` as one JSON document with --format json, else ``human`` (the one way every
-    command prints, shared with the fast path)."""
-    hot.emit(hot_options(s), human, data)
+__all__ = ["Options", "common_options", "emit", "kdf_limits", "kdf_option", "node_password", "prompt_password",
+           "read_secret_file", "settings"]

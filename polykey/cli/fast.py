@@ -29,21 +29,19 @@ from __future__ import annotations
 import posix
 import sys
 
+from polykey.cli import hot  # every fast command runs through it (and click's route loads it too)
+from polykey.cli.hot import Options
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from polykey.cli.hot import Options
-
 #: option -> (key, kind): "value" (last one wins), "multi" (repeatable), "flag" (no value)
 _COMMON = {"--node-path": ("node_path", "value"), "--password-file": ("password_file", "value"),
            "--format": ("format", "value")}
-_CHOICES = {
-    "format": ("human", "json"),
-    "env_format": ("unix", "json", "dotenv"),
-    "invalid": ("error", "warn", "ignore"),
-    "duplicate": ("keep", "overwrite", "warn", "error"),
-}
+#: option key -> its choices (the same tuples click's ``Choice`` offers)
+_CHOICES = {"format": hot.FORMATS, "env_format": hot.ENV_FORMATS, "invalid": hot.ENV_INVALID,
+            "duplicate": hot.ENV_DUPLICATE}
 #: option key -> (file_okay, dir_okay, allow_dash) of its click.Path type
 _PATHS = {
     "node_path": (False, True, False),
@@ -187,17 +185,13 @@ def _utf8(tokens: list[str]) -> bool:
 
 def _path(values: dict[str, object], key: str) -> str | None:
     """A path option as the click route has it: ``str(pathlib.Path(value))``."""
-    from polykey.cli.hot import as_path_text
-
     value = values.get(key)
-    return as_path_text(value) if isinstance(value, str) else None
+    return hot.as_path_text(value) if isinstance(value, str) else None
 
 
 def _runner(name: tuple[str, ...], values: dict[str, object], args: list[str],
             after: list[str] | None) -> Callable[[Options], None]:
     """The command body for a parsed command line (_Fallback for the shapes left to click)."""
-    from polykey.cli import hot
-
     def text(key: str) -> str | None:
         value = values.get(key)
         return value if isinstance(value, str) else None
@@ -242,11 +236,9 @@ def dispatch(argv: list[str]) -> int | None:
         body = _runner(name, values, args, after)
     except _Fallback:
         return None
-    from polykey.cli import hot
-
     try:
         fmt = values.get("format")
-        body(hot.Options(_path(values, "node_path"), _path(values, "password_file"), fmt if isinstance(fmt, str) else None))
+        body(Options(_path(values, "node_path"), _path(values, "password_file"), fmt if isinstance(fmt, str) else None))
     except BaseException as e:  # noqa: BLE001 - mapped exactly as on the click route
         from polykey.cli.errors import run_guarded
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import sys
 
-from polykey.agent_client import LazyError, is_error, paths
+from polykey.agent_client import LazyError, is_error, paths, split_secret_path
 from polykey.agent_client.strict_json import dumps
-from polykey.agent_client.session import Session
+from polykey.agent_client.session import AgentSession
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
+    from os import PathLike
     from typing import Any
 
     from polykey.errors import InvalidInputError
@@ -46,16 +47,29 @@ def show_progress(progress: Any) -> None:
         sys.stderr.flush()
 
 
+#: The choices of the options (one definition: click's ``Choice`` and the fast parser read these).
+FORMATS = ("human", "json")
+ENV_FORMATS = ("unix", "json", "dotenv")
+ENV_INVALID = ("error", "warn", "ignore")
+ENV_DUPLICATE = ("keep", "overwrite", "warn", "error")
+
+
 class Options:
-    """The common options (docs/cli.md): node path, password file, output format."""
+    """The common options (docs/cli.md): node path, password file, output format.
+
+    The one model of them, for both routes: the click commands (:func:`polykey.cli.common.settings`)
+    and the fast path (:mod:`polykey.cli.fast`). A path given (or the default) is kept as text the
+    way click's ``Path`` prints it; ``--format`` falls back to ``PK_FORMAT``, then ``human``.
+    """
 
     __slots__ = ("node_path", "password_file", "format")
 
-    def __init__(self, node_path: str | None, password_file: str | None, fmt: str | None) -> None:
-        self.node_path = as_path_text(str(node_path) if node_path else paths.default_node_path())
-        self.password_file = as_path_text(str(password_file)) if password_file is not None else None
+    def __init__(self, node_path: str | PathLike[str] | None, password_file: str | PathLike[str] | None,
+                 fmt: str | None) -> None:
+        self.node_path = as_path_text(paths.fspath(node_path) if node_path else paths.default_node_path())
+        self.password_file = as_path_text(paths.fspath(password_file)) if password_file is not None else None
         fmt = fmt or paths.getenv("PK_FORMAT") or "human"
-        if fmt not in ("human", "json"):
+        if fmt not in FORMATS:
             raise InvalidInputError("PK_FORMAT must be 'human' or 'json'")
         self.format = fmt
 
@@ -63,26 +77,14 @@ class Options:
     def json(self) -> bool:
         return self.format == "json"
 
-    def session(self, *, autostart: bool = True) -> Session:
+    def session(self, *, autostart: bool = True) -> AgentSession:
         """A session with the node's agent, started on demand (progress shown on a terminal)."""
         shown = show_progress if sys.stderr.isatty() else None
         if self.password_file is None:  # the password source is built only if needed
-            return Session(self.node_path, autostart=autostart, on_progress=shown)
+            return AgentSession(self.node_path, autostart=autostart, on_progress=shown)
         from polykey.agent_client.passwords import PasswordSource
 
-        return Session(self.node_path, PasswordSource(self.password_file), autostart=autostart, on_progress=shown)
-
-
-def split_secret_path(text: str, *, need_path: bool = True) -> tuple[str, str]:
-    """``VAULT:PATH`` -> ``(vault, path)`` (the same rule as ``polykey.cli.vaults``)."""
-    vault, sep, path = text.partition(":")
-    if not vault:
-        raise InvalidInputError(f"{text!r} must be written VAULT:PATH")
-    if not sep or not path.strip("/"):
-        if need_path:
-            raise InvalidInputError(f"{text!r} must be written VAULT:PATH (e.g. myvault:db/password)")
-        path = ""
-    return vault, path
+        return AgentSession(self.node_path, PasswordSource(self.password_file), autostart=autostart, on_progress=shown)
 
 
 # -- output --------------------------------------------------------------------------

@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import sys
 
-from polykey.agent_client import LazyError, is_error
+from polykey.agent_client import LazyError, is_error, parse_reference, split_secret_path
 from polykey.agent_client.strict_json import dumps
-from polykey.cli.hot import Options, print_json, split_secret_path, value_json
+from polykey.cli.hot import Options, print_json, value_json
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is not free
 if TYPE_CHECKING:
     from typing import Any
 
-    from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError, SecretReferenceError
+    from polykey.errors import CommandNotFoundError, EnvNameError, InvalidInputError
 else:
     CommandNotFoundError = LazyError("CommandNotFoundError")
     EnvNameError = LazyError("EnvNameError")
     InvalidInputError = LazyError("InvalidInputError")
-    SecretReferenceError = LazyError("SecretReferenceError")
 
-ENV_FORMATS = ("unix", "json", "dotenv")
-ENV_INVALID = ("error", "warn", "ignore")
-ENV_DUPLICATE = ("keep", "overwrite", "warn", "error")
 TEMPLATE_LIMIT = 16 * 1024 * 1024
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _NAME_CHARS = _NAME_START | frozenset("0123456789")
@@ -189,7 +185,7 @@ def exec_with_env(command: list[str] | None, env: dict[str, bytes]) -> None:
     # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: give
     # the command the defaults a shell would (as subprocess's restore_signals does), so that
     # e.g. `yes | head -1` in it ends quietly by SIGPIPE.
-    for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
+    for name in ("SIGPIPE", "SIGXFSZ"):
         if hasattr(_signal, name):
             _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
     try:
@@ -219,23 +215,7 @@ def secrets_env(
     sys.stdout.flush()
 
 
-# -- references: pk://VAULT/PATH ----------------------------------------------------------
-
-
-def _ref_part_ok(text: str) -> bool:
-    """``[^\\s{}]+``: non-empty, no whitespace, no brace."""
-    return bool(text) and not any(c.isspace() or c in "{}" for c in text)
-
-
-def parse_reference(text: str, where: str) -> tuple[str, str]:
-    """``pk://VAULT/PATH`` -> ``(vault, path)``; SecretReferenceError otherwise.
-
-    The rule is the pattern ``pk://([^/\\s{}]+)/([^\\s{}]+)`` over the whole text, with a PATH
-    that is not only slashes."""
-    vault, sep, path = text[len("pk://"):].partition("/")
-    if not (text.startswith("pk://") and sep and _ref_part_ok(vault) and _ref_part_ok(path) and path.strip("/")):
-        raise SecretReferenceError(f"{where}: malformed reference (write pk://VAULT/PATH)")
-    return vault, path
+# -- references: pk://VAULT/PATH (parsed by polykey.agent_client.parse_reference) ------------
 
 
 def resolve_references(opts: Options, refs: dict[tuple[str, str], str]) -> dict[tuple[str, str], bytes]:

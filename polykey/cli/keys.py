@@ -10,9 +10,9 @@ import click
 from polykey import fsutil
 from polykey.agent_client.passwords import check_new_password
 from polykey.cli import confirm
-from polykey.crypto import memory
+from polykey.crypto import memory, sshsig
 from polykey.cli.common import (
-    Settings,
+    Options,
     common_options,
     emit,
     kdf_limits,
@@ -25,9 +25,15 @@ from polykey.cli.common import (
 from polykey.errors import InvalidInputError, KeyFileError, NodeExistsError
 from polykey.ids import NodeId
 from polykey.keys import recovery
-from polykey.keys.keypair import KeyPair, ssh_public_key_line
+from polykey.keys.keypair import KeyPair
+from polykey.keys.store import NodeDir
 
 _CODE_FILE_LIMIT = 1024
+
+
+def _node(s: Options) -> NodeDir:
+    """The node directory the common options name."""
+    return NodeDir(Path(s.node_path))
 
 
 def _check_code_out_file(path: Path, node_path: Path) -> None:
@@ -73,7 +79,7 @@ def _check_index_opens(node_path: Path, pair: KeyPair) -> None:
         memory.wipe(key)
 
 
-def _stop_agent_of(s: Settings) -> None:
+def _stop_agent_of(s: Options) -> None:
     """Stop an agent serving the node about to be replaced (it holds the old identity)."""
     from polykey.cli.agent import stop_agent
 
@@ -114,12 +120,12 @@ def bootstrap(recovery_code_out_file: Path | None, fresh: bool, yes: bool, allow
     """
     s = settings()
     limits = kdf_limits(kdf_profile)
-    replacing = s.node.check_creatable(fresh=fresh)
+    replacing = _node(s).check_creatable(fresh=fresh)
     if recovery_code_out_file is not None:
-        _check_code_out_file(recovery_code_out_file, s.node_path)
+        _check_code_out_file(recovery_code_out_file, Path(s.node_path))
     if replacing:
         try:
-            old: str = str(NodeId(s.node.public_key()))
+            old: str = str(NodeId(_node(s).public_key()))
         except KeyFileError:
             old = "(damaged key file)"
         confirm.confirm(
@@ -142,7 +148,7 @@ def bootstrap(recovery_code_out_file: Path | None, fresh: bool, yes: bool, allow
             written.append(recovery_code_out_file)
 
     try:
-        s.node.create(pair, password, limits, fresh=fresh, before_commit=before_commit)
+        _node(s).create(pair, password, limits, fresh=fresh, before_commit=before_commit)
     except BaseException:
         for path in written:  # the code of a node that was never put in place
             path.unlink(missing_ok=True)
@@ -176,9 +182,9 @@ def keys() -> None:
 def keys_public(ssh: bool) -> None:
     """Show the NodeId and public key. Needs no password."""
     s = settings()
-    public = s.node.public_key()
+    public = _node(s).public_key()
     pair_id = NodeId(public)
-    line = ssh_public_key_line(public, str(pair_id))
+    line = sshsig.public_key_line(public, str(pair_id))
     if ssh and not s.json:
         click.echo(line)
         return
@@ -204,7 +210,7 @@ def keys_password(new_password_file: Path | None, allow_weak_password: bool, kdf
     The current one comes from --password-file, PK_PASSWORD or a prompt.
     """
     s = settings()
-    current = s.node.read_keyfile()
+    current = _node(s).read_keyfile()
     old = node_password(s, prompt="Current node password: ")
     new = (
         read_secret_file(new_password_file, "new password file")
@@ -213,7 +219,7 @@ def keys_password(new_password_file: Path | None, allow_weak_password: bool, kdf
     )
     check_new_password(new, allow_weak=allow_weak_password)
     limits = kdf_limits(kdf_profile) if kdf_profile else current.limits
-    s.node.change_password(old, new, limits)
+    _node(s).change_password(old, new, limits)
     emit(s, "Password changed.", {"changed": True})
 
 
@@ -244,15 +250,15 @@ def keys_recover(recovery_code_file: Path | None, fresh: bool, yes: bool, allow_
     """
     s = settings()
     limits = kdf_limits(kdf_profile)
-    exists = s.node.exists()
+    exists = _node(s).exists()
     # A node whose key file was lost: its vaults are still there, wrapped to the recovered key.
-    keyless = not exists and (s.node_path / "vaults").is_dir()
+    keyless = not exists and (Path(s.node_path) / "vaults").is_dir()
     if exists and not fresh:
         raise NodeExistsError(f"a node already exists at {s.node_path} (use --fresh to give it a new key file)")
     if keyless and not fresh:
         raise NodeExistsError(f"{s.node_path} holds a node whose key file is missing (use --fresh to write it anew)")
     if not exists and not keyless:
-        s.node.check_creatable()
+        _node(s).check_creatable()
     if recovery_code_file is not None:
         raw = read_secret_file(recovery_code_file, "recovery code file")
         text = raw.decode("utf-8", errors="replace")
@@ -261,9 +267,9 @@ def keys_recover(recovery_code_file: Path | None, fresh: bool, yes: bool, allow_
     words = recovery.parse_code(text)
     pair = KeyPair.from_seed(recovery.code_to_ed25519_seed(words))
     if keyless:
-        _check_index_opens(s.node_path, pair)
+        _check_index_opens(Path(s.node_path), pair)
     if exists or keyless:
-        s.node.check_own_key(pair)
+        _node(s).check_own_key(pair)
         confirm.confirm(
             yes,
             f"replace the key file of the node at {s.node_path}",
@@ -273,9 +279,9 @@ def keys_recover(recovery_code_file: Path | None, fresh: bool, yes: bool, allow_
     password = check_new_password(node_password(s, confirm=True, prompt="New node password: "),
                                   allow_weak=allow_weak_password)
     if exists or keyless:
-        s.node.rekey(pair, password, limits)
+        _node(s).rekey(pair, password, limits)
     else:
-        s.node.create(pair, password, limits)
+        _node(s).create(pair, password, limits)
     emit(
         s,
         f"Node recovered at {s.node_path}\nNodeId: {pair.node_id}",

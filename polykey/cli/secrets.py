@@ -24,9 +24,9 @@ from types import FrameType
 
 import click
 
+from polykey.agent_client import split_secret_path
 from polykey.cli import hot
-from polykey.cli.common import common_options, emit, hot_options, settings
-from polykey.cli.hot import split_secret_path
+from polykey.cli.common import common_options, emit, settings
 from polykey.cli.vaults import backend, short, utf8, when
 from polykey.errors import InvalidInputError, SecretNotFoundError
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH
@@ -51,7 +51,7 @@ def secrets_set(target: str, from_file: Path | None) -> None:
     `printf` does not), or asked twice without echo when standard input is a terminal, or the bytes
     of --from-file. Never an argument. At most 16 MiB.
     """
-    hot.secrets_set(hot_options(settings()), target, str(from_file) if from_file is not None else None)
+    hot.secrets_set(settings(), target, str(from_file) if from_file is not None else None)
 
 
 @click.command("get")
@@ -60,7 +60,7 @@ def secrets_set(target: str, from_file: Path | None) -> None:
 @common_options
 def secrets_get(target: str, commit: str | None) -> None:
     """Print a secret's raw value (a newline is added only on a terminal)."""
-    hot.secrets_get(hot_options(settings()), target, commit)
+    hot.secrets_get(settings(), target, commit)
 
 
 def _alias(command: click.Command, of: str) -> click.Command:
@@ -86,7 +86,7 @@ def secrets_ls(target: str | None, recursive: bool, commit: str | None) -> None:
 
     Without VAULT, list the vaults (as `pk vaults list` does).
     """
-    hot.secrets_ls(hot_options(settings()), target, recursive, commit)
+    hot.secrets_ls(settings(), target, recursive, commit)
 
 
 @secrets.command("rm")
@@ -97,7 +97,7 @@ def secrets_ls(target: str | None, recursive: bool, commit: str | None) -> None:
 def secrets_rm(targets: tuple[str, ...], recursive: bool, yes: bool) -> None:
     """Remove secrets (and directories with -r). One commit per path; nothing is removed if a
     path does not exist. With -r it asks first on a terminal; without one, --yes is required."""
-    hot.secrets_rm(hot_options(settings()), list(targets), recursive, yes)
+    hot.secrets_rm(settings(), list(targets), recursive, yes)
 
 
 def _same_vault(src: str, dst: str) -> tuple[str, str, str]:

@@ -18,8 +18,9 @@ from typing import Any
 
 import click
 
+from polykey.agent_client import split_secret_path
 from polykey.cli import bulk, hot, hot_env
-from polykey.cli.common import Settings, common_options, emit, hot_options, settings
+from polykey.cli.common import Options, common_options, emit, settings
 from polykey.cli.vaults import utf8
 from polykey.errors import InvalidInputError
 from polykey.vaults.format import split_path
@@ -106,23 +107,18 @@ def _chunks(items: dict[str, bytes]) -> list[dict[str, bytes]]:
     return chunks
 
 
-def send_import(s: Settings, vault: str, items: dict[str, bytes], progress: _Progress) -> dict[str, Any]:
+def send_import(s: Options, vault: str, items: dict[str, bytes], progress: _Progress) -> dict[str, Any]:
     """Send ``items`` to the agent, in parts if needed, for one commit. Returns the agent's result."""
-    from polykey.cli.agent import session
+    from polykey.cli.vaults import backend
 
     chunks = _chunks(items)
-    with session(s) as sess:
+    with backend(s) as b:
         token = None
         for n, chunk in enumerate(chunks[:-1], 1):
             progress(f"sending part {n} of {len(chunks)}")
-            staged = sess.call("secrets.import_stage", {"items": chunk, "token": token}, progress.agent("sending"))
-            token = staged["token"]
+            token = b.stage_import(chunk, token, progress.agent("sending"))["token"]
         progress(f"writing {len(items):,} secrets")
-        params: dict[str, Any] = {"vault": vault, "items": chunks[-1]}
-        if token is not None:
-            params["stage"] = token
-        result: dict[str, Any] = sess.call("secrets.import", params, progress.agent(f"writing {len(items):,} secrets"))
-        return result
+        return b.import_secrets(vault, chunks[-1], token, progress.agent(f"writing {len(items):,} secrets"))
 
 
 @click.command("import")
@@ -131,9 +127,9 @@ def send_import(s: Settings, vault: str, items: dict[str, bytes], progress: _Pro
 @click.option("--from", "fmt", type=click.Choice(bulk.FORMATS), default="auto", show_default=True,
               help="The input's format: a .env file, a JSON object, or a directory tree (auto: a directory is "
                    "a tree, a .json name or input starting with '{' is JSON, anything else .env).")
-@click.option("--env-invalid", "invalid", type=click.Choice(hot_env.ENV_INVALID), default="error", show_default=True,
+@click.option("--env-invalid", "invalid", type=click.Choice(hot.ENV_INVALID), default="error", show_default=True,
               help="A name that cannot be a secret (or, in a .env file, a variable) name: fail, warn and skip, or skip.")
-@click.option("--env-duplicate", "duplicate", type=click.Choice(hot_env.ENV_DUPLICATE), default="error",
+@click.option("--env-duplicate", "duplicate", type=click.Choice(hot.ENV_DUPLICATE), default="error",
               show_default=True, help="A name given twice: keep the first, the last, the last with a warning, or fail.")
 @common_options
 def secrets_import(target: str, source: str, fmt: str, invalid: str, duplicate: str) -> None:
@@ -146,7 +142,7 @@ def secrets_import(target: str, source: str, fmt: str, invalid: str, duplicate: 
     imported. At most 100,000 secrets and 64 MiB.
     """
     s = settings()
-    vault, directory = hot.split_secret_path(target, need_path=False)
+    vault, directory = split_secret_path(target, need_path=False)
     prefix = split_path(directory, allow_root=True)
     progress = _Progress()
     try:
@@ -174,9 +170,9 @@ def secrets_import(target: str, source: str, fmt: str, invalid: str, duplicate: 
 @click.option("--env-format", type=click.Choice(EXPORT_FORMATS), default=None,
               help="dotenv (NAME='value' lines, the default), unix (export lines for sh) or json (an object by "
                    "path below DIR; the default with --format json).")
-@click.option("--env-invalid", "invalid", type=click.Choice(hot_env.ENV_INVALID), default="error", show_default=True,
+@click.option("--env-invalid", "invalid", type=click.Choice(hot.ENV_INVALID), default="error", show_default=True,
               help="dotenv/unix: a secret name that is not a valid variable name: fail, warn and skip, or skip.")
-@click.option("--env-duplicate", "duplicate", type=click.Choice(hot_env.ENV_DUPLICATE), default="error",
+@click.option("--env-duplicate", "duplicate", type=click.Choice(hot.ENV_DUPLICATE), default="error",
               show_default=True, help="dotenv/unix: two secrets with the same last name: keep the first, the last, "
                                       "the last with a warning, or fail.")
 @common_options
@@ -187,10 +183,10 @@ def secrets_export(target: str, env_format: str | None, invalid: str, duplicate:
     are paths below DIR, so `pk secrets import VAULT:DIR FILE` reads the export back exactly.
     """
     s = settings()
-    opts = hot_options(s)
+    opts = s
     env_format = env_format or ("json" if s.json else "dotenv")
     if env_format == "json":
-        vault, directory = hot.split_secret_path(target, need_path=False)
+        vault, directory = split_secret_path(target, need_path=False)
         base = "/".join(split_path(directory, allow_root=True))
         with opts.session() as sess:
             resolved = sess.call("secrets.resolve", {"refs": [{"vault": vault, "path": directory}]})

@@ -1,8 +1,8 @@
 """``pk vaults``: create, list, rename, delete, log, version, members, verify, reset.
 
-Every vault and secret command calls :func:`backend`, which yields an object
-with :class:`polykey.vaults.service.VaultService`'s methods: a client of the
-node's agent (polykey.agent_client.remote), which is started on demand.
+Every vault and secret command calls :func:`backend`, which yields a
+:class:`polykey.agent_client.vaults.VaultClient`: typed calls to the node's agent,
+which is started on demand.
 """
 
 from __future__ import annotations
@@ -10,29 +10,26 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from polykey.cli.common import Settings, common_options, emit, hot_options, settings
+from polykey.cli.common import Options, common_options, emit, settings
 from polykey.errors import InvalidInputError
 
-if TYPE_CHECKING:  # the CLI talks to the agent: no pygit2 import in this process
-    from polykey.vaults.service import VaultService
+if TYPE_CHECKING:
+    from polykey.agent_client.vaults import VaultClient
 
 
 @contextmanager
-def backend(s: Settings) -> Iterator[VaultService]:
-    """The vault API for one command: VaultService's methods, called through the node's agent
-    (started on demand; see polykey.cli.agent.session)."""
-    from polykey.agent_client.remote import RemoteVaultService
+def backend(s: Options) -> Iterator[VaultClient]:
+    """The vault API for one command, called through the node's agent (started on demand; see
+    polykey.cli.agent.session)."""
+    from polykey.agent_client.vaults import VaultClient
     from polykey.cli.agent import session
 
-    remote = RemoteVaultService(session(s))
-    try:
-        yield cast("VaultService", remote)
-    finally:
-        remote.close()
+    with VaultClient(session(s)) as client:
+        yield client
 
 
 def utf8(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -84,7 +81,7 @@ def vaults_list() -> None:
     """List the vaults on this node: name, VaultId and this node's role."""
     from polykey.cli import hot
 
-    hot.vaults_list(hot_options(settings()))
+    hot.vaults_list(settings())
 
 
 @vaults.command("rename")

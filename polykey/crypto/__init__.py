@@ -13,7 +13,11 @@ Recipes
 - Deterministic encryption: :func:`siv_encrypt`, :func:`siv_decrypt` (AES-256-SIV).
 - Password wrapping: :func:`password_wrap`, :func:`password_unwrap`
   (Argon2id + XChaCha20-Poly1305).
-- Key derivation: :func:`derive` (HKDF-SHA256).
+- Key derivation: :func:`derive` (HKDF-SHA256); :func:`bip39_seed` for recovery codes.
+- Hashing: :func:`sha256`, :func:`sha512`, :func:`blake2b`.
+
+The Noise handshake's fixed suite (X25519, ChaChaPoly, SHA256/BLAKE2b HMACs) is
+:mod:`polykey.crypto.noise_suite`, for :mod:`polykey.wire.noise` alone.
 """
 
 from __future__ import annotations
@@ -133,8 +137,25 @@ def constant_time_eq(a: Secret, b: Secret) -> bool:
     return _p.constant_time_eq(a, b)
 
 
+def bip39_seed(mnemonic: bytes, salt: bytes) -> bytes:
+    """The 64-byte BIP39 seed: PBKDF2-HMAC-SHA512(mnemonic, salt, 2048 iterations)."""
+    return _p.pbkdf2_sha512(mnemonic, salt, 2048, 64)
+
+
+# -- hashing -------------------------------------------------------------------
+
+
 def sha256(data: bytes) -> bytes:
     return _p.sha256(data)
+
+
+def sha512(data: bytes) -> bytes:
+    return _p.sha512(data)
+
+
+def blake2b(data: bytes, digest_size: int = 64) -> bytes:
+    """BLAKE2b with a ``digest_size``-byte output (1 to 64)."""
+    return _p.blake2b(data, digest_size)
 
 
 # -- password wrapping -----------------------------------------------------------
@@ -206,16 +227,3 @@ def password_unwrap(password: Secret, salt: bytes, data: bytes, ad: bytes, limit
     finally:
         wipe(key)
 
-
-# -- raw pieces other sans-I/O protocols need (Noise) -----------------------------
-
-x25519 = _p.x25519
-x25519_public = _p.x25519_public
-ChaChaPoly = _p.ChaChaPoly
-hmac_sha256 = _p.hmac_sha256
-hmac_blake2b = _p.hmac_blake2b
-sha512 = _p.sha512
-blake2b = _p.blake2b
-pbkdf2_sha512 = _p.pbkdf2_sha512
-ed25519_public_to_x25519 = _p.ed25519_public_to_x25519
-ed25519_seed_to_x25519 = _p.ed25519_seed_to_x25519

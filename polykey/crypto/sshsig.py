@@ -51,7 +51,14 @@ def _hash(algorithm: bytes, message: bytes) -> bytes:
 
 
 def public_key_blob(public_key: bytes) -> bytes:
+    """The SSH wire encoding of an Ed25519 public key (RFC 8709): ``string "ssh-ed25519" || string key``."""
     return _string(KEY_TYPE) + _string(public_key)
+
+
+def public_key_line(public_key: bytes, comment: str = "") -> str:
+    """An ``ssh-ed25519 AAAA... comment`` line, usable in git's allowed-signers file."""
+    line = KEY_TYPE.decode("ascii") + " " + base64.b64encode(public_key_blob(public_key)).decode("ascii")
+    return f"{line} {comment}" if comment else line
 
 
 def signed_data(namespace: bytes, hash_algorithm: bytes, message: bytes) -> bytes:
@@ -173,4 +180,4 @@ def verify(armored: str, message: bytes, namespace: bytes = b"git") -> bytes:
     return sig.public_key
 
 
-__all__ = ["SshSig", "armor", "dearmor", "decode", "sign", "verify"]
+__all__ = ["SshSig", "armor", "dearmor", "decode", "public_key_blob", "public_key_line", "sign", "verify"]

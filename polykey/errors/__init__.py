@@ -4,7 +4,8 @@ Every error a user can see is a :class:`PolykeyError`. Each subclass carries an
 ``exit_code`` (sysexits-style, see ``docs/cli.md``) and a docstring that says
 what the user can do about it. The CLI maps errors to exit codes and one-line
 messages in exactly one place (``polykey.cli.errors``). Errors cross the agent
-socket as ``{type, message, data}`` and are rebuilt with :func:`from_wire`.
+socket and the peer transport as ``{type, message, data}`` (:meth:`PolykeyError.to_wire`) and
+are rebuilt into the same class with :func:`from_wire`.
 
 Messages never contain a secret value, a password or key material. The classes
 live in one module per domain (``_base``: root, usage, crypto, keys; ``vaults``;
@@ -71,7 +72,7 @@ from polykey.errors.network import (
     ProtocolViolationError as ProtocolViolationError,
     RequestTimeoutError as RequestTimeoutError,
     ConnectionClosedError as ConnectionClosedError,
-    RemoteError as RemoteError,
+    PeerBusyError as PeerBusyError,
     DiscoveryError as DiscoveryError,
     InvalidSeedError as InvalidSeedError,
     RecordFormatError as RecordFormatError,
@@ -160,7 +161,7 @@ __all__ = [
     "ProtocolViolationError",
     "RequestTimeoutError",
     "ConnectionClosedError",
-    "RemoteError",
+    "PeerBusyError",
     "DiscoveryError",
     "InvalidSeedError",
     "RecordFormatError",

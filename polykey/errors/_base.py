@@ -4,7 +4,8 @@ Every error a user can see is a :class:`PolykeyError`. Each subclass carries an
 ``exit_code`` (sysexits-style, see ``docs/cli.md``) and a docstring that says
 what the user can do about it. The CLI maps errors to exit codes and one-line
 messages in exactly one place (``polykey.cli.errors``). Errors cross the agent
-socket as ``{type, message, data}`` and are rebuilt with :func:`from_wire`.
+socket and the peer transport as ``{type, message, data}`` (:meth:`PolykeyError.to_wire`) and
+are rebuilt into the same class with :func:`from_wire`.
 
 Messages never contain a secret value, a password or key material.
 """
@@ -56,7 +57,7 @@ class PolykeyError(Exception):
         return self
 
     def to_wire(self) -> dict[str, Any]:
-        """The ``{type, message, data}`` form that crosses the agent socket."""
+        """The ``{type, message, data}`` form that crosses the agent socket and the peer transport."""
         return {"type": type(self).__name__, "message": self.message, "data": self.data}
 
 

@@ -74,11 +74,12 @@ class ConnectionClosedError(TransportError):
     default_message = "connection to the peer closed"
 
 
-class RemoteError(TransportError):
-    """The peer answered a request with an error (``data`` holds its ``type`` and ``message``)."""
+class PeerBusyError(TransportError):
+    """The peer is serving as many of this connection's requests as it allows; it did not run this
+    one. Retry shortly."""
 
-    exit_code = EX_PROTOCOL
-    default_message = "the peer reported an error"
+    exit_code = EX_TEMPFAIL
+    default_message = "the peer is busy (too many concurrent requests); retry"
 
 
 # -- discovery (docs/spec/discovery.md) -----------------------------------------

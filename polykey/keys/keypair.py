@@ -3,25 +3,9 @@
 from __future__ import annotations
 
 from polykey import crypto
-from polykey.crypto import memory
+from polykey.crypto import memory, noise_suite
 from polykey.errors import KeysError
 from polykey.ids import NodeId
-
-
-def ssh_public_key_blob(public_key: bytes) -> bytes:
-    """The SSH wire encoding of an Ed25519 public key (RFC 8709)."""
-    algo = b"ssh-ed25519"
-    return (
-        len(algo).to_bytes(4, "big") + algo + len(public_key).to_bytes(4, "big") + public_key
-    )
-
-
-def ssh_public_key_line(public_key: bytes, comment: str = "") -> str:
-    """An ``ssh-ed25519 AAAA... comment`` line, usable in git's allowed-signers file."""
-    import base64
-
-    line = "ssh-ed25519 " + base64.b64encode(ssh_public_key_blob(public_key)).decode("ascii")
-    return f"{line} {comment}" if comment else line
 
 
 class KeyPair:
@@ -82,9 +66,6 @@ class KeyPair:
     def sign(self, message: bytes) -> bytes:
         return crypto.sign(self.seed, message)
 
-    def unseal(self, ciphertext: bytes) -> bytes:
-        return crypto.unseal(self.seed, ciphertext)
-
     @property
     def x25519_private(self) -> bytes:
-        return crypto.ed25519_seed_to_x25519(self.seed)
+        return noise_suite.static_private_key(self.seed)

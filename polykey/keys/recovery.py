@@ -81,7 +81,7 @@ def words_to_seed(words: list[str], passphrase: str = "") -> bytes:
     """The 64-byte BIP39 seed."""
     mnemonic = unicodedata.normalize("NFKD", " ".join(words)).encode("utf-8")
     salt = unicodedata.normalize("NFKD", "mnemonic" + passphrase).encode("utf-8")
-    return crypto.pbkdf2_sha512(mnemonic, salt, 2048, 64)
+    return crypto.bip39_seed(mnemonic, salt)
 
 
 def new_code(rng: crypto.Rng = crypto.random_bytes) -> list[str]:

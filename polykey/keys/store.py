@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from polykey import crypto, fsutil
-from polykey.agent_client import paths as _paths
 from polykey.errors import InvalidInputError, KeyFileError, NodeExistsError, NodeNotFoundError
 from polykey.ids import NodeId
 from polykey.keys import keyfile
@@ -28,11 +27,6 @@ from polykey.keys.keypair import KeyPair
 KEYS_DIR = "keys"
 KEY_FILE = "node.key"
 _KEYFILE_LIMIT = 4096
-
-
-def default_node_path() -> Path:
-    """``$PK_NODE_PATH``, else the user's data dir: :func:`polykey.agent_client.paths.default_node_path`."""
-    return Path(_paths.default_node_path())
 
 
 class NodeDir:

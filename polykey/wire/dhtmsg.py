@@ -76,7 +76,7 @@ RequestBody = Ping | Store | FindNode | FindValue
 
 
 @dataclass(frozen=True)
-class Request:
+class DhtRequest:
     msg_id: bytes
     body: RequestBody
 
@@ -86,7 +86,7 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Response:
+class DhtResponse:
     """A response whose payload is checked against the request's method by :func:`decode_reply`."""
 
     msg_id: bytes
@@ -182,7 +182,7 @@ def _request_body(method: object, args: object) -> RequestBody:
     raise DatagramError("bad arguments")
 
 
-def decode_datagram(data: bytes) -> Request | Response:
+def decode_datagram(data: bytes) -> DhtRequest | DhtResponse:
     """Parse one datagram; requests are fully validated, responses only framed."""
     if len(data) > MAX_DATAGRAM:
         raise DatagramError("datagram too large")
@@ -193,10 +193,10 @@ def decode_datagram(data: bytes) -> Request | Response:
         raise DatagramError("unknown datagram kind")
     obj = _unpack(bytes(data[1 + MSG_ID_BYTES :]))
     if kind == RESPONSE:
-        return Response(msg_id, obj)
+        return DhtResponse(msg_id, obj)
     if not isinstance(obj, list) or len(obj) != 2:
         raise DatagramError("a request is [method, args]")
-    return Request(msg_id, _request_body(obj[0], obj[1]))
+    return DhtRequest(msg_id, _request_body(obj[0], obj[1]))
 
 
 def decode_reply(method: str, payload: object) -> Reply:
@@ -231,7 +231,7 @@ def _check_msg_id(msg_id: bytes) -> bytes:
     return msg_id
 
 
-def encode_request(request: Request) -> bytes:
+def encode_request(request: DhtRequest) -> bytes:
     body = request.body
     args: list[object]
     if isinstance(body, Ping):

@@ -2,7 +2,7 @@
 
 A frame on the wire is ``length (u16, big-endian) || body`` with ``min_size <= length <=
 max_size`` (the Noise framing: a body is one Noise message, at most 65535 bytes).
-:class:`FrameDecoder` is fed whatever bytes arrived (``add_and_parse``, as in
+:class:`NoiseFrameDecoder` is fed whatever bytes arrived (``add_and_parse``, as in
 magic-wormhole's framer) and returns the complete bodies; a length outside the bounds
 raises :class:`ProtocolViolationError` as soon as the two length bytes are seen, so an
 oversized frame is refused before any of it is buffered.
@@ -23,7 +23,7 @@ def encode_frame(body: bytes) -> bytes:
     return len(body).to_bytes(HEADER, "big") + body
 
 
-class FrameDecoder:
+class NoiseFrameDecoder:
     """Reassemble frames from arbitrary chunks of a byte stream."""
 
     __slots__ = ("_buf", "min_size", "max_size")

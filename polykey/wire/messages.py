@@ -15,11 +15,12 @@ from typing import Any, Union
 
 import msgpack
 
-from polykey.errors import ProtocolViolationError
+from polykey.errors import PolykeyError, ProtocolViolationError, from_wire
 from polykey.wire import packing
 from polykey.wire.strict_msgpack import unpack
 
-PROTOCOL_VERSION = 1
+#: Version 2: an Error carries ``data`` (the ``{type, message, data}`` of every Polykey error).
+PROTOCOL_VERSION = 2
 MAX_ID = 2**32 - 1
 MAX_NONCE = 2**64 - 1
 MAX_METHOD = 64
@@ -41,8 +42,8 @@ Body = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Request:
-    """Ask the peer to run ``method`` on ``body``; answered by a Response or Error with ``id``."""
+class PeerRequest:
+    """Ask the peer to run ``method`` on ``body``; answered by a PeerResponse or PeerError with ``id``."""
 
     id: int
     method: str
@@ -50,18 +51,20 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Response:
+class PeerResponse:
     id: int
     body: Body
 
 
 @dataclass(frozen=True)
-class Error:
-    """The request ``id`` failed on the peer: ``type`` is an error class name."""
+class PeerError:
+    """The request ``id`` failed on the peer: ``type``, ``message`` and ``data`` are the error's
+    ``{type, message, data}`` (:meth:`polykey.errors.PolykeyError.to_wire`)."""
 
     id: int
     type: str
     message: str
+    data: Body
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Close:
     reason: str
 
 
-Message = Union[Request, Response, Error, Ping, Pong, Close]
+Message = Union[PeerRequest, PeerResponse, PeerError, Ping, Pong, Close]
 
 
 def _fail(what: str) -> ProtocolViolationError:
@@ -115,6 +118,23 @@ def check_body(body: object) -> Body:
     return body
 
 
+def error_reply(request_id: int, error: PolykeyError) -> PeerError:
+    """``error`` as the answer to request ``request_id``: its ``{type, message, data}``, the message
+    cut to MAX_TEXT and ``data`` left out if it cannot travel (section 5)."""
+    wire = error.to_wire()
+    data = wire["data"]
+    try:
+        check_body(data)
+    except ProtocolViolationError:
+        data = {}
+    return PeerError(request_id, wire["type"][:MAX_ERROR_TYPE], wire["message"][:MAX_TEXT], data)
+
+
+def rebuild_error(reply: PeerError) -> PolykeyError:
+    """The PolykeyError subclass a peer answered with (an unknown type: PolykeyError)."""
+    return from_wire({"type": reply.type, "message": reply.message, "data": reply.data})
+
+
 def _int(v: object, lo: int, hi: int, what: str) -> int:
     if type(v) is not int or not lo <= v <= hi:
         raise _fail(f"{what} out of range")
@@ -134,12 +154,12 @@ def _method(v: object) -> str:
 
 
 def _fields(message: Message) -> list[Any]:
-    if isinstance(message, Request):
+    if isinstance(message, PeerRequest):
         return [T_REQUEST, message.id, message.method, message.body]
-    if isinstance(message, Response):
+    if isinstance(message, PeerResponse):
         return [T_RESPONSE, message.id, message.body]
-    if isinstance(message, Error):
-        return [T_ERROR, message.id, message.type, message.message]
+    if isinstance(message, PeerError):
+        return [T_ERROR, message.id, message.type, message.message, message.data]
     if isinstance(message, Ping):
         return [T_PING, message.nonce]
     if isinstance(message, Pong):
@@ -151,17 +171,18 @@ def _fields(message: Message) -> list[Any]:
 
 def _validate(message: Message) -> Message:
     """Check field ranges (the same rules for what we send and what we accept)."""
-    if isinstance(message, Request):
+    if isinstance(message, PeerRequest):
         _int(message.id, 1, MAX_ID, "request id")
         _method(message.method)
         check_body(message.body)
-    elif isinstance(message, Response):
+    elif isinstance(message, PeerResponse):
         _int(message.id, 1, MAX_ID, "request id")
         check_body(message.body)
-    elif isinstance(message, Error):
+    elif isinstance(message, PeerError):
         _int(message.id, 1, MAX_ID, "request id")
         _text(message.type, MAX_ERROR_TYPE, "error type")
         _text(message.message, MAX_TEXT, "error message")
+        check_body(message.data)
     elif isinstance(message, (Ping, Pong)):
         _int(message.nonce, 0, MAX_NONCE, "nonce")
     else:
@@ -182,7 +203,7 @@ def encode_parts(message: Message) -> list[bytes]:
     return packing.pack_parts([PROTOCOL_VERSION, *_fields(message)])
 
 
-_ARITY = {T_REQUEST: 5, T_RESPONSE: 4, T_ERROR: 5, T_PING: 3, T_PONG: 3, T_CLOSE: 3}
+_ARITY = {T_REQUEST: 5, T_RESPONSE: 4, T_ERROR: 6, T_PING: 3, T_PONG: 3, T_CLOSE: 3}
 
 
 def decode(data: bytes | bytearray) -> Message:
@@ -201,11 +222,11 @@ def decode(data: bytes | bytearray) -> Message:
     f = obj[2:]
     message: Message
     if kind == T_REQUEST:
-        message = Request(f[0], f[1], f[2])
+        message = PeerRequest(f[0], f[1], f[2])
     elif kind == T_RESPONSE:
-        message = Response(f[0], f[1])
+        message = PeerResponse(f[0], f[1])
     elif kind == T_ERROR:
-        message = Error(f[0], f[1], f[2])
+        message = PeerError(f[0], f[1], f[2], f[3])
     elif kind == T_PING:
         message = Ping(f[0])
     elif kind == T_PONG:

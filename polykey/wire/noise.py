@@ -1,7 +1,7 @@
 """The Noise Protocol Framework, revision 34, for the 25519/ChaChaPoly suites (sans-I/O).
 
 Implements sections 5.1 (CipherState), 5.2 (SymmetricState) and 5.3 (HandshakeState)
-of https://noiseprotocol.org/noise.html on the recipes in :mod:`polykey.crypto`
+of https://noiseprotocol.org/noise.html on its crypto functions in :mod:`polykey.crypto.noise_suite`
 (X25519, ChaCha20-Poly1305, SHA-256/BLAKE2b and their HMACs). Patterns: ``XX`` (what
 the transport uses, docs/spec/transport.md section 3), plus ``NN`` and ``IK`` so the
 whole published cacophony vector file is exercised. No asyncio, no sockets, no clock:
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from polykey import crypto
+from polykey.crypto import noise_suite
 from polykey.errors import AuthenticationError, HandshakeError
 
 DHLEN = 32
@@ -33,8 +34,8 @@ class HashSuite:
     hmac: Callable[[bytes, bytes], bytes]
 
 
-SHA256 = HashSuite("SHA256", 32, crypto.sha256, crypto.hmac_sha256)
-BLAKE2B = HashSuite("BLAKE2b", 64, crypto.blake2b, crypto.hmac_blake2b)
+SHA256 = HashSuite("SHA256", 32, noise_suite.sha256, noise_suite.hmac_sha256)
+BLAKE2B = HashSuite("BLAKE2b", 64, noise_suite.blake2b, noise_suite.hmac_blake2b)
 HASHES = {h.name: h for h in (SHA256, BLAKE2B)}
 
 # pattern name -> (initiator pre-message tokens, responder pre-message tokens, message tokens)
@@ -55,7 +56,7 @@ class CipherState:
     __slots__ = ("_aead", "n")
 
     def __init__(self, key: bytes | None = None) -> None:
-        self._aead: crypto.ChaChaPoly | None = None
+        self._aead: noise_suite.Cipher | None = None
         self.n = 0
         if key is not None:
             self.initialize_key(key)
@@ -63,7 +64,7 @@ class CipherState:
     def initialize_key(self, key: bytes) -> None:
         if len(key) != 32:
             raise ValueError("Noise cipher key must be 32 bytes")
-        self._aead = crypto.ChaChaPoly(key)
+        self._aead = noise_suite.Cipher(key)
         self.n = 0
 
     def has_key(self) -> bool:
@@ -187,9 +188,9 @@ class HandshakeState:
         self.symmetric = SymmetricState(protocol_name.encode("ascii"), suite)
         self.symmetric.mix_hash(prologue)
         self.s = s
-        self.s_pub = crypto.x25519_public(s) if s is not None else None
+        self.s_pub = noise_suite.public_key(s) if s is not None else None
         self.e = e
-        self.e_pub = crypto.x25519_public(e) if e is not None else None
+        self.e_pub = noise_suite.public_key(e) if e is not None else None
         self.rs = rs
         self.re: bytes | None = None
         self._index = 0
@@ -222,7 +223,7 @@ class HandshakeState:
         pub = self.re if theirs == "e" else self.rs
         if priv is None or pub is None:
             raise HandshakeError("Noise key missing for DH")
-        self.symmetric.mix_key(crypto.x25519(priv, pub))
+        self.symmetric.mix_key(noise_suite.dh(priv, pub))
 
     def _token_dh(self, token: str) -> None:
         # token "xy": x is the initiator's key, y the responder's.
@@ -251,7 +252,7 @@ class HandshakeState:
                 if token == "e":
                     if self.e is None:
                         self.e = self._rng(DHLEN)
-                        self.e_pub = crypto.x25519_public(self.e)
+                        self.e_pub = noise_suite.public_key(self.e)
                     assert self.e_pub is not None
                     out += self.e_pub
                     self.symmetric.mix_hash(self.e_pub)

@@ -1,6 +1,6 @@
 """One end of a peer connection as a sans-I/O state machine (docs/spec/transport.md).
 
-``Session`` turns received bytes into events and messages to send into bytes:
+``NoiseSession`` turns received bytes into events and messages to send into bytes:
 
 - Handshake (section 3-4): Noise ``XX`` (:data:`PROTOCOL_NAME`, prologue :data:`PROLOGUE`),
   each side proving its NodeId with an Ed25519 signature over the handshake hash
@@ -9,7 +9,7 @@
   transport messages of at most 65519 plaintext bytes, each in a ``u16``-length frame.
 
 It imports no asyncio or socket and keeps no clock; the caller feeds
-:meth:`Session.receive_data` and writes out :meth:`Session.data_to_send`. Any error
+:meth:`NoiseSession.receive_data` and writes out :meth:`NoiseSession.data_to_send`. Any error
 raised leaves the session closed: the caller drops the connection.
 """
 
@@ -33,11 +33,11 @@ from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import messages
 from polykey.wire.frames import HEADER as FRAME_HEADER
-from polykey.wire.frames import MAX_FRAME, FrameDecoder, encode_frame
+from polykey.wire.frames import MAX_FRAME, NoiseFrameDecoder, encode_frame
 from polykey.wire.noise import DHLEN, TAGLEN, CipherState, HandshakeState
 
 PROTOCOL_NAME = "Noise_XX_25519_ChaChaPoly_SHA256"
-PROLOGUE = b"polykey-transport/1"
+PROLOGUE = b"polykey-transport/2"
 IDENTITY_PREFIX = b"polykey-transport/1 noise identity\x00"
 ROLE_INITIATOR = b"I"
 ROLE_RESPONDER = b"R"
@@ -82,7 +82,7 @@ class State(Enum):
     CLOSED = "closed"
 
 
-class Session:
+class NoiseSession:
     """One end of a connection; ``initiator`` is the side that dialled."""
 
     def __init__(
@@ -109,7 +109,7 @@ class Session:
         self.peer: NodeId | None = None
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
-        self._decoder = FrameDecoder()
+        self._decoder = NoiseFrameDecoder()
         self._step = 0
         self._out: list[bytes | bytearray] = []
         self._need: int | None = None  # length of the message being received, once known

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from polykey.agent_client import paths, protocol
+from polykey.agent_client.spawn import alive
+
 from ..conftest import Node, Result, agent_pid, base_env, run_pk
+
+__all__ = ["alive", "no_password_env", "pk", "ping", "raw_connect", "recv_frame", "running_pid", "send_frame",
+           "status", "wait_for"]
 
 
 def pk(node: Node, *args: str | Path, cmd: list[str] | None = None, input: bytes | None = None,
@@ -54,17 +57,17 @@ def running_pid(node: Node) -> int | None:
 def raw_connect(node: Node) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
-    s.connect(str(node.path / "agent.sock"))
+    s.connect(paths.socket_path(node.path))
     return s
 
 
 def send_frame(s: socket.socket, obj: dict[str, object] | bytes) -> None:
-    body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-    s.sendall(struct.pack(">I", len(body)) + body)
+    """One frame: ``obj`` encoded by the agent protocol, or a raw body (however malformed)."""
+    s.sendall(protocol.HEADER.pack(len(obj)) + obj if isinstance(obj, bytes) else protocol.encode_frame(obj))
 
 
 def recv_frame(s: socket.socket) -> dict[str, object] | None:
-    """One frame, or None at EOF."""
+    """One frame, or None at EOF, read by the agent protocol's own rules."""
     def exact(n: int) -> bytes | None:
         buf = b""
         while len(buf) < n:
@@ -77,11 +80,9 @@ def recv_frame(s: socket.socket) -> dict[str, object] | None:
     header = exact(4)
     if header is None:
         return None
-    body = exact(struct.unpack(">I", header)[0])
+    body = exact(protocol.frame_length(header))
     assert body is not None
-    obj = json.loads(body)
-    assert isinstance(obj, dict)
-    return obj
+    return protocol.loads_object(body)
 
 
 def ping(node: Node) -> bool:
@@ -90,15 +91,3 @@ def ping(node: Node) -> bool:
         reply = recv_frame(s)
     return reply == {"id": 1, "result": {"pong": True}}
 
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (an exited, not yet reaped process counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b") ", 1)[1][:1] != b"Z"
-    except OSError:
-        return False

@@ -52,11 +52,11 @@ async def network(
 class RawPeer(asyncio.DatagramProtocol):
     """A UDP socket speaking raw datagrams: the attacker's (or a rogue node's) side."""
 
-    def __init__(self, on_request: Callable[[M.Request, tuple[str, int]], M.Reply | None] | None = None) -> None:
+    def __init__(self, on_request: Callable[[M.DhtRequest, tuple[str, int]], M.Reply | None] | None = None) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.inbox: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue(maxsize=10000)
         self.on_request = on_request
-        self.requests: list[M.Request] = []
+        self.requests: list[M.DhtRequest] = []
 
     @classmethod
     async def open(cls, on_request: Any = None) -> RawPeer:
@@ -78,7 +78,7 @@ class RawPeer(asyncio.DatagramProtocol):
                 msg = M.decode_datagram(data)
             except Exception:
                 return
-            if isinstance(msg, M.Request):
+            if isinstance(msg, M.DhtRequest):
                 self.requests.append(msg)
                 reply = self.on_request(msg, (addr[0], addr[1]))
                 if reply is not None and self.transport is not None:
@@ -94,8 +94,8 @@ class RawPeer(asyncio.DatagramProtocol):
     async def request(self, body: M.RequestBody, port: int, timeout: float = 2.0) -> M.Reply | None:
         """Send one request; the validated reply, or None if there was none."""
         msg_id = os.urandom(20)
-        method = M.Request(msg_id, body).method
-        self.send(M.encode_request(M.Request(msg_id, body)), port)
+        method = M.DhtRequest(msg_id, body).method
+        self.send(M.encode_request(M.DhtRequest(msg_id, body)), port)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (left := deadline - loop.time()) > 0:
@@ -104,7 +104,7 @@ class RawPeer(asyncio.DatagramProtocol):
             except TimeoutError:
                 return None
             msg = M.decode_datagram(data)
-            if isinstance(msg, M.Response) and msg.msg_id == msg_id:
+            if isinstance(msg, M.DhtResponse) and msg.msg_id == msg_id:
                 return M.decode_reply(method, msg.payload)
         return None
 

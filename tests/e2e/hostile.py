@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from polykey.agent_client.methods import VAULT_METHODS
+from keynode.methods.vaults import METHODS as VAULT_METHODS
 
 MARKER = "hostile-marker-7f3a"
 DEEP = 600  # the depth that killed the agent (issue 8 item 1)
@@ -28,7 +28,7 @@ JSON_VALUES: list[Any] = [
 ]
 #: Agent methods whose parameters are fed every type (never ones that stop or lock the agent).
 METHOD_PARAMS: dict[str, tuple[str, ...]] = {
-    **{method: params for method, (_, params) in VAULT_METHODS.items()},
+    **{method: spec.params for method, spec in VAULT_METHODS.items()},
     "agent.unlock": ("password",),
     "agent.ping": (),
     "agent.status": (),
@@ -114,20 +114,20 @@ def _pack(obj: Any) -> bytes:
 def transport_messages() -> Iterator[bytes]:
     """Message plaintexts for an established transport session (each closes its connection)."""
     shapes: list[list[Any]] = [
-        [1, 1, 1, "echo", {}], [1, 2, 1, {}], [1, 3, 1, "T", "m"], [1, 4, 1], [1, 5, 1], [1, 6, "r"],
+        [2, 1, 1, "echo", {}], [2, 2, 1, {}], [2, 3, 1, "T", "m", {}], [2, 4, 1], [2, 5, 1], [2, 6, "r"],
     ]
     for deep in _raw_nested(DEEP):
         yield deep
-        yield b"\x95\x01\x01\x01\xa4echo" + deep  # a request whose body is deep
-        yield b"\x95\x01\x01\x01\xa4echo\x81\xa1b" + deep
-    yield b"\x95\x01\x01\x01\xa4echo\xdf\xff\xff\xff\xff"  # a map announcing 2^32-1 entries
-    yield b"\x95\x01\x01\x01\xa4echo\xdd\xff\xff\xff\xff"  # an array announcing 2^32-1 items
-    yield b"\x95\x01\x01\x01\xa4echo\xdb\xff\xff\xff\xff"  # a string announcing 4 GiB
-    yield b"\x95\x01\x01\x01\xa4echo\x81\xa1s\xa3\xff\xfe\xfd"  # invalid UTF-8 in a string
-    yield b"\x95\x01\x01\x01\xa4e\xed\xa0\x80\x80"  # invalid UTF-8 in the method
-    yield b"\x95\x01\x01\x01\xa4echo\x80trailing"
+        yield b"\x95\x02\x01\x01\xa4echo" + deep  # a request whose body is deep
+        yield b"\x95\x02\x01\x01\xa4echo\x81\xa1b" + deep
+    yield b"\x95\x02\x01\x01\xa4echo\xdf\xff\xff\xff\xff"  # a map announcing 2^32-1 entries
+    yield b"\x95\x02\x01\x01\xa4echo\xdd\xff\xff\xff\xff"  # an array announcing 2^32-1 items
+    yield b"\x95\x02\x01\x01\xa4echo\xdb\xff\xff\xff\xff"  # a string announcing 4 GiB
+    yield b"\x95\x02\x01\x01\xa4echo\x81\xa1s\xa3\xff\xfe\xfd"  # invalid UTF-8 in a string
+    yield b"\x95\x02\x01\x01\xa4e\xed\xa0\x80\x80"  # invalid UTF-8 in the method
+    yield b"\x95\x02\x01\x01\xa4echo\x80trailing"
     yield b"\xc1"  # the never-used msgpack byte
-    yield b"\x95\x01\x01\x01\xa4echo\xc7\x01\x05x"  # an extension type
+    yield b"\x95\x02\x01\x01\xa4echo\xc7\x01\x05x"  # an extension type
     for shape in shapes:
         for i in range(len(shape)):
             for value in MSGPACK_VALUES:

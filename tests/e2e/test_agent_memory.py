@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from polykey import crypto
+from polykey.crypto import noise_suite
 from polykey.keys import recovery
 
 from .agent_util import pk, status
@@ -68,7 +68,7 @@ def test_a_locked_agent_keeps_no_seed_password_or_value(node: Node) -> None:
     seed = recovery.code_to_ed25519_seed(node.recovery_code.split())
     needles = {
         "seed": seed,
-        "x25519": crypto.ed25519_seed_to_x25519(seed),  # the Noise static key derived from it
+        "x25519": noise_suite.static_private_key(seed),  # the Noise static key derived from it
         "password": node.password_file.read_bytes().rstrip(b"\n"),
         "value": value,
     }

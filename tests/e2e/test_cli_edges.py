@@ -47,16 +47,17 @@ def test_a_relative_xdg_data_home_is_ignored(tmp_path: Path) -> None:
 
 def test_default_node_path_has_one_rule(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from polykey.agent_client import paths
-    from polykey.keys import store
+    from polykey.cli.hot import Options
 
     mp = monkeypatch
     mp.delenv("PK_NODE_PATH", raising=False)
+    mp.delenv("PK_FORMAT", raising=False)
     mp.setenv("HOME", str(tmp_path))
     for xdg, base in [("", tmp_path / ".local/share"), ("rel/dir", tmp_path / ".local/share"),
                       (str(tmp_path / "x"), tmp_path / "x")]:
         mp.setenv("XDG_DATA_HOME", xdg)
         assert paths.default_node_path() == str(base / "polykey")
-        assert store.default_node_path() == base / "polykey"
+        assert Options(None, None, None).node_path == str(base / "polykey")  # what every pk command uses
 
 
 def test_foreground_start_while_an_agent_runs(node: Node) -> None:

@@ -46,7 +46,7 @@ class Probe:
     async def introduced(cls, node: Discovery) -> Probe:
         node_id = KeyPair.generate().node_id
 
-        def answer(req: M.Request, addr: tuple[str, int]) -> M.Reply:
+        def answer(req: M.DhtRequest, addr: tuple[str, int]) -> M.Reply:
             if isinstance(req.body, M.Ping):
                 return M.Pong(node_id)
             return M.Stored(True) if isinstance(req.body, M.Store) else M.Nodes(())
@@ -138,7 +138,7 @@ def test_rogue_nodes_outnumbering_honest_answers_cannot_win() -> None:
             rogues: list[RawPeer] = []
 
             def answer(rid: NodeId, n: int) -> object:
-                def on_request(req: M.Request, addr: tuple[str, int]) -> M.Reply | None:
+                def on_request(req: M.DhtRequest, addr: tuple[str, int]) -> M.Reply | None:
                     if isinstance(req.body, M.Ping):
                         return M.Pong(rid)
                     if isinstance(req.body, M.FindValue):
@@ -155,7 +155,7 @@ def test_rogue_nodes_outnumbering_honest_answers_cannot_win() -> None:
                 rogue = await RawPeer.open(answer(rid, n))
                 rogues.append(rogue)
                 for node in nodes:  # announce ourselves: every node adds us to its routing table
-                    rogue.send(M.encode_request(M.Request(os.urandom(20), M.Ping(rid))), node.port)
+                    rogue.send(M.encode_request(M.DhtRequest(os.urandom(20), M.Ping(rid))), node.port)
 
             def every_node_knows_the_rogues() -> bool:
                 return all(rogue_ids <= {row["node_id"] for row in node.node_graph()} for node in nodes)
@@ -239,7 +239,7 @@ def test_floods_cost_bounded_memory_and_the_node_keeps_serving() -> None:
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             for i in range(20000):
-                raw.send(M.encode_request(M.Request(os.urandom(20), M.Ping(NodeId(os.urandom(32))))), victim.port)
+                raw.send(M.encode_request(M.DhtRequest(os.urandom(20), M.Ping(NodeId(os.urandom(32))))), victim.port)
                 if i % 40 == 0:
                     await asyncio.sleep(0.0005)  # let the victim read, so the flood reaches it
             await probe.caught_up()
@@ -260,7 +260,7 @@ def test_floods_cost_bounded_memory_and_the_node_keeps_serving() -> None:
             for _ in range(60):
                 kp = KeyPair.generate()
                 rec = sign_record(kp, [(HOST, 1)], 1, int(time.time()) + 600).encode()
-                socks[0].send(M.encode_request(M.Request(os.urandom(20), M.Store(kp.node_id, dht_key(kp.node_id), rec))),
+                socks[0].send(M.encode_request(M.DhtRequest(os.urandom(20), M.Store(kp.node_id, dht_key(kp.node_id), rec))),
                               victim.port)
                 await asyncio.sleep(0.002)
             await probe.caught_up()

@@ -167,7 +167,7 @@ def test_malicious_input_against_live_agents(cluster: dict[str, Any]) -> None:
         attacker = KeyPair.generate().node_id
         for value in forged:
             for port in (a_port, cluster["ports"]["c"]):
-                req = M.Request(os.urandom(20), M.Store(attacker, dht_key(target), value))
+                req = M.DhtRequest(os.urandom(20), M.Store(attacker, dht_key(target), value))
                 udp.sendto(M.encode_request(req), (HOST, port))
     finally:
         udp.close()

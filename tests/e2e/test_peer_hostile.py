@@ -15,13 +15,13 @@ import socket
 from typing import Any
 
 from keynode.peers.transport import Transport
-from polykey.errors import ConnectionClosedError, RemoteError
+from polykey.errors import ConnectionClosedError, PeerBusyError, UnknownPeerMethodError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import dhtmsg
 from polykey.wire import messages as m
 from polykey.wire.frames import encode_frame
-from polykey.wire.session import DEFAULT_MAX_MESSAGE, MAX_CHUNK, Session
+from polykey.wire.session import DEFAULT_MAX_MESSAGE, MAX_CHUNK, NoiseSession
 
 from ..conftest import Node
 from ..noise_client import handshaken
@@ -41,11 +41,11 @@ def _peer(node: Node) -> tuple[NodeId, int]:
     return NodeId.from_text(str(st["nodeId"])), peer["port"]
 
 
-def _handshaken(node_id: NodeId, port: int, key: KeyPair = CLIENT) -> tuple[socket.socket, Session]:
+def _handshaken(node_id: NodeId, port: int, key: KeyPair = CLIENT) -> tuple[socket.socket, NoiseSession]:
     return handshaken(key, node_id, port, timeout=WAIT)
 
 
-def _message_frames(s: Session, plaintext: bytes, announced: int | None = None) -> list[bytes]:
+def _message_frames(s: NoiseSession, plaintext: bytes, announced: int | None = None) -> list[bytes]:
     """``plaintext`` as one transport message (``u32 length || bytes``), in Noise frames."""
     assert s._send is not None
     data = (len(plaintext) if announced is None else announced).to_bytes(4, "big") + plaintext
@@ -72,7 +72,7 @@ def _transport_serves(node_id: NodeId, port: int) -> dict[str, Any]:
 
 
 def _dht_ping(port: int) -> NodeId | None:
-    request = dhtmsg.Request(b"\x09" * 20, dhtmsg.Ping(CLIENT.node_id))
+    request = dhtmsg.DhtRequest(b"\x09" * 20, dhtmsg.Ping(CLIENT.node_id))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(2)
         s.sendto(dhtmsg.encode_request(request), ("127.0.0.1", port))
@@ -81,7 +81,7 @@ def _dht_ping(port: int) -> NodeId | None:
         except TimeoutError:
             return None
     reply = dhtmsg.decode_datagram(data)
-    assert isinstance(reply, dhtmsg.Response)
+    assert isinstance(reply, dhtmsg.DhtResponse)
     pong = dhtmsg.decode_reply(dhtmsg.PING, reply.payload)
     return pong.node_id if isinstance(pong, dhtmsg.Pong) else None
 
@@ -178,7 +178,7 @@ def _large_request_answered(node_id: NodeId, port: int) -> bool:
             ch = await t.connect(node_id, "127.0.0.1", port)
             try:
                 await ch.request("no-such-method", {"pad": b"\x00" * MIB}, timeout=WAIT)
-            except RemoteError:
+            except (UnknownPeerMethodError, PeerBusyError):
                 return True
             except ConnectionClosedError:
                 return False

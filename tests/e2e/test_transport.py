@@ -16,10 +16,13 @@ from polykey.errors import (
     InvalidInputError,
     MessageTooLargeError,
     PeerIdentityMismatchError,
+    PeerBusyError,
     PeerUnreachableError,
-    RemoteError,
+    PolykeyError,
     RequestTimeoutError,
+    UnknownPeerMethodError,
 )
+from keynode.handlers import PeerContext
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 
@@ -44,8 +47,8 @@ async def until(check: Callable[[], bool]) -> None:
             await asyncio.sleep(0.02)
 
 
-async def echo(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
-    return {"peer": str(peer), "body": body}
+async def echo(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
+    return {"peer": str(ctx.caller.node_id), "body": body}
 
 
 def test_mutual_authentication_and_request_response() -> None:
@@ -115,7 +118,7 @@ def test_unreachable_peer() -> None:
 def test_requests_are_multiplexed_out_of_order() -> None:
     async def go() -> None:
         async with Transport(A) as ta, Transport(B) as tb:
-            async def slow(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+            async def slow(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
                 await asyncio.sleep(0.01 * (20 - body["i"]))
                 return {"i": body["i"]}
 
@@ -131,29 +134,28 @@ def test_requests_are_multiplexed_out_of_order() -> None:
 def test_remote_errors_unknown_methods_and_handler_bugs() -> None:
     async def go() -> None:
         async with Transport(A) as ta, Transport(B) as tb:
-            async def refuse(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+            async def refuse(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
                 raise InvalidInputError("bad vault name")
 
-            async def buggy(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+            async def buggy(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
                 raise RuntimeError("secret detail")
 
-            async def wrong(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+            async def wrong(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
                 return {"x": object()}
 
             tb.register("refuse", refuse)
             tb.register("buggy", buggy)
             tb.register("wrong", wrong)
             ch = await ta.connect(B.node_id, "127.0.0.1", tb.port)
-            with pytest.raises(RemoteError) as e:
+            with pytest.raises(InvalidInputError) as e:
                 await ch.request("refuse", {})
-            assert e.value.data == {"remote_type": "InvalidInputError", "remote_message": "bad vault name"}
-            with pytest.raises(RemoteError) as e:
+            assert type(e.value) is InvalidInputError and e.value.message == "bad vault name"
+            with pytest.raises(UnknownPeerMethodError):
                 await ch.request("no.such.method", {})
-            assert e.value.data["remote_type"] == "UnknownPeerMethodError"
             for method in ("buggy", "wrong"):
-                with pytest.raises(RemoteError) as e:
+                with pytest.raises(PolykeyError) as e:
                     await ch.request(method, {})
-                assert e.value.data["remote_type"] == "InternalError"
+                assert type(e.value) is PolykeyError and e.value.message == "internal error"
                 assert "secret" not in e.value.message
             await ch.ping()  # the connection survived all of it
             with pytest.raises(ValueError):
@@ -168,7 +170,7 @@ def test_request_timeout_then_the_connection_keeps_working() -> None:
     async def go() -> None:
         release = asyncio.Event()
 
-        async def hang(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+        async def hang(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
             await release.wait()
             return {"late": True}
 
@@ -188,7 +190,7 @@ def test_handler_concurrency_is_bounded() -> None:
     async def go() -> None:
         release = asyncio.Event()
 
-        async def hang(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+        async def hang(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
             await release.wait()
             return {}
 
@@ -200,8 +202,8 @@ def test_handler_concurrency_is_bounded() -> None:
             done, _ = await asyncio.wait(tasks, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
             release.set()
             results = await asyncio.gather(*tasks, return_exceptions=True)
-            busy = [r for r in results if isinstance(r, RemoteError)]
-            assert len(busy) == 3 and all(r.data["remote_type"] == "Busy" for r in busy)
+            busy = [r for r in results if isinstance(r, PeerBusyError)]
+            assert len(busy) == 3
             assert results.count({}) == 2
 
     run(go())
@@ -242,7 +244,7 @@ def test_large_messages_both_ways_interleave_on_one_connection() -> None:
     """Many-frame requests and answers in flight in both directions at once, with small ones
     between them, each arriving whole and intact (what vault sync will do)."""
 
-    async def digest(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+    async def digest(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
         return {"sha": hashlib.sha256(body["b"]).digest(), "echo": body["b"][:: 1 << 16]}
 
     def blob(k: int) -> bytes:

@@ -31,7 +31,7 @@ from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import messages as m
 from polykey.wire.frames import encode_frame
-from polykey.wire.session import Session
+from polykey.wire.session import NoiseSession
 
 from .. import noise_client
 from ..noise_client import raw_frame
@@ -114,8 +114,8 @@ def read_until_closed(sock: socket.socket) -> bytes:
         got += chunk
 
 
-def handshaken(node: Node) -> tuple[socket.socket, Session]:
-    """A raw socket that completed a real handshake, driven by the sans-I/O Session."""
+def handshaken(node: Node) -> tuple[socket.socket, NoiseSession]:
+    """A raw socket that completed a real handshake, driven by the sans-I/O NoiseSession."""
     return noise_client.handshaken(CLIENT_KEY, node.node_id, node.port, timeout=WAIT)
 
 
@@ -194,16 +194,16 @@ def test_oversized_or_foreign_first_frame_closes_with_logged_reason(node: Node, 
     node_serves(node)
 
 
-def attack_bytes(kind: str, sock: socket.socket, s: Session) -> bytes:
+def attack_bytes(kind: str, sock: socket.socket, s: NoiseSession) -> bytes:
     if kind == "random":
         return b"\x00\x40" + bytes(range(64))
     if kind == "replayed":
-        s.send(m.Request(1, "echo", {"n": 1}))
+        s.send(m.PeerRequest(1, "echo", {"n": 1}))
         frame = s.data_to_send()
         sock.sendall(frame)
         while not (events := s.receive_data(sock.recv(65536))):
             pass
-        assert isinstance(events[0].message, m.Response)  # type: ignore[union-attr]
+        assert isinstance(events[0].message, m.PeerResponse)  # type: ignore[union-attr]
         return frame
     if kind == "reordered":
         s.send(m.Ping(1))
@@ -213,13 +213,13 @@ def attack_bytes(kind: str, sock: socket.socket, s: Session) -> bytes:
     if kind == "oversized":
         return raw_frame(s, (MAX_MESSAGE + 1).to_bytes(4, "big") + b"z" * 100)
     if kind == "unknown-type":
-        body = msgpack.packb([1, 42, "?"])
+        body = msgpack.packb([2, 42, "?"])
         return raw_frame(s, len(body).to_bytes(4, "big") + body)
     if kind == "bad-schema":
-        body = msgpack.packb([1, m.T_REQUEST, 0, "echo", {}])
+        body = msgpack.packb([2, m.T_REQUEST, 0, "echo", {}])
         return raw_frame(s, len(body).to_bytes(4, "big") + body)
     if kind in ("forged-mid-message", "truncated-mid-message"):
-        s.send(m.Request(1, "echo", {"b": bytes(90_000)}))  # two frames
+        s.send(m.PeerRequest(1, "echo", {"b": bytes(90_000)}))  # two frames
         data = bytearray(s.data_to_send())
         second = 2 + int.from_bytes(data[:2], "big")
         if kind == "forged-mid-message":
@@ -228,7 +228,7 @@ def attack_bytes(kind: str, sock: socket.socket, s: Session) -> bytes:
         # the first frame loses 100 bytes: its length swallows the start of the second
         return bytes(data[: second - 100] + data[second:])
     if kind == "unknown-answer":
-        s.send(m.Response(77, {}))
+        s.send(m.PeerResponse(77, {}))
         return s.data_to_send()
     raise AssertionError(kind)
 
@@ -273,7 +273,7 @@ def test_stalled_peers_time_out_and_are_freed(node: Node, stage: str, reason: st
     if stage in ("mid-message", "mid-frame", "silent-after-handshake"):
         sock, s = handshaken(node)
         if stage == "mid-message":
-            s.send(m.Request(1, "echo", {"b": b"q" * 90_000}))  # two frames
+            s.send(m.PeerRequest(1, "echo", {"b": b"q" * 90_000}))  # two frames
             sock.sendall(s.data_to_send()[:65537])  # only the first
         elif stage == "mid-frame":
             s.send(m.Ping(1))
@@ -281,7 +281,7 @@ def test_stalled_peers_time_out_and_are_freed(node: Node, stage: str, reason: st
         # silent: never answer the node's keepalive pings
     else:
         sock = socket.create_connection(("127.0.0.1", node.port), timeout=WAIT)
-        s = Session(CLIENT_KEY, initiator=True)
+        s = NoiseSession(CLIENT_KEY, initiator=True)
         first = s.data_to_send()
         if stage == "after-message-1":
             sock.sendall(first)
@@ -300,7 +300,7 @@ def test_a_message_trickled_a_byte_per_stall_timeout_is_closed_at_its_deadline(n
     reason = "the peer did not send its message whole within"
     sock, s = handshaken(node)
     with sock:
-        s.send(m.Request(1, "echo", {"b": b"q" * 90_000}))  # two frames
+        s.send(m.PeerRequest(1, "echo", {"b": b"q" * 90_000}))  # two frames
         data = s.data_to_send()
         sock.sendall(data[:65537])  # the first frame...
         sent = 65537

@@ -13,17 +13,17 @@ import sys
 from typing import Any
 
 from keynode.peers.transport import Transport, TransportLimits
-from polykey.ids import NodeId
+from keynode.handlers import PeerContext
 from polykey.keys.keypair import KeyPair
 
 
 async def main(seed: bytes, limits: dict[str, Any]) -> None:
     async with Transport(KeyPair.from_seed(seed), "127.0.0.1", 0, limits=TransportLimits(**limits)) as t:
 
-        async def echo(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
-            return {"peer": str(peer), "body": body}
+        async def echo(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
+            return {"peer": str(ctx.caller.node_id), "body": body}
 
-        async def stats(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+        async def stats(ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
             return dict(t.stats())
 
         t.register("echo", echo)

@@ -57,7 +57,7 @@ class Rogue:
         self.asked_values = 0
         self.peer: RawPeer | None = None
 
-    def on_request(self, req: M.Request, addr: tuple[str, int]) -> M.Reply | None:
+    def on_request(self, req: M.DhtRequest, addr: tuple[str, int]) -> M.Reply | None:
         body = req.body
         if isinstance(body, M.Ping):
             return M.Pong(self.keypair.node_id)
@@ -87,7 +87,7 @@ def garbage_frames(keypair: KeyPair, node_id: NodeId, port: int) -> None:
                 sock.sendall(encode_frame(s._send.encrypt_with_ad(b"", b"\xff\xff\xff\xff" + os.urandom(50))))
             elif attack == 2:
                 assert s._send is not None
-                body = msgpack.packb([1, 42, "?"])  # an unknown message type
+                body = msgpack.packb([2, 42, "?"])  # an unknown message type
                 sock.sendall(encode_frame(s._send.encrypt_with_ad(b"", len(body).to_bytes(4, "big") + body)))
             else:
                 sock.sendall(encode_frame(os.urandom(3000)) + os.urandom(100))  # a whole frame of noise
@@ -118,7 +118,7 @@ async def attack(c: Cluster, rogue: Rogue) -> RawPeer:
     # floods on one node's port: valid pings under fresh ids, and junk
     for n in range(6000):
         if n % 2:
-            peer.send(M.encode_request(M.Request(os.urandom(20), M.Ping(NodeId(os.urandom(32))))), ports[2])
+            peer.send(M.encode_request(M.DhtRequest(os.urandom(20), M.Ping(NodeId(os.urandom(32))))), ports[2])
         else:
             peer.send(os.urandom(n % 1500), ports[2])
         if n % 100 == 0:

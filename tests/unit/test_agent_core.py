@@ -15,7 +15,7 @@ from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode.methods import vaults as vault_handlers
 from keynode.agent.core import Agent, AgentConfig
-from keynode.agent.handlers import RequestContext
+from keynode.handlers import LocalCaller, RequestContext
 
 from ..conftest import until
 
@@ -34,7 +34,7 @@ def ctx(method: str, progress: list[Any]) -> RequestContext:
     async def record(obj: Any) -> None:
         progress.append(obj)
 
-    return RequestContext(1, method, 0, 0, record)
+    return RequestContext(1, method, LocalCaller(0, 0), record)
 
 
 def test_long_operations_send_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,13 +19,13 @@ def frame(body: bytes) -> bytes:
 
 def test_request_round_trip_with_bytes() -> None:
     data = protocol.encode_request(7, "secrets.set", {"vault": "app", "path": "a/b", "value": b"\x00\xffs3"})
-    (body,) = protocol.FrameDecoder().feed(data)
+    (body,) = protocol.AgentFrameDecoder().feed(data)
     req = protocol.decode_request(body)
     assert (req.id, req.method, req.params) == (7, "secrets.set", {"vault": "app", "path": "a/b", "value": b"\x00\xffs3"})
 
 
 def test_response_kinds() -> None:
-    dec = protocol.FrameDecoder()
+    dec = protocol.AgentFrameDecoder()
     stream = (
         protocol.encode_progress(3, {"done": 1})
         + protocol.encode_result(3, b"v")
@@ -43,7 +43,7 @@ def test_response_kinds() -> None:
 def test_decoder_handles_any_split() -> None:
     data = b"".join(protocol.encode_request(i, "agent.ping") for i in range(1, 4))
     for size in (1, 2, 3, 5, 7, len(data)):
-        dec = protocol.FrameDecoder()
+        dec = protocol.AgentFrameDecoder()
         bodies: list[bytes] = []
         for i in range(0, len(data), size):
             bodies += dec.feed(data[i : i + size])
@@ -52,7 +52,7 @@ def test_decoder_handles_any_split() -> None:
 
 
 def test_truncation_is_visible() -> None:
-    dec = protocol.FrameDecoder()
+    dec = protocol.AgentFrameDecoder()
     assert dec.feed(protocol.encode_request(1, "agent.ping")[:-1]) == []
     assert dec.pending > 0
 
@@ -60,7 +60,7 @@ def test_truncation_is_visible() -> None:
 @pytest.mark.parametrize("header", [struct.pack(">I", protocol.MAX_FRAME + 1), struct.pack(">I", 0xFFFFFFFF), struct.pack(">I", 1)])
 def test_bad_lengths_rejected(header: bytes) -> None:
     with pytest.raises(AgentProtocolError):
-        protocol.FrameDecoder().feed(header)
+        protocol.AgentFrameDecoder().feed(header)
 
 
 def test_oversized_message_not_encoded() -> None:
@@ -110,7 +110,7 @@ def test_malformed_responses_rejected(obj: dict[str, object]) -> None:
 
 
 def test_records_are_immutable_and_do_not_show_params() -> None:
-    req = protocol.Request(1, "secrets.set", {"value": b"s3cret"})
+    req = protocol.AgentRequest(1, "secrets.set", {"value": b"s3cret"})
     with pytest.raises(AttributeError):
         req.id = 2  # type: ignore[misc]
     assert "s3cret" not in repr(req)
@@ -126,7 +126,7 @@ json_values = st.recursive(
 @given(st.integers(1, protocol.MAX_ID), st.from_regex(r"[a-z]{1,8}\.[a-z_]{1,12}", fullmatch=True), st.dictionaries(st.text(max_size=8).filter(lambda k: k != "$b"), json_values, max_size=5))
 def test_request_round_trip_property(request_id: int, method: str, params: dict[str, object]) -> None:
     data = protocol.encode_request(request_id, method, params)
-    (body,) = protocol.FrameDecoder().feed(data)
+    (body,) = protocol.AgentFrameDecoder().feed(data)
     req = protocol.decode_request(body)
     assert (req.id, req.method, req.params) == (request_id, method, params)
     assert protocol.encode_request(req.id, req.method, req.params) == data
@@ -134,7 +134,7 @@ def test_request_round_trip_property(request_id: int, method: str, params: dict[
 
 @given(st.binary(max_size=200))
 def test_garbage_never_crashes_the_decoder(data: bytes) -> None:
-    dec = protocol.FrameDecoder()
+    dec = protocol.AgentFrameDecoder()
     try:
         for body in dec.feed(data):
             protocol.decode_request(body)

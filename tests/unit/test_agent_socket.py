@@ -17,7 +17,7 @@ import pytest
 from polykey.agent_client import protocol
 from polykey.agent_client.client import connect
 from polykey.errors import AgentPermissionError, AgentUnavailableError, PolykeyError, SecretNotFoundError
-from keynode.agent.handlers import HandlerRegistry, RequestContext
+from keynode.handlers import HandlerRegistry, RequestContext
 from keynode.agent.server import SocketServer, peer_credentials
 
 from ..conftest import until
@@ -36,7 +36,7 @@ async def _serve(tmp_path: Path, allowed_uid: int, client_fn: Any) -> tuple[Any,
     async def echo(ctx: RequestContext, params: dict[str, Any]) -> Any:
         seen.append(ctx.method)
         await ctx.progress({"step": 1})
-        return {"echo": params, "uid": ctx.peer_uid}
+        return {"echo": params, "uid": ctx.caller.uid}
 
     async def missing(ctx: RequestContext, params: dict[str, Any]) -> Any:
         raise SecretNotFoundError("no secret 'x' in this vault")
@@ -163,10 +163,10 @@ async def _serve_bounded(tmp_path: Path, client_fn: Any, **server: Any) -> Any:
 def test_idle_connections_make_room_and_their_clients_reconnect(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from polykey.agent_client.session import Session
+    from polykey.agent_client.session import AgentSession
 
     def client(node: Path) -> None:
-        with Session(node, autostart=False) as old:
+        with AgentSession(node, autostart=False) as old:
             assert old.call("test.ping") == {"pong": True}  # now idle, and the oldest
             leaked = [_raw(node), _raw(node)]  # a client leaking connections fills the agent up
             with connect(node) as c:  # ... yet a new client gets in: the oldest idle one made room
@@ -219,7 +219,7 @@ def test_a_session_retries_while_every_connection_is_busy(tmp_path: Path) -> Non
     (issue 8 item 5) instead of failing at once."""
     import logging
 
-    from polykey.agent_client.session import Session
+    from polykey.agent_client.session import AgentSession
 
     HELD.clear()
     RELEASE.clear()
@@ -239,7 +239,7 @@ def test_a_session_retries_while_every_connection_is_busy(tmp_path: Path) -> Non
         busy.sendall(protocol.encode_request(1, "test.hold"))
         assert HELD.wait(10)
         threading.Thread(target=release_once_refused).start()
-        with Session(node, autostart=False) as session:
+        with AgentSession(node, autostart=False) as session:
             answer = session.call("test.ping")
         assert _frame(busy) == {"id": 1, "result": {"held": True}}
         busy.close()

@@ -27,6 +27,23 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
+#: Names of calls that do file I/O: the builtin ``open`` and the ``pathlib.Path`` file methods.
+FILE_CALLS = frozenset({"open", "read_bytes", "read_text", "write_bytes", "write_text"})
+
+
+def file_calls_of(path: Path) -> set[str]:
+    """Every call in the file named like a file operation: ``open(...)``, ``x.open(...)``,
+    ``p.read_bytes()``, ... (``ast`` sees names, not types: a codec simply has none of these)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+            if name in FILE_CALLS:
+                found.add(f"{name}() at line {node.lineno}")
+    return found
+
+
 def rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
@@ -37,6 +54,23 @@ def top(name: str) -> str:
 
 def is_dht_module(r: str) -> bool:
     return r == "keynode/peers/dht.py" or r.startswith("keynode/peers/dht/")
+
+
+#: The codecs: bytes in, values or events out (STYLE.md rule 2). The I/O shell drives them.
+SANS_IO = ("polykey/wire/", "polykey/agent_client/protocol.py", "polykey/agent_client/strict_json.py",
+           "polykey/vaults/format.py", "polykey/keys/keyfile.py", "polykey/crypto/sshsig.py")
+#: What a codec must not import: event loops, sockets, the foreign adapters, and the modules that
+#: reach the file system or processes.
+IO_MODULES = frozenset({"asyncio", "socket", "selectors", "ssl", "pygit2", "kademlia", "rpcudp", "click", "os", "io",
+                        "pathlib", "shutil", "tempfile", "subprocess", "fcntl", "posix", "mmap", "keynode"})
+
+
+def is_codec(r: str) -> bool:
+    return r.startswith(SANS_IO)
+
+
+def is_io_import(m: str) -> bool:
+    return top(m) in IO_MODULES or m == "polykey.fsutil" or m.startswith("polykey.fsutil.")
 
 
 # (description, which files the rule applies to, forbidden import predicate)
@@ -51,16 +85,19 @@ RULES = [
         lambda m: top(m) in ("cryptography", "nacl"),
     ),
     ("keynode does not import the CLI", lambda r: r.startswith("keynode/"), lambda m: m.startswith("polykey.cli")),
+    ("sans-I/O codecs import no I/O library (no event loop, socket, file system or process)", is_codec, is_io_import),
     (
-        "sans-I/O wire formats import no I/O library",
-        lambda r: r.startswith("polykey/wire/"),
-        lambda m: top(m) in ("asyncio", "socket", "pygit2", "kademlia", "click", "selectors"),
+        "the crypto primitives module only inside polykey/crypto",
+        lambda r: not r.startswith("polykey/crypto/"),
+        lambda m: m.startswith("polykey.crypto._primitives"),
     ),
 ]
 
 
 def test_sources_found() -> None:
     assert any(rel(p) == "polykey/crypto/_primitives.py" for p in SOURCES)
+    for codec in SANS_IO:  # every codec the rule names exists: a rename cannot silently empty it
+        assert any(rel(p).startswith(codec) for p in SOURCES), codec
 
 
 @pytest.mark.parametrize("description,applies,forbidden", RULES, ids=[r[0] for r in RULES])
@@ -76,3 +113,21 @@ def test_rule_checker_catches_a_violation(tmp_path: Path) -> None:
     bad.write_text("def f():\n    import keynode.agent\n    from cryptography.hazmat import x\n")
     found = imports_of(bad)
     assert "keynode.agent" in found and "cryptography.hazmat" in found
+
+
+def test_codecs_open_no_file() -> None:
+    violations = [f"{rel(p)} calls {c}" for p in SOURCES if is_codec(rel(p)) for c in sorted(file_calls_of(p))]
+    assert not violations, "sans-I/O codecs open no file:\n" + "\n".join(violations)
+
+
+def test_sans_io_checker_catches_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "codec.py"
+    bad.write_text(
+        "from pathlib import Path\nfrom polykey import fsutil\n\n"
+        "def decode(p):\n    import os.path\n    with open(p, 'rb') as f:\n        return f.read() + Path(p).read_bytes()\n"
+    )
+    imported = {m for m in imports_of(bad) if is_io_import(m)}
+    assert {"pathlib", "polykey.fsutil", "os.path"} <= imported
+    assert file_calls_of(bad) == {"open() at line 6", "read_bytes() at line 7"}
+    assert is_codec("polykey/vaults/format.py") and is_codec("polykey/wire/frames.py")
+    assert not is_codec("polykey/vaults/vault.py") and not is_io_import("polykey.crypto")

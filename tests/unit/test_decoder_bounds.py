@@ -76,8 +76,8 @@ def test_a_surrogate_pair_is_text() -> None:
 
 def test_msgpack_decoders_refuse_deep_nesting_and_too_many_containers() -> None:
     with pytest.raises(ProtocolViolationError, match="too deeply"):
-        m.decode(b"\x95\x01\x01\x01\xa4echo" + b"\x81\xa1a" * 600 + b"\xc0")
-    many = b"\x94\x01\x02\x01\x81\xa1a\xdd" + (m.MAX_CONTAINERS + 1).to_bytes(4, "big") + b"\x90" * (m.MAX_CONTAINERS + 1)
+        m.decode(b"\x95\x02\x01\x01\xa4echo" + b"\x81\xa1a" * 600 + b"\xc0")
+    many = b"\x94\x02\x02\x01\x81\xa1a\xdd" + (m.MAX_CONTAINERS + 1).to_bytes(4, "big") + b"\x90" * (m.MAX_CONTAINERS + 1)
     with pytest.raises(ProtocolViolationError, match="too many arrays and maps"):
         m.decode(many)
     for kind in (b"\x00", b"\x01"):

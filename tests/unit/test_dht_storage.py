@@ -11,7 +11,8 @@ from keynode.peers.dht.config import DhtConfig
 from keynode.peers.dht.protocol import DhtPeer, ValidatingProtocol
 from keynode.peers.dht.ratelimit import RateLimiter
 from keynode.peers.dht.storage import RecordStorage
-from keynode.peers.dht.tasks import TaskSet
+from keynode.lifecycle import task_group
+from keynode.peers.dht.tasks import Background
 from polykey.errors import (
     AuthenticationError,
     DiscoveryError,
@@ -122,7 +123,7 @@ def test_welcome_if_new_uses_the_key_not_its_hash() -> None:
     async def scenario() -> None:
         cfg = DhtConfig()
         st = RecordStorage(dht_key(OWN.node_id), max_records=10, clock=lambda: NOW)
-        tasks = TaskSet(10, __import__("logging").getLogger("test"))
+        tasks = Background(10, __import__("logging").getLogger("test"))
         proto = ValidatingProtocol(OWN.node_id, st, cfg, tasks)
         proto._family, proto._self_addr = 4, ("127.0.0.1", 1)
         key = dht_key(OWN.node_id)
@@ -137,9 +138,11 @@ def test_welcome_if_new_uses_the_key_not_its_hash() -> None:
         # (x is closer to the key than n, but farther from the wrongly hashed key)
         x, n = pairs[0]
         proto.router.add_contact(DhtPeer(n.node_id, "127.0.0.1", 2))
-        proto.welcome_if_new(DhtPeer(x.node_id, "127.0.0.1", 3))
-        assert len(tasks) == 1  # the record is handed to the closer newcomer
-        await tasks.aclose()
+        async with task_group() as tg:  # the group is cancelled as the block ends
+            tasks.open(tg)
+            proto.welcome_if_new(DhtPeer(x.node_id, "127.0.0.1", 3))
+            assert len(tasks) == 1  # the record is handed to the closer newcomer
+            tasks.close()
 
     asyncio.run(scenario())
 
@@ -153,7 +156,7 @@ def test_peer_dht_id_is_derived_from_node_id() -> None:
 def test_refresh_ids_fit_in_20_bytes() -> None:
     import logging
 
-    proto = ValidatingProtocol(OWN.node_id, storage()[0], DhtConfig(), TaskSet(1, logging.getLogger("test")))
+    proto = ValidatingProtocol(OWN.node_id, storage()[0], DhtConfig(), Background(1, logging.getLogger("test")))
     assert proto.get_refresh_ids() == []  # every bucket was just touched
     for bucket in proto.router.buckets:
         bucket.last_updated -= 7200

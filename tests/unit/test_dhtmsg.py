@@ -26,7 +26,7 @@ def raw(kind: int, obj: object, msg_id: bytes = MID) -> bytes:
     [M.Ping(A), M.Store(A, KEY, b"x" * 1024), M.FindNode(A, KEY), M.FindValue(B, KEY)],
 )
 def test_request_round_trip(body: M.RequestBody) -> None:
-    req = M.Request(MID, body)
+    req = M.DhtRequest(MID, body)
     data = M.encode_request(req)
     assert data[0] == M.REQUEST and data[1:21] == MID
     assert M.decode_datagram(data) == req
@@ -44,13 +44,13 @@ def test_request_round_trip(body: M.RequestBody) -> None:
 )
 def test_reply_round_trip(method: str, reply: M.Reply) -> None:
     msg = M.decode_datagram(M.encode_reply(MID, reply))
-    assert isinstance(msg, M.Response)
+    assert isinstance(msg, M.DhtResponse)
     assert M.decode_reply(method, msg.payload) == reply
 
 
 def test_rpcudp_compatible_framing() -> None:
     # rpcudp frames a call as 0x00 || 20-byte id || msgpack([name, args]).
-    assert M.encode_request(M.Request(MID, M.Ping(A))) == raw(0, ["ping", [A.raw]])
+    assert M.encode_request(M.DhtRequest(MID, M.Ping(A))) == raw(0, ["ping", [A.raw]])
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_encoders_refuse_oversize() -> None:
     data = M.encode_reply(MID, M.Nodes(contacts))  # truncated to MAX_CONTACTS, still fits
     assert len(data) <= M.MAX_DATAGRAM
     with pytest.raises(DatagramError):
-        M.encode_request(M.Request(b"short", M.Ping(A)))
+        M.encode_request(M.DhtRequest(b"short", M.Ping(A)))
 
 
 @settings(max_examples=300, deadline=None)
@@ -129,7 +129,7 @@ def decode_everything(data: bytes) -> None:
         msg = M.decode_datagram(data)
     except DatagramError:
         return
-    if isinstance(msg, M.Response):
+    if isinstance(msg, M.DhtResponse):
         for method in M.METHODS:
             try:
                 M.decode_reply(method, msg.payload)

@@ -1,4 +1,4 @@
-"""The sans-I/O Session (Noise XX + identity proof + message layer) fed scripted bytes."""
+"""The sans-I/O NoiseSession (Noise XX + identity proof + message layer) fed scripted bytes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polykey import crypto
+from polykey.crypto import noise_suite
 from polykey.errors import (
     AuthenticationError,
     HandshakeError,
@@ -27,36 +28,32 @@ from polykey.wire.session import (
     MessageReceived,
     PROLOGUE,
     PROTOCOL_NAME,
-    Session,
+    NoiseSession,
     State,
     identity_statement,
 )
+
+from ..noise_client import raw_frame
 
 A = KeyPair.from_seed(bytes(range(32)))
 B = KeyPair.from_seed(bytes(range(1, 33)))
 C = KeyPair.from_seed(bytes(range(2, 34)))
 
 
-def pair(expected: KeyPair | None = B, max_message_size: int = 1 << 21) -> tuple[Session, Session]:
-    i = Session(A, initiator=True, expected_peer=expected.node_id if expected else None,
+def pair(expected: KeyPair | None = B, max_message_size: int = 1 << 21) -> tuple[NoiseSession, NoiseSession]:
+    i = NoiseSession(A, initiator=True, expected_peer=expected.node_id if expected else None,
                 max_message_size=max_message_size)
-    r = Session(B, initiator=False, max_message_size=max_message_size)
+    r = NoiseSession(B, initiator=False, max_message_size=max_message_size)
     return i, r
 
 
-def handshake(i: Session, r: Session) -> None:
+def handshake(i: NoiseSession, r: NoiseSession) -> None:
     assert r.receive_data(i.data_to_send()) == []
     assert i.receive_data(r.data_to_send()) == [HandshakeComplete(B.node_id)]
     assert r.receive_data(i.data_to_send()) == [HandshakeComplete(A.node_id)]
 
 
-def raw_frame(s: Session, plaintext: bytes) -> bytes:
-    """Encrypt ``plaintext`` as the next transport frame, bypassing the message encoder."""
-    assert s._send is not None
-    return encode_frame(s._send.encrypt_with_ad(b"", plaintext))
-
-
-def raw_message(s: Session, data: bytes) -> bytes:
+def raw_message(s: NoiseSession, data: bytes) -> bytes:
     return raw_frame(s, len(data).to_bytes(4, "big") + data)
 
 
@@ -83,20 +80,20 @@ def test_handshake_survives_one_byte_at_a_time_and_pipelined_message() -> None:
     for b in r.data_to_send():
         events += i.receive_data(bytes([b]))
     assert events == [HandshakeComplete(B.node_id)]
-    i.send(m.Request(1, "ping", {}))
+    i.send(m.PeerRequest(1, "ping", {}))
     # message 3 and the first request arrive in one read
     events = r.receive_data(i.data_to_send())
-    assert events == [HandshakeComplete(A.node_id), MessageReceived(m.Request(1, "ping", {}))]
+    assert events == [HandshakeComplete(A.node_id), MessageReceived(m.PeerRequest(1, "ping", {}))]
 
 
 def test_identity_proof_is_a_signature_over_the_documented_statement() -> None:
     """Check the responder's payload with a bare Noise initiator (docs/spec/transport.md s.4)."""
     hs = HandshakeState(PROTOCOL_NAME, initiator=True, prologue=PROLOGUE, s=A.x25519_private)
-    r = Session(B, initiator=False)
+    r = NoiseSession(B, initiator=False)
     r.receive_data(encode_frame(hs.write_message(b"")))
     payload = hs.read_message(r.data_to_send()[2:])
     assert len(payload) == 97 and payload[0] == 1 and payload[1:33] == B.public_key
-    assert hs.rs == crypto.x25519_public(B.x25519_private)
+    assert hs.rs == noise_suite.public_key(B.x25519_private)
     statement = IDENTITY_PREFIX + b"R" + hs.rs + hs.payload_h
     assert statement == identity_statement(b"R", hs.rs, hs.payload_h)
     assert IDENTITY_PREFIX == b"polykey-transport/1 noise identity\x00"
@@ -117,8 +114,8 @@ def test_dialling_the_wrong_identity_fails_before_revealing_ours() -> None:
 
 
 def test_a_peer_claiming_our_own_identity_is_refused() -> None:
-    i = Session(A, initiator=True)
-    r = Session(A, initiator=False)
+    i = NoiseSession(A, initiator=True)
+    r = NoiseSession(A, initiator=False)
     r.receive_data(i.data_to_send())
     with pytest.raises(HandshakeError):
         i.receive_data(r.data_to_send())
@@ -153,7 +150,7 @@ def test_tampered_handshake_messages_fail(step: int, flip: int) -> None:
 
 @pytest.mark.parametrize("size", [0, 31, 33, 64, 65535])
 def test_wrong_size_first_message_is_refused_from_its_length(size: int) -> None:
-    r = Session(B, initiator=False)
+    r = NoiseSession(B, initiator=False)
     with pytest.raises(ProtocolViolationError, match="frame length"):
         r.receive_data(size.to_bytes(2, "big"))
 
@@ -168,13 +165,13 @@ def test_truncated_handshake_waits_then_nothing_is_established() -> None:
 @given(st.binary(max_size=400))
 @settings(max_examples=300)
 def test_random_bytes_never_establish_and_only_raise_transport_errors(data: bytes) -> None:
-    r = Session(B, initiator=False)
+    r = NoiseSession(B, initiator=False)
     try:
         r.receive_data(data)
     except TransportError:
         assert r.state is State.CLOSED
     assert not r.established
-    i = Session(A, initiator=True)
+    i = NoiseSession(A, initiator=True)
     i.data_to_send()
     try:
         i.receive_data(data)
@@ -187,15 +184,15 @@ def test_messages_round_trip_including_multi_frame() -> None:
     i, r = pair()
     handshake(i, r)
     big = bytes(range(256)) * 5000  # 1.28 MB: 20 frames
-    i.send(m.Request(7, "sync.pull", {"blob": big}))
+    i.send(m.PeerRequest(7, "sync.pull", {"blob": big}))
     i.send(m.Ping(3))
     data = i.data_to_send()
     events = []
     for k in range(0, len(data), 9999):
         events += r.receive_data(data[k : k + 9999])
-    assert events == [MessageReceived(m.Request(7, "sync.pull", {"blob": big})), MessageReceived(m.Ping(3))]
-    r.send(m.Response(7, {"ok": True}))
-    assert i.receive_data(r.data_to_send()) == [MessageReceived(m.Response(7, {"ok": True}))]
+    assert events == [MessageReceived(m.PeerRequest(7, "sync.pull", {"blob": big})), MessageReceived(m.Ping(3))]
+    r.send(m.PeerResponse(7, {"ok": True}))
+    assert i.receive_data(r.data_to_send()) == [MessageReceived(m.PeerResponse(7, {"ok": True}))]
 
 
 def test_replayed_frame_closes() -> None:
@@ -241,7 +238,7 @@ def test_sending_an_oversized_message_is_refused_locally() -> None:
     i, r = pair(max_message_size=1000)
     handshake(i, r)
     with pytest.raises(MessageTooLargeError):
-        i.send(m.Request(1, "x", {"b": b"y" * 1000}))
+        i.send(m.PeerRequest(1, "x", {"b": b"y" * 1000}))
     assert i.data_to_send() == b""
     assert i.established
 
@@ -250,7 +247,7 @@ def test_unknown_message_type_closes() -> None:
     i, r = pair()
     handshake(i, r)
     with pytest.raises(ProtocolViolationError, match="unknown message type"):
-        r.receive_data(raw_message(i, msgpack.packb([1, 99, 0])))
+        r.receive_data(raw_message(i, msgpack.packb([2, 99, 0])))
 
 
 def test_frame_running_past_a_message_end_closes() -> None:
@@ -276,7 +273,7 @@ def test_stall_state_is_visible_mid_message() -> None:
     i, r = pair()
     handshake(i, r)
     assert not r.mid_message
-    i.send(m.Request(1, "x", {"b": b"y" * 100_000}))
+    i.send(m.PeerRequest(1, "x", {"b": b"y" * 100_000}))
     data = i.data_to_send()
     r.receive_data(data[:70_000])  # one whole frame of two
     assert r.mid_message
@@ -314,11 +311,11 @@ LOW_ORDER_POINTS = [
 
 @pytest.mark.parametrize("point", LOW_ORDER_POINTS)
 def test_low_order_ephemeral_keys_fail_the_handshake(point: bytes) -> None:
-    r = Session(B, initiator=False)
+    r = NoiseSession(B, initiator=False)
     with pytest.raises(HandshakeError):
         r.receive_data(encode_frame(point))
     assert r.state is State.CLOSED
-    i = Session(A, initiator=True)
+    i = NoiseSession(A, initiator=True)
     i.data_to_send()
     with pytest.raises(HandshakeError):
         i.receive_data(encode_frame(point + bytes(HANDSHAKE_SIZES[1] - 32)))
@@ -333,7 +330,7 @@ def test_well_framed_random_handshake_messages_only_raise_transport_errors(
     if step == 0:
         points = st.sampled_from(LOW_ORDER_POINTS) | st.binary(min_size=32, max_size=32)
         frame = encode_frame(data.draw(points))
-        r = Session(B, initiator=False)
+        r = NoiseSession(B, initiator=False)
         try:
             assert r.receive_data(frame) == []
             assert len(r.data_to_send()) == 2 + HANDSHAKE_SIZES[1]
@@ -366,9 +363,9 @@ MIB = 1 << 20
 
 
 def frames_of(data: bytes) -> list[bytes]:
-    from polykey.wire.frames import FrameDecoder
+    from polykey.wire.frames import NoiseFrameDecoder
 
-    return FrameDecoder().add_and_parse(data)
+    return NoiseFrameDecoder().add_and_parse(data)
 
 
 @pytest.mark.parametrize("step", [1021, 9999, 65534, 65537, 3 * 65535 + 1, 300_000, 10 * MIB])
@@ -378,7 +375,7 @@ def test_large_messages_interleaved_with_small_span_full_frames_and_reassemble(s
     blobs = [bytes([k]) * n for k, n in ((1, 3 * MIB + 5), (2, MIB), (3, 65_515 - 40), (4, 200_001))]
     sent: list[m.Message] = []
     for k, blob in enumerate(blobs):
-        sent += [m.Request(k + 1, "sync.pull", {"blob": blob, "k": k}), m.Ping(k)]
+        sent += [m.PeerRequest(k + 1, "sync.pull", {"blob": blob, "k": k}), m.Ping(k)]
         i.send(sent[-2])
         i.send(sent[-1])
     data = i.data_to_send()
@@ -397,16 +394,16 @@ def test_large_messages_interleaved_with_small_span_full_frames_and_reassemble(s
 def test_a_received_message_is_not_changed_by_the_next() -> None:
     i, r = pair(max_message_size=4 * MIB)
     handshake(i, r)
-    i.send(m.Response(1, {"b": b"\x01" * MIB}))
+    i.send(m.PeerResponse(1, {"b": b"\x01" * MIB}))
     (first,) = r.receive_data(i.data_to_send())
-    i.send(m.Response(2, {"b": b"\x02" * MIB}))
+    i.send(m.PeerResponse(2, {"b": b"\x02" * MIB}))
     (second,) = r.receive_data(i.data_to_send())
-    assert first == MessageReceived(m.Response(1, {"b": b"\x01" * MIB}))
-    assert second == MessageReceived(m.Response(2, {"b": b"\x02" * MIB}))
+    assert first == MessageReceived(m.PeerResponse(1, {"b": b"\x01" * MIB}))
+    assert second == MessageReceived(m.PeerResponse(2, {"b": b"\x02" * MIB}))
 
 
-def big_message_stream(i: Session) -> list[bytes]:
-    i.send(m.Request(9, "sync.push", {"blob": bytes(range(256)) * 5000}))
+def big_message_stream(i: NoiseSession) -> list[bytes]:
+    i.send(m.PeerRequest(9, "sync.push", {"blob": bytes(range(256)) * 5000}))
     frames = frames_of(bytes(i.data_to_send()))
     assert len(frames) == 20
     return [encode_frame(f) for f in frames]
@@ -473,7 +470,7 @@ def test_sealing_in_place_matches_the_plain_aead(monkeypatch: pytest.MonkeyPatch
     from polykey.crypto import _primitives
 
     monkeypatch.setattr(_primitives, "_HAS_INTO", has_into)
-    aead = crypto.ChaChaPoly(bytes(range(32)))
+    aead = noise_suite.Cipher(bytes(range(32)))
     nonce, plain = bytes(12), bytes(range(256)) * 300
     out = bytearray(len(plain) + 16)
     aead.encrypt_into(nonce, memoryview(plain)[:], b"", memoryview(out))
@@ -496,13 +493,13 @@ def test_a_peer_announcing_a_large_message_makes_us_hold_little_more_than_it_sen
     assert r.mid_message and 100 <= r.buffered <= PREALLOCATE
     i, r = pair(max_message_size=4 * MIB)
     handshake(i, r)
-    i.send(m.Response(1, {"b": b"\x07" * (3 * MIB)}))  # beyond PREALLOCATE: grows as it arrives
+    i.send(m.PeerResponse(1, {"b": b"\x07" * (3 * MIB)}))  # beyond PREALLOCATE: grows as it arrives
     data = i.data_to_send()
     r.receive_data(data[: len(data) // 2])
     assert r.buffered <= PREALLOCATE + 65535  # the buffer ahead, and part of a frame
     r.receive_data(data[len(data) // 2 : -1000])
     assert PREALLOCATE < r.buffered <= len(data)
-    assert r.receive_data(data[-1000:]) == [MessageReceived(m.Response(1, {"b": b"\x07" * (3 * MIB)}))]
+    assert r.receive_data(data[-1000:]) == [MessageReceived(m.PeerResponse(1, {"b": b"\x07" * (3 * MIB)}))]
     assert r.buffered == 0
 
 
@@ -534,7 +531,7 @@ def test_any_mix_of_message_sizes_under_any_chunking_round_trips(
     try:
         i, r = pair()
         handshake(i, r)
-        sent = [m.Response(k + 1, {"b": bytes([k]) * n, "k": k}) for k, n in enumerate(sizes)]
+        sent = [m.PeerResponse(k + 1, {"b": bytes([k]) * n, "k": k}) for k, n in enumerate(sizes)]
         for msg in sent:
             i.send(msg)
         stream = bytes(i.data_to_send())
@@ -553,16 +550,16 @@ def test_the_in_place_sealing_leaves_the_wire_bytes_as_specified() -> None:
     """Section 5 byte for byte: ``u32 length || msgpack`` cut into 65519-byte chunks, each one
     Noise message in one frame (checked against a twin session doing it the plain way)."""
 
-    def twin() -> Session:
+    def twin() -> NoiseSession:
         rng_i = iter([bytes([7]) * 32, bytes([8]) * 32])
         rng_r = iter([bytes([9]) * 32, bytes([10]) * 32])
-        i = Session(A, initiator=True, rng=lambda n: next(rng_i)[:n], max_message_size=4 * MIB)
-        r = Session(B, initiator=False, rng=lambda n: next(rng_r)[:n], max_message_size=4 * MIB)
+        i = NoiseSession(A, initiator=True, rng=lambda n: next(rng_i)[:n], max_message_size=4 * MIB)
+        r = NoiseSession(B, initiator=False, rng=lambda n: next(rng_r)[:n], max_message_size=4 * MIB)
         handshake(i, r)
         return i
 
     ours, plain = twin(), twin()
-    for msg in (m.Ping(1), m.Request(2, "sync.pull", {"blob": bytes(range(256)) * 9000, "n": [1, b"x"]})):
+    for msg in (m.Ping(1), m.PeerRequest(2, "sync.pull", {"blob": bytes(range(256)) * 9000, "n": [1, b"x"]})):
         ours.send(msg)
         data = m.encode(msg)
         stream = len(data).to_bytes(4, "big") + data

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from polykey.errors import ProtocolViolationError
 from polykey.wire import messages as m
 from polykey.wire import packing
-from polykey.wire.frames import FrameDecoder, encode_frame
+from polykey.wire.frames import NoiseFrameDecoder, encode_frame
 
 bodies_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
@@ -26,9 +26,9 @@ methods = st.from_regex(m.METHOD_RE, fullmatch=True)
 texts = st.text(max_size=50)
 nonces = st.integers(0, m.MAX_NONCE)
 any_message = st.one_of(
-    st.builds(m.Request, ids, methods, bodies),
-    st.builds(m.Response, ids, bodies),
-    st.builds(m.Error, ids, st.text(max_size=m.MAX_ERROR_TYPE), texts),
+    st.builds(m.PeerRequest, ids, methods, bodies),
+    st.builds(m.PeerResponse, ids, bodies),
+    st.builds(m.PeerError, ids, st.text(max_size=m.MAX_ERROR_TYPE), texts, bodies),
     st.builds(m.Ping, nonces),
     st.builds(m.Pong, nonces),
     st.builds(m.Close, texts),
@@ -43,7 +43,7 @@ def chunked(stream: bytes, data: st.DataObject, max_cuts: int) -> list[bytes]:
 
 @given(st.lists(st.binary(min_size=1, max_size=3000), max_size=8), st.data())
 def test_framer_round_trips_under_any_chunking(bodies: list[bytes], data: st.DataObject) -> None:
-    dec = FrameDecoder()
+    dec = NoiseFrameDecoder()
     out: list[bytes] = []
     for chunk in chunked(b"".join(encode_frame(b) for b in bodies), data, 6):
         out += dec.add_and_parse(chunk)
@@ -53,7 +53,7 @@ def test_framer_round_trips_under_any_chunking(bodies: list[bytes], data: st.Dat
 
 @given(st.integers(0, 65535))
 def test_framer_refuses_lengths_outside_its_bounds_from_the_header(n: int) -> None:
-    dec = FrameDecoder(min_size=16, max_size=1000)
+    dec = NoiseFrameDecoder(min_size=16, max_size=1000)
     header = n.to_bytes(2, "big")
     if 16 <= n <= 1000:
         assert dec.add_and_parse(header) == []
@@ -98,20 +98,23 @@ def test_random_bytes_decode_or_raise_protocol_violation_only(data: bytes) -> No
 @pytest.mark.parametrize(
     "obj,why",
     [
-        ([2, m.T_PING, 1], "version"),
-        ([1, 99, 1], "unknown message type"),
-        ([1, m.T_PING], "fields"),
-        ([1, m.T_PING, 1, 2], "fields"),
-        ([1, m.T_PING, -1], "nonce"),
-        ([1, m.T_PING, True], "nonce"),
-        ([1, m.T_REQUEST, 0, "ping", {}], "request id"),
-        ([1, m.T_REQUEST, 2**32, "ping", {}], "request id"),
-        ([1, m.T_REQUEST, 1, "Ping", {}], "method"),
-        ([1, m.T_REQUEST, 1, "x" * 65, {}], "method"),
-        ([1, m.T_REQUEST, 1, "ping", []], "body"),
-        ([1, m.T_RESPONSE, 1, {"a": {"b": {}}} ], None),
-        ([1, m.T_ERROR, 1, "E" * 65, ""], "error type"),
-        ([1, m.T_CLOSE, "x" * 1025], "close reason"),
+        ([1, m.T_PING, 1], "version"),
+        ([3, m.T_PING, 1], "version"),
+        ([2, 99, 1], "unknown message type"),
+        ([2, m.T_PING], "fields"),
+        ([2, m.T_PING, 1, 2], "fields"),
+        ([2, m.T_PING, -1], "nonce"),
+        ([2, m.T_PING, True], "nonce"),
+        ([2, m.T_REQUEST, 0, "ping", {}], "request id"),
+        ([2, m.T_REQUEST, 2**32, "ping", {}], "request id"),
+        ([2, m.T_REQUEST, 1, "Ping", {}], "method"),
+        ([2, m.T_REQUEST, 1, "x" * 65, {}], "method"),
+        ([2, m.T_REQUEST, 1, "ping", []], "body"),
+        ([2, m.T_RESPONSE, 1, {"a": {"b": {}}} ], None),
+        ([2, m.T_ERROR, 1, "E" * 65, "", {}], "error type"),
+        ([2, m.T_ERROR, 1, "E", "", []], "body"),
+        ([2, m.T_ERROR, 1, "E", ""], "fields"),
+        ([2, m.T_CLOSE, "x" * 1025], "close reason"),
         ({"v": 1}, "array"),
     ],
 )
@@ -126,14 +129,14 @@ def test_schema_violations(obj: Any, why: str | None) -> None:
 
 def test_non_canonical_and_foreign_encodings_are_rejected() -> None:
     canonical = m.encode(m.Ping(5))
-    assert canonical == b"\x93\x01\x04\x05"
+    assert canonical == b"\x93\x02\x04\x05"
     for bad in (
-        b"\x93\x01\x04\xcc\x05",  # 5 as uint8 instead of fixint
+        b"\x93\x02\x04\xcc\x05",  # 5 as uint8 instead of fixint
         b"\xdc\x00\x03\x01\x04\x05",  # array16 header
-        b"\x93\x01\x06\xd9\x01x",  # str8 for a 1-char string
-        msgpack.packb([1, m.T_RESPONSE, 1, {"a": 1.5}], use_single_float=True),
-        msgpack.packb([1, m.T_RESPONSE, 1, {1: 2}], use_bin_type=True),  # int key
-        b"\x94\x01\x03\x01\xc7\x01\x05x\xa0",  # ext type
+        b"\x93\x02\x06\xd9\x01x",  # str8 for a 1-char string
+        msgpack.packb([2, m.T_RESPONSE, 1, {"a": 1.5}], use_single_float=True),
+        msgpack.packb([2, m.T_RESPONSE, 1, {1: 2}], use_bin_type=True),  # int key
+        b"\x96\x02\x03\x01\xc7\x01\x05x\xa0\x80",  # ext type
     ):
         with pytest.raises(ProtocolViolationError):
             m.decode(bad)
@@ -144,7 +147,7 @@ def test_deep_nesting_is_rejected() -> None:
     for _ in range(m.MAX_DEPTH + 1):
         deep = {"a": deep}
     with pytest.raises(ProtocolViolationError, match="deeply"):
-        m.decode(msgpack.packb([1, m.T_RESPONSE, 1, deep]))
+        m.decode(msgpack.packb([2, m.T_RESPONSE, 1, deep]))
     with pytest.raises(ProtocolViolationError):
         m.decode(b"\x91" * 100_000)
 
@@ -191,8 +194,8 @@ def test_matches_refuses_any_other_bytes(value: Any, data: st.DataObject) -> Non
 
 def test_a_large_blob_in_a_non_canonical_bin_header_is_rejected() -> None:
     blob = b"x" * (packing.BIG + 1)  # canonical: bin16
-    canonical = m.encode(m.Response(1, {"b": blob}))
-    assert m.decode(canonical) == m.Response(1, {"b": blob})
+    canonical = m.encode(m.PeerResponse(1, {"b": blob}))
+    assert m.decode(canonical) == m.PeerResponse(1, {"b": blob})
     bin32 = canonical.replace(b"\xc5" + len(blob).to_bytes(2, "big"), b"\xc6" + len(blob).to_bytes(4, "big"))
     assert bin32 != canonical
     with pytest.raises(ProtocolViolationError, match="non-canonical"):
@@ -207,7 +210,7 @@ def test_framer_views_match_the_copying_framer_under_any_chunking(
     """add_and_parse_views gives the same frames as add_and_parse, also after frames were
     left buffered by a parse with a limit (the handshake's way), and copies only the
     frames cut by a read boundary."""
-    dec = FrameDecoder()
+    dec = NoiseFrameDecoder()
     out: list[bytes] = []
     for chunk in chunked(b"".join(encode_frame(b) for b in bodies), data, 8):
         if limited and len(out) < limited:
@@ -221,7 +224,7 @@ def test_framer_views_match_the_copying_framer_under_any_chunking(
 
 def test_framer_views_refer_to_the_data_they_came_in() -> None:
     stream = encode_frame(b"a" * 100) + encode_frame(b"b" * 50) + encode_frame(b"c" * 30)[:10]
-    dec = FrameDecoder()
+    dec = NoiseFrameDecoder()
     views = dec.add_and_parse_views(stream)
     assert [bytes(v) for v in views] == [b"a" * 100, b"b" * 50]
     assert all(v.obj is stream for v in views)  # no copy
@@ -232,7 +235,7 @@ def test_framer_views_refer_to_the_data_they_came_in() -> None:
 
 @given(st.integers(0, 65535), st.integers(0, 1))
 def test_framer_views_refuse_lengths_outside_bounds_from_the_header(n: int, split: int) -> None:
-    dec = FrameDecoder(min_size=16, max_size=1000)
+    dec = NoiseFrameDecoder(min_size=16, max_size=1000)
     header = n.to_bytes(2, "big")
     parts = [header[:1], header[1:]] if split else [header]
     if 16 <= n <= 1000:

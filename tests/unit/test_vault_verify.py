@@ -23,7 +23,7 @@ from polykey.errors import (
     VaultVerificationError,
 )
 from polykey.ids import NodeId
-from polykey.keys.keypair import KeyPair, ssh_public_key_line
+from polykey.keys.keypair import KeyPair
 from polykey.vaults.format import Members, WrappedKeys, join_path, keys_file_name
 from polykey.vaults.identity import NodeKey, author_email
 from polykey.vaults.index import NameIndex
@@ -145,7 +145,7 @@ def test_stock_git_verifies_signatures_and_fsck_is_clean(svc: VaultService, tmp_
     repo = vault_of(svc).repo.path
     allowed = tmp_path / "allowed_signers"
     allowed.write_text("".join(
-        f"{m['nodeId']}@polykey {ssh_public_key_line(NodeId.from_text(m['nodeId']).raw)}\n"
+        f"{m['nodeId']}@polykey {sshsig.public_key_line(NodeId.from_text(m['nodeId']).raw)}\n"
         for m in svc.members("work")
     ))
     commits = [c["commit"] for c in svc.log("work")]
@@ -164,7 +164,7 @@ def test_stock_git_verifies_signatures_and_fsck_is_clean(svc: VaultService, tmp_
 def test_stock_git_rejects_a_stranger(svc: VaultService, tmp_path: Path) -> None:
     stranger = KeyPair.generate()
     allowed = tmp_path / "allowed_signers"
-    allowed.write_text(f"{stranger.node_id}@polykey {ssh_public_key_line(stranger.public_key)}\n")
+    allowed.write_text(f"{stranger.node_id}@polykey {sshsig.public_key_line(stranger.public_key)}\n")
     head = svc.log("work", 1)[0]["commit"]
     r = git(vault_of(svc).repo.path, "-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={allowed}",
             "verify-commit", head)

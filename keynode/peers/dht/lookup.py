@@ -11,8 +11,9 @@ its own loop instead of upstream's round-by-round ``gather``:
   value", which whoever answers most often decides);
 - a lookup ends when the k nearest have all been asked (stragglers are not
   waited for once someone has answered), on ``quorum`` valid records, or at
-  ``lookup_timeout``. Requests still in flight then finish in the service's
-  bounded task set, so a dead node still times out and leaves the routing table.
+  ``lookup_timeout``. Its requests run in the service's task group (bounded), and
+  those still in flight then finish there, so a dead node still times out and
+  leaves the routing table.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from polykey.wire import dhtmsg as M
 from polykey.wire.records import NodeRecord, parse_record
 
 log = logging.getLogger("keynode.peers.dht.lookup")
+#: What a request that failed (or was cancelled by the service stopping) counts as.
+FAILED: CallResult = (False, None)
 
 
 @dataclass
@@ -82,7 +85,7 @@ class Lookup(SpiderCrawl):  # type: ignore[misc]
                 uncontacted = self.nearest.get_uncontacted()
                 for peer in uncontacted[: max(0, self.alpha - active)]:
                     self.nearest.mark_contacted(peer)
-                    inflight[loop.create_task(self._ask(peer))] = (peer, now)
+                    inflight[self.protocol.tasks.run(self._ask(peer), "dht-lookup-request", FAILED)] = (peer, now)
                     active += 1
                 if not inflight:
                     break
@@ -95,10 +98,10 @@ class Lookup(SpiderCrawl):  # type: ignore[misc]
                 )
                 for task in done:
                     peer, _ = inflight.pop(task)
-                    self._handle(peer, task.result())
+                    self._handle(peer, FAILED if task.cancelled() else task.result())  # cancelled: stopping
             finished = True
         finally:
-            dropped = [t for t in inflight if not (finished and self.protocol.tasks.adopt(t))]
+            dropped = [t for t in inflight if not (finished and self.protocol.tasks.keep(t))]
             for task in dropped:
                 task.cancel()
             if dropped:

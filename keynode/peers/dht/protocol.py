@@ -13,7 +13,7 @@ change what upstream (kademlia 2.2.3 on rpcudp 5.0.1) does wrong for us:
 - ``welcome_if_new`` hashed storage keys again (``digest(key)``) though they are
   already DHT keys, so replication went to the wrong nodes; fixed. Its store
   calls, and the routing table's liveness pings, were ``ensure_future`` with no
-  owner; here they run in the service's bounded :class:`TaskSet`.
+  owner; here they run in the service's task group, bounded (:class:`Background`).
 - Peers carry their 32-byte NodeId; their 20-byte DHT id is always derived from
   it (``blake2b(pubkey, 20)``), never taken from the wire.
 - Upstream adds any claimed id from any sender, so one socket could fill a
@@ -42,7 +42,7 @@ from keynode.peers.dht.config import DhtConfig
 from keynode.failures import describe
 from keynode.peers.dht.ratelimit import RateLimiter
 from keynode.peers.dht.storage import RecordStorage
-from keynode.peers.dht.tasks import TaskSet
+from keynode.peers.dht.tasks import Background
 from polykey.errors import DatagramError
 from polykey.ids import NodeId
 from polykey.wire import dhtmsg as M
@@ -84,7 +84,7 @@ class Router(RoutingTable):  # type: ignore[misc]
             self.add_contact(node)
         else:  # full: check the least recently seen node; a dead one makes room
             protocol: ValidatingProtocol = self.protocol
-            protocol.tasks.spawn(protocol.call_ping(bucket.head()), "dht-liveness-ping")
+            protocol.tasks.start(protocol.call_ping(bucket.head()), "dht-liveness-ping")
 
     def remove_contact(self, node: DhtPeer) -> None:
         """Remove ``node``'s entry, but only if it is at ``node``'s address: a stale address of a
@@ -142,7 +142,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
     """One node's UDP endpoint: answers the four RPCs and makes calls with timeouts."""
 
     def __init__(
-        self, node_id: NodeId, storage: RecordStorage, config: DhtConfig, tasks: TaskSet
+        self, node_id: NodeId, storage: RecordStorage, config: DhtConfig, tasks: Background
     ) -> None:
         super().__init__(DhtPeer(node_id), storage, config.ksize)
         self.router = Router(self, config.ksize, self.source_node)
@@ -198,7 +198,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
                 msg = M.decode_datagram(data)
             except DatagramError as exc:
                 return self._drop(peer, "malformed", exc.message)
-            if isinstance(msg, M.Response):
+            if isinstance(msg, M.DhtResponse):
                 return self._accept_reply(msg, peer)
             reply = self._answer(msg.body, peer)
             if reply is not None:
@@ -284,13 +284,13 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
                 # nobody answers there as that node any more, the entry takes the new address.
                 self.stats["moved_checks"] += 1
                 self._moving.add(node.id)
-                if not self.tasks.spawn(self._check_moved(known, node), "dht-moved-check"):
+                if not self.tasks.start(self._check_moved(known, node), "dht-moved-check"):
                     self._moving.discard(node.id)
             return
         holder = self.router.holder_of(node.ip, node.port, node.id)
         if holder is not None:  # one node per endpoint: ask the one we know whether it is still there
             self.stats["endpoint_conflicts"] += 1
-            self.tasks.spawn(self.call_ping(holder), "dht-endpoint-check")
+            self.tasks.start(self.call_ping(holder), "dht-endpoint-check")
             return
         if not ipaddress.ip_address(node.ip).is_loopback and self.router.count_ip(node.ip) >= self.config.max_nodes_per_ip:
             self.stats["ip_limit_refusals"] += 1
@@ -304,7 +304,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
                 new_node_close = node.distance_to(keynode) < neighbors[-1].distance_to(keynode)
                 this_closest = self.source_node.distance_to(keynode) < neighbors[0].distance_to(keynode)
             if not neighbors or (new_node_close and this_closest):
-                self.tasks.spawn(self.call_store(node, key, value), "dht-replicate")
+                self.tasks.start(self.call_store(node, key, value), "dht-replicate")
         self.router.add_contact(node)
 
     async def _check_moved(self, old: DhtPeer, new: DhtPeer) -> None:
@@ -317,7 +317,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
 
     # -- making calls --------------------------------------------------------------------
 
-    def _accept_reply(self, msg: M.Response, peer: Addr) -> None:
+    def _accept_reply(self, msg: M.DhtResponse, peer: Addr) -> None:
         entry = self._outstanding.get(msg.msg_id)
         if entry is None:
             return self._drop(peer, "unexpected_reply", warn=False)
@@ -341,7 +341,7 @@ class ValidatingProtocol(KademliaProtocol):  # type: ignore[misc]
         if len(self._outstanding) >= self.config.max_outstanding:
             self.stats["calls_refused_outstanding"] += 1
             return (False, None)
-        request = M.Request(os.urandom(M.MSG_ID_BYTES), body)
+        request = M.DhtRequest(os.urandom(M.MSG_ID_BYTES), body)
         fut: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
         self._outstanding[request.msg_id] = (fut, address, request.method)
         try:

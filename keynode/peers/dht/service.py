@@ -1,20 +1,22 @@
 """``Discovery``: the DHT service a keynode runs (docs/spec/discovery.md).
 
-An async context manager (STYLE.md rule 11): entering binds the UDP socket and
-starts the service's own tasks (republish, refresh, node graph saver); leaving
-cancels and awaits every one of them, saves the node graph and closes the socket.
+A :class:`keynode.lifecycle.Service` (STYLE.md rule 11): entering binds the UDP
+socket and opens the service's task group, with its loops (republish, refresh,
+node graph saver) and, through :class:`Background`, the protocol's replication
+and liveness checks; leaving cancels and awaits every one of them, saves the
+node graph and closes the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from kademlia.node import Node
@@ -24,7 +26,8 @@ from keynode.peers.dht.graph import GraphEntry, load_graph, save_graph
 from keynode.peers.dht.lookup import Lookup, LookupResult
 from keynode.peers.dht.protocol import DhtPeer, ValidatingProtocol
 from keynode.peers.dht.storage import RecordStorage
-from keynode.peers.dht.tasks import TaskSet
+from keynode.peers.dht.tasks import Background
+from keynode.lifecycle import Service, task_group
 from polykey.errors import DiscoveryBindError, DiscoveryNotRunningError, InvalidInputError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
@@ -37,7 +40,7 @@ SeedLike = Seed | tuple[NodeId, str, int]
 GRAPH_SAVE_DELAY = 5.0  # seconds between a node-graph change and its write (and on shutdown)
 
 
-class Discovery:
+class Discovery(Service):
     """Find other keynodes by NodeId through a Kademlia DHT of signed node records.
 
     ``port=0`` binds a free UDP port (see :attr:`port`). ``addresses`` are the peer
@@ -66,8 +69,7 @@ class Discovery:
         self._graph_path = graph_path
         self._clock = clock
         self.config = config
-        self._tasks = TaskSet(config.max_background, log)
-        self._loops = TaskSet(8, log)
+        self._tasks = Background(config.max_background, log)
         self._storage = RecordStorage(dht_key(keypair.node_id), max_records=config.max_records, clock=clock)
         self._protocol = ValidatingProtocol(keypair.node_id, self._storage, config, self._tasks)
         self._transport: asyncio.DatagramTransport | None = None
@@ -79,7 +81,8 @@ class Discovery:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def __aenter__(self) -> Discovery:
+    @contextlib.asynccontextmanager
+    async def lifetime(self) -> AsyncIterator[None]:
         if self._graph_path is not None:
             self._saved = await asyncio.to_thread(load_graph, self._graph_path)
         loop = asyncio.get_running_loop()
@@ -89,29 +92,29 @@ class Discovery:
             )
         except OSError as exc:
             raise DiscoveryBindError(f"could not bind the DHT to UDP {self._host}:{self._port}: {exc.strerror}") from None
-        self._port = self._transport.get_extra_info("sockname")[1]
-        if not self._addresses and not ipaddress.ip_address(self._host).is_unspecified:
-            self._addresses = ((self._host, self._port),)
-        for entry in self._saved:
-            if entry.manual:
-                self._manual[entry.node_id] = (entry.host, entry.port)
-            self._add_contact(entry.node_id, entry.host, entry.port)
-        self._loops.spawn(self._every(self.config.republish_interval, self._republish), "dht-republish")
-        self._loops.spawn(self._every(self.config.refresh_interval, self._refresh), "dht-refresh")
-        self._loops.spawn(self._graph_saver(), "dht-graph-saver")
-        log.info("DHT for %s listening on UDP %s:%d", self.node_id, self._host, self._port)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._loops.aclose()
-        await self._tasks.aclose()
         try:
-            if self._graph_path is not None:
-                await asyncio.to_thread(save_graph, self._graph_path, self._graph_entries())
+            self._port = self._transport.get_extra_info("sockname")[1]
+            if not self._addresses and not ipaddress.ip_address(self._host).is_unspecified:
+                self._addresses = ((self._host, self._port),)
+            for entry in self._saved:
+                if entry.manual:
+                    self._manual[entry.node_id] = (entry.host, entry.port)
+                self._add_contact(entry.node_id, entry.host, entry.port)
+            async with task_group() as tg:
+                self._tasks.open(tg)
+                self._tasks.run(self._every(self.config.republish_interval, self._republish), "dht-republish", None)
+                self._tasks.run(self._every(self.config.refresh_interval, self._refresh), "dht-refresh", None)
+                self._tasks.run(self._graph_saver(), "dht-graph-saver", None)
+                log.info("DHT for %s listening on UDP %s:%d", self.node_id, self._host, self._port)
+                try:
+                    yield
+                finally:  # then the group cancels the loops and every background task
+                    self._tasks.close()
         finally:
-            if self._transport is not None:
+            try:
+                if self._graph_path is not None:
+                    await asyncio.to_thread(save_graph, self._graph_path, self._graph_entries())
+            finally:
                 self._transport.close()
                 self._transport = None
                 await asyncio.sleep(0)  # let connection_lost run and fail pending calls

@@ -4,6 +4,6 @@ Sans-I/O parts live in :mod:`polykey.wire`; this package is the asyncio shell.
 """
 
 from keynode.peers.transport.limits import TransportLimits
-from keynode.peers.transport.service import Channel, Handler, Transport
+from keynode.peers.transport.service import Channel, PeerHandler, Transport
 
-__all__ = ["Channel", "Handler", "Transport", "TransportLimits"]
+__all__ = ["Channel", "PeerHandler", "Transport", "TransportLimits"]

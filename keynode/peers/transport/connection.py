@@ -1,4 +1,4 @@
-"""One peer connection: drives a sans-I/O :class:`~polykey.wire.session.Session` over
+"""One peer connection: drives a sans-I/O :class:`~polykey.wire.session.NoiseSession` over
 asyncio streams (docs/spec/transport.md sections 6-7).
 
 A :class:`Connection` performs the handshake, then multiplexes requests in both
@@ -17,21 +17,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from keynode.failures import describe
+from keynode.handlers import PeerCaller, PeerContext, internal_error
 from keynode.memory import RequestBudget
 from keynode.peers.transport.limits import TransportLimits
 from polykey.errors import (
     ConnectionClosedError,
     HandshakeError,
     MessageTooLargeError,
+    PeerBusyError,
     PolykeyError,
     ProtocolViolationError,
-    RemoteError,
     RequestTimeoutError,
     TransportError,
 )
 from polykey.ids import NodeId
 from polykey.wire import messages as m
-from polykey.wire.session import Event, HandshakeComplete, MessageReceived, Session
+from polykey.wire.session import Event, HandshakeComplete, MessageReceived, NoiseSession
 
 log = logging.getLogger("keynode.peers.transport")
 
@@ -41,7 +42,7 @@ READ_SIZE = 256 * 1024
 READ_LIMIT = READ_SIZE
 _EXPIRED_IDS = 1024
 _SLACK = 1024 * 1024
-Dispatcher = Callable[[NodeId, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Dispatcher = Callable[[PeerContext, dict[str, Any]], Awaitable[Any]]
 
 
 class Connection:
@@ -49,7 +50,7 @@ class Connection:
 
     def __init__(
         self,
-        session: Session,
+        session: NoiseSession,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         *,
@@ -227,7 +228,7 @@ class Connection:
                 return rid
 
     async def request(self, method: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send a request and await its answer (RemoteError if the peer's handler failed)."""
+        """Send a request and await its answer; the peer's error rebuilt if its handler failed."""
         try:
             async with asyncio.timeout(timeout):
                 async with self._slots:
@@ -238,7 +239,7 @@ class Connection:
                     self._pending[rid] = fut
                     self._last_work = self._clock()
                     try:
-                        await self._send(m.Request(rid, method, body))
+                        await self._send(m.PeerRequest(rid, method, body))
                         return await fut
                     finally:
                         if self._pending.pop(rid, None) is not None:
@@ -327,9 +328,9 @@ class Connection:
         return not self.closed
 
     def _on_message(self, msg: m.Message) -> None:
-        if isinstance(msg, m.Request):
+        if isinstance(msg, m.PeerRequest):
             self._start_handler(msg)
-        elif isinstance(msg, (m.Response, m.Error)):
+        elif isinstance(msg, (m.PeerResponse, m.PeerError)):
             fut = self._pending.pop(msg.id, None)
             if fut is None:
                 if msg.id in self._expired:
@@ -337,16 +338,10 @@ class Connection:
                 raise ProtocolViolationError("answer to an unknown request id")
             if fut.done():
                 return
-            if isinstance(msg, m.Response):
+            if isinstance(msg, m.PeerResponse):
                 fut.set_result(msg.body)
             else:
-                fut.set_exception(
-                    RemoteError(
-                        f"the peer answered {msg.type}: {msg.message}",
-                        remote_type=msg.type,
-                        remote_message=msg.message,
-                    )
-                )
+                fut.set_exception(m.rebuild_error(msg))
         elif isinstance(msg, m.Ping):
             self._send_nowait(m.Pong(msg.nonce))
         elif isinstance(msg, m.Pong):
@@ -359,38 +354,38 @@ class Connection:
 
     # -- handlers --------------------------------------------------------------
 
-    def _start_handler(self, req: m.Request) -> None:
+    def _start_handler(self, req: m.PeerRequest) -> None:
         if len(self._handlers) >= self._limits.max_concurrent_handlers or self._tg is None:
-            self._send_nowait(m.Error(req.id, "Busy", "too many concurrent requests"))
+            self._send_nowait(m.error_reply(req.id, PeerBusyError()))
             return
         task = self._tg.create_task(self._handle(req))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _handle(self, req: m.Request) -> None:
+    async def _handle(self, req: m.PeerRequest) -> None:
         assert self.peer is not None
         self._last_work = self._clock()
+        ctx = PeerContext(req.id, req.method, PeerCaller(self.peer))
         reply: m.Message
         try:
             async with asyncio.timeout(self._limits.handler_timeout):
-                body = await self._dispatch(self.peer, req.method, req.body)
+                body = await self._dispatch(ctx, req.body)
             try:
-                reply = m.Response(req.id, m.check_body(body))
+                reply = m.PeerResponse(req.id, m.check_body(body))
             except ProtocolViolationError:
                 raise TypeError(f"handler for {req.method!r} returned an unencodable body") from None
         except PolykeyError as e:
-            reply = m.Error(req.id, type(e).__name__[: m.MAX_ERROR_TYPE], e.message[: m.MAX_TEXT])
+            reply = m.error_reply(req.id, e)
         except TimeoutError:
-            reply = m.Error(req.id, "RequestTimeoutError", "the handler timed out")
+            reply = m.error_reply(req.id, RequestTimeoutError("the handler timed out"))
         except Exception as e:  # noqa: BLE001 - a handler bug is logged, the peer learns nothing more
-            log.error("handler for %r from %s failed: %s", req.method, self.peer, describe(e))
+            reply = m.error_reply(req.id, internal_error(log, ctx, e, "internal error"))
             del e
-            reply = m.Error(req.id, "InternalError", "internal error")
         try:
             try:
                 await self._send(reply)
             except MessageTooLargeError as e:
-                await self._send(m.Error(req.id, "MessageTooLargeError", e.message))
+                await self._send(m.error_reply(req.id, e))
         except TransportError:
             pass  # the connection is closing; its reason is already logged
         finally:

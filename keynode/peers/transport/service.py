@@ -1,22 +1,24 @@
 """The peer transport service: listener, dialler, connection registry, handler registry.
 
-docs/spec/transport.md section 6. A :class:`Transport` is an async context manager that
-owns one TaskGroup (STYLE.md rule 11): the listener's connections, every connection's
-reader, keepalive and handler tasks live in it, and leaving the ``async with`` closes
-them all.
+docs/spec/transport.md section 6. A :class:`Transport` is a :class:`keynode.lifecycle.Service`
+(STYLE.md rule 11): its lifetime owns one task group, in which the listener's connections,
+every connection's reader, keepalive and handler tasks live; leaving the ``async with``
+closes the connections and cancels and awaits them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from types import TracebackType
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 from keynode.failures import describe
+from keynode.handlers import Handler, HandlerRegistry, PeerCaller, PeerContext
+from keynode.lifecycle import Service, task_group
 from keynode.memory import RequestBudget
 from keynode.peers.transport.connection import READ_LIMIT, Connection
 from keynode.peers.transport.limits import TransportLimits
@@ -33,11 +35,15 @@ from polykey.errors import (
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
 from polykey.wire import messages as m
-from polykey.wire.session import Session
+from polykey.wire.session import NoiseSession
 
 log = logging.getLogger("keynode.peers.transport")
 
-Handler = Callable[[NodeId, dict[str, Any]], Awaitable[dict[str, Any]]]
+PeerHandler = Handler[PeerCaller]
+
+
+def _unknown_method(method: str) -> UnknownPeerMethodError:
+    return UnknownPeerMethodError(f"unknown method {method!r}")
 
 
 class Channel:
@@ -86,7 +92,8 @@ class Channel:
         """Call ``method`` on the peer with ``body``; its answer body.
 
         Raises RequestTimeoutError after ``timeout`` seconds (default: the transport's
-        ``request_timeout``), RemoteError if the peer's handler failed, ConnectionClosedError
+        ``request_timeout``), the peer's error rebuilt (its PolykeyError subclass, section 5) if
+        its handler failed, ConnectionClosedError
         if the connection closed first, MessageTooLargeError if ``body`` is too large.
         """
         if not isinstance(method, str) or not m.METHOD_RE.match(method):
@@ -109,7 +116,7 @@ class Channel:
         self._connection().close("closed locally")
 
 
-class Transport:
+class Transport(Service):
     """This node's end of every peer connection.
 
     ``async with Transport(keypair, host, port) as t``: listens on ``host:port`` (port 0
@@ -137,7 +144,7 @@ class Transport:
         self._clock = clock
         self._rng = rng
         self._static = keypair.x25519_private
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: HandlerRegistry[PeerCaller] = HandlerRegistry(m.METHOD_RE, _unknown_method)
         self._by_peer: dict[NodeId, Connection] = {}
         self._live: set[Connection] = set()
         #: connections in their handshake, oldest first (a dict used as an ordered set)
@@ -152,36 +159,31 @@ class Transport:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def __aenter__(self) -> Transport:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+    @contextlib.asynccontextmanager
+    async def lifetime(self) -> AsyncIterator[None]:
         try:
-            self._server = await asyncio.start_server(
+            server = await asyncio.start_server(
                 self._on_accept, self.host, self._requested_port, reuse_address=True, limit=READ_LIMIT
             )
         except OSError as e:
-            await self._tg.__aexit__(None, None, None)
             reason = os.strerror(e.errno).lower() if e.errno and e.errno > 0 else (e.strerror or type(e).__name__)
             raise TransportError(f"cannot listen on TCP {self.host}:{self._requested_port}: {reason}") from None
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
         log.info("transport %s listening on %s:%d", self.node_id, self.host, self.port)
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._closing = True
-        if self._server is not None:
-            self._server.close()
-        for conn in [*self._live, *self._handshaking]:
-            conn.close("transport shutting down")
-        for task in self._tasks:
-            task.cancel()
-        assert self._tg is not None
-        await self._tg.__aexit__(et, ev, tb)
-        if self._server is not None:
-            await self._server.wait_closed()
-        memory.wipe(self._static)  # the Noise static key (derived from the seed): no handshake is left
+        try:
+            async with task_group() as tg:
+                self._tg = tg
+                try:
+                    yield
+                finally:  # then the group cancels every connection's task
+                    self._closing = True
+                    server.close()
+                    for conn in [*self._live, *self._handshaking]:
+                        conn.close("transport shutting down")
+            await server.wait_closed()
+        finally:
+            memory.wipe(self._static)  # the Noise static key (derived from the seed): no handshake is left
         log.info("transport %s stopped", self.node_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -192,23 +194,17 @@ class Transport:
 
     # -- handlers --------------------------------------------------------------
 
-    def register(self, method: str, handler: Handler) -> None:
-        """Serve ``method``: ``await handler(peer, body) -> body``. Raising a PolykeyError sends
-        the peer its type and message; any other exception is logged and sent as InternalError."""
-        if not m.METHOD_RE.match(method):
-            raise ValueError(f"invalid method name {method!r}")
-        if method in self._handlers:
-            raise ValueError(f"method {method!r} already registered")
-        self._handlers[method] = handler
+    def register(self, method: str, handler: PeerHandler) -> None:
+        """Serve ``method``: ``await handler(ctx, body) -> body``, ``ctx.caller.node_id`` the peer's
+        proven NodeId (keynode.handlers). Raising a PolykeyError sends the peer its
+        ``{type, message, data}``; any other exception is logged and sent as an internal error."""
+        self._handlers.register(method, handler, needs_unlock=False)
 
-    async def _ping(self, peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
+    async def _ping(self, ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    async def _dispatch(self, peer: NodeId, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        handler = self._handlers.get(method)
-        if handler is None:
-            raise UnknownPeerMethodError(f"unknown method {method!r}")
-        return await handler(peer, body)
+    async def _dispatch(self, ctx: PeerContext, body: dict[str, Any]) -> Any:
+        return await self._handlers.lookup(ctx.method).handler(ctx, body)
 
     # -- connections -----------------------------------------------------------
 
@@ -217,7 +213,7 @@ class Transport:
     ) -> Connection:
         peername = writer.get_extra_info("peername")
         address = (str(peername[0]), int(peername[1])) if peername else ("?", 0)
-        session = Session(
+        session = NoiseSession(
             self.keypair,
             initiator=expected is not None,
             expected_peer=expected,
@@ -231,7 +227,7 @@ class Transport:
         )
 
     def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing:
+        if self._closing or self._tg is None:
             writer.transport.abort()
             return
         inbound = [c for c in self._handshaking if not c.outbound and not c.closed]
