@@ -52,6 +52,7 @@ METHODS: dict[str, VaultMethod] = {
     "vaults.version": VaultMethod(S.version, ("vault", "commit")),
     "vaults.members": VaultMethod(S.members, ("vault",)),
     "vaults.verify": VaultMethod(S.verify, ("vault",)),
+    "vaults.reset": VaultMethod(S.reset_vault, ("vault", "to"), writes=True),
     "secrets.set": VaultMethod(S.set_secret, ("vault", "path", "value"), writes=True),
     "secrets.get": VaultMethod(S.get_secret, ("vault", "path", "commit")),
     "secrets.list": VaultMethod(S.list_secrets, ("vault", "path", "recursive", "commit")),

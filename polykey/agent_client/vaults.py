@@ -59,6 +59,10 @@ class VaultClient:
         result: JSON = self._call("vaults.verify", vault=vault)
         return result
 
+    def reset_vault(self, vault: str, to: str) -> JSON:
+        result: JSON = self._call("vaults.reset", vault=vault, to=to)
+        return result
+
     # -- secrets -----------------------------------------------------------------------
 
     def set_secret(self, vault: str, path: str, value: bytes) -> JSON:

@@ -1,4 +1,4 @@
-"""``pk vaults``: create, list, rename, delete, log, version, members, verify.
+"""``pk vaults``: create, list, rename, delete, log, version, members, verify, reset.
 
 Every vault and secret command calls :func:`backend`, which yields a
 :class:`polykey.agent_client.vaults.VaultClient`: typed calls to the node's agent,
@@ -165,3 +165,28 @@ def vaults_verify(vault: str) -> None:
     with backend(s) as b:
         out = b.verify(vault)
     emit(s, f"Vault {vault} verified: {out['commits']} commits, all correctly signed by allowed members.", out)
+
+
+@vaults.command("reset")
+@click.argument("vault", callback=utf8)
+@click.option("--to", "to", required=True, callback=utf8, metavar="COMMIT", help="The commit to reset the vault to.")
+@click.option("--yes", "-y", is_flag=True, help="Confirm without being asked (needed when there is no terminal).")
+@common_options
+def vaults_reset(vault: str, to: str, yes: bool) -> None:
+    """Reset VAULT's history to COMMIT and trust it from there on (owners only).
+
+    The way out of a rollback or a bad commit: COMMIT's whole history must verify. Commits after it
+    are no longer part of the vault. Asks first on a terminal; without one, --yes is required.
+    """
+    from polykey.cli import confirm
+
+    s = settings()
+    confirm.confirm(yes, f"reset vault {vault!r}",
+                    f"Reset vault {vault!r} to commit {to}? Commits after it leave the vault's history.")
+    with backend(s) as b:
+        out = b.reset_vault(vault, to)
+    lines = [f"Vault {vault} reset to {out['commit']} (was {out['previous'] or 'nothing'})."]
+    if out["pending"]:
+        lines.append(f"The node's vault state was rebuilt: {out['pending']} other vault(s) will be verified "
+                     "in full at their next use.")
+    emit(s, "\n".join(lines), out)

@@ -61,6 +61,8 @@ from polykey.errors.vaults import (
     VaultAccessError as VaultAccessError,
     VaultFormatError as VaultFormatError,
     VaultIndexError as VaultIndexError,
+    VaultRollbackError as VaultRollbackError,
+    VaultStateError as VaultStateError,
 )
 from polykey.errors.network import (
     TransportError as TransportError,
@@ -150,6 +152,8 @@ __all__ = [
     "VaultAccessError",
     "VaultFormatError",
     "VaultIndexError",
+    "VaultRollbackError",
+    "VaultStateError",
     "TransportError",
     "HandshakeError",
     "PeerIdentityMismatchError",

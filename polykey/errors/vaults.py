@@ -18,6 +18,9 @@ EX_VAULT_NOT_FOUND = 80
 EX_SECRET_NOT_FOUND = 81
 EX_PATH_KIND = 82
 EX_COMMIT_NOT_FOUND = 83
+# 84 is PeerNotFoundError (errors/network.py).
+EX_VAULT_ROLLBACK = 85
+EX_VAULT_STATE = 86
 
 
 class VaultError(PolykeyError):
@@ -89,11 +92,12 @@ class VaultIntegrityError(VaultError):
     default_message = "vault integrity check failed: data was tampered with or corrupted"
 
 
-class VaultVerificationError(VaultError):
-    """`pk vaults verify` found a commit that is not correctly signed by a member allowed to make it.
+class VaultVerificationError(VaultIntegrityError):
+    """A commit of the vault is not correctly signed by a member allowed to make it, or breaks the
+    vault format's rules (found by `pk vaults verify`, or before the agent used the commit).
 
-    The message names the first bad commit. Do not trust history from that commit on; restore from a
-    good replica.
+    The message names the first bad commit; nothing of it was used. Do not trust history from that
+    commit on: restore from a good replica, or as an owner `pk vaults reset VAULT --to COMMIT`.
     """
 
     exit_code = EX_DATAERR
@@ -128,3 +132,23 @@ class VaultIndexError(VaultError):
 
     exit_code = EX_DATAERR
     default_message = "the vault name index is corrupt"
+
+
+class VaultRollbackError(VaultError):
+    """The vault's branch was moved to a commit that does not descend from the head this node last
+    verified (an older or a foreign history: a rollback). Nothing of it was used. The message names
+    both commits; an owner who wants that state anyway runs `pk vaults reset VAULT --to COMMIT`.
+    """
+
+    exit_code = EX_VAULT_ROLLBACK
+    default_message = "the vault was rolled back: its head does not descend from the verified head"
+
+
+class VaultStateError(VaultError):
+    """The node's vault state file (`<node>/vaults/state`: the verified head and pinned root of every
+    vault) is missing, malformed, or was tampered with, so no vault can be trusted. Restore the node
+    directory from a backup; or, as an owner, pin each vault again with `pk vaults reset VAULT --to COMMIT`.
+    """
+
+    exit_code = EX_VAULT_STATE
+    default_message = "the node's vault state is missing or was tampered with"

@@ -4,34 +4,34 @@ Vault names are local to a node and never stored in clear. ``<node>/vaults/index
 holds an AEAD box keyed by HKDF of the node's root seed::
 
     0   4   magic    b"PKVI"
-    4   1   version  1
+    4   1   version  1, or 2 once the node has a vault state file (section 10.2)
     5   ..  nonce(24) || XChaCha20-Poly1305(key, body, ad = bytes 0..5)
 
     body = u32 count || count x (VaultId(16) || u16 name length || name UTF-8), sorted by name
 
-Writes go through :func:`polykey.fsutil.atomic_write` under an exclusive ``flock`` on
-``<node>/vaults/index.lock``; readers reload when the file changes on disk.
+Writes go through :class:`polykey.vaults.sealedfile.SealedFile` (an atomic write under an
+exclusive ``flock`` on ``<node>/vaults/index.lock``); readers reload when the file changes on disk.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import struct
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from polykey import crypto, fsutil
+from polykey import crypto
 from polykey.crypto import memory
-from polykey.errors import AuthenticationError, InvalidInputError, VaultIndexError
+from polykey.errors import InvalidInputError, VaultIndexError
 from polykey.ids import VaultId
+from polykey.vaults import sealedfile
 from polykey.vaults.identity import NodeKey
+from polykey.vaults.sealedfile import SealedFile
 
 MAGIC = b"PKVI"
 VERSION = 1
+#: The same layout; the version records that the node has a vault state file (section 10.2).
+VERSION_WITH_STATE = 2
 MAX_INDEX_BYTES = 16 * 1024 * 1024
 MAX_NAME_CHARS = 128
 KEY_INFO = b"polykey vault name index v1"
@@ -67,24 +67,24 @@ def index_key(seed: crypto.Secret) -> bytes:
     return crypto.derive(seed, KEY_INFO, 32)
 
 
-def encode(key: bytes, entries: dict[str, VaultId], *, rng: crypto.Rng = crypto.random_bytes) -> bytes:
+def encode(key: bytes, entries: dict[str, VaultId], *, with_state: bool = False,
+           rng: crypto.Rng = crypto.random_bytes) -> bytes:
+    """The sealed index; version 2 (``with_state``) records that the node has a vault state file."""
     body = [struct.pack(">I", len(entries))]
     for name in sorted(entries):
         raw = name.encode("utf-8")
         body.append(entries[name].raw + struct.pack(">H", len(raw)) + raw)
-    header = MAGIC + bytes([VERSION])
-    return header + crypto.aead_encrypt(key, b"".join(body), header, rng=rng)
+    return sealedfile.seal(key, MAGIC, VERSION_WITH_STATE if with_state else VERSION, b"".join(body), rng=rng)
 
 
 def decode(key: bytes, data: bytes) -> dict[str, VaultId]:
-    if len(data) < 5 or data[:4] != MAGIC:
-        raise VaultIndexError("the vault name index is not a Polykey index file")
-    if data[4] != VERSION:
-        raise VaultIndexError(f"the vault name index has unknown version {data[4]}")
-    try:
-        body = crypto.aead_decrypt(key, data[5:], data[:5])
-    except AuthenticationError:
-        raise VaultIndexError("the vault name index fails authentication (tampered, or another node's key)") from None
+    return decode_full(key, data)[0]
+
+
+def decode_full(key: bytes, data: bytes) -> tuple[dict[str, VaultId], bool]:
+    """``(entries, whether the node has a vault state file)``."""
+    version, body = sealedfile.open_box(key, MAGIC, (VERSION, VERSION_WITH_STATE), data, VaultIndexError,
+                                        "the vault name index")
     try:
         (count,) = struct.unpack_from(">I", body)
         pos, out = 4, {}
@@ -100,7 +100,10 @@ def decode(key: bytes, data: bytes) -> dict[str, VaultId]:
             raise ValueError
     except (struct.error, ValueError):
         raise VaultIndexError("the vault name index is malformed") from None
-    return out
+    return out, version == VERSION_WITH_STATE
+
+
+Index = tuple[dict[str, VaultId], bool]
 
 
 class NameIndex:
@@ -108,57 +111,37 @@ class NameIndex:
 
     def __init__(self, vaults_dir: Path, node: NodeKey) -> None:
         self.path = vaults_dir / "index"
-        self._lock_path = vaults_dir / "index.lock"
         self._key = node.derive(KEY_INFO, 32)
-        self._mutex = threading.RLock()
-        self._stamp: tuple[int, int, int] | None = None
-        self._entries: dict[str, VaultId] = {}
+        self._file: SealedFile[Index] = SealedFile(
+            self.path, lambda data: decode_full(self._key, data),
+            lambda index: encode(self._key, index[0], with_state=index[1]), MAX_INDEX_BYTES,
+            lambda: VaultIndexError("the vault name index is too large"))
 
     def wipe_key(self) -> None:
         """Zero the index key in memory (the agent locks); the index is unusable afterwards."""
-        with self._mutex:
+        with self._file.mutex:
             memory.wipe(self._key)
 
-    def _reload(self) -> dict[str, VaultId]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self._stamp, self._entries = None, {}
-            return self._entries
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if stamp != self._stamp:
-            try:
-                data = fsutil.read_limited(self.path, MAX_INDEX_BYTES)
-            except ValueError:
-                raise VaultIndexError("the vault name index is too large") from None
-            self._entries = decode(self._key, data)
-            self._stamp = stamp
-        return self._entries
+    def _current(self) -> Index:
+        return self._file.current() or ({}, False)
 
     def entries(self) -> dict[str, VaultId]:
-        with self._mutex:
-            return dict(self._reload())
+        return dict(self._current()[0])
 
     def lookup(self, name: str) -> VaultId | None:
-        with self._mutex:
-            return self._reload().get(name)
+        return self._current()[0].get(name)
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        with self._mutex:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)
+    def has_state(self) -> bool:
+        """Whether the index records that this node has a vault state file (section 10.2)."""
+        return self._current()[1]
 
-    def update(self, change: Callable[[dict[str, VaultId]], T]) -> T:
-        """Apply ``change`` to a fresh copy of the entries under the lock, and write it durably."""
-        with self._exclusive():
-            entries = dict(self._reload())
+    def update(self, change: Callable[[dict[str, VaultId]], T], *, with_state: bool | None = None) -> T:
+        """Apply ``change`` to a fresh copy of the entries under the lock, and write it durably
+        (``with_state`` also sets or clears the state-file record; None keeps it)."""
+
+        def apply(old: Index | None) -> tuple[Index, T]:
+            entries, flag = dict((old or ({}, False))[0]), (old or ({}, False))[1]
             result = change(entries)
-            fsutil.atomic_write(self.path, encode(self._key, entries))
-            self._stamp = None
-            self._reload()
-            return result
+            return (entries, flag if with_state is None else with_state), result
+
+        return self._file.update(apply)

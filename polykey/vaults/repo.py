@@ -19,6 +19,7 @@ import pygit2
 from pygit2.enums import FileMode, ObjectType, Option, SortMode
 
 from polykey.errors import CommitNotFoundError, InvalidInputError, VaultIntegrityError
+from polykey.vaults import grammar
 from polykey.vaults.identity import Signer, author_email
 from polykey.vaults.objects import MODE_BLOB, MODE_TREE, Entries, signed_commit_bytes, tree_bytes
 from polykey.vaults.pack import (
@@ -226,6 +227,42 @@ class GitRepo:
         except pygit2.GitError:
             raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
 
+    def new_commits(self, head: str, since: str | None) -> list[str]:
+        """Commits reachable from ``head`` and not from ``since`` (all of them for None), parents
+        before children: what libgit2's walk visits, in proportion to the new commits."""
+        try:
+            walker = self._repo.walk(pygit2.Oid(hex=head), SortMode.TOPOLOGICAL | SortMode.REVERSE)
+            if since is not None:
+                walker.hide(pygit2.Oid(hex=since))
+            return [str(c.id) for c in walker]
+        except (KeyError, ValueError, pygit2.GitError):
+            raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
+
+    def is_ancestor(self, ancestor: str, commit: str) -> bool:
+        """Whether ``ancestor`` is ``commit`` or one of its ancestors."""
+        if ancestor == commit:
+            return True
+        try:
+            return bool(self._repo.descendant_of(pygit2.Oid(hex=commit), pygit2.Oid(hex=ancestor)))
+        except (KeyError, ValueError, pygit2.GitError):
+            raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
+
+    def raw(self, oid: str, kind: str, limit: int) -> bytes:
+        """The content of object ``oid`` of ``kind`` (``commit``, ``tree``, ``blob``), at most ``limit``
+        bytes (its size is read from the header first)."""
+        try:
+            obj_type, size = self._repo.odb.read_header(pygit2.Oid(hex=oid))
+            if TYPE_NAMES.get(int(obj_type)) != kind.encode() or size > limit:
+                raise VaultIntegrityError(f"vault object {oid[:12]} is not a {kind} of at most {limit} bytes",
+                                          object=oid)
+            return bytes(self._repo.odb.read(pygit2.Oid(hex=oid))[1])
+        except (KeyError, ValueError, pygit2.GitError):
+            raise VaultIntegrityError(f"vault object {oid[:12]} is missing or corrupt", object=oid) from None
+
+    def set_head(self, oid: str) -> None:
+        """Move the branch to ``oid`` (an existing commit), durably. The caller holds :meth:`write_lock`."""
+        self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
+
     def commit(self, tree: str, parents: list[str], message: str, signer: Signer, *, when: int) -> str:
         """Write a commit of ``tree`` on ``parents`` (none for the first, two for a merge), authored
         and signed by ``signer`` at ``when`` (unix seconds), and move the branch to it (spec
@@ -364,4 +401,8 @@ class GitRepo:
                 entries[name] = (MODE_TREE, bytes.fromhex(new))
         if not entries:
             return None
-        return self._stage(OBJ_TREE, tree_bytes(entries))
+        data = tree_bytes(entries)
+        if len(entries) > grammar.MAX_TREE_ENTRIES or len(data) > grammar.MAX_TREE_BYTES:
+            raise InvalidInputError(f"a directory may hold at most {grammar.MAX_TREE_ENTRIES:,} entries "
+                                    f"and {grammar.MAX_TREE_BYTES >> 20} MiB of names (vault-format.md section 8.1)")
+        return self._stage(OBJ_TREE, data)

@@ -23,6 +23,7 @@ for socket clients; the ``pk`` CLI reaches them through ``polykey.agent_client.r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -39,6 +40,7 @@ from polykey.errors import (
     SecretNotFoundError,
     VaultExistsError,
     VaultNotFoundError,
+    VaultStateError,
 )
 from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
@@ -51,6 +53,7 @@ from polykey.vaults.identity import NodeKey
 from polykey.vaults.index import NameIndex, validate_new_name
 from polykey.vaults.repo import BLOB
 from polykey.vaults.staging import ImportStaging, merge_items
+from polykey.vaults.trust import VerifiedHeads
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify as _verify
 
@@ -85,6 +88,8 @@ class VaultService:
         self._dir = self.node_path / VAULTS_DIR
         fsutil.ensure_private_dir(self._dir)
         self._index = NameIndex(self._dir, self.node_key)
+        #: Per vault, the head last verified and the pinned root (docs/spec/vault-format.md section 10).
+        self._trust = VerifiedHeads(self._dir, self.node_key, self._index)
         self._mutex = threading.Lock()
         self._open: dict[VaultId, Vault] = {}
         self._closed = False
@@ -125,6 +130,7 @@ class VaultService:
                 if not path.is_dir():
                     raise VaultNotFoundError(f"vault {vault!r} is in the index but its repository is missing")
                 opened = Vault(path, vid, self.node_key, self._clock, self._rng, self.tree_names)
+                opened.guard = self._trust
             self._keep(vid, opened)
             return opened
 
@@ -156,6 +162,7 @@ class VaultService:
             v.close()
             v.wipe_keys()
         self._index.wipe_key()
+        self._trust.wipe_key()
 
     def __enter__(self) -> VaultService:
         return self
@@ -204,6 +211,7 @@ class VaultService:
             raise VaultExistsError(f"a vault named {name!r} already exists")
         vid = VaultId(self._rng(VaultId.SIZE))
         v = Vault.create(self._repo_path(vid), vid, self.node_key, self._clock, self._rng, self.tree_names)
+        v.guard = self._trust
 
         def add(entries: dict[str, VaultId]) -> None:
             if name in entries:
@@ -211,6 +219,9 @@ class VaultService:
             entries[name] = vid
 
         try:
+            v.trusted = v.repo.head()
+            assert v.trusted is not None
+            self._trust.created(vid, v.trusted)
             self._index.update(add)
         except BaseException:
             v.close()
@@ -277,6 +288,8 @@ class VaultService:
                 del entries[n]
 
         self._index.update(drop)
+        with contextlib.suppress(VaultStateError):  # a node whose state is lost may still delete vaults
+            self._trust.forget(vid)
         self._forget(vid)
         path = self._repo_path(vid)
         trash = path.with_name(f".trash-{path.name}")
@@ -323,9 +336,22 @@ class VaultService:
         v = self._vault(vault)
         fresh = Vault(v.repo.path, v.vault_id, self.node_key, self._clock, self._rng)  # no cached objects
         try:
-            return _verify(fresh)
+            out = _verify(fresh)
         finally:
             fresh.close()
+        with v.repo.read_lock():
+            v.trusted = None
+            v.snapshot()  # against the verified head: VaultRollbackError, VaultStateError; then recorded
+        return {"ok": True, "commits": out["commits"], "head": out["head"]}
+
+    def reset_vault(self, vault: str, to: str) -> JSON:
+        """Move the vault's branch to commit ``to`` and record it as the verified head (owners only): the
+        way out of a rollback or a bad commit. ``to``'s whole history must verify and have the vault's
+        pinned root. Returns ``{"name", "vaultId", "commit", "previous", "pending"}``
+        (``pending``: other vaults a rebuilt state file left to verify in full at their next use).
+        """
+        v = self._vault(vault)
+        return {"name": vault, "vaultId": str(v.vault_id), **self._trust.reset(v, to)}
 
     # -- secrets -------------------------------------------------------------------
 

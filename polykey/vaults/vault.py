@@ -13,11 +13,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from polykey import crypto, fsutil
 from polykey.crypto import memory
 from polykey.errors import (
+    CommitNotFoundError,
     InvalidInputError,
     NotForThisKeyError,
     SecretIsDirectoryError,
@@ -56,6 +57,15 @@ _NAME_CACHE_LIMIT = 20_000  # encrypted path components per open vault (~5 MB at
 _METADATA_LIMIT = 8 * 1024 * 1024
 
 
+class Guard(Protocol):
+    """What a vault asks before it uses a head it has not checked, and tells after it committed
+    (polykey.vaults.trust.VerifiedHeads; docs/spec/vault-format.md section 10.3)."""
+
+    def check(self, v: Vault, head: str) -> None: ...
+
+    def advanced(self, v: Vault, head: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The vault as of one commit."""
@@ -79,6 +89,10 @@ class Vault:
         self.clock = clock
         self.rng = rng
         self._head: Snapshot | None = None
+        #: Checks every head before it is used (None: nothing is checked, as in `verify` itself).
+        self.guard: Guard | None = None
+        #: The head the guard last accepted.
+        self.trusted: str | None = None
         self._metadata: dict[str, tuple[VaultInfo, Members]] = {}
         self._keys: dict[int, EpochKeys] = {}
         self._names: dict[tuple[int, str], str] = {}
@@ -123,12 +137,21 @@ class Vault:
     # -- snapshots and keys ---------------------------------------------------------
 
     def snapshot(self, commit: str | None = None) -> Snapshot:
-        """HEAD (cached while the branch does not move), or the given commit."""
+        """HEAD (cached while the branch does not move), or the given commit: with a guard, only a
+        verified head, and only a commit of its history."""
         if commit is not None:
-            return self.load(self.repo.resolve(commit))
+            oid = self.repo.resolve(commit)
+            if self.guard is not None and not self.repo.is_ancestor(oid, self.snapshot().commit):
+                raise CommitNotFoundError(f"{commit} is not a commit of this vault's verified history")
+            return self.load(oid)
         head = self.repo.head()
         if head is None:
             raise VaultIntegrityError("the vault has no history (its branch is missing)")
+        if self.guard is not None and head != self.trusted:
+            with self.repo.read_lock():
+                self._head = None
+                self.guard.check(self, head)
+                self.trusted = head
         cached = self._head
         if cached is not None and cached.commit == head:
             return cached
@@ -296,6 +319,9 @@ class Vault:
             stored = {self.stored_path(keys, p): c for p, c in changes.items()}
             tree = self.repo.apply(snap.tree, stored)
             result["commit"] = self.repo.commit(tree, [snap.commit], message, self.key, when=int(self.clock()))
+            if self.guard is not None:
+                self.guard.advanced(self, result["commit"])
+                self.trusted = result["commit"]
             return result
 
     def stored_path(self, keys: EpochKeys, parts: Parts) -> Parts:

@@ -1,13 +1,17 @@
-"""The verification rule (DESIGN.md section 3; docs/spec/vault-format.md section 8).
+"""The verification rule (DESIGN.md section 3; docs/spec/vault-format.md sections 8 and 10.3).
 
-Every commit, oldest first, MUST carry an SSHSIG (namespace ``git``) by the
-Ed25519 key whose NodeId is its author and committer, and that NodeId MUST
-hold, as of every parent, a role allowing the change: ``owner`` or ``writer``
-for secrets, ``owner`` when ``.pk/`` changes. A root commit MUST be signed by an
-owner listed in its own ``.pk/members``. The current epoch's wrapped keys MUST name
-exactly the members. Every secret blob this node can
-decrypt MUST authenticate under its path. The first commit that breaks a rule
-is reported with its id and the reason.
+Every commit, oldest first, MUST parse under the strict grammar (:mod:`polykey.vaults.grammar`),
+carry an SSHSIG (namespace ``git``) by the Ed25519 key whose NodeId is its author and committer,
+and that NodeId MUST hold, as of every parent, a role allowing the change: ``owner`` or ``writer``
+for secrets, ``owner`` when ``.pk/`` changes. A root commit MUST be signed by an owner listed in
+its own ``.pk/members``, and a history has one root. The current epoch's wrapped keys MUST name
+exactly the members. Every secret blob this node can decrypt MUST authenticate under its path.
+The first commit that breaks a rule is reported with its id and the reason.
+
+:func:`verify` walks the whole history (``pk vaults verify``, the audit); :func:`verify_new`
+only the commits not reachable from a verified head, and only the trees and blobs they changed
+(an entry equal to the one at the same path of a verified parent of the same epoch was checked
+then), so its cost is in proportion to what is new.
 """
 
 from __future__ import annotations
@@ -19,13 +23,24 @@ from polykey.errors import (
     AuthenticationError,
     InvalidInputError,
     PolykeyError,
-    VaultIntegrityError,
+    VaultRollbackError,
     VaultVerificationError,
 )
 from polykey.ids import NodeId
-from polykey.vaults.format import DIR_MARKER, MAX_DEPTH, OWNER, WRITER, WrappedKeys, join_path, keys_file_name
+from polykey.vaults import grammar
+from polykey.vaults.format import (
+    BLOB_OVERHEAD,
+    DIR_MARKER,
+    MAX_DEPTH,
+    MAX_SECRET_BYTES,
+    OWNER,
+    WRITER,
+    WrappedKeys,
+    join_path,
+    keys_file_name,
+)
 from polykey.vaults.identity import author_email
-from polykey.vaults.repo import BLOB, TREE, CommitInfo
+from polykey.vaults.repo import BLOB, TREE, CommitInfo, Entry
 from polykey.vaults.vault import PK_DIR, Parts, Snapshot, Vault
 
 
@@ -33,35 +48,6 @@ class _Bad(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _topological(v: Vault, head: str) -> list[CommitInfo]:
-    """All commits reachable from ``head``, parents before children."""
-    infos: dict[str, CommitInfo] = {}
-    order: list[CommitInfo] = []
-    stack: list[tuple[str, bool]] = [(head, False)]
-    done: set[str] = set()
-    while stack:
-        oid, expanded = stack.pop()
-        if expanded:
-            if oid not in done:
-                done.add(oid)
-                order.append(infos[oid])
-            continue
-        if oid in done or oid in infos:
-            continue
-        try:
-            info = v.repo.commit_info(oid)
-        except VaultIntegrityError:
-            raise VaultVerificationError(
-                f"commit {oid} is missing or corrupt", commit=oid, reason="missing or corrupt object"
-            ) from None
-        infos[oid] = info
-        stack.append((oid, True))
-        for p in reversed(info.parents):
-            if p not in done:
-                stack.append((p, False))
-    return order
 
 
 def _signer(v: Vault, c: CommitInfo) -> NodeId:
@@ -121,50 +107,137 @@ def _check_keys(v: Vault, c: CommitInfo, checked: set[str]) -> None:
     checked.add(pk)
 
 
-def _check_blobs(v: Vault, snap: Snapshot, seen: set[tuple[Parts, str]]) -> None:
-    if snap.keys is None:
-        return
-    stack: list[tuple[Parts, str]] = [((), snap.tree)]
-    while stack:
-        prefix, tree = stack.pop()
-        if (prefix, tree) in seen:
-            continue
-        seen.add((prefix, tree))
-        for name, e in v.repo.list_tree(tree):
-            if not prefix and name == PK_DIR:
+class _Trees:
+    """The tree and blob checks of one walk: each ``(path, tree)`` and ``(path, blob)`` pair once."""
+
+    def __init__(self, v: Vault) -> None:
+        self.v = v
+        self.seen: set[tuple[Parts, str]] = set()
+        self._root: tuple[str, list[grammar.TreeEntry]] | None = None
+
+    def parse(self, tree: str) -> list[grammar.TreeEntry]:
+        if self._root is not None and self._root[0] == tree:
+            return self._root[1]
+        return grammar.parse_tree(tree, self.v.repo.raw(tree, "tree", grammar.MAX_TREE_BYTES))
+
+    def root(self, tree: str) -> None:
+        """The grammar of a commit's root tree, checked before anything reads through it."""
+        entries = self.parse(tree)
+        grammar.check_secret_tree(tree, entries, True)
+        self._root = (tree, entries)
+
+    def check(self, snap: Snapshot, base: Snapshot | None) -> None:
+        """The trees and blobs of ``snap`` that differ from verified ``base`` (same epoch) or all."""
+        if base is not None and (base.info.epoch != snap.info.epoch or (base.keys is None) != (snap.keys is None)):
+            base = None
+        stack: list[tuple[Parts, str, str | None]] = [((), snap.tree, base.tree if base else None)]
+        while stack:
+            prefix, tree, old = stack.pop()
+            if (prefix, tree) in self.seen:
                 continue
-            if name == DIR_MARKER:
-                if e.kind != BLOB or v.repo.blob_size(e.oid) != 0:
-                    raise _Bad(f"a directory marker under {join_path(prefix) or '/'} is not an empty blob")
-                continue
-            parts = prefix + (snap.keys.decrypt_name(name),)
-            if e.kind == TREE:
-                if len(parts) > MAX_DEPTH:
-                    raise _Bad(f"a tree is nested deeper than {MAX_DEPTH} levels (no secret path is)")
-                stack.append((parts, e.oid))
-            elif (parts, e.oid) not in seen:
-                seen.add((parts, e.oid))
-                v.decrypt(snap, parts, e.oid)
+            self.seen.add((prefix, tree))
+            entries = self.parse(tree)
+            grammar.check_secret_tree(tree, entries, not prefix)
+            before = dict(self.v.repo.list_tree(old)) if old is not None else {}
+            for e in entries:
+                kept = before.get(e.name)
+                if kept is not None and kept == Entry(TREE if e.is_tree else BLOB, e.oid):
+                    continue  # checked with the verified commit that has it at this very path
+                if not prefix and e.name == PK_DIR:
+                    self._check_pk(e.oid)
+                elif e.name == DIR_MARKER:
+                    if self.v.repo.blob_size(e.oid) != 0:
+                        raise _Bad(f"a directory marker under {join_path(prefix) or '/'} is not an empty blob")
+                else:
+                    parts = prefix + (snap.keys.decrypt_name(e.name) if snap.keys else e.name,)
+                    if e.is_tree:
+                        if len(parts) > MAX_DEPTH:
+                            raise _Bad(f"a tree is nested deeper than {MAX_DEPTH} levels (no secret path is)")
+                        stack.append((parts, e.oid, kept.oid if kept is not None and kept.kind == TREE else None))
+                    else:
+                        self._check_blob(snap, parts, e.oid)
+
+    def _check_pk(self, tree: str) -> None:
+        entries = self.parse(tree)
+        grammar.check_pk_tree(tree, entries)
+        keys = next(e.oid for e in entries if e.name == "keys")
+        grammar.check_keys_tree(keys, self.parse(keys))
+
+    def _check_blob(self, snap: Snapshot, parts: Parts, oid: str) -> None:
+        if (parts, oid) in self.seen:
+            return
+        self.seen.add((parts, oid))
+        if self.v.repo.blob_size(oid) > MAX_SECRET_BYTES + BLOB_OVERHEAD:
+            raise _Bad(f"blob {oid[:12]} is larger than any secret")
+        if snap.keys is not None:
+            self.v.decrypt(snap, parts, oid)
 
 
-def verify(v: Vault) -> dict[str, Any]:
-    """Check the whole history; VaultVerificationError names the first bad commit."""
+def _check_commits(v: Vault, commits: list[str], pinned: bool) -> str | None:
+    """Check ``commits`` (parents first; their parents outside the list already verified). Returns
+    the root among them. ``pinned``: the history already has its root, so none may be new."""
+    trees = _Trees(v)
+    checked: set[str] = set()
+    root = None
+    for oid in commits:
+        try:
+            header = grammar.parse_commit(oid, v.repo.raw(oid, "commit", grammar.MAX_COMMIT_BYTES))
+            if not header.parents and (pinned or root is not None):
+                raise _Bad("a second root commit (a history has exactly one)")
+            root = root if header.parents else oid
+            c = v.repo.commit_info(oid)
+            signer = _signer(v, c)
+            trees.root(header.tree)
+            _check_role(v, c, signer)
+            _check_keys(v, c, checked)
+            snap = v.load(c.id)
+            trees.check(snap, v.load(c.parents[0]) if c.parents else None)
+        except _Bad as bad:
+            raise VaultVerificationError(f"commit {oid}: {bad.reason}", commit=oid, reason=bad.reason) from None
+        except PolykeyError as e:
+            raise VaultVerificationError(f"commit {oid}: {e.message}", commit=oid, reason=e.message) from None
+    return root
+
+
+def _head(v: Vault) -> str:
+    head = v.repo.head()
+    if head is None:
+        raise VaultVerificationError("the vault has no history (its branch is missing)", commit=None,
+                                     reason="no branch")
+    return head
+
+
+def _history(v: Vault, head: str, since: str | None) -> list[str]:
+    try:
+        return v.repo.new_commits(head, since)
+    except PolykeyError:
+        raise VaultVerificationError(f"the history of {head} has a missing or corrupt commit", commit=head,
+                                     reason="missing or corrupt object") from None
+
+
+def verify(v: Vault, head: str | None = None) -> dict[str, Any]:
+    """Check the whole history of ``head`` (the branch by default); VaultVerificationError names the
+    first bad commit. Returns ``{"ok", "commits", "head", "root"}``."""
     with v.repo.read_lock():
-        head = v.repo.head()
-        if head is None:
-            raise VaultVerificationError("the vault has no history (its branch is missing)", commit=None,
-                                         reason="no branch")
-        commits = _topological(v, head)
-        seen: set[tuple[Parts, str]] = set()
-        checked: set[str] = set()
-        for c in commits:
-            try:
-                signer = _signer(v, c)
-                _check_role(v, c, signer)
-                _check_keys(v, c, checked)
-                _check_blobs(v, v.load(c.id), seen)
-            except _Bad as bad:
-                raise VaultVerificationError(f"commit {c.id}: {bad.reason}", commit=c.id, reason=bad.reason) from None
-            except PolykeyError as e:
-                raise VaultVerificationError(f"commit {c.id}: {e.message}", commit=c.id, reason=e.message) from None
-        return {"ok": True, "commits": len(commits), "head": head}
+        head = head or _head(v)
+        commits = _history(v, head, None)
+        root = _check_commits(v, commits, pinned=False)
+        return {"ok": True, "commits": len(commits), "head": head, "root": root}
+
+
+def verify_new(v: Vault, head: str, verified: str) -> int:
+    """Check the commits of ``head`` not reachable from ``verified`` (section 10.3); the number checked.
+
+    VaultRollbackError, naming both, if ``head`` does not descend from ``verified``.
+    """
+    if head == verified:
+        return 0
+    with v.repo.read_lock():
+        commits = _history(v, head, verified)
+        if not any(verified in v.repo.commit_info(c).parents for c in commits):
+            raise VaultRollbackError(
+                f"the vault's head {head} does not descend from {verified}, the head this node last verified "
+                "(a rollback or another history); nothing of it was used",
+                head=head, verified=verified)
+        _check_commits(v, commits, pinned=True)
+        return len(commits)

@@ -38,6 +38,7 @@ SHAPES: dict[str, str] = {
     "vaults version": OBJECT,
     "vaults members": LIST,
     "vaults verify": OBJECT,
+    "vaults reset": OBJECT,
     "secrets set": OBJECT,
     "secrets write": OBJECT,
     "secrets get": OBJECT,
@@ -215,6 +216,7 @@ def test_every_command_prints_one_json_value_of_its_shape(tmp_path: Path) -> Non
     pk(a, "vaults", "version", "app", log[-1]["commit"])
     pk(a, "vaults", "members", "app")
     pk(a, "vaults", "verify", "app")
+    pk(a, "vaults", "reset", "app", "--to", log[0]["commit"], "--yes")
     pk(a, "vaults", "rename", "app", "apps")
     pk(a, "vaults", "create", "scratch")
     pk(a, "vaults", "delete", "scratch")

@@ -171,11 +171,15 @@ def test_stock_git_rejects_a_stranger(svc: VaultService, tmp_path: Path) -> None
     assert r.returncode != 0
 
 
-def test_missing_signature(svc: VaultService) -> None:
+def test_missing_signature(svc: VaultService, owner: KeyPair) -> None:
     v = vault_of(svc)
     bad = craft(v, lambda: secret_change(v, "db/password", b"evil"), None)
-    svc.set_secret("work", "later", b"x")  # the first bad commit is named, not the newest
-    expect_bad(svc, bad, "not signed")
+    with pytest.raises(VaultVerificationError, match="not signed"):  # nothing is written on an unverified head
+        svc.set_secret("work", "later", b"x")
+    unguarded = Vault(v.repo.path, v.vault_id, NodeKey(owner), v.clock, v.rng)  # as one with disk access
+    craft(unguarded, lambda: secret_change(unguarded, "later", b"x"), owner)
+    unguarded.close()
+    expect_bad(svc, bad, "not signed")  # the first bad commit is named, not the newest
 
 
 def test_signature_over_other_content(svc: VaultService, owner: KeyPair) -> None:

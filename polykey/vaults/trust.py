@@ -1,0 +1,162 @@
+"""Verified heads: nothing unverified is ever used (docs/spec/vault-format.md section 10).
+
+:class:`VerifiedHeads` is the guard every open :class:`polykey.vaults.vault.Vault` of a service
+calls before it uses a head it has not checked: the commits since the head this node last
+verified are verified (:func:`polykey.vaults.verify.verify_new`), a head that does not descend
+from it is refused (VaultRollbackError), and the new head is recorded in the node's state file
+(:mod:`polykey.vaults.state`). The vault name index records that the state file exists, so
+its loss is an error (VaultStateError), not a fresh start; a node whose vaults predate the
+state file gets one with every vault pending, each verified in full at its first open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from polykey.crypto import memory
+from polykey.errors import VaultPermissionError, VaultStateError, VaultVerificationError
+from polykey.ids import VaultId
+from polykey.vaults import state
+from polykey.vaults.format import OWNER
+from polykey.vaults.identity import NodeKey
+from polykey.vaults.index import NameIndex
+from polykey.vaults.sealedfile import SealedFile
+from polykey.vaults.state import NodeState, VaultState
+from polykey.vaults.vault import Vault
+from polykey.vaults.verify import verify, verify_new
+
+STATE_FILE = "state"
+
+
+class VerifiedHeads:
+    """The node-local state of one node's vaults, and the guard of its open vaults."""
+
+    def __init__(self, vaults_dir: Path, node: NodeKey, index: NameIndex) -> None:
+        self._key = node.derive(state.KEY_INFO, 32)
+        self._index = index
+        self._file: SealedFile[NodeState] = SealedFile(
+            vaults_dir / STATE_FILE, lambda data: state.decode(self._key, data),
+            lambda value: state.encode(self._key, value), state.MAX_STATE_BYTES,
+            lambda: VaultStateError("the node's vault state file is too large"))
+
+    def wipe_key(self) -> None:
+        with self._file.mutex:
+            memory.wipe(self._key)
+
+    # -- the state file -----------------------------------------------------------------
+
+    def _load(self) -> NodeState:
+        current = self._file.current()
+        if current is not None:
+            if not self._index.has_state():  # a crash between writing the state and the index
+                self._index.update(lambda _entries: None, with_state=True)
+            return current
+        if self._index.has_state():
+            raise VaultStateError(
+                "the node's vault state file is missing (the vault index records that it exists); "
+                "restore the node directory from a backup, or pin each vault again with `pk vaults reset`")
+        return self._start()
+
+    def _start(self) -> NodeState:
+        """The first state of a node whose vaults predate it: every vault pending (section 10.2)."""
+
+        def start(current: NodeState | None) -> tuple[NodeState, NodeState]:
+            fresh = current or NodeState({vid: VaultState(None, None) for vid in self._index.entries().values()})
+            return fresh, fresh
+
+        fresh = self._file.update(start)
+        self._index.update(lambda _entries: None, with_state=True)
+        return fresh
+
+    def _put(self, vid: VaultId, vs: VaultState | None) -> None:
+        def change(current: NodeState | None) -> tuple[NodeState, None]:
+            if current is None:
+                raise VaultStateError("the node's vault state file went missing")
+            return current.with_vault(vid, vs), None
+
+        self._file.update(change)
+
+    def record(self, vid: VaultId) -> VaultState:
+        """This vault's record; VaultStateError if the state is unusable or holds none."""
+        found = self._load().vaults.get(vid)
+        if found is None:
+            raise VaultStateError(
+                "the node's vault state has no record of this vault (removed from the state file); "
+                "pin it again with `pk vaults reset VAULT --to COMMIT`")
+        return found
+
+    # -- the guard (polykey.vaults.vault.Guard) ---------------------------------------------------
+
+    def check(self, v: Vault, head: str) -> None:
+        """Verify ``head`` of ``v`` before anything of it is used, and record it as verified."""
+        rec = self.record(v.vault_id)
+        if rec.pending:  # the vault predates the state file: its whole history, once
+            root = verify(v, head)["root"]
+            self._put(v.vault_id, VaultState(root, head))
+        elif head != rec.verified:
+            assert rec.verified is not None
+            verify_new(v, head, rec.verified)
+            self._put(v.vault_id, replace(rec, verified=head))
+
+    def advanced(self, v: Vault, head: str) -> None:
+        """``v`` committed ``head`` on its verified head: record it."""
+        self._put(v.vault_id, replace(self.record(v.vault_id), verified=head))
+
+    # -- vault lifecycle -------------------------------------------------------------------
+
+    def created(self, vid: VaultId, root: str) -> None:
+        """A vault this node created (before its name enters the index)."""
+        self._load()
+        self._put(vid, VaultState(root, root))
+
+    def forget(self, vid: VaultId) -> None:
+        """A vault deleted from this node (after its name left the index)."""
+        self._load()
+        self._put(vid, None)
+
+    def pinned_root(self, vid: VaultId) -> str | None:
+        """The root pinned for ``vid``; None if the state is unusable or holds no record (a reset then
+        pins it afresh)."""
+        try:
+            return self.record(vid).root
+        except VaultStateError:
+            return None
+
+    def pin(self, vid: VaultId, root: str, head: str) -> int:
+        """Record ``head`` as verified for ``vid`` (``pk vaults reset``). An unusable state file is
+        rebuilt: ``vid`` pinned, every other vault of the index pending. Returns how many vaults were
+        made pending that way (0 when the state was sound)."""
+        try:
+            self._load()
+        except VaultStateError:
+            others = {v: VaultState(None, None) for v in self._index.entries().values() if v != vid}
+            self._file.replace(NodeState({**others, vid: VaultState(root, head)}))
+            self._index.update(lambda _entries: None, with_state=True)
+            return len(others)
+        old = self._load().vaults.get(vid)
+        self._put(vid, VaultState(root, head, old.peers if old is not None else ()))
+        return 0
+
+    def reset(self, v: Vault, to: str) -> dict[str, Any]:
+        """``pk vaults reset``: move the branch of ``v`` to commit ``to`` and record it as verified.
+
+        The target's whole history MUST verify, have the pinned root, and list this node as an owner.
+        Returns ``{"commit", "previous", "pending"}`` (the branch's old target; how many other vaults a
+        rebuilt state file left to verify in full at their next use).
+        """
+        with v.repo.write_lock():
+            target = v.repo.resolve(to)
+            root = verify(v, target)["root"]
+            if v.load(target).members.role_of(v.me) != OWNER:
+                raise VaultPermissionError("only an owner of the vault (as of that commit) can reset it")
+            pinned = self.pinned_root(v.vault_id)
+            if pinned is not None and root != pinned:
+                raise VaultVerificationError(f"commit {target} belongs to another history (not the vault's root)",
+                                             commit=target, reason="another root")
+            previous = v.repo.head()
+            v.repo.set_head(target)
+            pending = self.pin(v.vault_id, root or target, target)
+            v.trusted = target
+        return {"commit": target, "previous": previous, "pending": pending}

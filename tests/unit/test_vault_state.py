@@ -1,0 +1,186 @@
+"""The node-local vault state file and the verified-head guard (docs/spec/vault-format.md section 10)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from polykey.errors import (
+    CommitNotFoundError,
+    VaultIndexError,
+    VaultPermissionError,
+    VaultRollbackError,
+    VaultStateError,
+    VaultVerificationError,
+)
+from polykey.ids import NodeId, VaultId
+from polykey.keys.keypair import KeyPair
+from polykey.vaults import index, state
+from polykey.vaults.identity import NodeKey
+from polykey.vaults.service import VaultService
+from polykey.vaults.state import Invite, NodeState, VaultState
+from polykey.vaults.vault import Vault
+
+KEY = bytes(range(32))
+oids = st.binary(min_size=20, max_size=20).map(bytes.hex)
+records = st.one_of(
+    st.just(VaultState(None, None)),
+    st.builds(lambda r, v, peers: VaultState(r, v, tuple(sorted(peers.items(), key=lambda p: p[0].raw))),
+              oids, oids, st.dictionaries(st.binary(min_size=32, max_size=32).map(NodeId), oids, max_size=3)),
+)
+states = st.builds(
+    lambda vaults, invites: NodeState(vaults, tuple(sorted(invites, key=lambda i: (i.vault_id.raw, i.sender.raw)))),
+    st.dictionaries(st.binary(min_size=16, max_size=16).map(VaultId), records, max_size=4),
+    st.lists(st.builds(Invite, st.binary(min_size=16, max_size=16).map(VaultId), oids, oids,
+                       st.binary(min_size=32, max_size=32).map(NodeId), st.sampled_from([1, 2, 3]),
+                       st.text(max_size=20)), max_size=2, unique_by=lambda i: (i.vault_id.raw, i.sender.raw)),
+)
+
+
+@given(states)
+def test_state_round_trips_byte_for_byte(s: NodeState) -> None:
+    data = state.encode(KEY, s, rng=lambda n: bytes(n))
+    assert state.decode(KEY, data) == s
+    assert state.encode(KEY, state.decode(KEY, data), rng=lambda n: bytes(n)) == data
+
+
+def test_state_is_strict() -> None:
+    s = NodeState({VaultId(bytes(16)): VaultState("11" * 20, "22" * 20)})
+    body = state.encode_body(s)
+    for bad in (body + b"\0", body[:-1], body[:4] + body[4:20] + bytes(20) + body[40:]):  # trailing, short, half-pending
+        with pytest.raises(VaultStateError, match="malformed"):
+            state.decode_body(bad)
+    data = state.encode(KEY, s)
+    with pytest.raises(VaultStateError, match="fails authentication"):
+        state.decode(KEY, data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(VaultStateError, match="fails authentication"):
+        state.decode(os.urandom(32), data)
+    with pytest.raises(VaultStateError, match="unknown version"):
+        state.decode(KEY, data[:4] + b"\x02" + data[5:])
+    with pytest.raises(VaultStateError):
+        state.decode(KEY, index.encode(KEY, {}))  # another kind of sealed file
+
+
+def test_index_version_records_the_state_file() -> None:
+    entries = {"a": VaultId(bytes(16))}
+    assert index.decode_full(KEY, index.encode(KEY, entries)) == (entries, False)
+    assert index.decode_full(KEY, index.encode(KEY, entries, with_state=True)) == (entries, True)
+    data = index.encode(KEY, entries, with_state=True)
+    with pytest.raises(VaultIndexError):  # the version is authenticated: it cannot be downgraded
+        index.decode(KEY, data[:4] + b"\x01" + data[5:])
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[VaultService]:
+    """A node with vault `work` (db/password = one); its keypair is `svc.keypair`."""
+    with VaultService(tmp_path / "node", KeyPair.generate()) as s:
+        s.create_vault("work")
+        s.set_secret("work", "db/password", b"one")
+        yield s
+
+
+def _raw(svc: VaultService) -> Vault:
+    v = svc._vault("work")  # noqa: SLF001 - the repository under the service
+    return Vault(v.repo.path, v.vault_id, svc.node_key, v.clock, v.rng)
+
+
+def test_our_writes_advance_the_verified_head(svc: VaultService, tmp_path: Path) -> None:
+    svc.set_secret("work", "db/password", b"two")
+    v = _raw(svc)
+    head = v.repo.head()
+    rec = svc._trust.record(v.vault_id)  # noqa: SLF001
+    assert rec.verified == head and rec.root == v.repo.new_commits(head or "", None)[0]
+    again = VaultService(tmp_path / "node", svc.keypair)  # an agent restart
+    assert again.get_secret("work", "db/password") == b"two"
+    again.close()
+
+
+def test_incremental_verification_walks_only_new_commits(svc: VaultService) -> None:
+    from polykey.vaults.verify import verify_new
+
+    v = _raw(svc)
+    before = v.repo.head() or ""
+    svc.set_secret("work", "a", b"1")
+    svc.set_secret("work", "b", b"2")
+    after = v.repo.head() or ""
+    assert verify_new(v, after, before) == 2
+    assert verify_new(v, after, after) == 0
+    with pytest.raises(VaultRollbackError) as info:
+        verify_new(v, before, after)
+    assert before in info.value.message and after in info.value.message
+
+
+def test_old_commits_are_read_only_from_the_verified_history(svc: VaultService) -> None:
+    v = _raw(svc)
+    old = v.repo.head() or ""
+    svc.set_secret("work", "db/password", b"two")
+    assert svc.get_secret("work", "db/password", commit=old[:8]) == b"one"
+    # A commit object planted in the repository but not in the history is never read.
+    with v.repo.write_lock():
+        stray = v.repo.commit(v.repo.commit_info(old).tree, [old], "set secret\n", NodeKey(KeyPair.generate()),
+                              when=1)
+        v.repo.set_head(svc._trust.record(v.vault_id).verified or "")  # noqa: SLF001 - main back where it was
+    with pytest.raises(CommitNotFoundError, match="verified history"):
+        svc.get_secret("work", "db/password", commit=stray)
+
+
+def test_state_loss_and_tampering_are_errors(svc: VaultService, tmp_path: Path) -> None:
+    path = tmp_path / "node" / "vaults" / "state"
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    fresh = VaultService(tmp_path / "node", svc.keypair)
+    with pytest.raises(VaultStateError, match="fails authentication"):
+        fresh.get_secret("work", "db/password")
+    path.unlink()
+    with pytest.raises(VaultStateError, match="missing"):
+        fresh.get_secret("work", "db/password")
+    with pytest.raises(VaultStateError):
+        fresh.verify("work")
+    fresh.close()
+
+
+def test_a_vault_missing_from_the_state_is_an_error(svc: VaultService) -> None:
+    vid = svc._vault("work").vault_id  # noqa: SLF001
+    svc._trust._put(vid, None)  # noqa: SLF001 - as if the record had been dropped
+    svc._vault("work").trusted = None  # noqa: SLF001
+    with pytest.raises(VaultStateError, match="no record"):
+        svc.get_secret("work", "db/password")
+
+
+def test_reset_is_for_owners_and_verified_commits(svc: VaultService, tmp_path: Path) -> None:
+    v = _raw(svc)
+    first = v.repo.head() or ""
+    svc.set_secret("work", "db/password", b"two")
+    out = svc.reset_vault("work", first[:10])
+    assert (out["commit"], out["pending"]) == (first, 0)
+    assert svc.get_secret("work", "db/password") == b"one"
+    # A commit of another vault's history (another root) is refused.
+    svc.create_vault("else")
+    foreign = svc._vault("else").repo.head() or ""  # noqa: SLF001
+    v.close()
+    with pytest.raises(CommitNotFoundError):
+        svc.reset_vault("work", foreign)
+    # A node that is no owner as of the target (here: no member at all) may not reset.
+    from polykey.vaults.trust import VerifiedHeads
+
+    reader = NodeKey(KeyPair.generate())
+    vaults = tmp_path / "node" / "vaults"
+    heads = VerifiedHeads(vaults, reader, index.NameIndex(vaults, reader))
+    with pytest.raises(VaultPermissionError):
+        heads.reset(Vault(v.repo.path, v.vault_id, reader, lambda: 0.0, os.urandom), first)
+
+
+def test_write_on_an_unverified_head_is_refused(svc: VaultService) -> None:
+    v = _raw(svc)
+    head = v.repo.head() or ""
+    stranger = NodeKey(KeyPair.generate())
+    with v.repo.write_lock():
+        bad = v.repo.commit(v.repo.commit_info(head).tree, [head], "set secret\n", stranger, when=1)
+    with pytest.raises(VaultVerificationError, match="not a member"):
+        svc.set_secret("work", "x", b"y")
+    assert v.repo.head() == bad  # nothing written on top
