@@ -80,6 +80,7 @@ class Lookup(SpiderCrawl):  # type: ignore[misc]
                 now = loop.time()
                 if now >= deadline:
                     log.debug("lookup for %s hit its deadline", self.key.hex())
+                    self.protocol.stats["lookup_deadlines"] += 1
                     break
                 active = sum(1 for _, t0 in inflight.values() if now - t0 < cfg.straggler_timeout)
                 uncontacted = self.nearest.get_uncontacted()

@@ -187,6 +187,9 @@ class Discovery(Service):
         await asyncio.gather(*pings)
         await self._lookup(dht_key(self.node_id), want_value=False)
         await self.publish()
+        # Then the join's bucket refresh (section 7): fills the far ranges of our table and puts
+        # us in the tables of nodes there, so lookups from that side can reach us.
+        await asyncio.gather(*(self._lookup(rid, want_value=False) for rid in protocol.join_refresh_ids()))
         known = len(protocol.router.peers())
         log.info("DHT bootstrap done: %d nodes known", known)
         return known
