@@ -136,6 +136,14 @@ def _check_replicas(v: Vault, tree: str, info: VaultInfo, members: Members) -> N
         raise _Bad(".pk/replicas lists a member (a member may hold the vault already)")
 
 
+def _commitment(v: Vault, tree: str, info: VaultInfo) -> bytes | None:
+    """The key commitment of the current epoch's keys file of ``tree`` (None: a version 1 file)."""
+    e = v.repo.entry(tree, f"{PK_DIR}/keys/{keys_file_name(info.epoch)}")
+    if e is None or e.kind != BLOB:
+        raise _Bad(f"it has no wrapped keys for epoch {info.epoch}")
+    return WrappedKeys.decode(v.repo.read_blob(e.oid)).commitment
+
+
 def _check_lineage(v: Vault, c: CommitInfo, signer: NodeId) -> None:
     """Format version 2 (spec section 8, rules 8 to 10): a root bound to its creator; along every
     parent, the epoch and the format version never go down and a version 2 origin never changes."""
@@ -147,7 +155,11 @@ def _check_lineage(v: Vault, c: CommitInfo, signer: NodeId) -> None:
             raise _Bad(f"the root commit is signed by {signer}, not by the creator its VaultId derives from")
         return
     for parent in c.parents:
-        pinfo, _pmembers = v.metadata(v.repo.commit_info(parent).tree)
+        ptree = v.repo.commit_info(parent).tree
+        pinfo, _pmembers = v.metadata(ptree)
+        before = _commitment(v, ptree, pinfo) if info.epoch == pinfo.epoch else None
+        if before is not None and before != _commitment(v, c.tree, info):
+            raise _Bad(f"it changes the key of epoch {info.epoch} (its key commitment differs from parent {parent[:12]}'s)")
         if info.epoch < pinfo.epoch:
             raise _Bad(f"its epoch {info.epoch} goes down from {pinfo.epoch} of parent {parent[:12]}")
         if info.version < pinfo.version:
@@ -244,8 +256,8 @@ def _check_commits(v: Vault, commits: list[str], pinned: bool) -> str | None:
             signer = _signer(v, c)
             trees.root(header.tree)
             _check_role(v, c, signer)
-            _check_lineage(v, c, signer)
             _check_keys(v, c, checked)
+            _check_lineage(v, c, signer)
             snap = v.load(c.id)
             trees.check(snap, v.load(c.parents[0]) if c.parents else None)
         except _Bad as bad:
