@@ -42,7 +42,7 @@ from polykey.errors import (
     VaultNotFoundError,
     VaultStateError,
 )
-from polykey.ids import VaultId
+from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
 from polykey.vaults import ops
@@ -51,6 +51,7 @@ from polykey.vaults.format import NONCE_BYTES, VaultInfo, split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.identity import NodeKey
 from polykey.vaults.index import NameIndex, validate_new_name
+from polykey.vaults.replicas import replicas_of, set_replicas
 from polykey.vaults.repo import BLOB
 from polykey.vaults.staging import ImportStaging, merge_items
 from polykey.vaults.trust import VerifiedHeads
@@ -332,13 +333,21 @@ class VaultService:
         return _history.version(self._vault(vault), commit)
 
     def members(self, vault: str) -> list[JSON]:
-        """The member list at HEAD: ``[{"nodeId", "role", "self": bool}]``, owners first."""
+        """The member list at HEAD: ``[{"nodeId", "role", "self": bool}]``, owners first, then the
+        backup replicas (role ``replica``, not members: they hold ciphertext only)."""
         v = self._vault(vault)
         with v.repo.read_lock():
             snap = v.snapshot()
-        order = {"owner": 0, "writer": 1, "reader": 2}
+            replicas = replicas_of(v, snap)
+        order = {"owner": 0, "writer": 1, "reader": 2, "replica": 3}
         rows = [{"nodeId": str(n), "role": r, "self": n == v.me} for n, r in snap.members.roles]
+        rows += [{"nodeId": str(n), "role": "replica", "self": n == v.me} for n in replicas]
         return sorted(rows, key=lambda m: (order[m["role"]], m["nodeId"]))
+
+    def set_replicas(self, vault: str, nodes: list[str]) -> JSON:
+        """Replace the vault's backup replicas (``.pk/replicas``, owners only): ``{"commit", "replicas"}``.
+        Not an agent method yet (the sharing issue builds what uses replicas)."""
+        return set_replicas(self._vault(vault), [NodeId.from_text(n) for n in nodes])
 
     def verify(self, vault: str) -> JSON:
         """Walk the whole history and check every commit (signature, author's role as of its parents).
