@@ -4,8 +4,10 @@ Every commit, oldest first, MUST parse under the strict grammar (:mod:`polykey.v
 carry an SSHSIG (namespace ``git``) by the Ed25519 key whose NodeId is its author and committer,
 and that NodeId MUST hold, as of every parent, a role allowing the change: ``owner`` or ``writer``
 for secrets, ``owner`` when ``.pk/`` changes. A root commit MUST be signed by an owner listed in
-its own ``.pk/members``, and a history has one root. The current epoch's wrapped keys MUST name
-exactly the members. Every secret blob this node can decrypt MUST authenticate under its path.
+its own ``.pk/members`` (in format version 2, the creator its VaultId derives from), and a history
+has one root; the epoch never goes down and an epoch's key commitment never changes (spec 8.2).
+The current epoch's wrapped keys MUST name exactly the members (and, in version 2, open to the
+key commitment). Every secret blob this node can decrypt MUST authenticate under its path.
 The first commit that breaks a rule is reported with its id and the reason.
 
 :func:`verify` walks the whole history (``pk vaults verify``, the audit); :func:`verify_new`
@@ -145,8 +147,9 @@ def _commitment(v: Vault, tree: str, info: VaultInfo) -> bytes | None:
 
 
 def _check_lineage(v: Vault, c: CommitInfo, signer: NodeId) -> None:
-    """Format version 2 (spec section 8, rules 8 to 10): a root bound to its creator; along every
-    parent, the epoch and the format version never go down and a version 2 origin never changes."""
+    """Format version 2 (spec section 8.2): a root bound to its creator; along every parent, an
+    epoch's key never changes, the epoch and the format version never go down and a version 2
+    origin never changes."""
     info, _members = v.metadata(c.tree)
     if not c.parents:
         if info.version >= V2 and info.origin == UPGRADED:

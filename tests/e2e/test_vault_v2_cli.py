@@ -44,6 +44,13 @@ def _epoch_tree(node: Node, repo: Path, epoch: int, wrapped: WrappedKeys, secret
     return forge.vault_tree(repo, info, Members(((_me(node), "owner"),)), wrapped, secret, PATH, value)
 
 
+def _stopped(node: Node) -> tuple[Path, KeyPair, str]:
+    """A vault `app` with a secret, the agent stopped: its repository, the owner's key, its head."""
+    repo = _make(node)
+    _stop(node)
+    return repo, forge.owner_key(node), forge.head(repo)
+
+
 def test_a_new_vault_is_bound_to_its_creator(node: Node) -> None:
     repo = _make(node)
     info = forge.vault_info(repo, forge.head(repo))
@@ -52,11 +59,8 @@ def test_a_new_vault_is_bound_to_its_creator(node: Node) -> None:
 
 
 def test_a_second_root_is_refused(node: Node) -> None:
-    repo = _make(node)
-    owner = forge.owner_key(node)
-    _stop(node)
-    head = forge.head(repo)
-    tree = forge.git(repo, "rev-parse", f"{head}^{{tree}}")
+    repo, owner, head = _stopped(node)
+    tree = forge.tree_of(repo, head)
     second = forge.commit(repo, tree, [], owner.node_id, owner, message="create vault\n")
     merge = _signed(repo, tree, [head, second], owner)
     _refused(node, 65, "second root")
@@ -85,14 +89,11 @@ def test_a_root_not_signed_by_the_vaults_creator_is_refused(node: Node) -> None:
 
 
 def test_a_wrong_key_commitment_is_refused(node: Node) -> None:
-    repo = _make(node)
-    owner = forge.owner_key(node)
-    _stop(node)
-    head = forge.head(repo)
+    repo, owner, head = _stopped(node)
     keys = forge.wrapped_keys(repo, head)
     assert keys.commitment is not None
     flipped = WrappedKeys(keys.epoch, keys.wraps, bytes([keys.commitment[0] ^ 1]) + keys.commitment[1:])
-    tree = forge.put(repo, forge.git(repo, "rev-parse", f"{head}^{{tree}}"), (".pk", "keys", "00000000"), "100644",
+    tree = forge.put(repo, forge.tree_of(repo, head), (".pk", "keys", "00000000"), "100644",
                      forge.write(repo, "blob", flipped.encode()))
     bad = _signed(repo, tree, [head], owner)
     _refused(node, 65, bad, ".pk/keys/00000000", "key commitment")
@@ -131,6 +132,6 @@ def test_an_epoch_going_down_is_refused(node: Node) -> None:
     assert pk(node, "secrets", "get", "app:db/password").out == b"rotated"
     _stop(node)
     # ... but going back to epoch 0 on top of it is not, even signed by the owner.
-    bad = _signed(repo, forge.git(repo, "rev-parse", f"{epoch0}^{{tree}}"), [rotated], owner)
+    bad = _signed(repo, forge.tree_of(repo, epoch0), [rotated], owner)
     _refused(node, 65, bad, "epoch 0 goes down from 1")
     assert forge.head(repo) == bad

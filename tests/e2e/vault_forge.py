@@ -123,3 +123,7 @@ def put(repo: Path, tree_oid: str, parts: tuple[str, ...], mode: str, oid: str) 
         found[parts[0]] = ("40000", put(repo, found[parts[0]][1], parts[1:], mode, oid))
     ordered = sorted(found.items(), key=lambda kv: kv[0] + ("/" if kv[1][0] == "40000" else ""))
     return tree(repo, [(m, n, o) for n, (m, o) in ordered])
+
+
+def tree_of(repo: Path, commit: str) -> str:
+    return git(repo, "rev-parse", f"{commit}^{{tree}}")

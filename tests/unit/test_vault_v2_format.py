@@ -3,9 +3,7 @@ identity, and backup replicas (docs/spec/vault-format.md sections 4.1, 4.3, 4.4,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -31,21 +29,7 @@ from polykey.vaults.service import VaultService
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify
 
-from .test_vault_verify import craft, member_change
-
-
-@pytest.fixture
-def owner() -> KeyPair:
-    return KeyPair.generate()
-
-
-@pytest.fixture
-def svc(tmp_path: Path, owner: KeyPair) -> Iterator[VaultService]:
-    s = VaultService(tmp_path / "node", owner)
-    s.create_vault("work")
-    s.set_secret("work", "db/password", b"hunter2")
-    yield s
-    s.close()
+from .test_vault_verify import craft, member_change, owner, svc  # noqa: F401 - the same vault fixtures
 
 
 def _vault(svc: VaultService) -> Vault:
