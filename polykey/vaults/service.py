@@ -373,7 +373,10 @@ class VaultService:
         (``pending``: other vaults a rebuilt state file left to verify in full at their next use).
         """
         v = self._vault(vault)
-        return {"name": vault, "vaultId": str(v.vault_id), **self._trust.reset(v, to)}
+        out = {"name": vault, "vaultId": str(v.vault_id), **self._trust.reset(v, to)}
+        with self._mutex:
+            self._upgrade_tried.discard(v.vault_id)  # a version 1 commit reset to is upgraded at next use
+        return out
 
     # -- secrets -------------------------------------------------------------------
 

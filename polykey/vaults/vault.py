@@ -97,6 +97,8 @@ class Vault:
         self._metadata: dict[str, tuple[VaultInfo, Members]] = {}
         #: Epoch keys by their identity: the key commitment (a version 1 keys file: its blob id).
         self._keys: dict[str, EpochKeys] = {}
+        #: The keys (or None: no wrap for this node) a ``.pk`` tree gives, by its tree id.
+        self._pk_keys: dict[str, EpochKeys | None] = {}
         self._names: dict[tuple[bytes, str], str] = {}
         #: Decrypted tree listings (shared by the service's vaults, or this vault's own).
         self.tree_names = tree_names if tree_names is not None else TreeNames(max_trees=256, max_bytes=1 << 20)
@@ -136,7 +138,7 @@ class Vault:
 
     def wipe_keys(self) -> None:
         """Zero the cached epoch keys in memory (the agent locks): only once nothing uses the vault."""
-        keys, self._keys = list(self._keys.values()), {}
+        keys, self._keys, self._pk_keys = list(self._keys.values()), {}, {}
         for k in keys:
             memory.wipe(k.content_key)
             memory.wipe(k.name_key)
@@ -199,6 +201,15 @@ class Vault:
         Cached by the key's identity (its commitment), never by the epoch number alone: two
         histories may both have an epoch ``e``, with different secrets (spec 4.3).
         """
+        pk = self.repo.entry(tree, PK_DIR)
+        if pk is not None and pk.oid in self._pk_keys:  # the same .pk tree: the same keys file
+            return self._pk_keys[pk.oid]
+        keys = self._open_keys(tree, info)
+        if pk is not None:
+            self._pk_keys[pk.oid] = keys
+        return keys
+
+    def _open_keys(self, tree: str, info: VaultInfo) -> EpochKeys | None:
         epoch, name = info.epoch, f"{PK_DIR}/keys/{keys_file_name(info.epoch)}"
         e = self.repo.entry(tree, name)
         if e is None or e.kind != BLOB:
