@@ -157,8 +157,11 @@ def _check_lineage(v: Vault, c: CommitInfo, signer: NodeId) -> None:
         if info.version >= V2 and not info.bound_to(signer):
             raise _Bad(f"the root commit is signed by {signer}, not by the creator its VaultId derives from")
         return
+    pk = _pk_tree(v, c.tree)
     for parent in c.parents:
         ptree = v.repo.commit_info(parent).tree
+        if pk == _pk_tree(v, ptree):
+            continue  # the same .pk: nothing of it changed along this parent
         pinfo, _pmembers = v.metadata(ptree)
         before = _commitment(v, ptree, pinfo) if info.epoch == pinfo.epoch else None
         if before is not None and before != _commitment(v, c.tree, info):

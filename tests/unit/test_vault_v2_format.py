@@ -178,3 +178,19 @@ def test_a_vault_commitment_is_a_real_hkdf() -> None:
     vid, secret = VaultId(b"\x07" * 16), b"\x08" * 32
     assert key_commitment(vid, 5, secret) == crypto.derive(
         secret, b"polykey vault v2 key commitment", 32, vid.raw + (5).to_bytes(4, "big"))
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda info: VaultInfo(info.vault_id, info.epoch), "format version 1 goes down"),
+    (lambda info: info.upgraded(), "changes the vault's origin"),
+    (lambda info: replace(info, nonce=b"\x09" * 32), "changes the vault's origin"),
+])
+def test_the_format_version_and_origin_never_go_back(svc: VaultService, owner: KeyPair, change, words) -> None:  # type: ignore[no-untyped-def]
+    """Even an owner cannot turn a version 2 vault back to version 1 or rewrite where its VaultId
+    comes from (the keys file is left as it is: version 2, which version 1 also reads)."""
+    v = _vault(svc)
+    info = v.snapshot().info
+    bad = craft(v, lambda: {(".pk", "vault"): Entry(BLOB, v.repo.write_blob(change(info).encode()))}, owner)
+    with pytest.raises(VaultVerificationError, match=words) as e:
+        svc.get_secret("work", "db/password")
+    assert e.value.data["commit"] == bad
