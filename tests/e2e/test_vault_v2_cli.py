@@ -16,7 +16,7 @@ import pytest
 
 from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
-from polykey.vaults.format import CREATED, V2, Members, WrappedKeys, key_commitment
+from polykey.vaults.format import CREATED, V2, Members, Replicas, WrappedKeys, key_commitment
 
 from ..conftest import Node
 from . import vault_forge as forge
@@ -135,3 +135,21 @@ def test_an_epoch_going_down_is_refused(node: Node) -> None:
     bad = _signed(repo, forge.tree_of(repo, epoch0), [rotated], owner)
     _refused(node, 65, bad, "epoch 0 goes down from 1")
     assert forge.head(repo) == bad
+
+
+def test_replicas_set_by_an_owner_are_shown_and_a_member_listed_as_one_is_refused(node: Node) -> None:
+    """`.pk/replicas` (issue 11 item 6): no command sets it yet, so the owner's commit is made on disk."""
+    repo, owner, head = _stopped(node)
+    replica = KeyPair.generate().node_id
+    listed = forge.put(repo, forge.tree_of(repo, head), (".pk", "replicas"), "100644",
+                       forge.write(repo, "blob", Replicas((replica,)).encode()))
+    good = _signed(repo, listed, [head], owner)
+    rows = pk(node, "vaults", "members", "app", "--format", "json").json
+    assert rows == [{"nodeId": node.node_id, "role": "owner", "self": True},
+                    {"nodeId": str(replica), "role": "replica", "self": False}]
+    assert pk(node, "vaults", "verify", "app").code == 0
+    _stop(node)
+    member = forge.put(repo, forge.tree_of(repo, good), (".pk", "replicas"), "100644",
+                       forge.write(repo, "blob", Replicas((_me(node),)).encode()))
+    bad = _signed(repo, member, [good], owner)
+    _refused(node, 65, bad, "lists a member")
