@@ -33,7 +33,7 @@ class Listed:
     entry: Entry
 
 
-Key = tuple[bytes, int, str]  # (vault id bytes, epoch, tree oid)
+Key = tuple[bytes, bytes, str]  # (vault id bytes, key commitment, tree oid)
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -102,18 +102,19 @@ class BoundedCache(Generic[K, V]):
 
 
 class TreeNames(BoundedCache[Key, tuple[Listed, ...]]):
-    """Decrypted tree listings by ``(vault id, epoch, tree oid)``."""
+    """Decrypted tree listings by ``(vault id, key commitment, tree oid)`` (keys by identity, spec 4.3)."""
 
     def __init__(self, max_trees: int = MAX_TREES, max_bytes: int = MAX_BYTES) -> None:
         super().__init__(max_trees, max_bytes, listing_size)
 
 
-def answer_size(answer: tuple[int, str, list[dict[str, Any]] | None]) -> int:
+def answer_size(answer: tuple[bytes, str, list[dict[str, Any]] | None]) -> int:
     return ENTRY_OVERHEAD if answer[2] is None else rows_size(answer[2])
 
 
-class Listings(BoundedCache[tuple[bytes, tuple[str, ...], bool], tuple[int, str, list[dict[str, Any]] | None]]):
-    """``list_secrets`` answers by ``(vault id, directory path, recursive)``, each with the epoch and
+class Listings(BoundedCache[tuple[bytes, tuple[str, ...], bool], tuple[bytes, str, list[dict[str, Any]] | None]]):
+    """``list_secrets`` answers by ``(vault id, directory path, recursive)``, each with the key (its
+    commitment) and
     directory tree it lists: only the latest answer per directory is kept (after a write the old
     one is replaced, not left to age out), and it answers only while that tree is current. The rows
     are None (only the tree is noted) until the same tree is listed a second time."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from polykey import crypto
+from polykey.crypto import memory
 from polykey.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -24,7 +25,10 @@ from polykey.errors import (
 )
 from polykey.ids import NodeId, VaultId
 
+#: The version byte of secret blobs, encrypted names and ``.pk/members`` (unchanged in format v2).
 FORMAT_VERSION = 1
+#: ``.pk/vault`` and ``.pk/keys/<epoch>`` versions: 1 as format v1 wrote them, 2 since (spec 4.1, 4.3).
+V1, V2 = 1, 2
 
 # -- roles (spec section 4) ------------------------------------------------------
 
@@ -89,6 +93,8 @@ class EpochKeys:
     epoch: int
     content_key: bytes
     name_key: bytes
+    #: The key commitment (spec 4.3): the identity of this epoch's secret, what caches key by.
+    commitment: bytes
 
     @classmethod
     def derive(cls, vault_id: VaultId, epoch: int, secret: bytes) -> EpochKeys:
@@ -100,6 +106,7 @@ class EpochKeys:
             epoch=epoch,
             content_key=crypto.derive(secret, b"polykey vault v1 content key", 32, salt),
             name_key=crypto.derive(secret, b"polykey vault v1 name key", crypto.SIV_KEY_BYTES, salt),
+            commitment=key_commitment(vault_id, epoch, secret),
         )
 
     # -- names: AES-SIV, base32hex lowercase, no padding ---------------------------
@@ -146,6 +153,12 @@ class EpochKeys:
             raise VaultIntegrityError("secret failed authentication: it was tampered with or corrupted") from None
 
 
+def key_commitment(vault_id: VaultId, epoch: int, secret: bytes) -> bytes:
+    """``HKDF(S_e, salt = VaultId || e, "polykey vault v2 key commitment", 32)`` (spec 4.3)."""
+    return crypto.derive(secret, b"polykey vault v2 key commitment", COMMITMENT_BYTES, vault_id.raw + _U32.pack(epoch))
+
+
+COMMITMENT_BYTES = 32
 BLOB_HEADER_BYTES = 5
 BLOB_OVERHEAD = BLOB_HEADER_BYTES + crypto.AEAD_OVERHEAD
 
@@ -166,26 +179,66 @@ def secret_size(blob_size: int) -> int:
 # -- .pk/vault (spec section 4.1) ----------------------------------------------------
 
 _VAULT = struct.Struct(">4sB16sI")
+_VAULT_V2 = struct.Struct(">4sB16sIB32s")
+#: Where a version 2 vault's VaultId comes from: ``CREATED`` derives it from the root's signer
+#: and the nonce; ``UPGRADED`` is a version 1 vault (random VaultId) upgraded in place.
+CREATED, UPGRADED = 1, 2
+NONCE_BYTES = 32
+_NO_NONCE = bytes(NONCE_BYTES)
+
+
+def derive_vault_id(creator: NodeId, nonce: bytes) -> VaultId:
+    """``SHA-256("polykey vault id v2" || 0x00 || creator NodeId || nonce)``, first 16 bytes (spec 4.1)."""
+    if len(nonce) != NONCE_BYTES:
+        raise VaultFormatError(f"a vault nonce is {NONCE_BYTES} bytes")
+    return VaultId(crypto.sha256(b"polykey vault id v2\x00" + creator.raw + nonce)[: VaultId.SIZE])
 
 
 @dataclass(frozen=True)
 class VaultInfo:
+    """``.pk/vault``: the VaultId, the current epoch, and (version 2) where the VaultId comes from."""
+
     vault_id: VaultId
     epoch: int
+    version: int = V1
+    origin: int = 0  # CREATED or UPGRADED in version 2, 0 in version 1
+    nonce: bytes = b""  # version 2: random for CREATED, zeros for UPGRADED
+
+    @classmethod
+    def created(cls, creator: NodeId, nonce: bytes) -> VaultInfo:
+        """A new vault's first ``.pk/vault``: its VaultId bound to ``creator``."""
+        return cls(derive_vault_id(creator, nonce), 0, V2, CREATED, nonce)
+
+    def upgraded(self) -> VaultInfo:
+        """This version 1 file as the version 2 one of the upgrade commit (spec section 12)."""
+        return VaultInfo(self.vault_id, self.epoch, V2, UPGRADED, _NO_NONCE)
+
+    def bound_to(self, creator: NodeId) -> bool:
+        """Whether the VaultId derives from ``creator`` (a ``CREATED`` vault's root signer)."""
+        return self.origin == CREATED and derive_vault_id(creator, self.nonce) == self.vault_id
 
     def encode(self) -> bytes:
-        return _VAULT.pack(b"PKVT", FORMAT_VERSION, self.vault_id.raw, self.epoch)
+        if self.version == V1:
+            return _VAULT.pack(b"PKVT", V1, self.vault_id.raw, self.epoch)
+        return _VAULT_V2.pack(b"PKVT", V2, self.vault_id.raw, self.epoch, self.origin, self.nonce)
 
     @classmethod
     def decode(cls, data: bytes) -> VaultInfo:
-        if len(data) != _VAULT.size:
+        if data[4:5] == bytes([V2]) and len(data) == _VAULT_V2.size:
+            magic, _v, raw, epoch, origin, nonce = _VAULT_V2.unpack(data)
+            if origin not in (CREATED, UPGRADED) or (origin == UPGRADED and nonce != _NO_NONCE):
+                raise VaultFormatError(".pk/vault has an unknown origin or a non-canonical nonce")
+            info = cls(VaultId(raw), epoch, V2, origin, nonce)
+        elif len(data) == _VAULT.size:
+            magic, version, raw, epoch = _VAULT.unpack(data)
+            if version != V1:
+                raise VaultFormatError(f"vault format version {version} is not supported")
+            info = cls(VaultId(raw), epoch)
+        else:
             raise VaultFormatError(".pk/vault has the wrong size")
-        magic, version, raw, epoch = _VAULT.unpack(data)
         if magic != b"PKVT":
             raise VaultFormatError(".pk/vault is not a Polykey vault file")
-        if version != FORMAT_VERSION:
-            raise VaultFormatError(f"vault format version {version} is not supported")
-        return cls(VaultId(raw), epoch)
+        return info
 
 
 # -- .pk/members (spec section 4.2) ---------------------------------------------------
@@ -232,10 +285,43 @@ class Members:
         return cls(tuple(roles))
 
 
+# -- .pk/replicas (spec section 4.4) --------------------------------------------------
+
+_REPLICAS_HEAD = struct.Struct(">4sBH")
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """NodeIds an owner allows to hold and serve the vault's ciphertext without being members."""
+
+    nodes: tuple[NodeId, ...]
+
+    def encode(self) -> bytes:
+        nodes = sorted(set(self.nodes), key=lambda n: n.raw)
+        if not 1 <= len(nodes) <= MAX_MEMBERS:
+            raise InvalidInputError(f"a vault lists 1 to {MAX_MEMBERS} replicas (none: no .pk/replicas)")
+        return _REPLICAS_HEAD.pack(b"PKVR", 1, len(nodes)) + b"".join(n.raw for n in nodes)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Replicas:
+        if len(data) < _REPLICAS_HEAD.size:
+            raise VaultFormatError(".pk/replicas is truncated")
+        magic, version, count = _REPLICAS_HEAD.unpack_from(data)
+        if magic != b"PKVR" or version != 1:
+            raise VaultFormatError(".pk/replicas has a bad magic or unknown version")
+        if not 1 <= count <= MAX_MEMBERS or len(data) != _REPLICAS_HEAD.size + 32 * count:
+            raise VaultFormatError(".pk/replicas has a wrong count or size")
+        raws = [data[_REPLICAS_HEAD.size + 32 * i : _REPLICAS_HEAD.size + 32 * (i + 1)] for i in range(count)]
+        if raws != sorted(set(raws)):
+            raise VaultFormatError(".pk/replicas is not sorted or has duplicates")
+        return cls(tuple(NodeId(r) for r in raws))
+
+
 # -- .pk/keys/<epoch> (spec section 4.3) -----------------------------------------------
 
 WRAPPED_BYTES = crypto.SEAL_OVERHEAD + EPOCH_SECRET_BYTES
 _KEYS_HEAD = struct.Struct(">4sBIH")
+_KEYS_HEAD_V2 = struct.Struct(">4sBI32sH")
 
 
 class Identity(Protocol):
@@ -251,15 +337,21 @@ class Identity(Protocol):
 
 @dataclass(frozen=True)
 class WrappedKeys:
-    """The epoch secret sealed (crypto.seal) to each member's key."""
+    """The epoch secret sealed (crypto.seal) to each member's key, and (version 2) its commitment."""
 
     epoch: int
     wraps: tuple[tuple[NodeId, bytes], ...]
+    commitment: bytes | None = None  # None: a version 1 file
 
     @classmethod
-    def create(cls, epoch: int, secret: bytes, members: list[NodeId]) -> WrappedKeys:
+    def create(cls, epoch: int, secret: bytes, members: list[NodeId], vault_id: VaultId | None = None) -> WrappedKeys:
+        """Wrap ``secret`` for ``members``; with ``vault_id``, a version 2 file carrying its commitment."""
         wraps = [(m, crypto.seal(m.public_key, secret)) for m in sorted(set(members))]
-        return cls(epoch, tuple(wraps))
+        commitment = key_commitment(vault_id, epoch, secret) if vault_id is not None else None
+        return cls(epoch, tuple(wraps), commitment)
+
+    def names(self, node: NodeId) -> bool:
+        return any(member == node for member, _sealed in self.wraps)
 
     def unwrap(self, identity: Identity) -> bytes:
         """The epoch secret sealed to ``identity``.
@@ -275,8 +367,22 @@ class WrappedKeys:
                     raise VaultIntegrityError("this node's wrapped vault key fails authentication") from None
         raise NotForThisKeyError("the vault's keys are not wrapped for this node")
 
+    def open(self, identity: Identity, vault_id: VaultId) -> bytes:
+        """:meth:`unwrap`, then (version 2) check the secret against the file's key commitment:
+        a wrap sealed to us for another secret is a VaultIntegrityError naming the file."""
+        secret = self.unwrap(identity)
+        if self.commitment is not None and not crypto.constant_time_eq(
+                key_commitment(vault_id, self.epoch, secret), self.commitment):
+            memory.wipe(secret)
+            raise VaultIntegrityError(
+                f".pk/keys/{keys_file_name(self.epoch)}: this node's wrapped key does not match the file's "
+                "key commitment (a forged or foreign epoch key)")
+        return secret
+
     def encode(self) -> bytes:
-        out = [_KEYS_HEAD.pack(b"PKVK", FORMAT_VERSION, self.epoch, len(self.wraps))]
+        version = V1 if self.commitment is None else V2
+        out = [_KEYS_HEAD.pack(b"PKVK", version, self.epoch, len(self.wraps)) if version == V1 else
+               _KEYS_HEAD_V2.pack(b"PKVK", version, self.epoch, self.commitment or b"", len(self.wraps))]
         for member, sealed in sorted(self.wraps, key=lambda w: w[0].raw):
             out.append(member.raw + sealed)
         return b"".join(out)
@@ -285,19 +391,24 @@ class WrappedKeys:
     def decode(cls, data: bytes) -> WrappedKeys:
         if len(data) < _KEYS_HEAD.size:
             raise VaultFormatError(".pk/keys file is truncated")
+        commitment: bytes | None = None
         magic, version, epoch, count = _KEYS_HEAD.unpack_from(data)
-        if magic != b"PKVK" or version != FORMAT_VERSION:
+        head = _KEYS_HEAD
+        if version == V2 and len(data) >= _KEYS_HEAD_V2.size:
+            magic, version, epoch, commitment, count = _KEYS_HEAD_V2.unpack_from(data)
+            head = _KEYS_HEAD_V2
+        if magic != b"PKVK" or version not in (V1, V2):
             raise VaultFormatError(".pk/keys file has a bad magic or unknown version")
         size = 32 + WRAPPED_BYTES
-        if not 1 <= count <= MAX_MEMBERS or len(data) != _KEYS_HEAD.size + size * count:
+        if not 1 <= count <= MAX_MEMBERS or len(data) != head.size + size * count:
             raise VaultFormatError(".pk/keys file has a wrong count or size")
         wraps = []
         for i in range(count):
-            off = _KEYS_HEAD.size + size * i
+            off = head.size + size * i
             wraps.append((NodeId(data[off : off + 32]), data[off + 32 : off + size]))
         if [w[0].raw for w in wraps] != sorted({w[0].raw for w in wraps}):
             raise VaultFormatError(".pk/keys file is not sorted or has duplicates")
-        return cls(epoch, tuple(wraps))
+        return cls(epoch, tuple(wraps), commitment)
 
 
 def keys_file_name(epoch: int) -> str:

@@ -98,9 +98,11 @@ def check_secret_tree(oid: str, entries: list[TreeEntry], root: bool) -> None:
 
 
 def check_pk_tree(oid: str, entries: list[TreeEntry]) -> None:
-    """``.pk/``: exactly ``keys/`` (a tree), ``members`` and ``vault`` (blobs)."""
-    if {e.name: e.is_tree for e in entries} != PK_ENTRIES or len(entries) != len(PK_ENTRIES):
-        raise _bad("tree", oid, "the .pk directory must hold exactly keys/, members and vault")
+    """``.pk/``: exactly ``keys/`` (a tree), ``members`` and ``vault`` (blobs), and optionally
+    ``replicas`` (a blob, format version 2)."""
+    found = {e.name: e.is_tree for e in entries}  # names are unique (parse_tree)
+    if found.pop("replicas", False) or found != PK_ENTRIES:
+        raise _bad("tree", oid, "the .pk directory must hold exactly keys/, members, vault and optionally replicas")
 
 
 def check_keys_tree(oid: str, entries: list[TreeEntry]) -> None:

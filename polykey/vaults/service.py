@@ -42,18 +42,20 @@ from polykey.errors import (
     VaultNotFoundError,
     VaultStateError,
 )
-from polykey.ids import VaultId
+from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
 from polykey.vaults import ops
 from polykey.vaults.cache import Listings, TreeNames
-from polykey.vaults.format import split_path
+from polykey.vaults.format import NONCE_BYTES, VaultInfo, split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.identity import NodeKey
 from polykey.vaults.index import NameIndex, validate_new_name
+from polykey.vaults.replicas import replicas_of, set_replicas
 from polykey.vaults.repo import BLOB
 from polykey.vaults.staging import ImportStaging, merge_items
 from polykey.vaults.trust import VerifiedHeads
+from polykey.vaults.upgrade import upgrade
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify as _verify
 
@@ -92,6 +94,8 @@ class VaultService:
         self._trust = VerifiedHeads(self._dir, self.node_key, self._index)
         self._mutex = threading.Lock()
         self._open: dict[VaultId, Vault] = {}
+        #: Vaults opened once by this service: each is offered the format upgrade once.
+        self._upgrade_tried: set[VaultId] = set()
         self._closed = False
         #: Decrypted tree listings of every open vault, bounded; dropped by :meth:`close`.
         self.tree_names = TreeNames()
@@ -132,7 +136,14 @@ class VaultService:
                 opened = Vault(path, vid, self.node_key, self._clock, self._rng, self.tree_names)
                 opened.guard = self._trust
             self._keep(vid, opened)
-            return opened
+            first = vid not in self._upgrade_tried
+            self._upgrade_tried.add(vid)
+        if first:
+            # A version 1 vault is upgraded at its first open (spec section 12). If its head does not
+            # verify, nothing is written and the caller's operation meets the same error itself.
+            with contextlib.suppress(PolykeyError):
+                upgrade(opened)
+        return opened
 
     def _keep(self, vid: VaultId, v: Vault) -> None:
         """Remember ``v`` as the most recently used open vault (caller holds the mutex)."""
@@ -209,8 +220,11 @@ class VaultService:
         name = validate_new_name(name)
         if self._index.lookup(name) is not None:
             raise VaultExistsError(f"a vault named {name!r} already exists")
-        vid = VaultId(self._rng(VaultId.SIZE))
-        v = Vault.create(self._repo_path(vid), vid, self.node_key, self._clock, self._rng, self.tree_names)
+        info = VaultInfo.created(self.node_key.node_id, self._rng(NONCE_BYTES))  # spec 4.1: bound to us
+        vid = info.vault_id
+        if vid in self._index.entries().values():
+            raise VaultExistsError("this node already holds a vault with that VaultId")
+        v = Vault.create(self._repo_path(vid), info, self.node_key, self._clock, self._rng, self.tree_names)
         v.guard = self._trust
 
         def add(entries: dict[str, VaultId]) -> None:
@@ -319,13 +333,21 @@ class VaultService:
         return _history.version(self._vault(vault), commit)
 
     def members(self, vault: str) -> list[JSON]:
-        """The member list at HEAD: ``[{"nodeId", "role", "self": bool}]``, owners first."""
+        """The member list at HEAD: ``[{"nodeId", "role", "self": bool}]``, owners first, then the
+        backup replicas (role ``replica``, not members: they hold ciphertext only)."""
         v = self._vault(vault)
         with v.repo.read_lock():
             snap = v.snapshot()
-        order = {"owner": 0, "writer": 1, "reader": 2}
+            replicas = replicas_of(v, snap)
+        order = {"owner": 0, "writer": 1, "reader": 2, "replica": 3}
         rows = [{"nodeId": str(n), "role": r, "self": n == v.me} for n, r in snap.members.roles]
+        rows += [{"nodeId": str(n), "role": "replica", "self": n == v.me} for n in replicas]
         return sorted(rows, key=lambda m: (order[m["role"]], m["nodeId"]))
+
+    def set_replicas(self, vault: str, nodes: list[str]) -> JSON:
+        """Replace the vault's backup replicas (``.pk/replicas``, owners only): ``{"commit", "replicas"}``.
+        Not an agent method yet (the sharing issue builds what uses replicas)."""
+        return set_replicas(self._vault(vault), [NodeId.from_text(n) for n in nodes])
 
     def verify(self, vault: str) -> JSON:
         """Walk the whole history and check every commit (signature, author's role as of its parents).
@@ -351,7 +373,10 @@ class VaultService:
         (``pending``: other vaults a rebuilt state file left to verify in full at their next use).
         """
         v = self._vault(vault)
-        return {"name": vault, "vaultId": str(v.vault_id), **self._trust.reset(v, to)}
+        out = {"name": vault, "vaultId": str(v.vault_id), **self._trust.reset(v, to)}
+        with self._mutex:
+            self._upgrade_tried.discard(v.vault_id)  # a version 1 commit reset to is upgraded at next use
+        return out
 
     # -- secrets -------------------------------------------------------------------
 
@@ -392,7 +417,7 @@ class VaultService:
             keys = v.epoch_keys(snap)
             key = (v.vault_id.raw, parts, recursive)
             cached = self.listings.get(key)
-            same_tree = cached is not None and cached[:2] == (keys.epoch, e.oid)  # trees never change
+            same_tree = cached is not None and cached[:2] == (keys.commitment, e.oid)  # trees never change
             if cached is not None and same_tree and cached[2] is not None:
                 return list(cached[2])  # the rows are shared: callers read them, never change them
             rows = [
@@ -402,7 +427,7 @@ class VaultService:
         rows.sort(key=lambda r: r["path"])
         # Keep the answer only when the directory was listed unchanged twice in a row: a vault that
         # is written between listings would only churn memory with answers nobody asks for again.
-        self.listings.put(key, (keys.epoch, e.oid, rows if same_tree else None))
+        self.listings.put(key, (keys.commitment, e.oid, rows if same_tree else None))
         return list(rows)
 
     def remove(self, vault: str, path: str, recursive: bool = False) -> JSON:

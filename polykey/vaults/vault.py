@@ -34,6 +34,7 @@ from polykey.vaults.format import (
     DIR_MARKER,
     MAX_DEPTH,
     OWNER,
+    V2,
     WRITER,
     EpochKeys,
     Members,
@@ -94,25 +95,33 @@ class Vault:
         #: The head the guard last accepted.
         self.trusted: str | None = None
         self._metadata: dict[str, tuple[VaultInfo, Members]] = {}
-        self._keys: dict[int, EpochKeys] = {}
-        self._names: dict[tuple[int, str], str] = {}
+        #: Epoch keys by their identity: the key commitment (a version 1 keys file: its blob id).
+        self._keys: dict[str, EpochKeys] = {}
+        #: The keys (or None: no wrap for this node) a ``.pk`` tree gives, by its tree id.
+        self._pk_keys: dict[str, EpochKeys | None] = {}
+        self._names: dict[tuple[bytes, str], str] = {}
         #: Decrypted tree listings (shared by the service's vaults, or this vault's own).
         self.tree_names = tree_names if tree_names is not None else TreeNames(max_trees=256, max_bytes=1 << 20)
 
     @classmethod
-    def create(cls, path: Path, vault_id: VaultId, key: NodeKey, clock: Clock, rng: crypto.Rng,
+    def create(cls, path: Path, info: VaultInfo, key: NodeKey, clock: Clock, rng: crypto.Rng,
                tree_names: TreeNames | None = None) -> Vault:
-        """Build the repository beside ``path`` and rename it into place (crash-atomic)."""
+        """Build the repository beside ``path`` and rename it into place (crash-atomic). ``info`` is
+        :meth:`VaultInfo.created` for ``key``'s NodeId: the VaultId is bound to its creator (spec 4.1)."""
         tmp = path.with_name(f".tmp-{path.name}")
         shutil.rmtree(tmp, ignore_errors=True)
         repo = GitRepo.init(tmp)
         me = key.node_id
+        if not info.bound_to(me):
+            raise InvalidInputError("a new vault's VaultId must derive from its creator's NodeId")
+        vault_id = info.vault_id
         secret = rng(32)
         files = {
-            (PK_DIR, "vault"): VaultInfo(vault_id, 0).encode(),
+            (PK_DIR, "vault"): info.encode(),
             (PK_DIR, "members"): Members(((me, OWNER),)).encode(),
-            (PK_DIR, "keys", keys_file_name(0)): WrappedKeys.create(0, secret, [me]).encode(),
+            (PK_DIR, "keys", keys_file_name(0)): WrappedKeys.create(0, secret, [me], vault_id).encode(),
         }
+        memory.wipe(secret)
         with repo.write_lock():
             changes: dict[Parts, Change] = {k: Entry(BLOB, repo.write_blob(v)) for k, v in files.items()}
             tree = repo.apply(None, changes)
@@ -129,7 +138,7 @@ class Vault:
 
     def wipe_keys(self) -> None:
         """Zero the cached epoch keys in memory (the agent locks): only once nothing uses the vault."""
-        keys, self._keys = list(self._keys.values()), {}
+        keys, self._keys, self._pk_keys = list(self._keys.values()), {}, {}
         for k in keys:
             memory.wipe(k.content_key)
             memory.wipe(k.name_key)
@@ -161,7 +170,7 @@ class Vault:
     def load(self, commit: str) -> Snapshot:
         tree = self.repo.commit_info(commit).tree
         info, members = self.metadata(tree)
-        return Snapshot(commit, tree, info, members, self._unwrap_keys(tree, info.epoch))
+        return Snapshot(commit, tree, info, members, self._unwrap_keys(tree, info))
 
     def metadata(self, tree: str) -> tuple[VaultInfo, Members]:
         """The ``.pk/vault`` and ``.pk/members`` of a tree (cached by the ``.pk`` tree id)."""
@@ -186,23 +195,39 @@ class Vault:
             raise VaultFormatError(f".pk/{name} is too large")
         return self.repo.read_blob(e.oid)
 
-    def _unwrap_keys(self, tree: str, epoch: int) -> EpochKeys | None:
-        """The keys of ``epoch`` as wrapped for this node in ``tree``; None if it holds no wrap."""
-        cached = self._keys.get(epoch)
-        if cached is not None:
-            return cached
-        e = self.repo.entry(tree, f"{PK_DIR}/keys/{keys_file_name(epoch)}")
+    def _unwrap_keys(self, tree: str, info: VaultInfo) -> EpochKeys | None:
+        """The keys of the current epoch as wrapped for this node in ``tree``; None if it holds no wrap.
+
+        Cached by the key's identity (its commitment), never by the epoch number alone: two
+        histories may both have an epoch ``e``, with different secrets (spec 4.3).
+        """
+        pk = self.repo.entry(tree, PK_DIR)
+        if pk is not None and pk.oid in self._pk_keys:  # the same .pk tree: the same keys file
+            return self._pk_keys[pk.oid]
+        keys = self._open_keys(tree, info)
+        if pk is not None:
+            self._pk_keys[pk.oid] = keys
+        return keys
+
+    def _open_keys(self, tree: str, info: VaultInfo) -> EpochKeys | None:
+        epoch, name = info.epoch, f"{PK_DIR}/keys/{keys_file_name(info.epoch)}"
+        e = self.repo.entry(tree, name)
         if e is None or e.kind != BLOB:
             raise VaultFormatError(f"the vault has no wrapped keys for epoch {epoch}")
         wrapped = WrappedKeys.decode(self.repo.read_blob(e.oid))
         if wrapped.epoch != epoch:
             raise VaultFormatError("the vault's wrapped keys are for another epoch")
+        if info.version >= V2 and wrapped.commitment is None:
+            raise VaultFormatError(f"{name} has no key commitment (format version 2 requires one)")
+        if not wrapped.names(self.me):
+            return None  # a later commit may add a wrap for this node in this epoch
+        ident = wrapped.commitment.hex() if wrapped.commitment is not None else e.oid
+        cached = self._keys.get(ident)
+        if cached is not None:
+            return cached
+        secret = wrapped.open(self.key, self.vault_id)
         try:
-            secret = wrapped.unwrap(self.key)
-        except NotForThisKeyError:
-            return None  # not cached: a later commit may add a wrap for this node in this epoch
-        try:
-            keys = self._keys[epoch] = EpochKeys.derive(self.vault_id, epoch, secret)
+            keys = self._keys[ident] = EpochKeys.derive(self.vault_id, epoch, secret)
         finally:
             memory.wipe(secret)
         return keys
@@ -222,7 +247,7 @@ class Vault:
         """The stored (encrypted) name of each component of a plain path (cached)."""
         out = []
         for part in parts:
-            key = (keys.epoch, part)
+            key = (keys.commitment, part)
             name = self._names.get(key)
             if name is None:
                 if len(self._names) >= _NAME_CACHE_LIMIT:
@@ -249,7 +274,7 @@ class Vault:
     def listing(self, keys: EpochKeys, tree: str) -> tuple[Listed, ...]:
         """The stored and plain names of each entry of ``tree``, decrypted once per tree
         (:mod:`polykey.vaults.cache`). The plain name is None for ``.pk`` and directory markers."""
-        key = (self.vault_id.raw, keys.epoch, tree)
+        key = (self.vault_id.raw, keys.commitment, tree)
         found = self.tree_names.get(key)
         if found is not None:
             return found
@@ -305,19 +330,32 @@ class Vault:
 
     def write(self, build: Callable[[Snapshot], tuple[dict[Parts, Change], str, dict[str, Any]]]) -> dict[str, Any]:
         """Run ``build(head) -> (changes by plain parts, message, result)`` and commit it."""
+
+        def stored(snap: Snapshot) -> tuple[dict[Parts, Change], str, dict[str, Any]]:
+            changes, message, result = build(snap)
+            keys = self.epoch_keys(snap)
+            return {self.stored_path(keys, p): c for p, c in changes.items()}, message, result
+
+        return self._write((OWNER, WRITER), "it", stored)
+
+    def write_metadata(self, build: Callable[[Snapshot], tuple[dict[Parts, Change], str, dict[str, Any]]]
+                       ) -> dict[str, Any]:
+        """Like :meth:`write`, owners only, with changes by *stored* path (``.pk/...``)."""
+        return self._write((OWNER,), "its members, keys or replicas", build)
+
+    def _write(self, roles: tuple[str, ...], what: str,
+               build: Callable[[Snapshot], tuple[dict[Parts, Change], str, dict[str, Any]]]) -> dict[str, Any]:
         with self.repo.write_lock():
             self._head = None
             snap = self.snapshot()
             role = snap.members.role_of(self.me)
-            if role not in (OWNER, WRITER):
+            if role not in roles:
                 raise VaultPermissionError(
-                    "this node is a reader of the vault and cannot change it" if role else
+                    f"this node is a {role} of the vault and cannot change {what}" if role else
                     "this node is not a member of the vault"
                 )
             changes, message, result = build(snap)
-            keys = self.epoch_keys(snap)
-            stored = {self.stored_path(keys, p): c for p, c in changes.items()}
-            tree = self.repo.apply(snap.tree, stored)
+            tree = self.repo.apply(snap.tree, changes)
             result["commit"] = self.repo.commit(tree, [snap.commit], message, self.key, when=int(self.clock()))
             if self.guard is not None:
                 self.guard.advanced(self, result["commit"])

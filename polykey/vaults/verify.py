@@ -4,8 +4,10 @@ Every commit, oldest first, MUST parse under the strict grammar (:mod:`polykey.v
 carry an SSHSIG (namespace ``git``) by the Ed25519 key whose NodeId is its author and committer,
 and that NodeId MUST hold, as of every parent, a role allowing the change: ``owner`` or ``writer``
 for secrets, ``owner`` when ``.pk/`` changes. A root commit MUST be signed by an owner listed in
-its own ``.pk/members``, and a history has one root. The current epoch's wrapped keys MUST name
-exactly the members. Every secret blob this node can decrypt MUST authenticate under its path.
+its own ``.pk/members`` (in format version 2, the creator its VaultId derives from), and a history
+has one root; the epoch never goes down and an epoch's key commitment never changes (spec 8.2).
+The current epoch's wrapped keys MUST name exactly the members (and, in version 2, open to the
+key commitment). Every secret blob this node can decrypt MUST authenticate under its path.
 The first commit that breaks a rule is reported with its id and the reason.
 
 :func:`verify` walks the whole history (``pk vaults verify``, the audit); :func:`verify_new`
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from polykey.crypto import sshsig
+from polykey.crypto import memory, sshsig
 from polykey.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -34,7 +36,12 @@ from polykey.vaults.format import (
     MAX_DEPTH,
     MAX_SECRET_BYTES,
     OWNER,
+    UPGRADED,
+    V2,
     WRITER,
+    Members,
+    Replicas,
+    VaultInfo,
     WrappedKeys,
     join_path,
     keys_file_name,
@@ -104,7 +111,73 @@ def _check_keys(v: Vault, c: CommitInfo, checked: set[str]) -> None:
         raise _Bad("its wrapped keys are for another epoch")
     if {n for n, _w in wrapped.wraps} != {n for n, _r in members.roles}:
         raise _Bad("its wrapped keys do not match its member list")
+    _check_commitment(v, info, wrapped)
+    _check_replicas(v, c.tree, info, members)
     checked.add(pk)
+
+
+def _check_commitment(v: Vault, info: VaultInfo, wrapped: WrappedKeys) -> None:
+    """Format version 2: the current keys file has a key commitment, and the wrap this node holds
+    opens to the committed secret (checked even when the key is already cached; spec 4.3)."""
+    name = f"{PK_DIR}/keys/{keys_file_name(info.epoch)}"
+    if info.version >= V2 and wrapped.commitment is None:
+        raise _Bad(f"{name} has no key commitment (format version 2 requires one)")
+    if wrapped.commitment is not None and wrapped.names(v.me):
+        memory.wipe(wrapped.open(v.key, v.vault_id))
+
+
+def _check_replicas(v: Vault, tree: str, info: VaultInfo, members: Members) -> None:
+    """``.pk/replicas`` (spec 4.4): only in format version 2, never listing a member."""
+    e = v.repo.entry(tree, f"{PK_DIR}/replicas")
+    if e is None:
+        return
+    if info.version < V2:
+        raise _Bad("a format version 1 vault has a .pk/replicas")
+    replicas = Replicas.decode(v.repo.read_blob(e.oid))
+    if any(members.role_of(n) is not None for n in replicas.nodes):
+        raise _Bad(".pk/replicas lists a member (a member may hold the vault already)")
+
+
+def _commitment(v: Vault, tree: str, info: VaultInfo) -> bytes | None:
+    """The key commitment of the current epoch's keys file of ``tree`` (None: a version 1 file)."""
+    e = v.repo.entry(tree, f"{PK_DIR}/keys/{keys_file_name(info.epoch)}")
+    if e is None or e.kind != BLOB:
+        raise _Bad(f"it has no wrapped keys for epoch {info.epoch}")
+    return WrappedKeys.decode(v.repo.read_blob(e.oid)).commitment
+
+
+def _check_lineage(v: Vault, c: CommitInfo, signer: NodeId) -> None:
+    """Format version 2 (spec section 8.2): a root bound to its creator; along every parent, an
+    epoch's key never changes, the epoch and the format version never go down and a version 2
+    origin never changes."""
+    info, _members = v.metadata(c.tree)
+    if not c.parents:
+        if info.version >= V2 and info.origin == UPGRADED:
+            raise _Bad("the root commit claims an upgraded vault (an upgraded vault's root is a version 1 commit)")
+        if info.version >= V2 and not info.bound_to(signer):
+            raise _Bad(f"the root commit is signed by {signer}, not by the creator its VaultId derives from")
+        return
+    pk = _pk_tree(v, c.tree)
+    for parent in c.parents:
+        ptree = v.repo.commit_info(parent).tree
+        if pk == _pk_tree(v, ptree):
+            continue  # the same .pk: nothing of it changed along this parent
+        pinfo, _pmembers = v.metadata(ptree)
+        before = _commitment(v, ptree, pinfo) if info.epoch == pinfo.epoch else None
+        if before is not None and before != _commitment(v, c.tree, info):
+            raise _Bad(f"it changes the key of epoch {info.epoch} (its key commitment differs from parent {parent[:12]}'s)")
+        if info.epoch < pinfo.epoch:
+            raise _Bad(f"its epoch {info.epoch} goes down from {pinfo.epoch} of parent {parent[:12]}")
+        if info.version < pinfo.version:
+            raise _Bad(f"its format version {info.version} goes down from parent {parent[:12]}")
+        if pinfo.version >= V2 and (info.origin, info.nonce) != (pinfo.origin, pinfo.nonce):
+            raise _Bad(f"it changes the vault's origin recorded in .pk/vault of parent {parent[:12]}")
+        if pinfo.version < V2 <= info.version and info.origin != UPGRADED:
+            raise _Bad("a format version 1 vault becomes version 2 only as an upgraded vault")
+
+
+def _ident(snap: Snapshot) -> bytes | None:
+    return snap.keys.commitment if snap.keys is not None else None
 
 
 class _Trees:
@@ -128,7 +201,7 @@ class _Trees:
 
     def check(self, snap: Snapshot, base: Snapshot | None) -> None:
         """The trees and blobs of ``snap`` that differ from verified ``base`` (same epoch) or all."""
-        if base is not None and (base.info.epoch != snap.info.epoch or (base.keys is None) != (snap.keys is None)):
+        if base is not None and (base.info.epoch != snap.info.epoch or _ident(base) != _ident(snap)):
             base = None
         stack: list[tuple[Parts, str, str | None]] = [((), snap.tree, base.tree if base else None)]
         while stack:
@@ -190,6 +263,7 @@ def _check_commits(v: Vault, commits: list[str], pinned: bool) -> str | None:
             trees.root(header.tree)
             _check_role(v, c, signer)
             _check_keys(v, c, checked)
+            _check_lineage(v, c, signer)
             snap = v.load(c.id)
             trees.check(snap, v.load(c.parents[0]) if c.parents else None)
         except _Bad as bad:

@@ -97,7 +97,7 @@ def member_change(v: Vault, owner: KeyPair, new: NodeId, role: str) -> dict[tupl
     roles = dict(snap.members.roles)
     roles[new] = role
     members = Members(tuple(sorted(roles.items())))
-    wrapped = WrappedKeys.create(snap.info.epoch, secret, list(roles))
+    wrapped = WrappedKeys.create(snap.info.epoch, secret, list(roles), v.vault_id)  # format v2: with its commitment
     return {
         (".pk", "members"): Entry(BLOB, v.repo.write_blob(members.encode())),
         (".pk", "keys", name): Entry(BLOB, v.repo.write_blob(wrapped.encode())),
