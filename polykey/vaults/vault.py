@@ -318,7 +318,9 @@ class Vault:
             keys = self.epoch_keys(snap)
             stored = {self.stored_path(keys, p): c for p, c in changes.items()}
             tree = self.repo.apply(snap.tree, stored)
-            result["commit"] = self.repo.commit(tree, [snap.commit], message, self.key, when=int(self.clock()))
+            # commit times never go back along history (section 8, rule 10): a slow clock is clamped
+            when = max(int(self.clock()), self.repo.commit_info(snap.commit).time)
+            result["commit"] = self.repo.commit(tree, [snap.commit], message, self.key, when=when)
             if self.guard is not None:
                 self.guard.advanced(self, result["commit"])
                 self.trusted = result["commit"]

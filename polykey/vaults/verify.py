@@ -27,14 +27,13 @@ from polykey.errors import (
     VaultVerificationError,
 )
 from polykey.ids import NodeId
-from polykey.vaults import grammar
+from polykey.vaults import grammar, rules
 from polykey.vaults.format import (
     BLOB_OVERHEAD,
     DIR_MARKER,
     MAX_DEPTH,
     MAX_SECRET_BYTES,
     OWNER,
-    WRITER,
     WrappedKeys,
     join_path,
     keys_file_name,
@@ -72,22 +71,11 @@ def _pk_tree(v: Vault, tree: str) -> str | None:
 
 
 def _check_role(v: Vault, c: CommitInfo, signer: NodeId) -> None:
-    info, members = v.metadata(c.tree)
     if not c.parents:
-        if members.role_of(signer) != OWNER:
+        if v.metadata(c.tree)[1].role_of(signer) != OWNER:
             raise _Bad(f"the first commit is signed by {signer}, who is not an owner in it")
         return
-    pk = _pk_tree(v, c.tree)
-    for parent in c.parents:
-        ptree = v.repo.commit_info(parent).tree
-        _pinfo, pmembers = v.metadata(ptree)
-        role = pmembers.role_of(signer)
-        if role is None:
-            raise _Bad(f"signed by {signer}, who was not a member as of parent {parent[:12]}")
-        if role not in (OWNER, WRITER):
-            raise _Bad(f"signed by {signer}, a {role}, who may not change the vault")
-        if pk != _pk_tree(v, ptree) and role != OWNER:
-            raise _Bad(f"changes the vault membership or keys, but {signer} is a {role}, not an owner")
+    rules.check_change(v, c, signer)  # rules 5 and 8: roles as of every parent, what may change .pk
 
 
 def _check_keys(v: Vault, c: CommitInfo, checked: set[str]) -> None:
@@ -189,10 +177,12 @@ def _check_commits(v: Vault, commits: list[str], pinned: bool) -> str | None:
             signer = _signer(v, c)
             trees.root(header.tree)
             _check_role(v, c, signer)
+            rules.check_revocation(v, c)
+            rules.check_times(v, c, v.clock())
             _check_keys(v, c, checked)
             snap = v.load(c.id)
             trees.check(snap, v.load(c.parents[0]) if c.parents else None)
-        except _Bad as bad:
+        except (_Bad, rules.RuleError) as bad:
             raise VaultVerificationError(f"commit {oid}: {bad.reason}", commit=oid, reason=bad.reason) from None
         except PolykeyError as e:
             raise VaultVerificationError(f"commit {oid}: {e.message}", commit=oid, reason=e.message) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def test_reset_is_for_owners_and_verified_commits(svc: VaultService, tmp_path: P
     vaults = tmp_path / "node" / "vaults"
     heads = VerifiedHeads(vaults, reader, index.NameIndex(vaults, reader))
     with pytest.raises(VaultPermissionError):
-        heads.reset(Vault(v.repo.path, v.vault_id, reader, lambda: 0.0, os.urandom), first)
+        heads.reset(Vault(v.repo.path, v.vault_id, reader, time.time, os.urandom), first)
 
 
 def test_write_on_an_unverified_head_is_refused(svc: VaultService) -> None:
