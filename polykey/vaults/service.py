@@ -327,6 +327,16 @@ class VaultService:
         rows = [{"nodeId": str(n), "role": r, "self": n == v.me} for n, r in snap.members.roles]
         return sorted(rows, key=lambda m: (order[m["role"]], m["nodeId"]))
 
+    def head_verified(self, vault: str) -> bool:
+        """Whether a read of ``vault`` would use its head as is: the head it last verified, nothing new
+        to verify first (cheap: one ref read). False too when the vault cannot be opened (the read
+        itself then reports why)."""
+        try:
+            v = self._vault(vault)
+            return v.trusted is not None and v.repo.head() == v.trusted
+        except PolykeyError:
+            return False
+
     def verify(self, vault: str) -> JSON:
         """Walk the whole history and check every commit (signature, author's role as of its parents).
 
