@@ -151,7 +151,10 @@ class VaultService:
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
-        """Release open repositories and cached keys. The service is unusable afterwards."""
+        """Record the verified heads held in memory; release open repositories and cached keys. The
+        service is unusable afterwards."""
+        with contextlib.suppress(PolykeyError):  # an unusable state file: the next open re-verifies
+            self._trust.flush()
         with self._mutex:
             self._closed = True
             opened, self._open = list(self._open.values()), {}

@@ -258,6 +258,7 @@ def test_tampered_object_file(svc: VaultService, tmp_path: Path, owner: KeyPair)
     snap = v.snapshot()
     entry = v.find(snap, ("db", "password"))
     assert entry is not None
+    svc._trust.flush()  # noqa: SLF001 - as an agent stop records its verified heads
     flip_packed_object(v.repo.path, entry.oid)
     fresh = VaultService(tmp_path / "node", owner)  # no object cached in memory
     with pytest.raises(VaultIntegrityError):
