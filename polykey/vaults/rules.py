@@ -64,9 +64,10 @@ def check_times(v: Vault, c: CommitInfo, now: float) -> None:
 def check_change(v: Vault, c: CommitInfo, signer: NodeId) -> None:
     """Rules 5 and 8 for a commit with parents: the signer's role as of each, and what it may do
     to ``.pk``."""
+    parents = [_pk(v, p) for p in c.parents]
     roles = []
-    for parent in c.parents:
-        role = _pk(v, parent)[2].role_of(signer)
+    for parent, (_tree, _epoch, members) in zip(c.parents, parents):
+        role = members.role_of(signer)
         if role is None:
             raise RuleError(f"signed by {signer}, who was not a member as of parent {parent[:12]}")
         if role not in (OWNER, WRITER):
@@ -74,13 +75,12 @@ def check_change(v: Vault, c: CommitInfo, signer: NodeId) -> None:
         roles.append(role)
     owner = all(r == OWNER for r in roles)
     pk, epoch, _members = _pk(v, c.id)
-    if len(c.parents) == 1:
-        if pk != _pk(v, c.parents[0])[0] and not owner:
+    if len(parents) == 1:
+        if pk != parents[0][0] and not owner:
             raise RuleError(f"changes the vault membership or keys, but {signer} is a {roles[0]}, not an owner")
         return
-    (pk1, e1, _m1), (pk2, e2, _m2) = _pk(v, c.parents[0]), _pk(v, c.parents[1])
-    base = _merge_base(v, c)
-    pkb, eb, _mb = _pk(v, base)
+    (pk1, e1, _m1), (pk2, e2, _m2) = parents
+    pkb, eb, _mb = _pk(v, _merge_base(v, c))
     if pk1 == pkb:
         merged: str | None = pk2
     elif pk2 == pkb or pk1 == pk2:

@@ -118,13 +118,8 @@ class History:
 
 
 @pytest.fixture
-def owner() -> KeyPair:
-    return KeyPair.generate()
-
-
-@pytest.fixture
-def h(tmp_path: Path, owner: KeyPair) -> Iterator[History]:
-    made = History(tmp_path / "node", owner)
+def h(tmp_path: Path) -> Iterator[History]:
+    made = History(tmp_path / "node", KeyPair.generate())
     yield made
     made.v.close()
     made.svc.close()
