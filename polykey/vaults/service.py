@@ -331,12 +331,13 @@ class VaultService:
         return sorted(rows, key=lambda m: (order[m["role"]], m["nodeId"]))
 
     def head_verified(self, vault: str) -> bool:
-        """Whether a read of ``vault`` would use its head as is: the head it last verified, nothing new
-        to verify first (cheap: one ref read). False too when the vault cannot be opened (the read
-        itself then reports why)."""
+        """Whether a read of ``vault`` would use its head as is: the head last verified, nothing new to
+        verify first (cheap: a ref read, and the state file's stat). False too when the vault cannot
+        be opened (the read itself then reports why)."""
         try:
             v = self._vault(vault)
-            return v.trusted is not None and v.repo.head() == v.trusted
+            head = v.repo.head()
+            return head is not None and (head == v.trusted or head == self._trust.verified_head(v.vault_id))
         except PolykeyError:
             return False
 

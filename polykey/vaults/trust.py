@@ -118,6 +118,13 @@ class VerifiedHeads:
 
         self._file.update(change)
 
+    def verified_head(self, vid: VaultId) -> str | None:
+        """The newest verified head of ``vid``, if the state file is there and holds one; None
+        otherwise (nothing is written: the check before use reports what is wrong)."""
+        current = self._file.current() if self._index.has_state() else None  # else _load() writes
+        rec = current.vaults.get(vid) if current is not None else None
+        return None if rec is None else self._verified(vid, rec)
+
     def _verified(self, vid: VaultId, rec: VaultState) -> str | None:
         """The newest verified head of ``vid``: in memory if it is ahead of the record."""
         with self._ahead_mutex:

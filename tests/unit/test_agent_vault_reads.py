@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from polykey.ids import VaultId
 from polykey.vaults import ops
 from polykey.vaults.vault import Vault
 
@@ -59,3 +60,21 @@ def test_a_long_verification_does_not_stall_other_clients(tmp_path: Path) -> Non
     asyncio.run(main())
     assert [t.startswith("keynode-worker") for t in read_threads] == [True, True, False]
     assert read_threads[2] == "MainThread"
+
+
+def test_a_verified_vault_is_read_inline_when_first_opened(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path)
+    service = agent.vaults
+    vault_id = service.create_vault("app")["vaultId"]
+    service.set_secret("app", "k", b"v")
+    service._forget(VaultId.from_text(vault_id))  # noqa: SLF001 - as if evicted, or after a start
+    real_get = service.get_secret
+    read_threads: list[str] = []
+
+    def spy_get(vault: str, path: str, commit: str | None = None) -> bytes:
+        read_threads.append(threading.current_thread().name)
+        return real_get(vault, path, commit)
+
+    service.get_secret = spy_get  # type: ignore[method-assign]
+    assert asyncio.run(agent.dispatch(ctx("secrets.get", []), {"vault": "app", "path": "k"})) == b"v"
+    assert read_threads == ["MainThread"]  # its head is the verified one: nothing to verify first
