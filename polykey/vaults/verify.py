@@ -3,7 +3,8 @@
 Every commit, oldest first, MUST parse under the strict grammar (:mod:`polykey.vaults.grammar`),
 carry an SSHSIG (namespace ``git``) by the Ed25519 key whose NodeId is its author and committer,
 and that NodeId MUST hold, as of every parent, a role allowing the change: ``owner`` or ``writer``
-for secrets, ``owner`` when ``.pk/`` changes. A root commit MUST be signed by an owner listed in
+for secrets, ``owner`` when ``.pk/`` changes (a merge's ``.pk``, revocation and commit times:
+:mod:`polykey.vaults.rules`). A root commit MUST be signed by an owner listed in
 its own ``.pk/members``, and a history has one root. The current epoch's wrapped keys MUST name
 exactly the members. Every secret blob this node can decrypt MUST authenticate under its path.
 The first commit that breaks a rule is reported with its id and the reason.
