@@ -5,9 +5,11 @@ parameters, and what it locks. Writes to a vault are serialised per VaultId (the
 the client sent is resolved through the vault index first, so two names of one vault share one
 lock), index changes node-wide, with asyncio locks, so concurrent clients never lose a write;
 they run in the agent's bounded thread pool so a commit's fsync never stalls the event loop.
-Reads run inline on the loop (they take well under a millisecond) unless a write is in flight:
-a write holds its vault's thread lock, so an inline read could wait on it and stall every
-client. Per-vault locks exist only while a write uses them.
+Reads of a vault whose head is verified run inline on the loop (they take well under a
+millisecond). A read that must first verify new commits (docs/spec/vault-format.md section 10.3:
+a vault not yet adopted costs about 2 s at 10,000 commits) runs in the pool, as does every read
+while anything runs there: a pooled operation holds its vault's thread lock, so an inline read
+could wait on it and stall every client. Per-vault locks exist only while a write uses them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +53,7 @@ METHODS: dict[str, VaultMethod] = {
     "vaults.log": VaultMethod(S.log, ("vault", "limit")),
     "vaults.version": VaultMethod(S.version, ("vault", "commit")),
     "vaults.members": VaultMethod(S.members, ("vault",)),
-    "vaults.verify": VaultMethod(S.verify, ("vault",)),
+    "vaults.verify": VaultMethod(S.verify, ("vault",), pool=True),  # the whole history
     "vaults.reset": VaultMethod(S.reset_vault, ("vault", "to"), writes=True),
     "secrets.set": VaultMethod(S.set_secret, ("vault", "path", "value"), writes=True),
     "secrets.get": VaultMethod(S.get_secret, ("vault", "path", "commit")),
@@ -82,8 +84,17 @@ class VaultLocks:
         self.index = asyncio.Lock()
         self._vaults: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
-        #: Writes (and index operations) waiting or running: reads leave the loop meanwhile.
+        #: Writes, index operations and pooled reads waiting or running: reads leave the loop meanwhile.
         self.in_flight = 0
+
+    @contextlib.contextmanager
+    def pooled(self) -> Iterator[None]:
+        """Count a read running in the pool (it holds its vault's thread lock meanwhile)."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     @contextlib.asynccontextmanager
     async def writing(self, vault: str | None) -> AsyncIterator[None]:
@@ -151,11 +162,18 @@ async def _inline_or_pooled(
     agent: Agent, ctx: AgentContext, locks: VaultLocks, fn: Callable[..., Any], *args: Any, pool: bool = False,
     **params: Any,
 ) -> Any:
-    """``fn(*args, **params)``: inline on the loop, or in the worker pool while a write is in flight
+    """``fn(*args, **params)``: inline on the loop, or in the worker pool while anything runs there
     (it may hold a lock ``fn`` needs) or when ``pool`` (a long operation)."""
     if locks.in_flight or pool:
-        return await _blocking(agent, ctx, lambda **kw: fn(*args, **kw), params)
+        with locks.pooled():
+            return await _blocking(agent, ctx, lambda **kw: fn(*args, **kw), params)
     return fn(*args, **params)
+
+
+def _verifies(service: VaultService, vaults: list[str]) -> bool:
+    """Whether a read of these vaults would first verify new commits (or adopt a vault): then it
+    leaves the loop. Only asked while nothing runs in the pool, so nothing else uses the vaults."""
+    return not all(service.head_verified(v) for v in vaults)
 
 
 def _then_trim(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -196,7 +214,8 @@ def install(agent: Agent) -> None:
                         async with locks.writing(key):
                             result = await _blocking(agent, ctx, _then_trim(fn), params)
                     else:
-                        result = await _inline_or_pooled(agent, ctx, locks, fn, pool=spec.pool, **params)
+                        pool = spec.pool or (vault is not None and not locks.in_flight and _verifies(service, [vault]))
+                        result = await _inline_or_pooled(agent, ctx, locks, fn, pool=pool, **params)
                 except (VaultIntegrityError, VaultFormatError) as e:
                     if vault is None:
                         raise
@@ -251,7 +270,8 @@ def install(agent: Agent) -> None:
                     out.append({"vault": vault, "path": path, "secrets": values})
                 return out
 
-            result = await _inline_or_pooled(agent, ctx, locks, work)
+            pool = not locks.in_flight and _verifies(service, [ref["vault"] for ref in refs])
+            result = await _inline_or_pooled(agent, ctx, locks, work, pool=pool)
         for ref in refs:
             agent.note_opened(ref["vault"])
         return result

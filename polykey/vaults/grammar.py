@@ -4,7 +4,7 @@ Everything the agent reads from a vault is first parsed here, from the object's 
 a tree holds only modes ``100644`` and ``040000``, names ``.pk``, ``.keep`` or canonical
 encrypted names, in git's order without duplicates; a commit holds exactly the headers
 ``tree``, ``parent`` (at most two), ``author``, ``committer`` and ``gpgsig``, in that order, a
-committer equal to its author, and a short ASCII message. A violation is a
+committer and time equal to its author's, and a short ASCII message. A violation is a
 :class:`VaultIntegrityError` naming the object (never a name or a value in clear).
 """
 
@@ -139,8 +139,8 @@ def parse_commit(oid: str, data: bytes) -> CommitHeader:
     committer = _IDENT.fullmatch(fv[b"committer"])
     if author is None or committer is None:
         raise _bad("commit", oid, "an author or committer that is not 'name <email> time +0000'")
-    if author.group(1, 2) != committer.group(1, 2):
-        raise _bad("commit", oid, "a committer other than its author")
+    if author.group(1, 2, 3) != committer.group(1, 2, 3):
+        raise _bad("commit", oid, "a committer other than its author (name, email and time)")
     if len(message) > MAX_MESSAGE_BYTES or not _MESSAGE.fullmatch(message):
         raise _bad("commit", oid, f"a message that is not printable ASCII of at most {MAX_MESSAGE_BYTES} bytes")
     return CommitHeader(fv[b"tree"].decode("ascii"), tuple(p.decode("ascii") for p in parents), keys[-1] == b"gpgsig")

@@ -247,6 +247,14 @@ class GitRepo:
         except (KeyError, ValueError, pygit2.GitError):
             raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
 
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of two commits (libgit2's choice among several), or None."""
+        try:
+            found = self._repo.merge_base(pygit2.Oid(hex=a), pygit2.Oid(hex=b))
+        except (KeyError, ValueError, pygit2.GitError):
+            raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
+        return None if found is None else str(found)
+
     def raw(self, oid: str, kind: str, limit: int) -> bytes:
         """The content of object ``oid`` of ``kind`` (``commit``, ``tree``, ``blob``), at most ``limit``
         bytes (its size is read from the header first)."""

@@ -162,7 +162,10 @@ class VaultService:
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
-        """Release open repositories and cached keys. The service is unusable afterwards."""
+        """Record the verified heads held in memory; release open repositories and cached keys. The
+        service is unusable afterwards."""
+        with contextlib.suppress(PolykeyError):  # an unusable state file: the next open re-verifies
+            self._trust.flush()
         with self._mutex:
             self._closed = True
             opened, self._open = list(self._open.values()), {}
@@ -348,6 +351,17 @@ class VaultService:
         """Replace the vault's backup replicas (``.pk/replicas``, owners only): ``{"commit", "replicas"}``.
         Not an agent method yet (the sharing issue builds what uses replicas)."""
         return set_replicas(self._vault(vault), [NodeId.from_text(n) for n in nodes])
+
+    def head_verified(self, vault: str) -> bool:
+        """Whether a read of ``vault`` would use its head as is: the head last verified, nothing new to
+        verify first (cheap: a ref read, and the state file's stat). False too when the vault cannot
+        be opened (the read itself then reports why)."""
+        try:
+            v = self._vault(vault)
+            head = v.repo.head()
+            return head is not None and (head == v.trusted or head == self._trust.verified_head(v.vault_id))
+        except PolykeyError:
+            return False
 
     def verify(self, vault: str) -> JSON:
         """Walk the whole history and check every commit (signature, author's role as of its parents).

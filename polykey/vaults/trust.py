@@ -7,11 +7,17 @@ from it is refused (VaultRollbackError), and the new head is recorded in the nod
 (:mod:`polykey.vaults.state`). The vault name index records that the state file exists, so
 its loss is an error (VaultStateError), not a fresh start; a node whose vaults predate the
 state file gets one with every vault pending, each verified in full at its first open.
+
+The recorded head is a low-water mark (section 10.5): this node's own commits are verified
+heads in memory at once, and reach the file every :data:`RECORD_EVERY` commits of a vault and
+at :meth:`VerifiedHeads.flush` (the service's close), not with an fsync per write. A head that
+moves while the service runs is checked against the newest head in memory.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,17 @@ from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify, verify_new
 
 STATE_FILE = "state"
+#: This node's own commits on a vault kept as verified in memory before the state file records them.
+RECORD_EVERY = 32
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A vault's verified head in memory, ahead of the recorded one (``since``) by ``count`` own commits."""
+
+    head: str
+    since: str | None
+    count: int
 
 
 class VerifiedHeads:
@@ -40,6 +57,8 @@ class VerifiedHeads:
             vaults_dir / STATE_FILE, lambda data: state.decode(self._key, data),
             lambda value: state.encode(self._key, value), state.MAX_STATE_BYTES,
             lambda: VaultStateError("the node's vault state file is too large"))
+        self._ahead: dict[VaultId, _Ahead] = {}
+        self._ahead_mutex = threading.Lock()
 
     def wipe_key(self) -> None:
         with self._file.mutex:
@@ -76,7 +95,41 @@ class VerifiedHeads:
                 raise VaultStateError("the node's vault state file went missing")
             return current.with_vault(vid, vs), None
 
+        with self._ahead_mutex:
+            self._ahead.pop(vid, None)
         self._file.update(change)
+
+    def flush(self) -> None:
+        """Record every verified head held in memory (the service's close). A vault whose record
+        changed meanwhile (another service of this node) keeps that record."""
+        with self._ahead_mutex:
+            ahead, self._ahead = self._ahead, {}
+        if not ahead:
+            return
+
+        def change(current: NodeState | None) -> tuple[NodeState, None]:
+            if current is None:
+                raise VaultStateError("the node's vault state file went missing")
+            for vid, a in ahead.items():
+                rec = current.vaults.get(vid)
+                if rec is not None and rec.verified == a.since:
+                    current = current.with_vault(vid, replace(rec, verified=a.head))
+            return current, None
+
+        self._file.update(change)
+
+    def verified_head(self, vid: VaultId) -> str | None:
+        """The newest verified head of ``vid``, if the state file is there and holds one; None
+        otherwise (nothing is written: the check before use reports what is wrong)."""
+        current = self._file.current() if self._index.has_state() else None  # else _load() writes
+        rec = current.vaults.get(vid) if current is not None else None
+        return None if rec is None else self._verified(vid, rec)
+
+    def _verified(self, vid: VaultId, rec: VaultState) -> str | None:
+        """The newest verified head of ``vid``: in memory if it is ahead of the record."""
+        with self._ahead_mutex:
+            a = self._ahead.get(vid)
+        return a.head if a is not None and a.since == rec.verified else rec.verified
 
     def record(self, vid: VaultId) -> VaultState:
         """This vault's record; VaultStateError if the state is unusable or holds none."""
@@ -92,17 +145,26 @@ class VerifiedHeads:
     def check(self, v: Vault, head: str) -> None:
         """Verify ``head`` of ``v`` before anything of it is used, and record it as verified."""
         rec = self.record(v.vault_id)
+        verified = self._verified(v.vault_id, rec)
         if rec.pending:  # the vault predates the state file: its whole history, once
             root = verify(v, head)["root"]
             self._put(v.vault_id, VaultState(root, head))
-        elif head != rec.verified:
-            assert rec.verified is not None
-            verify_new(v, head, rec.verified)
+        elif head != verified:
+            assert verified is not None
+            verify_new(v, head, verified)
             self._put(v.vault_id, replace(rec, verified=head))
 
     def advanced(self, v: Vault, head: str) -> None:
-        """``v`` committed ``head`` on its verified head: record it."""
-        self._put(v.vault_id, replace(self.record(v.vault_id), verified=head))
+        """``v`` committed ``head`` on its verified head: a verified head at once, in memory; recorded
+        in the file every :data:`RECORD_EVERY` commits (section 10.5)."""
+        rec = self.record(v.vault_id)
+        with self._ahead_mutex:
+            a = self._ahead.get(v.vault_id)
+            count = a.count + 1 if a is not None and a.since == rec.verified else 1
+            if count < RECORD_EVERY:
+                self._ahead[v.vault_id] = _Ahead(head, rec.verified, count)
+                return
+        self._put(v.vault_id, replace(rec, verified=head))
 
     # -- vault lifecycle -------------------------------------------------------------------
 

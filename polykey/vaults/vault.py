@@ -356,7 +356,9 @@ class Vault:
                 )
             changes, message, result = build(snap)
             tree = self.repo.apply(snap.tree, changes)
-            result["commit"] = self.repo.commit(tree, [snap.commit], message, self.key, when=int(self.clock()))
+            # commit times never go back along history (section 8, rule 10): a slow clock is clamped
+            when = max(int(self.clock()), self.repo.commit_info(snap.commit).time)
+            result["commit"] = self.repo.commit(tree, [snap.commit], message, self.key, when=when)
             if self.guard is not None:
                 self.guard.advanced(self, result["commit"])
                 self.trusted = result["commit"]

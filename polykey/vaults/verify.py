@@ -3,11 +3,12 @@
 Every commit, oldest first, MUST parse under the strict grammar (:mod:`polykey.vaults.grammar`),
 carry an SSHSIG (namespace ``git``) by the Ed25519 key whose NodeId is its author and committer,
 and that NodeId MUST hold, as of every parent, a role allowing the change: ``owner`` or ``writer``
-for secrets, ``owner`` when ``.pk/`` changes. A root commit MUST be signed by an owner listed in
-its own ``.pk/members`` (in format version 2, the creator its VaultId derives from), and a history
-has one root; the epoch never goes down and an epoch's key commitment never changes (spec 8.2).
-The current epoch's wrapped keys MUST name exactly the members (and, in version 2, open to the
-key commitment). Every secret blob this node can decrypt MUST authenticate under its path.
+for secrets, ``owner`` when ``.pk/`` changes (a merge's ``.pk``, revocation and commit times:
+:mod:`polykey.vaults.rules`). A root commit MUST be signed by an owner listed in its own
+``.pk/members`` (in format version 2, the creator its VaultId derives from), and a history has one
+root; the epoch never goes down and an epoch's key commitment never changes (spec 8.2). The current
+epoch's wrapped keys MUST name exactly the members (and, in version 2, open to the key commitment).
+Every secret blob this node can decrypt MUST authenticate under its path.
 The first commit that breaks a rule is reported with its id and the reason.
 
 :func:`verify` walks the whole history (``pk vaults verify``, the audit); :func:`verify_new`
@@ -29,7 +30,7 @@ from polykey.errors import (
     VaultVerificationError,
 )
 from polykey.ids import NodeId
-from polykey.vaults import grammar
+from polykey.vaults import grammar, rules
 from polykey.vaults.format import (
     BLOB_OVERHEAD,
     DIR_MARKER,
@@ -38,7 +39,6 @@ from polykey.vaults.format import (
     OWNER,
     UPGRADED,
     V2,
-    WRITER,
     Members,
     Replicas,
     VaultInfo,
@@ -79,22 +79,11 @@ def _pk_tree(v: Vault, tree: str) -> str | None:
 
 
 def _check_role(v: Vault, c: CommitInfo, signer: NodeId) -> None:
-    info, members = v.metadata(c.tree)
     if not c.parents:
-        if members.role_of(signer) != OWNER:
+        if v.metadata(c.tree)[1].role_of(signer) != OWNER:
             raise _Bad(f"the first commit is signed by {signer}, who is not an owner in it")
         return
-    pk = _pk_tree(v, c.tree)
-    for parent in c.parents:
-        ptree = v.repo.commit_info(parent).tree
-        _pinfo, pmembers = v.metadata(ptree)
-        role = pmembers.role_of(signer)
-        if role is None:
-            raise _Bad(f"signed by {signer}, who was not a member as of parent {parent[:12]}")
-        if role not in (OWNER, WRITER):
-            raise _Bad(f"signed by {signer}, a {role}, who may not change the vault")
-        if pk != _pk_tree(v, ptree) and role != OWNER:
-            raise _Bad(f"changes the vault membership or keys, but {signer} is a {role}, not an owner")
+    rules.check_change(v, c, signer)  # rules 5 and 8: roles as of every parent, what may change .pk
 
 
 def _check_keys(v: Vault, c: CommitInfo, checked: set[str]) -> None:
@@ -262,11 +251,13 @@ def _check_commits(v: Vault, commits: list[str], pinned: bool) -> str | None:
             signer = _signer(v, c)
             trees.root(header.tree)
             _check_role(v, c, signer)
+            rules.check_revocation(v, c)
+            rules.check_times(v, c, v.clock())
             _check_keys(v, c, checked)
             _check_lineage(v, c, signer)
             snap = v.load(c.id)
             trees.check(snap, v.load(c.parents[0]) if c.parents else None)
-        except _Bad as bad:
+        except (_Bad, rules.RuleError) as bad:
             raise VaultVerificationError(f"commit {oid}: {bad.reason}", commit=oid, reason=bad.reason) from None
         except PolykeyError as e:
             raise VaultVerificationError(f"commit {oid}: {e.message}", commit=oid, reason=e.message) from None

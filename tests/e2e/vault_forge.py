@@ -8,6 +8,7 @@ key the test chooses, using the project's own commit layout.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from polykey.crypto import sshsig
@@ -57,9 +58,10 @@ def entries(repo: Path, tree_oid: str) -> list[tuple[str, str, str]]:
 
 
 def commit(repo: Path, tree_oid: str, parents: list[str], who: NodeId, signer: KeyPair | None,
-           extra_header: str = "", message: str = "set secret\n", when: int = 1_800_000_000) -> str:
+           extra_header: str = "", message: str = "set secret\n", when: int | None = None) -> str:
     """A commit claiming author ``who``, signed by ``signer`` (None: unsigned), with ``extra_header``
-    lines after the committer."""
+    lines after the committer, dated ``when`` (now by default: commit times never go back)."""
+    when = int(time.time()) if when is None else when
     header = commit_header(tree_oid, parents, str(who), author_email(who), when) + extra_header
     if signer is None:
         return write(repo, "commit", (header + "\n" + message).encode())

@@ -88,6 +88,7 @@ def _commit(headers: str, message: str = "set secret\n") -> bytes:
     (_commit(f"tree {OID[:-1]}\nauthor {IDENT}\ncommitter {IDENT}\n"), "full object id"),
     (_commit(f"tree {OID}\nauthor {IDENT}\ncommitter other <other@polykey> 1700000000 +0000\n"), "committer other"),
     (_commit(f"tree {OID}\nauthor {IDENT}\ncommitter vnode <x@polykey> 1700000000 +0000\n"), "committer other"),
+    (_commit(f"tree {OID}\nauthor {IDENT}\ncommitter vnode <vnode@polykey> 1700000001 +0000\n"), "committer other"),
     (_commit(f"tree {OID}\nauthor vnode <vnode@polykey> 1 +0100\ncommitter {IDENT}\n"), "name <email>"),
     (_commit(f"tree {OID}\nauthor {IDENT}\ncommitter {IDENT}\n", "café\n"), "printable ASCII"),
     (_commit(f"tree {OID}\nauthor {IDENT}\ncommitter {IDENT}\n", "x" * 2000), "printable ASCII"),

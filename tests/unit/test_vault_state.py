@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,7 @@ def test_our_writes_advance_the_verified_head(svc: VaultService, tmp_path: Path)
     svc.set_secret("work", "db/password", b"two")
     v = _raw(svc)
     head = v.repo.head()
+    svc._trust.flush()  # noqa: SLF001 - as the service's close does (section 10.5)
     rec = svc._trust.record(v.vault_id)  # noqa: SLF001
     assert rec.verified == head and rec.root == v.repo.new_commits(head or "", None)[0]
     again = VaultService(tmp_path / "node", svc.keypair)  # an agent restart
@@ -121,10 +123,11 @@ def test_old_commits_are_read_only_from_the_verified_history(svc: VaultService) 
     svc.set_secret("work", "db/password", b"two")
     assert svc.get_secret("work", "db/password", commit=old[:8]) == b"one"
     # A commit object planted in the repository but not in the history is never read.
+    head = v.repo.head() or ""
     with v.repo.write_lock():
         stray = v.repo.commit(v.repo.commit_info(old).tree, [old], "set secret\n", NodeKey(KeyPair.generate()),
                               when=1)
-        v.repo.set_head(svc._trust.record(v.vault_id).verified or "")  # noqa: SLF001 - main back where it was
+        v.repo.set_head(head)  # main back where it was
     with pytest.raises(CommitNotFoundError, match="verified history"):
         svc.get_secret("work", "db/password", commit=stray)
 
@@ -172,7 +175,7 @@ def test_reset_is_for_owners_and_verified_commits(svc: VaultService, tmp_path: P
     vaults = tmp_path / "node" / "vaults"
     heads = VerifiedHeads(vaults, reader, index.NameIndex(vaults, reader))
     with pytest.raises(VaultPermissionError):
-        heads.reset(Vault(v.repo.path, v.vault_id, reader, lambda: 0.0, os.urandom), first)
+        heads.reset(Vault(v.repo.path, v.vault_id, reader, time.time, os.urandom), first)
 
 
 def test_write_on_an_unverified_head_is_refused(svc: VaultService) -> None:
@@ -184,3 +187,48 @@ def test_write_on_an_unverified_head_is_refused(svc: VaultService) -> None:
     with pytest.raises(VaultVerificationError, match="not a member"):
         svc.set_secret("work", "x", b"y")
     assert v.repo.head() == bad  # nothing written on top
+
+
+def test_own_writes_reach_the_state_file_in_batches_and_at_close(svc: VaultService, tmp_path: Path) -> None:
+    """Section 10.5: the recorded head is a low-water mark, written every RECORD_EVERY own commits."""
+    from polykey.vaults.trust import RECORD_EVERY
+
+    v = _raw(svc)
+    vid = v.vault_id
+    svc._trust.flush()  # noqa: SLF001
+    recorded = svc._trust.record(vid).verified  # noqa: SLF001
+    for i in range(RECORD_EVERY - 1):
+        svc.set_secret("work", "db/password", b"%d" % i)
+    assert svc._trust.record(vid).verified == recorded  # noqa: SLF001 - not yet written
+    svc.set_secret("work", "db/password", b"last")
+    assert svc._trust.record(vid).verified == v.repo.head()  # noqa: SLF001 - the batch is full
+    svc.set_secret("work", "db/password", b"after")
+    svc.close()
+    again = VaultService(tmp_path / "node", svc.keypair)
+    assert again._trust.record(vid).verified == v.repo.head()  # noqa: SLF001 - recorded at close
+    again.close()
+
+
+def test_a_crash_leaves_a_lag_that_the_next_open_verifies(svc: VaultService, tmp_path: Path) -> None:
+    v = _raw(svc)
+    recorded = svc._trust.record(v.vault_id).verified  # noqa: SLF001
+    svc.set_secret("work", "db/password", b"two")
+    svc.set_secret("work", "db/password", b"three")
+    again = VaultService(tmp_path / "node", svc.keypair)  # the agent was killed: nothing flushed
+    assert again._trust.record(v.vault_id).verified == recorded  # noqa: SLF001
+    assert again.get_secret("work", "db/password") == b"three"  # the two commits are verified first
+    assert again._trust.record(v.vault_id).verified == v.repo.head()  # noqa: SLF001
+    again.close()
+
+
+def test_a_rollback_of_unrecorded_commits_is_refused_while_running(svc: VaultService) -> None:
+    v = _raw(svc)
+    svc.set_secret("work", "db/password", b"two")
+    older = v.repo.head() or ""
+    svc.set_secret("work", "db/password", b"three")
+    newer = v.repo.head() or ""
+    with v.repo.write_lock():
+        v.repo.set_head(older)  # the recorded head is older still: only memory knows `newer`
+    with pytest.raises(VaultRollbackError) as info:
+        svc.get_secret("work", "db/password")
+    assert older in info.value.message and newer in info.value.message

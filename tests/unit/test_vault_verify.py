@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,14 +72,15 @@ def craft(v: Vault, make: Callable[[], dict[tuple[str, ...], Change]], signer: K
         assert head is not None
         tree = v.repo.apply(v.repo.commit_info(head).tree, make())
         who = author or (signer.node_id if signer else v.me)
+        when = max(int(time.time()), v.repo.commit_info(head).time)  # commit times never go back
         if signer is None:
             v.repo._flush()  # noqa: SLF001 - store the staged objects, then commit without a signature
             repo = pygit2.Repository(str(v.repo.path))
-            sig = pygit2.Signature(str(who), author_email(who), 1_800_000_000, 0)
+            sig = pygit2.Signature(str(who), author_email(who), when, 0)
             oid = repo.create_commit("refs/heads/main", sig, sig, message, pygit2.Oid(hex=tree),
                                      [pygit2.Oid(hex=head)])
             return str(oid)
-        return v.repo.commit(tree, [head], message, Forger(signer, who, sign_payload), when=1_800_000_000)
+        return v.repo.commit(tree, [head], message, Forger(signer, who, sign_payload), when=when)
 
 
 def secret_change(v: Vault, path: str, value: bytes) -> dict[tuple[str, ...], Change]:
@@ -256,6 +258,7 @@ def test_tampered_object_file(svc: VaultService, tmp_path: Path, owner: KeyPair)
     snap = v.snapshot()
     entry = v.find(snap, ("db", "password"))
     assert entry is not None
+    svc._trust.flush()  # noqa: SLF001 - as an agent stop records its verified heads
     flip_packed_object(v.repo.path, entry.oid)
     fresh = VaultService(tmp_path / "node", owner)  # no object cached in memory
     with pytest.raises(VaultIntegrityError):
