@@ -15,7 +15,7 @@ from pathlib import Path
 
 from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
-from polykey.vaults.format import EpochKeys, Members, VaultInfo, WrappedKeys, keys_file_name
+from polykey.vaults.format import EpochKeys, Members, WrappedKeys, keys_file_name
 from polykey.vaults.identity import NodeKey
 
 from ..conftest import Node
@@ -47,12 +47,12 @@ class Forge:
         top-level secret."""
         entries = forge.entries(self.repo, forge.git(self.repo, "rev-parse", f"{commit}^{{tree}}"))
         if roles is not None:
-            wraps = WrappedKeys.create(0, self.secret, list(roles)).encode()
+            wraps = WrappedKeys.create(0, self.secret, list(roles), self.vid).encode()
             keys = forge.tree(self.repo, [("100644", keys_file_name(0), forge.write(self.repo, "blob", wraps))])
             members = Members(tuple(sorted(roles.items()))).encode()
             pk_tree = forge.tree(self.repo, [
                 ("40000", "keys", keys), ("100644", "members", forge.write(self.repo, "blob", members)),
-                ("100644", "vault", forge.write(self.repo, "blob", VaultInfo(self.vid, 0).encode()))])
+                ("100644", "vault", forge.write(self.repo, "blob", forge.vault_info(self.repo, commit).encode()))])
             entries = [(m, n, pk_tree if n == ".pk" else o) for m, n, o in entries]
         if secret is not None:
             name, value = secret

@@ -9,6 +9,8 @@ a read runs first (`get_secret`), which must refuse it without serving anything.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from polykey.errors import VaultVerificationError
 from polykey.ids import NodeId
 from polykey.keys.keypair import KeyPair
-from polykey.vaults.format import Members, VaultInfo, WrappedKeys, join_path, keys_file_name
+from polykey.vaults.format import Members, WrappedKeys, join_path, keys_file_name
 from polykey.vaults.identity import NodeKey
 from polykey.vaults.repo import BLOB, TREE, Change, Entry
 from polykey.vaults.service import VaultService
@@ -88,10 +90,11 @@ class History:
         found = self.v.repo.entry(self.v.repo.commit_info(at).tree, f".pk/keys/{name}")
         secret = (WrappedKeys.decode(self.v.repo.read_blob(found.oid)).unwrap(NodeKey(self.owner))
                   if found is not None else self.v.rng(32))
+        info = replace(self.v.load(at).info, epoch=epoch)  # the vault's own .pk/vault (format version 2)
         files = {
-            (".pk", "vault"): VaultInfo(self.v.vault_id, epoch).encode(),
+            (".pk", "vault"): info.encode(),
             (".pk", "members"): Members(tuple(sorted(roles.items()))).encode(),
-            (".pk", "keys", name): WrappedKeys.create(epoch, secret, list(roles)).encode(),
+            (".pk", "keys", name): WrappedKeys.create(epoch, secret, list(roles), self.v.vault_id).encode(),
         }
         return {k: Entry(BLOB, self.v.repo.write_blob(data)) for k, data in files.items()}
 
