@@ -27,14 +27,26 @@ async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
 
     A plain TaskGroup waits for its tasks to finish; a service's tasks (loops, connections)
     run until the service stops. As with a TaskGroup, a task that fails cancels the others
-    and the body, and its exception comes out in an ExceptionGroup.
+    and the body, and its exception comes out in an ExceptionGroup. An exception of the body
+    itself, with no task failing, comes out as itself (a TaskGroup would wrap it in a group at
+    every level of nested services, hiding it from ``except`` clauses and from the reader).
     """
+    raised: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as tg:
-            yield tg
+            try:
+                yield tg
+            except BaseException as e:
+                raised = e
+                raise
             raise _End
-    except* _End:
-        pass
+    except BaseExceptionGroup as group:
+        _ends, rest = group.split(_End)
+        if rest is None:
+            return
+        if raised is not None and rest.exceptions == (raised,):
+            raise raised from None
+        raise rest from None
 
 
 class Service:

@@ -106,3 +106,33 @@ def test_agent_with_network_follows_lock_and_unlock_and_leaves_no_task(tmp_path:
         return seen
 
     assert asyncio.run(main()) == [[], None, True, True]
+
+
+def test_task_group_lets_the_bodys_own_error_out_as_itself() -> None:
+    async def main() -> None:
+        async with task_group() as tg:
+            tg.create_task(asyncio.sleep(3600))
+            raise KeyError("body")
+
+    with pytest.raises(KeyError):  # not an ExceptionGroup around it
+        asyncio.run(main())
+
+    async def nested() -> None:
+        async with task_group():
+            async with task_group():
+                raise KeyError("deep")
+
+    with pytest.raises(KeyError):
+        asyncio.run(nested())
+
+    async def failing_task() -> None:
+        async def fail() -> None:
+            raise ValueError("task")
+
+        async with task_group() as tg:
+            tg.create_task(fail())
+            await asyncio.sleep(3600)
+
+    with pytest.raises(ExceptionGroup) as info:  # a task's failure still comes out in a group
+        asyncio.run(failing_task())
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
