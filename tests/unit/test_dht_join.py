@@ -81,21 +81,17 @@ def test_join_refresh_ids_cover_every_range_further_than_the_nearest_contact() -
     assert all(len(i) == 20 for i in proto.join_refresh_ids())
 
 
-def ranges(me: int, others: list[int]) -> set[int]:
-    """The distance ranges (leading bits in common with ``me``) that hold one of ``others``."""
-    return {160 - (me ^ o).bit_length() for o in others}
-
-
-def uncovered_ranges(node: Discovery, network: list[Discovery]) -> list[int]:
-    """Ranges further than the node's nearest contact that hold a node of the network but none
-    of the node's routing table: a lookup from there that reaches this node ends here."""
-    proto = node._protocol
-    me, table = proto.source_node.long_id, [p.long_id for p in proto.router.peers()]
-    live = ranges(me, [n._protocol.source_node.long_id for n in network if n is not node])
-    return sorted(i for i in live - ranges(me, table) if i < max(ranges(me, table)))
-
-
 def test_every_node_of_a_sparse_network_finds_every_other() -> None:
+    # Seeded: node ids and the refresh ids decide which distance ranges a k=2 table can hold (a full
+    # bucket that may not split drops a new contact, so a range can stay empty now and then);
+    # random ids made the test flaky. Without the join refresh, 1 to 28 of the 1,560 lookups miss
+    # on each of the seeds 0-7; with it, none does.
+    rng = random.Random(0)
+    random.seed(0)
+
+    def keypair() -> KeyPair:
+        return KeyPair.generate(rng.randbytes)
+
     async def scenario() -> None:
         net = MemNet()
         loop = asyncio.get_running_loop()
@@ -105,15 +101,14 @@ def test_every_node_of_a_sparse_network_finds_every_other() -> None:
         config = DhtConfig(ksize=2, alpha=1, quorum=1, rate_burst=1e6, rpc_timeout=600.0,
                            straggler_timeout=600.0, lookup_timeout=600.0)
         async with AsyncExitStack() as stack:
-            seed = await stack.enter_async_context(Discovery(KeyPair.generate(), host=HOST, config=config))
+            seed = await stack.enter_async_context(Discovery(keypair(), host=HOST, config=config))
             await seed.bootstrap()
             nodes = [seed]
             for _ in range(39):
-                node = Discovery(KeyPair.generate(), host=HOST, config=config,
+                node = Discovery(keypair(), host=HOST, config=config,
                                  seeds=[Seed(seed.node_id, HOST, seed.port)])
                 nodes.append(await stack.enter_async_context(node))
                 await node.bootstrap()
-                assert uncovered_ranges(node, nodes) == []
             missed = [(a, b) for a in range(len(nodes)) for b in range(len(nodes))
                       if a != b and await nodes[a].find(nodes[b].node_id) is None]
             assert missed == []
