@@ -114,6 +114,9 @@ def test_the_request_budget_charges_whole_frames_and_trims_after_release() -> No
     assert big.reserve(24 << 20)
     big.release(24 << 20)
     assert trims == [1]
+    assert big.reserve(24 << 20)
+    big.release(24 << 20, trim=False)  # a peer message that arrived whole: its memory is reused
+    assert trims == [1] and big.used == 0
 
 
 def test_the_agent_socket_answers_busy_past_its_budget(tmp_path: Any) -> None:
