@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("keynode.memory")
 
@@ -40,11 +41,22 @@ TRIM_AFTER = 8 * 1024 * 1024
 WRITE_TRIM_INTERVAL = 0.05
 
 
-def _load_trim() -> Callable[[], None]:
+#: glibc's ``M_ARENA_MAX`` (malloc.h) and the number of heaps the agent allows itself.
+M_ARENA_MAX = -8
+ARENAS = 2
+
+
+def _glibc(name: str) -> Any:
+    """The glibc function ``name``, or None (not glibc: its allocator manages memory its own way)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def _load_trim() -> Callable[[], None]:
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return lambda: None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
@@ -56,6 +68,21 @@ def _load_trim() -> Callable[[], None]:
 
 
 trim_heap = _load_trim()
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """Let glibc's malloc use at most ``arenas`` heaps (``mallopt(M_ARENA_MAX)``); True if it took.
+
+    Call it before any thread starts. By default glibc gives threads up to 8 heaps per core, and
+    each keeps its own free holes; the agent's worker threads and the loop then spread one
+    workload's allocations over several heaps that each stay as large as their peak.
+    """
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
 
 
 class RequestBudget:
