@@ -101,7 +101,7 @@ def soak(node: Path, pid: int, minutes: float, interval: float) -> list[float]:
                 c.call("secrets.set", {"vault": vault, "path": path, "value": os.urandom(rng.randrange(16, 512))})
                 counts["set"] += 1
             elif roll < 0.99:
-                c.call("secrets.list", {"vault": vault, "path": "", "recursive": True})
+                c.call("secrets.list", {"vault": vault, "path": "", "recursive": True, "compact": True})  # as pk asks
                 counts["ls"] += 1
             else:  # a bulk import: new values for one batch of secrets
                 c.call("secrets.import", {"vault": vault, "items": _batch(next(imports) % BATCHES)})

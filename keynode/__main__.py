@@ -24,6 +24,7 @@ from typing import Any
 
 from keynode import __version__
 from keynode.agent.hardening import harden_process
+from keynode.memory import limit_arenas
 from polykey.agent_client import paths
 from polykey.agent_client.passwords import PASSWORD_FILE_LIMIT, PasswordSource
 from polykey.crypto import memory
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             _daemonize(reporter)
             daemonized = True
         _setup_logging(node_path, ns.log_level, ns.foreground)
+        limit_arenas()  # before any thread: docs/architecture.md "Agent memory"
         from keynode.agent.runner import run_agent
 
         extra = {k: v for k, v in vars(ns).items() if k not in _CORE_OPTIONS}

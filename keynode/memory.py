@@ -10,7 +10,8 @@ when their connection ends; one that does not fit gets the listener's busy reply
 
 A partial buffer of several MiB that was freed still counts in the process's RSS until the C
 allocator gives its pages back; :meth:`RequestBudget.release` asks glibc to (``malloc_trim``)
-once the buffers released since the last time add up to :data:`TRIM_AFTER`.
+once the buffers dropped since the last time add up to :data:`TRIM_AFTER` (a peer message that
+arrived whole is not counted: its memory serves the next one).
 
 Vault writes (docs/architecture.md "Agent memory") allocate and free tree, pack and ciphertext
 buffers of a few KiB to a few MiB from several worker threads; glibc keeps freed chunks inside
@@ -28,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("keynode.memory")
 
@@ -39,11 +41,22 @@ TRIM_AFTER = 8 * 1024 * 1024
 WRITE_TRIM_INTERVAL = 0.05
 
 
-def _load_trim() -> Callable[[], None]:
+#: glibc's ``M_ARENA_MAX`` (malloc.h) and the number of heaps the agent allows itself.
+M_ARENA_MAX = -8
+ARENAS = 2
+
+
+def _glibc(name: str) -> Any:
+    """The glibc function ``name``, or None (not glibc: its allocator manages memory its own way)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def _load_trim() -> Callable[[], None]:
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return lambda: None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
@@ -55,6 +68,21 @@ def _load_trim() -> Callable[[], None]:
 
 
 trim_heap = _load_trim()
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """Let glibc's malloc use at most ``arenas`` heaps (``mallopt(M_ARENA_MAX)``); True if it took.
+
+    Call it before any thread starts. By default glibc gives threads up to 8 heaps per core, and
+    each keeps its own free holes; the agent's worker threads and the loop then spread one
+    workload's allocations over several heaps that each stay as large as their peak.
+    """
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
 
 
 class RequestBudget:
@@ -75,11 +103,16 @@ class RequestBudget:
         self.used += n
         return True
 
-    def release(self, n: int) -> None:
-        """Give back ``n`` charged bytes (their buffer was dropped)."""
+    def release(self, n: int, *, trim: bool = True) -> None:
+        """Give back ``n`` charged bytes (their buffer was dropped). ``trim=False`` for the buffer
+        of a message that arrived whole: the next message reuses its memory, and handing it
+        back to the system only to fault it in again cost the peer transport a tenth to a
+        quarter of its throughput with 1 MiB messages (docs/architecture.md "Agent memory")."""
         if n <= 0:
             return
         self.used = max(0, self.used - n)
+        if not trim:
+            return
         self._released += n
         if self._released >= TRIM_AFTER:
             self._released = 0

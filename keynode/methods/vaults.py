@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from polykey.agent_client.protocol import encode_listing
 from polykey.errors import InvalidInputError, PolykeyError, VaultFormatError, VaultIntegrityError
 from polykey.vaults.service import VaultService
 from keynode.agent.core import Agent
@@ -42,6 +43,9 @@ class VaultMethod:
     pool: bool = False
     #: The parameter naming the vault (by name or VaultId), for locks and error messages.
     names: str | None = "vault"
+    #: Takes the optional boolean ``compact`` (not the service's): the rows answered as
+    #: :func:`polykey.agent_client.protocol.encode_listing` (spec s.6, ``secrets.list``).
+    compact: bool = False
 
 
 S = VaultService
@@ -57,7 +61,7 @@ METHODS: dict[str, VaultMethod] = {
     "vaults.reset": VaultMethod(S.reset_vault, ("vault", "to"), writes=True),
     "secrets.set": VaultMethod(S.set_secret, ("vault", "path", "value"), writes=True),
     "secrets.get": VaultMethod(S.get_secret, ("vault", "path", "commit")),
-    "secrets.list": VaultMethod(S.list_secrets, ("vault", "path", "recursive", "commit")),
+    "secrets.list": VaultMethod(S.list_secrets, ("vault", "path", "recursive", "commit"), compact=True),
     "secrets.remove": VaultMethod(S.remove, ("vault", "path", "recursive"), writes=True),
     "secrets.move": VaultMethod(S.move, ("vault", "src", "dst"), writes=True),
     "secrets.copy": VaultMethod(S.copy, ("vault", "src", "dst"), writes=True),
@@ -200,9 +204,13 @@ def install(agent: Agent) -> None:
 
     def make(method: str, spec: VaultMethod) -> Handler[LocalCaller]:
         required = _required(spec.call, spec.params)
+        accepted = spec.params + ("compact",) if spec.compact else spec.params
 
         async def handler(ctx: AgentContext, params: dict[str, Any]) -> Any:
-            _check_params(method, spec.params, params, required)
+            _check_params(method, accepted, params, required)
+            compact = params.pop("compact", False)
+            if type(compact) is not bool:
+                raise InvalidInputError(f"{method}: compact must be a boolean")
             named = params.get(spec.names) if spec.names is not None else None
             vault = named if isinstance(named, str) else None
             async with agent.using_keys() as service:
@@ -229,7 +237,7 @@ def install(agent: Agent) -> None:
                 agent.opened_vaults.discard(result["vaultId"])
             elif vault is not None:
                 agent.note_opened(vault)  # only names that worked: clients choose them
-            return result
+            return encode_listing(result) if compact else result
 
         return handler
 

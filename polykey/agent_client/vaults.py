@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from polykey.agent_client.client import ProgressCallback
+from polykey.agent_client.protocol import call_listing, listing_rows
 from polykey.agent_client.session import AgentSession
 
 JSON = dict[str, Any]
@@ -74,8 +75,8 @@ class VaultClient:
         return result
 
     def list_secrets(self, vault: str, path: str = "", recursive: bool = False, commit: str | None = None) -> list[JSON]:
-        result: list[JSON] = self._call("secrets.list", vault=vault, path=path, recursive=recursive, commit=commit)
-        return result
+        params = {"vault": vault, "path": path, "recursive": recursive, "commit": commit}
+        return listing_rows(call_listing(lambda method, p: self._call(method, **p), params))
 
     def remove(self, vault: str, path: str, recursive: bool = False) -> JSON:
         result: JSON = self._call("secrets.remove", vault=vault, path=path, recursive=recursive)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from polykey.agent_client import LazyError, is_error, paths, split_secret_path
+from polykey.agent_client import LazyError, is_error, paths, protocol, split_secret_path
 from polykey.agent_client.strict_json import dumps
 from polykey.agent_client.session import AgentSession
 
@@ -202,24 +202,28 @@ def show_vaults(opts: Options, rows: list[dict[str, Any]]) -> None:
         sys.stdout.flush()
 
 
-def show_secrets(opts: Options, vault: str, path: str, commit: str | None, rows: list[dict[str, Any]]) -> None:
-    """``pk secrets ls VAULT[:DIR]``: entries relative to DIR, directories ending with '/'."""
+def show_secrets(opts: Options, vault: str, path: str, commit: str | None, listing: Any) -> None:
+    """``pk secrets ls VAULT[:DIR]``: entries relative to DIR, directories ending with '/'.
+    ``listing``: the agent's ``secrets.list`` answer, compact or in rows (spec s.6)."""
     if opts.json:
-        print_json(rows)
+        print_json(protocol.listing_rows(listing))
         return
+    lines = protocol.listing_lines(listing)
+    if lines is None:
+        lines = [r["path"] + "/" if r["type"] == "dir" else r["path"] for r in listing]
     base = path.strip("/")
-    if not rows:
+    if not lines:
         where = f"{vault}:{base}/" if base else f"Vault {vault}"
         if commit is not None:
             _hint(f"{where} was empty at commit {commit}")
         else:
             _hint(f"{where} is empty: add a secret with pk secrets set {vault}:{base + '/' if base else ''}NAME")
         return
-    cut = len(base) + 1 if base else 0
-    prefix = base + "/"
-    sys.stdout.write("".join(
-        (r["path"][cut:] if cut and r["path"].startswith(prefix) else r["path"]) + ("/" if r["type"] == "dir" else "")
-        + "\n" for r in rows))
+    if base:
+        cut = len(base) + 1
+        prefix = base + "/"
+        lines = [line[cut:] if line.startswith(prefix) else line for line in lines]
+    sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 
 
@@ -232,8 +236,8 @@ def secrets_ls(opts: Options, target: str | None, recursive: bool, commit: str |
         return
     vault, path = split_secret_path(target, need_path=False)
     with opts.session() as s:
-        rows = s.call("secrets.list", {"vault": vault, "path": path, "recursive": recursive, "commit": commit})
-    show_secrets(opts, vault, path, commit, rows)
+        listing = protocol.call_listing(s.call, {"vault": vault, "path": path, "recursive": recursive, "commit": commit})
+    show_secrets(opts, vault, path, commit, listing)
 
 
 def secrets_rm(opts: Options, targets: list[str], recursive: bool, yes: bool = False) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from polykey import crypto
-from polykey.errors import AgentLockedError, PolykeyError
+from polykey.agent_client import protocol
+from polykey.errors import AgentLockedError, InvalidInputError, PolykeyError
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode.methods import vaults as vault_handlers
@@ -145,3 +146,23 @@ def test_reads_leave_the_loop_while_a_write_runs_and_only_real_vaults_show(tmp_p
     asyncio.run(main())
     assert read_threads[0].startswith("keynode-worker") and read_threads[1] == "MainThread"
     assert agent.status()["openVaults"] == ["app"]  # one entry per vault, by name (issue 8 item 11)
+
+
+def test_secrets_list_answers_compact_only_when_asked(tmp_path: Path) -> None:
+    """``compact`` (spec s.6) changes the answer's form, not its rows; it must be a boolean."""
+    agent = make_agent(tmp_path)
+    agent.vaults.create_vault("app")
+    for path in ("b/x", "a", "b/y"):
+        agent.vaults.set_secret("app", path, b"v")
+
+    async def call(params: dict[str, Any]) -> Any:
+        return await agent.dispatch(ctx("secrets.list", []), {"vault": "app", "recursive": True, **params})
+
+    rows = asyncio.run(call({}))
+    assert asyncio.run(call({"compact": False})) == rows
+    assert asyncio.run(call({"compact": True})) == {"paths": "a\nb/\nb/x\nb/y"}
+    assert protocol.listing_rows(asyncio.run(call({"compact": True}))) == rows
+    with pytest.raises(InvalidInputError, match="compact must be a boolean"):
+        asyncio.run(call({"compact": 1}))
+    with pytest.raises(InvalidInputError, match="unknown parameter"):
+        asyncio.run(agent.dispatch(ctx("secrets.get", []), {"vault": "app", "path": "a", "compact": True}))

@@ -151,3 +151,59 @@ def test_errors_quote_peer_values_briefly() -> None:
     with pytest.raises(AgentProtocolError) as info:
         protocol.decode_response(json.dumps({"id": 1, huge: 1}).encode())
     assert len(info.value.message) < 100
+
+
+# -- compact listings (spec section 6, secrets.list with compact) --------------------------
+
+LISTING = [
+    {"path": "a", "name": "a", "type": "dir"},
+    {"path": "a/b", "name": "b", "type": "secret"},
+    {"path": "a/c d/é", "name": "é", "type": "dir"},
+    {"path": "z", "name": "z", "type": "secret"},
+]
+
+
+def test_compact_listing_round_trips_through_a_frame() -> None:
+    answer = protocol.encode_listing(LISTING)
+    assert answer == {"paths": "a/\na/b\na/c d/é/\nz"}
+    (body,) = protocol.AgentFrameDecoder().feed(protocol.encode_result(1, answer))
+    decoded = protocol.decode_response(body).body
+    assert protocol.listing_rows(decoded) == LISTING
+    assert protocol.listing_lines(decoded) == ["a/", "a/b", "a/c d/é/", "z"]
+    assert protocol.listing_rows(protocol.encode_listing([])) == []
+
+
+def test_rows_pass_through_and_an_ambiguous_listing_stays_in_rows() -> None:
+    assert protocol.listing_lines(LISTING) is None and protocol.listing_rows(LISTING) == LISTING
+    odd = [{"path": "a\nb", "name": "a\nb", "type": "secret"}]
+    assert protocol.encode_listing(odd) is odd
+
+
+@pytest.mark.parametrize("bad", [
+    {"paths": 1}, {"paths": "a", "more": 1}, "a", {"paths": "a\n"}, {"paths": "\na"}, {"paths": "a\n\nb"},
+    {"paths": "/a"}, {"paths": "a\n/b"}, {"paths": "a//b"},
+])
+def test_a_malformed_compact_listing_is_refused(bad: object) -> None:
+    with pytest.raises(AgentProtocolError):
+        protocol.listing_rows(bad)
+
+
+def test_an_agent_without_compact_is_asked_again_in_rows() -> None:
+    from polykey.errors import InvalidInputError
+
+    calls: list[dict[str, object]] = []
+
+    def old_agent(method: str, params: dict[str, object]) -> object:
+        calls.append(params)
+        if "compact" in params:
+            raise from_wire(InvalidInputError("secrets.list: unknown parameter(s) compact").to_wire())
+        return LISTING
+
+    assert protocol.call_listing(old_agent, {"vault": "v"}) == LISTING
+    assert calls == [{"vault": "v", "compact": True}, {"vault": "v"}]
+
+    def failing(method: str, params: dict[str, object]) -> object:
+        raise InvalidInputError("secrets.list: unknown parameter(s) bogus")
+
+    with pytest.raises(InvalidInputError, match="bogus"):
+        protocol.call_listing(failing, {"vault": "v"})

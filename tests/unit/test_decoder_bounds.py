@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from typing import Any
 
 import msgpack
@@ -114,6 +116,9 @@ def test_the_request_budget_charges_whole_frames_and_trims_after_release() -> No
     assert big.reserve(24 << 20)
     big.release(24 << 20)
     assert trims == [1]
+    assert big.reserve(24 << 20)
+    big.release(24 << 20, trim=False)  # a peer message that arrived whole: its memory is reused
+    assert trims == [1] and big.used == 0
 
 
 def test_the_agent_socket_answers_busy_past_its_budget(tmp_path: Any) -> None:
@@ -184,3 +189,10 @@ def test_a_partial_frame_is_freed_with_its_connection_without_a_garbage_collecti
         tracemalloc.stop()
         gc.enable()
     assert grown < 2 << 20, f"{grown >> 20} MiB still held after the connections closed"
+
+
+def test_the_agent_limits_its_malloc_heaps() -> None:
+    """keynode/__main__.py calls limit_arenas before any thread starts; glibc takes it (in a child
+    process, so this test process keeps its own allocator settings)."""
+    code = "from keynode.memory import limit_arenas; raise SystemExit(0 if limit_arenas() else 1)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

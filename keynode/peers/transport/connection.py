@@ -307,7 +307,7 @@ class Connection:
         whole budget and have every other peer's messages refused."""
         want = self._session.buffered
         if want <= self._charged:
-            self._budget.release(self._charged - want)
+            self._budget.release(self._charged - want, trim=False)  # (a whole message: its memory is reused)
             self._charged = want
             return True
         if not self._budget.reserve(want - self._charged):
