@@ -185,7 +185,8 @@ def vaults_reset(vault: str, to: str, yes: bool) -> None:
                     f"Reset vault {vault!r} to commit {to}? Commits after it leave the vault's history.")
     with backend(s) as b:
         out = b.reset_vault(vault, to)
-    lines = [f"Vault {vault} reset to {out['commit']} (was {out['previous'] or 'nothing'})."]
+    lines = [f"Vault {vault} reset to {out['commit']} (its branch was at {out['previous'] or 'nothing'}; "
+             f"the head this node last verified was {out['verified'] or 'unknown'})."]
     if out["pending"]:
         lines.append(f"The node's vault state was rebuilt: {out['pending']} other vault(s) will be verified "
                      "in full at their next use.")

@@ -205,8 +205,9 @@ class VerifiedHeads:
         """``pk vaults reset``: move the branch of ``v`` to commit ``to`` and record it as verified.
 
         The target's whole history MUST verify, have the pinned root, and list this node as an owner.
-        Returns ``{"commit", "previous", "pending"}`` (the branch's old target; how many other vaults a
-        rebuilt state file left to verify in full at their next use).
+        Returns ``{"commit", "previous", "verified", "pending"}`` (the branch's old target; the head this
+        node had last verified, None if its state held none; how many other vaults a rebuilt state
+        file left to verify in full at their next use).
         """
         with v.repo.write_lock():
             target = v.repo.resolve(to)
@@ -218,7 +219,8 @@ class VerifiedHeads:
                 raise VaultVerificationError(f"commit {target} belongs to another history (not the vault's root)",
                                              commit=target, reason="another root")
             previous = v.repo.head()
+            verified = self.verified_head(v.vault_id)
             v.repo.set_head(target)
             pending = self.pin(v.vault_id, root or target, target)
             v.trusted = target
-        return {"commit": target, "previous": previous, "pending": pending}
+        return {"commit": target, "previous": previous, "verified": verified, "pending": pending}

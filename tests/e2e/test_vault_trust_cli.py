@@ -66,6 +66,7 @@ def test_an_unsigned_head_is_never_served(node: Node) -> None:
     r = pk(node, "vaults", "reset", "app", "--to", good, "--yes", "--format", "json")
     assert r.code == 0, r.err
     assert r.json["commit"] == good and r.json["previous"] == bad  # type: ignore[index]
+    assert r.json["verified"] == good  # type: ignore[index]
     assert pk(node, "secrets", "get", "app:db/password").out == b"good"
     assert pk(node, "vaults", "verify", "app").code == 0
 
@@ -86,7 +87,9 @@ def test_a_rollback_is_refused_naming_both_commits(node: Node) -> None:
     forge.move_main(repo, old)  # an older, correctly signed commit
     _refused(node, 85, old, new)
     # The owner may accept the old state explicitly; then it is served, and writes go on from it.
-    assert pk(node, "vaults", "reset", "app", "--to", old, "--yes").code == 0
+    r = pk(node, "vaults", "reset", "app", "--to", old, "--yes")
+    assert r.code == 0, r.err
+    assert f"branch was at {old}" in r.out.decode() and f"last verified was {new}" in r.out.decode()
     assert pk(node, "secrets", "get", "app:db/password").out == b"good"
     assert pk(node, "secrets", "set", "app:db/password", input=b"again").code == 0
     assert pk(node, "vaults", "verify", "app").code == 0
