@@ -266,3 +266,23 @@ def test_values_read_are_fresh_objects_the_agent_may_wipe(svc: VaultService) -> 
     assert svc.get_secret("w", "k") == b"the value"
     memory.wipe(svc.get_secret("w", "k", svc.log("w")[0]["commit"]))
     assert svc.get_secret("w", "k") == b"the value"
+
+
+def test_reads_keep_nothing_per_request(svc: VaultService) -> None:
+    """pygit2 keeps a reference to every Tree lookup key: a read must not hand it a fresh string
+    each time (that leaked ~100 bytes per `secrets get` in a long-running agent)."""
+    import tracemalloc
+
+    svc.create_vault("app")
+    svc.set_secret("app", "db/password", b"v")
+    for _ in range(200):  # warm every cache
+        svc.get_secret("app", "db/password")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(5_000):
+            svc.get_secret("app", "db/password")
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 50_000, f"{grown} bytes kept by 5,000 reads"  # was ~500,000 (≈100 bytes a read)
