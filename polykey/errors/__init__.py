@@ -9,7 +9,7 @@ are rebuilt into the same class with :func:`from_wire`.
 
 Messages never contain a secret value, a password or key material. The classes
 live in one module per domain (``_base``: root, usage, crypto, keys; ``vaults``;
-``network``: transport, discovery, nodes; ``agent``; ``cluster``); import them from here.
+``network``: transport, discovery, nodes; ``sync``; ``agent``; ``cluster``); import them from here.
 """
 
 from __future__ import annotations
@@ -99,6 +99,12 @@ from polykey.errors.agent import (
     SecretReferenceError as SecretReferenceError,
     CommandNotFoundError as CommandNotFoundError,
 )
+from polykey.errors.sync import (
+    SyncError as SyncError,
+    SyncRefusedError as SyncRefusedError,
+    SyncRejectedError as SyncRejectedError,
+    SyncCursorError as SyncCursorError,
+)
 from polykey.errors.cluster import (
     ClusterError as ClusterError,
     ClusterExistsError as ClusterExistsError,
@@ -185,6 +191,10 @@ __all__ = [
     "EnvNameError",
     "SecretReferenceError",
     "CommandNotFoundError",
+    "SyncError",
+    "SyncRefusedError",
+    "SyncRejectedError",
+    "SyncCursorError",
     "ClusterError",
     "ClusterExistsError",
     "ClusterNotFoundError",

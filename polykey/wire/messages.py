@@ -20,6 +20,7 @@ from polykey.errors import (
     InvalidInputError,
     PolykeyError,
     ProtocolViolationError,
+    SyncError,
     TransportError,
     from_wire,
 )
@@ -139,7 +140,7 @@ def error_reply(request_id: int, error: PolykeyError) -> PeerError:
 
 #: The error classes a peer's answer may be rebuilt as: what can go wrong between two nodes.
 #: Any other type (e.g. AgentLockedError, which would make `pk` try to unlock) is a PolykeyError.
-PEER_ERROR_KINDS: tuple[type[PolykeyError], ...] = (TransportError, DiscoveryError, InvalidInputError)
+PEER_ERROR_KINDS: tuple[type[PolykeyError], ...] = (TransportError, DiscoveryError, InvalidInputError, SyncError)
 
 
 def rebuild_error(reply: PeerError) -> PolykeyError:
