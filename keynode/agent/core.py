@@ -48,6 +48,7 @@ from keynode.methods import agent as agent_methods
 from keynode.agent.hardening import dumpable
 from keynode.agent.lockfile import StatusFile
 from keynode.agent.server import SocketServer
+from keynode.agent.vaultlocks import VaultLocks
 from keynode.lifecycle import task_group
 
 log = logging.getLogger("keynode.agent")
@@ -120,6 +121,9 @@ class Agent:
         self._key_listeners: list[Callable[[], Awaitable[Any] | None]] = []
         #: Extra fields of :meth:`status`, each computed when asked (plugged-in services).
         self.status_extra: dict[str, Callable[[], Any]] = {}
+        #: Write locks per vault, shared by the vault methods and sync (keynode.agent.vaultlocks).
+        self.vault_locks = VaultLocks()
+        self._write_listeners: list[Callable[[str], None]] = []
         if keypair is not None:
             self._set_keys(keypair)
         agent_methods.install(self)
@@ -140,6 +144,15 @@ class Agent:
         holding the key have let it go.
         """
         self._key_listeners.append(callback)
+
+    def on_vault_written(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(vault_id)`` (VaultId text) after every write this agent made to a vault."""
+        self._write_listeners.append(callback)
+
+    def vault_written(self, vault_id: str) -> None:
+        """A write to ``vault_id`` committed: tell the listeners (automatic sync announces it)."""
+        for callback in self._write_listeners:
+            callback(vault_id)
 
     async def _keys_changed(self) -> None:
         waits = [waitable for waitable in (callback() for callback in self._key_listeners) if waitable is not None]

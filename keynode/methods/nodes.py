@@ -11,6 +11,7 @@ from typing import Any
 
 from keynode.agent.core import Agent
 from keynode.handlers import AgentContext
+from keynode.methods import sync as sync_methods
 from keynode.peers.network import CONNECT_TIMEOUT, Network, resolve, unreachable
 from polykey.errors import InvalidInputError
 from polykey.ids import NodeId
@@ -100,11 +101,9 @@ def _no_params(params: dict[str, Any]) -> None:
 
 
 def install(agent: Agent) -> None:
-    """keynode.agent.runner extension: plug the peer network and its ``nodes.*`` methods into the agent."""
+    """keynode.agent.runner extension: plug the peer network, its ``nodes.*`` methods and sync into the agent."""
 
-    def network(agent: Agent) -> Network:
-        service = Network(agent)
-        NodeMethods(service).register(agent)
-        return service
-
-    agent.add_service(network)
+    network = Network(agent)
+    NodeMethods(network).register(agent)
+    agent.add_service(lambda _agent: network)
+    sync_methods.install(agent, network)  # sharing and sync run on the peer network

@@ -15,9 +15,8 @@ could wait on it and stall every client. Per-vault locks exist only while a writ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from polykey.agent_client.protocol import encode_listing
 from polykey.errors import InvalidInputError, PolykeyError, VaultFormatError, VaultIntegrityError
 from polykey.vaults.service import VaultService
 from keynode.agent.core import Agent
+from keynode.agent.vaultlocks import VaultLocks
 from keynode.handlers import AgentContext, Handler, LocalCaller
 from keynode.memory import release_free_memory
 
@@ -79,45 +79,6 @@ METHODS: dict[str, VaultMethod] = {
 _MAX_REFS = 1024
 PROGRESS_INTERVAL = 1.0
 _SCALARS = (str, int, bool, type(None))
-
-
-class VaultLocks:
-    """Writes serialised per VaultId, index changes node-wide; counts the writes in flight."""
-
-    def __init__(self) -> None:
-        self.index = asyncio.Lock()
-        self._vaults: dict[str, asyncio.Lock] = {}
-        self._users: dict[str, int] = {}
-        #: Writes, index operations and pooled reads waiting or running: reads leave the loop meanwhile.
-        self.in_flight = 0
-
-    @contextlib.contextmanager
-    def pooled(self) -> Iterator[None]:
-        """Count a read running in the pool (it holds its vault's thread lock meanwhile)."""
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-
-    @contextlib.asynccontextmanager
-    async def writing(self, vault: str | None) -> AsyncIterator[None]:
-        """Hold the write lock of the vault whose VaultId (text) is ``vault`` (None: the vault index)."""
-        if vault is None:
-            lock = self.index
-        else:
-            lock = self._vaults.setdefault(vault, asyncio.Lock())
-            self._users[vault] = self._users.get(vault, 0) + 1
-        self.in_flight += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self.in_flight -= 1
-            if vault is not None:
-                self._users[vault] -= 1
-                if not self._users[vault]:  # nobody holds or waits for it: forget it
-                    del self._users[vault], self._vaults[vault]
 
 
 def _required(call: Callable[..., Any], names: tuple[str, ...]) -> frozenset[str]:
@@ -200,7 +161,7 @@ def _damaged(vault: str, e: VaultIntegrityError | VaultFormatError) -> PolykeyEr
 
 def install(agent: Agent) -> None:
     """Register every vault method on ``agent``."""
-    locks = VaultLocks()
+    locks = agent.vault_locks
 
     def make(method: str, spec: VaultMethod) -> Handler[LocalCaller]:
         required = _required(spec.call, spec.params)
@@ -213,6 +174,7 @@ def install(agent: Agent) -> None:
                 raise InvalidInputError(f"{method}: compact must be a boolean")
             named = params.get(spec.names) if spec.names is not None else None
             vault = named if isinstance(named, str) else None
+            written: str | None = None  # the VaultId a write changed
             async with agent.using_keys() as service:
                 fn = getattr(service, spec.call.__name__)  # the instance's own (a test may wrap it)
                 try:
@@ -221,6 +183,7 @@ def install(agent: Agent) -> None:
                         key = None if spec.index else await _inline_or_pooled(agent, ctx, locks, service.vault_id, vault)
                         async with locks.writing(key):
                             result = await _blocking(agent, ctx, _then_trim(fn), params)
+                        written = key if spec.writes else None
                     else:
                         pool = spec.pool or (vault is not None and not locks.in_flight and _verifies(service, [vault]))
                         result = await _inline_or_pooled(agent, ctx, locks, fn, pool=pool, **params)
@@ -233,6 +196,8 @@ def install(agent: Agent) -> None:
                         raise
                     # its repository's files went away under the running agent (deleted, unmounted)
                     raise _damaged(vault, VaultIntegrityError("files of its repository are missing")) from None
+            if written is not None:
+                agent.vault_written(written)  # automatic sync announces the new head
             if method == "vaults.delete":
                 agent.opened_vaults.discard(result["vaultId"])
             elif vault is not None:

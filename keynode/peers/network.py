@@ -26,6 +26,7 @@ from keynode.peers.dht import Discovery
 from keynode.lifecycle import Service, task_group
 from keynode.peers.state import Changes, Peers, PeerState
 from keynode.peers.transport import Channel, Transport
+from keynode.peers.transport.service import PeerHandler
 from polykey.errors import (
     AgentLockedError,
     DiscoveryBindError,
@@ -57,6 +58,19 @@ def add_daemon_options(parser: argparse.ArgumentParser) -> None:
                         help="peer listener port, TCP and UDP [env PK_PEER_PORT; default a free port]")
     parser.add_argument("--seed", action="append", default=None, metavar="NODEID@HOST:PORT",
                         help="a seed node (repeatable) [env PK_SEED_NODES, separated by ',' or ';']")
+    parser.add_argument("--sync-interval", type=_interval, default=os.environ.get("PK_SYNC_INTERVAL") or None,
+                        metavar="SECONDS", help="seconds between anti-entropy passes of automatic sync "
+                        "[env PK_SYNC_INTERVAL; default 60]")
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.1 <= value <= 86400:
+        raise argparse.ArgumentTypeError("the sync interval is 0.1 to 86400 seconds")
+    return value
 
 
 def seeds_from(extra: dict[str, Any]) -> list[Seed]:
@@ -82,6 +96,17 @@ class Network(Service):
         self._bootstrap_tried = False  # since the agent started: its start waits for this
         self._started = False  # start-up is over: later failures are logged, the agent keeps serving
         self._changes = Changes()  # notified at every change of the above
+        #: Peer methods served by every transport this network runs (sync registers its own).
+        self._peer_methods: dict[str, PeerHandler] = {}
+
+    def serve(self, method: str, handler: PeerHandler) -> None:
+        """Serve peer ``method`` on the transport from its next start (call before the agent runs)."""
+        self._peer_methods[method] = handler
+
+    @property
+    def running(self) -> bool:
+        """Whether the transport and discovery run now (unlocked, started, not failed)."""
+        return self._peers.services is not None
 
     @property
     def listen_host(self) -> str:
@@ -165,7 +190,10 @@ class Network(Service):
         for attempt in range(BIND_ATTEMPTS if self._port == 0 else 1):
             inner = contextlib.AsyncExitStack()
             try:
-                transport = await inner.enter_async_context(Transport(keypair, self._host, self._port))
+                transport = Transport(keypair, self._host, self._port)
+                for method, handler in self._peer_methods.items():
+                    transport.register(method, handler)
+                transport = await inner.enter_async_context(transport)
                 discovery = await inner.enter_async_context(
                     Discovery(keypair, host=self._host, port=transport.port, seeds=self._seeds,
                               graph_path=self._graph_path)

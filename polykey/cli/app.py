@@ -15,6 +15,7 @@ from polykey.cli.nodes import nodes
 from polykey.cli.secrets import secrets
 from polykey.cli.transfer import secrets_export, secrets_import
 from polykey.cli.vaults import vaults
+from polykey.cli import sync as _sync  # noqa: F401 - adds the sharing and sync commands to vaults and nodes
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -363,6 +363,40 @@ class VaultService:
         except PolykeyError:
             return False
 
+    # -- sync glue (keynode.peers.sync) ----------------------------------------------------
+
+    def sync_info(self, vault: str) -> JSON:
+        """``{"vaultId", "name", "root", "head"}``: the verified head and the pinned root (what an invite
+        carries), and this node's name for the vault."""
+        v = self._vault(vault)
+        with v.repo.read_lock():
+            head = v.snapshot().commit
+        names = [n for n, vid in self._index.entries().items() if vid == v.vault_id]
+        return {"vaultId": str(v.vault_id), "name": names[0] if names else str(v.vault_id),
+                "root": self._trust.pinned_root(v.vault_id), "head": head}
+
+    def knows(self, vault: str, commit: str) -> bool:
+        """Whether ``commit`` is in the vault's verified history (its head or an ancestor)."""
+        v = self._vault(vault)
+        with v.repo.read_lock():
+            head = v.snapshot().commit
+            try:
+                return v.repo.is_ancestor(commit, head)
+            except PolykeyError:
+                return False
+
+    def ahead_behind(self, vault: str, commit: str) -> list[int] | None:
+        """``[ahead, behind]``: commits of our verified head not in ``commit``'s history, and the
+        reverse; None when ``commit`` is not held here (never fetched)."""
+        v = self._vault(vault)
+        with v.repo.read_lock():
+            head = v.snapshot().commit
+            try:
+                v.repo.commit_info(commit)
+                return [len(v.repo.new_commits(head, commit)), len(v.repo.new_commits(commit, head))]
+            except PolykeyError:
+                return None
+
     def verify(self, vault: str) -> JSON:
         """Walk the whole history and check every commit (signature, author's role as of its parents).
 
