@@ -126,6 +126,8 @@ def test_a_malformed_version_2_body_is_rejected() -> None:
         state.encode_body(NodeState(trusted={a: 0x80}))
     with pytest.raises(VaultStateError):
         state.encode_body(NodeState({vid: VaultState("11" * 20, "22" * 20, (Peer(a, "33" * 20, -1),))}))
+    with pytest.raises(VaultStateError):  # all zeros stands for "pending": never a real root or head
+        state.encode_body(NodeState({vid: VaultState("00" * 20, "00" * 20)}))
     with pytest.raises(VaultStateError):
         state.encode_body(NodeState(trusted={NodeId(bytes([i % 256, i // 256]) + bytes(30)): 0
                                              for i in range(state.MAX_TRUSTED + 1)}))
