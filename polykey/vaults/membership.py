@@ -47,6 +47,7 @@ from polykey.vaults.vault import MARKER, PK_DIR, Parts, Snapshot, Vault
 JSON = dict[str, Any]
 SHARE_MESSAGE = "share vault\n"
 UNSHARE_MESSAGE = "unshare vault\n"
+MAX_EPOCH = 0xFFFF_FFFF  # an epoch is a u32 in .pk/vault, keys files, names' and blobs' associated data
 
 
 class _Unchanged(Exception):
@@ -150,6 +151,8 @@ def unshare(v: Vault, node: NodeId) -> JSON:
         del roles[node]
         old = v.epoch_keys(snap)  # VaultAccessError: an owner without a wrap cannot re-encrypt
         epoch = snap.info.epoch + 1
+        if epoch > MAX_EPOCH:
+            raise VaultFormatError("the vault has used every key epoch (a u32); it cannot be re-keyed again")
         secret = v.rng(32)
         try:
             wrapped = WrappedKeys.create(epoch, secret, list(roles), v.vault_id if snap.info.version >= V2 else None)
