@@ -45,7 +45,7 @@ from polykey.errors import (
 from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
-from polykey.vaults import ops
+from polykey.vaults import membership, ops
 from polykey.vaults.cache import Listings, TreeNames
 from polykey.vaults.format import NONCE_BYTES, VaultInfo, split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
@@ -54,6 +54,8 @@ from polykey.vaults.index import NameIndex, validate_new_name
 from polykey.vaults.replicas import replicas_of, set_replicas
 from polykey.vaults.repo import BLOB
 from polykey.vaults.staging import ImportStaging, merge_items
+from polykey.vaults.state import Invite
+from polykey.vaults.syncbook import ROLE_BYTES, SyncBook
 from polykey.vaults.trust import VerifiedHeads
 from polykey.vaults.upgrade import upgrade
 from polykey.vaults.vault import Vault
@@ -92,6 +94,8 @@ class VaultService:
         self._index = NameIndex(self._dir, self.node_key)
         #: Per vault, the head last verified and the pinned root (docs/spec/vault-format.md section 10).
         self._trust = VerifiedHeads(self._dir, self.node_key, self._index)
+        #: Trusted nodes, invites and peers' heads, in the same state file (polykey.vaults.syncbook).
+        self._book = SyncBook(self._trust)
         self._mutex = threading.Lock()
         self._open: dict[VaultId, Vault] = {}
         #: Vaults opened once by this service: each is offered the format upgrade once.
@@ -425,6 +429,80 @@ class VaultService:
         with self._mutex:
             self._upgrade_tried.discard(v.vault_id)  # a version 1 commit reset to is upgraded at next use
         return out
+
+    # -- sharing (DESIGN.md section 6) ------------------------------------------------
+
+    def share_vault(self, vault: str, node_id: str, role: str = "reader") -> JSON:
+        """Make node ``node_id`` a member with ``role`` (owner|writer|reader), or change its role: one
+        signed commit, owners only (VaultPermissionError). A new member gets a wrap of the current
+        epoch's key. Returns ``{"commit", "nodeId", "role", "changed"}`` (``changed``: ``"added"``,
+        ``"role"``, or ``"unchanged"`` with no commit). InvalidInputError for a malformed NodeId, a bad
+        role, this node itself, or a backup replica (polykey.vaults.membership.share)."""
+        return membership.share(self._vault(vault), NodeId.from_text(node_id), role)
+
+    def unshare_vault(self, vault: str, node_id: str) -> JSON:
+        """Remove member ``node_id``: one signed commit (owners only) that starts a new epoch for the
+        remaining members and re-encrypts the current tree. History it already had stays readable to
+        it. Returns ``{"commit", "nodeId", "epoch", "rotate"}``, ``rotate`` the sorted paths of every
+        secret it could read (to be changed). InvalidInputError for a malformed NodeId, a node that is
+        not a member, or the last owner (polykey.vaults.membership.unshare)."""
+        return membership.unshare(self._vault(vault), NodeId.from_text(node_id))
+
+    # -- sync bookkeeping (polykey.vaults.syncbook) -------------------------------------
+
+    def trust_node(self, node_id: str, auto_accept: bool = False) -> JSON:
+        """Trust ``node_id``; with ``auto_accept`` its invites are accepted without a person.
+        Returns ``{"nodeId", "autoAccept"}``. InvalidInputError for a malformed NodeId or this node."""
+        node = NodeId.from_text(node_id)
+        if node == self.node_key.node_id:
+            raise InvalidInputError("this node cannot trust itself")
+        self._book.trust(node, bool(auto_accept))
+        return {"nodeId": str(node), "autoAccept": bool(auto_accept)}
+
+    def untrust_node(self, node_id: str) -> JSON:
+        """Trust ``node_id`` no more. Returns ``{"nodeId", "removed": bool}`` (whether it was trusted)."""
+        node = NodeId.from_text(node_id)
+        return {"nodeId": str(node), "removed": self._book.untrust(node)}
+
+    def trusted_nodes(self) -> list[JSON]:
+        """Every trusted node, sorted: ``[{"nodeId", "autoAccept"}]``."""
+        return sorted(({"nodeId": str(n), "autoAccept": a} for n, a in self._book.trusted().items()),
+                      key=lambda r: r["nodeId"])
+
+    def store_invite(self, vault_id: str, root: str, head: str, sender: str, role: str, name: str) -> bool:
+        """Keep an invite received from ``sender`` (received now); whether it was stored (bounded per
+        sender and in all: polykey.vaults.syncbook.SyncBook.add_invite). InvalidInputError for a
+        malformed VaultId, commit id, NodeId, role or name."""
+        if role not in ROLE_BYTES:
+            raise InvalidInputError("an invite's role is owner, writer or reader")
+        inv = Invite(VaultId.from_text(vault_id), root, head, NodeId.from_text(sender), ROLE_BYTES[role], name,
+                     int(self._clock()))
+        return self._book.add_invite(inv)
+
+    def list_invites(self) -> list[JSON]:
+        """The invites held: ``[{"vaultId", "root", "head", "from", "role", "name", "received", "held"}]``
+        (``held``: this node already has that vault), sorted by VaultId then sender."""
+        held = set(self._index.entries().values())
+        roles = {b: r for r, b in ROLE_BYTES.items()}
+        return [{"vaultId": str(i.vault_id), "root": i.root, "head": i.head, "from": str(i.sender),
+                 "role": roles[i.role], "name": i.name, "received": i.received, "held": i.vault_id in held}
+                for i in self._book.invites()]
+
+    def drop_invites(self, vault_id: str, sender: str | None = None) -> int:
+        """Drop the invites for ``vault_id`` (only ``sender``'s, if given); how many were dropped."""
+        return self._book.drop_invites(VaultId.from_text(vault_id),
+                                       None if sender is None else NodeId.from_text(sender))
+
+    def peer_seen(self, vault: str, peer: str, head: str) -> bool:
+        """Record that ``peer`` showed ``head`` of ``vault`` and that this node synced with it now;
+        whether it was recorded (False: the node's state holds no record of the vault)."""
+        return self._book.saw(self._resolve(vault), NodeId.from_text(peer), head, int(self._clock()))
+
+    def peer_states(self, vault: str) -> list[JSON]:
+        """What each peer last showed of ``vault``: ``[{"nodeId", "head", "lastSync"}]`` (unix seconds,
+        0 = never), sorted by NodeId bytes."""
+        return [{"nodeId": str(p.node), "head": p.head, "lastSync": p.last_sync}
+                for p in self._book.peers(self._resolve(vault))]
 
     # -- secrets -------------------------------------------------------------------
 

@@ -66,6 +66,18 @@ class VerifiedHeads:
 
     # -- the state file -----------------------------------------------------------------
 
+    @property
+    def state_file(self) -> SealedFile[NodeState]:
+        """The sealed state file, shared with what else the node records in it
+        (:class:`polykey.vaults.syncbook.SyncBook`). Change it only through ``update`` (each change
+        then sees every other's), and only after :meth:`load`."""
+        return self._file
+
+    def load(self) -> NodeState:
+        """The node state; the first one is written if the node has none yet (section 10.2).
+        VaultStateError if it is unusable."""
+        return self._load()
+
     def _load(self) -> NodeState:
         current = self._file.current()
         if current is not None:

@@ -24,22 +24,27 @@ from polykey.keys.keypair import KeyPair
 from polykey.vaults import index, state
 from polykey.vaults.identity import NodeKey
 from polykey.vaults.service import VaultService
-from polykey.vaults.state import Invite, NodeState, VaultState
+from polykey.vaults.state import Invite, NodeState, Peer, VaultState
 from polykey.vaults.vault import Vault
 
 KEY = bytes(range(32))
 oids = st.binary(min_size=20, max_size=20).map(bytes.hex)
+commits = oids.filter(lambda o: o != "00" * 20)  # all zeros is what a pending vault's record holds
+node_ids = st.binary(min_size=32, max_size=32).map(NodeId)
+times = st.integers(min_value=0, max_value=(1 << 64) - 1)
 records = st.one_of(
     st.just(VaultState(None, None)),
-    st.builds(lambda r, v, peers: VaultState(r, v, tuple(sorted(peers.items(), key=lambda p: p[0].raw))),
-              oids, oids, st.dictionaries(st.binary(min_size=32, max_size=32).map(NodeId), oids, max_size=3)),
+    st.builds(lambda r, v, peers: VaultState(r, v, tuple(sorted(peers, key=lambda p: p.node.raw))),
+              commits, commits, st.lists(st.builds(Peer, node_ids, oids, times), max_size=3, unique_by=lambda p: p.node)),
 )
 states = st.builds(
-    lambda vaults, invites: NodeState(vaults, tuple(sorted(invites, key=lambda i: (i.vault_id.raw, i.sender.raw)))),
+    lambda vaults, invites, trusted: NodeState(
+        vaults, tuple(sorted(invites, key=lambda i: (i.vault_id.raw, i.sender.raw))), trusted),
     st.dictionaries(st.binary(min_size=16, max_size=16).map(VaultId), records, max_size=4),
     st.lists(st.builds(Invite, st.binary(min_size=16, max_size=16).map(VaultId), oids, oids,
-                       st.binary(min_size=32, max_size=32).map(NodeId), st.sampled_from([1, 2, 3]),
-                       st.text(max_size=20)), max_size=2, unique_by=lambda i: (i.vault_id.raw, i.sender.raw)),
+                       node_ids, st.sampled_from([1, 2, 3]), st.text(max_size=20), times),
+             max_size=2, unique_by=lambda i: (i.vault_id.raw, i.sender.raw)),
+    st.dictionaries(node_ids, st.sampled_from([0, state.AUTO_ACCEPT]), max_size=3),
 )
 
 
@@ -62,9 +67,70 @@ def test_state_is_strict() -> None:
     with pytest.raises(VaultStateError, match="fails authentication"):
         state.decode(os.urandom(32), data)
     with pytest.raises(VaultStateError, match="unknown version"):
-        state.decode(KEY, data[:4] + b"\x02" + data[5:])
+        state.decode(KEY, data[:4] + b"\x03" + data[5:])
     with pytest.raises(VaultStateError):
         state.decode(KEY, index.encode(KEY, {}))  # another kind of sealed file
+
+
+def _v1_body(vid: bytes, root: bytes, verified: bytes, peer: bytes, head: bytes, sender: bytes, name: bytes) -> bytes:
+    """A version 1 body written out by hand, as the version 1 code laid it out (section 10.1 before v2):
+    one vault with one peer (no sync time), one invite (no receipt time), no trusted nodes."""
+    u16, u32 = (lambda n: n.to_bytes(2, "big")), (lambda n: n.to_bytes(4, "big"))
+    record = vid + root + verified + u16(1) + peer + head
+    invite = vid + root + head + sender + b"\x03" + u16(len(name)) + name
+    return u32(1) + record + u32(1) + invite
+
+
+def test_a_version_1_state_file_is_read_and_rewritten_as_version_2() -> None:
+    from polykey.vaults import sealedfile
+
+    vid, peer, sender = VaultId(b"\x01" * 16), NodeId(b"\x02" * 32), NodeId(b"\x03" * 32)
+    root, verified, head = "aa" * 20, "bb" * 20, "cc" * 20
+    body = _v1_body(vid.raw, bytes.fromhex(root), bytes.fromhex(verified), peer.raw, bytes.fromhex(head),
+                    sender.raw, "prod".encode())
+    old = sealedfile.seal(KEY, b"PKNS", 1, body)
+    s = state.decode(KEY, old)
+    assert s == NodeState({vid: VaultState(root, verified, (Peer(peer, head, 0),))},
+                          (Invite(vid, root, head, sender, 3, "prod", 0),), {})
+    new = state.encode(KEY, s, rng=lambda n: bytes(n))
+    assert new[4] == 2  # always written as version 2
+    assert state.decode(KEY, new) == s
+    assert state.encode(KEY, state.decode(KEY, new), rng=lambda n: bytes(n)) == new
+    # The version is authenticated: a version 2 body is not read as version 1, nor the reverse.
+    with pytest.raises(VaultStateError, match="fails authentication"):
+        state.decode(KEY, new[:4] + b"\x01" + new[5:])
+    with pytest.raises(VaultStateError, match="fails authentication"):
+        state.decode(KEY, old[:4] + b"\x02" + old[5:])
+    with pytest.raises(VaultStateError, match="malformed"):  # a version 1 body read as version 2
+        state.decode_body(body, 2)
+
+
+def test_a_malformed_version_2_body_is_rejected() -> None:
+    a, b = NodeId(b"\x01" * 32), NodeId(b"\x02" * 32)
+    vid = VaultId(b"\x05" * 16)
+    ok = NodeState({vid: VaultState("11" * 20, "22" * 20, (Peer(a, "33" * 20, 7),))},
+                   (Invite(vid, "11" * 20, "22" * 20, a, 2, "n", 9),), {a: state.AUTO_ACCEPT, b: 0})
+    body = state.encode_body(ok)
+    assert state.decode_body(body) == ok
+    tail = len(body) - 2 * 33  # where the trusted nodes start (after their count)
+    assert body[tail - 4 : tail] == (2).to_bytes(4, "big")
+    swapped = body[:tail] + b"\x02" * 32 + b"\x00" + b"\x01" * 32 + b"\x01"
+    repeated = body[:tail] + b"\x01" * 32 + b"\x01" + b"\x01" * 32 + b"\x00"
+    flags = body[:-1] + b"\x02"  # an unknown flag bit
+    too_many = body[: tail - 4] + (state.MAX_TRUSTED + 1).to_bytes(4, "big") + body[tail:]
+    no_trusted = body[: tail - 4]  # a version 1 body's end where version 2 needs the trusted nodes
+    for bad in (swapped, repeated, flags, too_many, no_trusted, body + b"\0", body[:-1]):
+        with pytest.raises(VaultStateError, match="malformed"):
+            state.decode_body(bad)
+    with pytest.raises(VaultStateError):  # nothing is written that the decoder would refuse
+        state.encode_body(NodeState(trusted={a: 0x80}))
+    with pytest.raises(VaultStateError):
+        state.encode_body(NodeState({vid: VaultState("11" * 20, "22" * 20, (Peer(a, "33" * 20, -1),))}))
+    with pytest.raises(VaultStateError):  # all zeros stands for "pending": never a real root or head
+        state.encode_body(NodeState({vid: VaultState("00" * 20, "00" * 20)}))
+    with pytest.raises(VaultStateError):
+        state.encode_body(NodeState(trusted={NodeId(bytes([i % 256, i // 256]) + bytes(30)): 0
+                                             for i in range(state.MAX_TRUSTED + 1)}))
 
 
 def test_index_version_records_the_state_file() -> None:
