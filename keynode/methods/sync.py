@@ -130,24 +130,19 @@ class SyncMethods:
         auto = params.get("autoAccept", False)
         if type(auto) is not bool:
             raise InvalidInputError("nodes.trust: autoAccept must be a boolean")
-        if node == self._agent.keypair.node_id:
-            raise InvalidInputError("that is this node's own NodeId")
         async with self._agent.using_keys() as svc:
-            await self._agent.run_blocking(svc.trust_node, str(node), auto)
-        return {"nodeId": str(node), "autoAccept": auto}
+            return await self._agent.run_blocking(svc.trust_node, str(node), auto)
 
     async def untrust(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         _params("nodes.untrust", params, {"nodeId"})
         node = _need(_node("nodes.untrust", params), "nodes.untrust", "nodeId")
         async with self._agent.using_keys() as svc:
-            removed = await self._agent.run_blocking(svc.untrust_node, str(node))
-        return {"nodeId": str(node), "removed": bool(removed)}
+            return await self._agent.run_blocking(svc.untrust_node, str(node))
 
     async def trusted(self, ctx: AgentContext, params: dict[str, Any]) -> Any:
         _params("nodes.trusted", params, set())
         async with self._agent.using_keys() as svc:
-            rows = await self._agent.run_blocking(svc.trusted_nodes)
-        return [{"nodeId": n, **v} for n, v in sorted(rows.items())]
+            return await self._agent.run_blocking(svc.trusted_nodes)
 
 
 def install(agent: Agent, network: Network) -> None:

@@ -149,11 +149,12 @@ def vaults_version(vault: str, commit: str) -> None:
 @click.argument("vault", callback=utf8)
 @common_options
 def vaults_members(vault: str) -> None:
-    """The vault's members and their roles (owner, writer, reader)."""
+    """The vault's members, their roles (owner, writer, reader) and this node's last sync with each."""
     s = settings()
     with backend(s) as b:
         rows = b.members(vault)
-    emit(s, "\n".join(f"{r['nodeId']}\t{r['role']}{'  (this node)' if r['self'] else ''}" for r in rows), rows)
+    emit(s, "\n".join(f"{r['nodeId']}\t{r['role']}" + ("  (this node)" if r["self"] else
+                                                        f"\tlast sync {when(r['lastSync']) if r.get('lastSync') else 'never'}") for r in rows), rows)
 
 
 @vaults.command("verify")

@@ -340,15 +340,19 @@ class VaultService:
         return _history.version(self._vault(vault), commit)
 
     def members(self, vault: str) -> list[JSON]:
-        """The member list at HEAD: ``[{"nodeId", "role", "self": bool}]``, owners first, then the
-        backup replicas (role ``replica``, not members: they hold ciphertext only)."""
+        """The member list at HEAD: ``[{"nodeId", "role", "self": bool, "lastSync"}]``, owners first, then
+        the backup replicas (role ``replica``, not members: they hold ciphertext only). ``lastSync``: unix
+        seconds of this node's last sync with that member, None if never (or for this node)."""
         v = self._vault(vault)
         with v.repo.read_lock():
             snap = v.snapshot()
             replicas = replicas_of(v, snap)
+        synced = {p["nodeId"]: p["lastSync"] or None for p in self.peer_states(vault)}
         order = {"owner": 0, "writer": 1, "reader": 2, "replica": 3}
-        rows = [{"nodeId": str(n), "role": r, "self": n == v.me} for n, r in snap.members.roles]
-        rows += [{"nodeId": str(n), "role": "replica", "self": n == v.me} for n in replicas]
+        rows = [{"nodeId": str(n), "role": r, "self": n == v.me, "lastSync": synced.get(str(n))}
+                for n, r in snap.members.roles]
+        rows += [{"nodeId": str(n), "role": "replica", "self": n == v.me, "lastSync": synced.get(str(n))}
+                 for n in replicas]
         return sorted(rows, key=lambda m: (order[m["role"]], m["nodeId"]))
 
     def set_replicas(self, vault: str, nodes: list[str]) -> JSON:

@@ -204,8 +204,8 @@ class Sync(Service):
         sender = ctx.caller.node_id
         svc = self._service()
         stored = await self._blocking(svc.store_invite, inv.vault_id, inv.root, inv.head, sender, inv.role, inv.name)
-        trusted = (await self._blocking(svc.trusted_nodes)).get(str(sender))
-        auto = bool(stored and trusted and trusted.get("autoAccept"))
+        trusted = {t["nodeId"]: t["autoAccept"] for t in await self._blocking(svc.trusted_nodes)}
+        auto = bool(stored and trusted.get(str(sender)))
         log.info("invite to vault %s (%s) from %s%s", inv.vault_id, inv.role, sender,
                  ": cloning it (trusted, auto-accept)" if auto else "" if stored else ": not kept")
         if auto:
