@@ -54,13 +54,16 @@ def agent() -> None:
 @click.option("--port", type=click.IntRange(0, 65535), help="Peer listener port [env PK_PEER_PORT; default a free port].")
 @click.option("--seed", "seeds", multiple=True, metavar="NODEID@HOST:PORT",
               help="A seed node to join the network through (repeatable) [env PK_SEED_NODES].")
+@click.option("--sync-interval", type=click.FloatRange(0.1, 86400), metavar="SECONDS",
+              help="Seconds between automatic sync's anti-entropy passes [env PK_SYNC_INTERVAL; default 60].")
 @common_options
 def agent_start(foreground: bool, idle_lock: float | None, host: str | None, port: int | None,
-                seeds: tuple[str, ...]) -> None:
+                seeds: tuple[str, ...], sync_interval: float | None) -> None:
     """Start the agent (asks for the node password once: terminal, --password-file or PK_PASSWORD).
 
     The agent also listens for other keynodes on HOST:PORT (TCP for the encrypted
-    channel, UDP for the DHT) and joins the network through the seed nodes.
+    channel, UDP for the DHT), joins the network through the seed nodes, and keeps shared
+    vaults in sync with their other members on its own (docs/sync.md).
     """
     s = settings()
     spawn.require_node(str(s.node_path))
@@ -71,6 +74,8 @@ def agent_start(foreground: bool, idle_lock: float | None, host: str | None, por
         extra += ["--port", str(port)]
     for seed in seeds:
         extra += ["--seed", str(parse_seed(seed))]
+    if sync_interval is not None:
+        extra += ["--sync-interval", f"{sync_interval:g}"]
     if foreground:
         running = _running_status(s)
         if running is not None:  # before asking for a password: the answer does not depend on it
