@@ -217,15 +217,23 @@ class Incoming:
         if self.nbytes + n > self.max_bytes:
             raise reject(f"the transfer is larger than {self.max_bytes:,} bytes")
 
-    def add(self, obj_type: int, data: bytes) -> str:
-        """Check and keep one object; returns its id. SyncRejectedError naming what is wrong."""
+    def add(self, obj_type: int, data: bytes, oid: str | None = None) -> str:
+        """Check and keep one object; returns its id (which must be ``oid`` when the sender named
+        it). SyncRejectedError naming what is wrong."""
         if self._part is not None:
             raise reject("a whole object arrived while another was arriving in parts")
-        return self._add(obj_type, bytes(data))
+        return self._add(obj_type, bytes(data), oid)
 
-    def _add(self, obj_type: int, data: bytes) -> str:
+    def _add(self, obj_type: int, data: bytes, expected: str | None = None) -> str:
         if not isinstance(obj_type, int) or obj_type not in KIND_NAMES:
             raise reject(f"an object of unknown type {obj_type!r} (only commit, tree and blob)")
+        if expected is not None:
+            if object_id(TYPE_NAMES[obj_type], data).hex() != expected:
+                name = expected if is_oid(expected) else "with a malformed id"
+                raise reject(f"object {name} does not hash to its id (altered in transit)")
+        return self._check(obj_type, data)
+
+    def _check(self, obj_type: int, data: bytes) -> str:
         kind = KIND_NAMES[obj_type]
         if len(data) > MAX_OBJECT_BYTES[obj_type]:
             oid = object_id(TYPE_NAMES[obj_type], data).hex()
@@ -256,9 +264,10 @@ class Incoming:
         self._bytes += len(data)
         return oid
 
-    def add_part(self, obj_type: int, chunk: bytes, offset: int, size: int) -> str | None:
+    def add_part(self, obj_type: int, chunk: bytes, offset: int, size: int, oid: str | None = None) -> str | None:
         """One part of a large object: parts come in order (``offset`` contiguous from 0) and the
-        object is :meth:`add`-ed once ``size`` bytes arrived. Returns its id then, else None."""
+        object is :meth:`add`-ed (with ``oid``, as given with its last part) once ``size`` bytes
+        arrived. Returns its id then, else None."""
         if not isinstance(obj_type, int) or obj_type not in KIND_NAMES:
             raise reject(f"an object of unknown type {obj_type!r} (only commit, tree and blob)")
         if not isinstance(size, int) or not 0 < size <= MAX_OBJECT_BYTES[obj_type]:
@@ -278,7 +287,7 @@ class Incoming:
             return None
         data = b"".join(part[2])
         self._part, self._part_bytes = None, 0
-        return self._add(obj_type, data)
+        return self._add(obj_type, data, oid)
 
     def check_complete(self, want: str, have: Callable[[str], bool]) -> None:
         """Every object referenced by a received commit or tree is received (of the right type) or
