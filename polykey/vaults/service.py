@@ -113,6 +113,8 @@ class VaultService:
         #: Whole answers of :meth:`list_secrets` (a few, bounded): an unchanged vault's ``ls -r``.
         self.listings = Listings()
         self._staging = ImportStaging(lambda: self._rng(16).hex())
+        #: Serialises the installing step of clones (the repository rename and the index entry).
+        self._clone_mutex = threading.Lock()
 
     # -- internals -----------------------------------------------------------------
 
@@ -580,8 +582,8 @@ class VaultService:
         removed member): no existence oracle."""
         role: str | None = None
         try:
-            vid = VaultId.from_text(vault_id)
-            if vid in self._index.entries().values():
+            vid = VaultId.from_text(vault_id) if isinstance(vault_id, str) else None
+            if vid is not None and vid in self._index.entries().values():
                 v = self._vault(str(vid))
                 with v.repo.read_lock():
                     snap = v.snapshot()
@@ -601,7 +603,7 @@ class VaultService:
         if not isinstance(vault_ids, list) or len(vault_ids) > MAX_SERVE_IDS:
             raise InvalidInputError(f"ask for at most {MAX_SERVE_IDS} vaults at once")
         out = {}
-        for vault_id in dict.fromkeys(vault_ids):
+        for vault_id in dict.fromkeys(i for i in vault_ids if isinstance(i, str)):
             with contextlib.suppress(SyncRefusedError):
                 out[vault_id] = self._shared(peer, vault_id)[1].commit
         return out
@@ -640,10 +642,10 @@ class VaultService:
             raise InvalidInputError(f"a read names at most {MAX_READ_REFS} objects")
         try:
             vid = VaultId.from_text(vault_id)
-            if vid not in self._index.entries().values():
-                raise SyncRefusedError(REFUSED)
-        except InvalidInputError:
+        except (InvalidInputError, TypeError):
             raise SyncRefusedError(REFUSED) from None
+        if vid not in self._index.entries().values():
+            raise SyncRefusedError(REFUSED)
         v = self._vault(str(vid))
         with v.repo.read_lock():
             return [transfer.read_object(v, obj_type, oid) for obj_type, oid in refs]
@@ -669,7 +671,8 @@ class VaultService:
         for oid in commits:
             parents = qv.repo.commit_info(oid).parents
             if not parents or any(p not in new and not qv.repo.is_ancestor(p, verified) for p in parents):
-                raise transfer.reject(f"the head {head} belongs to another history (commit {oid} is not on this vault's)")
+                raise transfer.reject(
+                    f"the head {head} belongs to another history (commit {oid} is not on this vault's)")
         verify_commits(qv, commits)
 
     def receive(self, vault: str, peer: NodeId, head: str, incoming: Incoming) -> JSON:
@@ -739,7 +742,6 @@ class VaultService:
             raise InvalidInputError("a root and a head are full commit ids")
         self._check_clone_target(vid, name)
         incoming.check_complete(head, lambda _oid: False)
-        path = self._repo_path(vid)
         q = transfer.quarantine(self._dir, self._rng(16).hex(), None)
         try:
             transfer.write_pack(q, incoming)
@@ -750,6 +752,19 @@ class VaultService:
             finally:
                 qv.close()
             fsync_tree(q)
+        except BaseException:
+            transfer.drop(q)
+            raise
+        with self._clone_mutex:
+            self._install_clone(q, vid, root, head, name)
+        return {"name": name, "vaultId": str(vid), "head": head, "commits": commits,
+                "objects": incoming.count, "bytes": incoming.nbytes}
+
+    def _install_clone(self, q: Path, vid: VaultId, root: str, head: str, name: str) -> None:
+        """Rename the verified quarantine ``q`` into place, pin it and name it (under the clone mutex)."""
+        path = self._repo_path(vid)
+        try:
+            self._check_clone_target(vid, name)  # again: another clone may have finished meanwhile
             if path.exists():  # a clone killed after its rename and before the index named it
                 trash = path.with_name(f".trash-{path.name}")
                 os.rename(path, trash)
@@ -775,8 +790,6 @@ class VaultService:
                 self._trust.forget(vid)
             shutil.rmtree(path, ignore_errors=True)
             raise
-        return {"name": name, "vaultId": str(vid), "head": head, "commits": commits,
-                "objects": incoming.count, "bytes": incoming.nbytes}
 
     def _check_clone_target(self, vid: VaultId, name: str) -> None:
         entries = self._index.entries()
@@ -798,5 +811,6 @@ class VaultService:
         if members.role_of(qv.me) is None:
             raise transfer.reject("the vault is not shared with this node")
         if members.role_of(sender) != OWNER:
-            raise transfer.reject(f"the invite's sender {sender} is not an owner of the vault (an invite only an owner may send)")
+            raise transfer.reject(
+                f"the invite's sender {sender} is not an owner of the vault (an invite only an owner may send)")
         return int(out["commits"])

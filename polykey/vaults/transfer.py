@@ -41,7 +41,7 @@ from polykey.vaults.vault import Vault
 #: At most this many commits in a have list (the head, then first-parent ancestors 1, 2, 4, ... back).
 MAX_HAVES = 32
 #: How far back along first parents a have list looks (bounds its cost on a long history).
-MAX_HAVE_DEPTH = 1 << 16
+MAX_HAVE_DEPTH = 1 << 12
 #: At most this many objects in one plan.
 MAX_PLAN_OBJECTS = 2_000_000
 #: What an :class:`Incoming` holds in memory by default.
@@ -92,23 +92,27 @@ def _is_commit(v: Vault, oid: str) -> bool:
 
 def have_list(v: Vault, head: str, extra: Iterable[str] = ()) -> list[str]:
     """What an asker holding ``head`` sends as its haves: ``head``, then its first-parent ancestors at
-    distances 1, 2, 4, 8, ... (at most :data:`MAX_HAVES` in all, looking back at most
-    :data:`MAX_HAVE_DEPTH` commits), then the commits of ``extra`` held here (in its order)."""
+    distances 1, 2, 4, 8, ... and the oldest one looked at (at most :data:`MAX_HAVE_DEPTH` back, so
+    the cost does not grow with a long history), then the commits of ``extra`` held here (in its
+    order); at most :data:`MAX_HAVES` in all."""
     extras = [e for e in dict.fromkeys(extra) if is_oid(e) and e != head and _is_commit(v, e)]
     room = MAX_HAVES - min(len(extras), MAX_HAVES // 2)
     out = [head]
-    commit = head
-    distance, next_at = 0, 1
-    while len(out) < room and distance < MAX_HAVE_DEPTH:
-        parents = v.repo.commit_info(commit).parents
-        if not parents:
-            break
-        commit, distance = parents[0], distance + 1
-        if distance == next_at:
-            out.append(commit)
-            next_at *= 2
-    if out[-1] != commit and len(out) < room:
-        out.append(commit)  # the oldest looked at (the root on a short history): a common base
+    last, next_at = head, 1
+    try:
+        walker = _git(v).walk(pygit2.Oid(hex=head), SortMode.NONE)
+        walker.simplify_first_parent()
+        for distance, c in enumerate(walker):
+            if distance > MAX_HAVE_DEPTH or len(out) >= room:
+                break
+            last = str(c.id)
+            if distance == next_at:
+                out.append(last)
+                next_at *= 2
+    except (KeyError, ValueError, pygit2.GitError):
+        raise VaultIntegrityError("the vault history has a missing or corrupt commit") from None
+    if last != out[-1] and len(out) < room:
+        out.append(last)  # the oldest looked at (the root of a short history): a common base
     seen = set(out)
     out += [e for e in extras if e not in seen][: MAX_HAVES - len(out)]
     return out
@@ -178,7 +182,7 @@ def _plan_tree(repo: pygit2.Repository, tree: pygit2.Oid, before: list[pygit2.Oi
 def read_object(v: Vault, obj_type: int, oid: str) -> bytes:
     """The raw content of object ``oid`` of ``obj_type``, at most its type's cap (section 8.1).
     VaultIntegrityError if it is missing, of another type or larger."""
-    if obj_type not in KIND_NAMES or not is_oid(oid):
+    if not isinstance(obj_type, int) or obj_type not in KIND_NAMES or not is_oid(oid):
         raise VaultIntegrityError("an object reference is not (commit, tree or blob; a full object id)")
     return v.repo.raw(oid, KIND_NAMES[obj_type], MAX_OBJECT_BYTES[obj_type])
 

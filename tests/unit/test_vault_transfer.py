@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from polykey.errors import InvalidInputError, SyncRefusedError, SyncRejectedError, VaultExistsError
+from polykey.errors import (
+    InvalidInputError,
+    SyncRefusedError,
+    SyncRejectedError,
+    VaultExistsError,
+    VaultIntegrityError,
+)
 from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import grammar, transfer
@@ -469,3 +475,25 @@ def test_serving_refuses_non_members_uniformly(shared: tuple[Node, Node, Node, s
         a.svc.serve_plan(c.id, vid, head, ["0" * 40] * 65)
     with pytest.raises(InvalidInputError):
         a.svc.serve_heads(c.id, [vid] * 1025)
+
+
+def test_a_clone_killed_before_its_index_entry_is_redone(shared: tuple[Node, Node, Node, str]) -> None:
+    a, _b, c, vid = shared
+    set_member(a, "work", c.id, "reader")
+    head, root, objects = clone_objects(a, "work")
+    leftover = c.svc.node_path / "vaults" / f"{vid}.git"  # renamed into place, never named in the index
+    (leftover / "objects").mkdir(parents=True)
+    c.svc.clone(vid, root, head, "w", incoming(objects), a.id)
+    assert c.svc.log("w") == a.svc.log("work")
+    assert c.svc.verify("w")["ok"]
+
+
+def test_serve_read_only_from_a_held_vault(shared: tuple[Node, Node, Node, str]) -> None:
+    a, _b, _c, vid = shared
+    head = vault(a, "work").snapshot().commit
+    assert a.svc.serve_read(vid, [(OBJ_COMMIT, head)])[0].startswith(b"tree ")
+    for bad in (str(VaultId(bytes(16))), "junk"):
+        with pytest.raises(SyncRefusedError):
+            a.svc.serve_read(bad, [(OBJ_COMMIT, head)])
+    with pytest.raises(VaultIntegrityError, match="is not a tree"):
+        a.svc.serve_read(vid, [(OBJ_TREE, head)])
