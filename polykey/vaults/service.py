@@ -28,7 +28,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -650,7 +650,7 @@ class VaultService:
         with v.repo.read_lock():
             return [transfer.read_object(v, obj_type, oid) for obj_type, oid in refs]
 
-    def sync_haves(self, vault: str, extra: list[str] = []) -> list[str]:  # noqa: B006 - never mutated
+    def sync_haves(self, vault: str, extra: Sequence[str] = ()) -> list[str]:
         """What to send as haves when fetching ``vault``: :func:`polykey.vaults.transfer.have_list` of
         its verified head, then the commits of ``extra`` (e.g. the heads peers last showed) held here."""
         v = self._vault(vault)

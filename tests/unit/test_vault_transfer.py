@@ -10,6 +10,7 @@ receiver's branch, verified head, packs and vaults directory exactly as they wer
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -202,6 +203,10 @@ def test_clone_then_one_change_pull(shared: tuple[Node, Node, Node, str]) -> Non
     assert b.svc.log("mine") == a.svc.log("work")
     assert b.svc.head_verified("mine")
     assert not [e for e in os.listdir(b.svc.node_path / "vaults") if e.startswith(".incoming-")]
+
+    fsck = subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=vault(b, "mine").repo.path,
+                          capture_output=True, text=True, check=False)
+    assert fsck.returncode == 0, fsck.stderr
 
     # pulling the same head again: nothing to send, nothing changes
     inc, refs = fetch(a, b.id, vid, head, b.svc.sync_haves("mine", []))
