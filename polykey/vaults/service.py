@@ -28,7 +28,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +38,8 @@ from polykey.errors import (
     InvalidInputError,
     PolykeyError,
     SecretNotFoundError,
+    SyncRefusedError,
+    SyncRejectedError,
     VaultExistsError,
     VaultNotFoundError,
     VaultStateError,
@@ -45,9 +47,9 @@ from polykey.errors import (
 from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import history as _history
-from polykey.vaults import membership, ops
+from polykey.vaults import membership, merge, ops, transfer
 from polykey.vaults.cache import Listings, TreeNames
-from polykey.vaults.format import NONCE_BYTES, VaultInfo, split_path
+from polykey.vaults.format import NONCE_BYTES, OWNER, VaultInfo, split_path
 from polykey.vaults.generate import CHARSETS, DEFAULT_CHARSET, DEFAULT_LENGTH, check_value, generate_password
 from polykey.vaults.identity import NodeKey
 from polykey.vaults.index import NameIndex, validate_new_name
@@ -57,9 +59,12 @@ from polykey.vaults.staging import ImportStaging, merge_items
 from polykey.vaults.state import Invite
 from polykey.vaults.syncbook import ROLE_BYTES, SyncBook
 from polykey.vaults.trust import VerifiedHeads
+from polykey.vaults.transfer import QUARANTINE_PREFIX, Incoming
 from polykey.vaults.upgrade import upgrade
-from polykey.vaults.vault import Vault
+from polykey.vaults.vault import Snapshot, Vault
+from polykey.vaults.vault import _fsync_tree as fsync_tree
 from polykey.vaults.verify import verify as _verify
+from polykey.vaults.verify import verify_commits, verify_new
 
 __all__ = ["CHARSETS", "DEFAULT_CHARSET", "DEFAULT_LENGTH", "VAULTS_DIR", "VaultService"]
 
@@ -67,6 +72,12 @@ VAULTS_DIR = "vaults"
 MAX_LOG_LIMIT = 1_000_000
 #: Open repositories kept (each holds libgit2 state, pack descriptors and per-vault caches).
 MAX_OPEN_VAULTS = 32
+#: Sync requests: vaults asked about at once, haves in one fetch, objects read at once.
+MAX_SERVE_IDS = 1024
+MAX_ASKED_HAVES = 64
+MAX_READ_REFS = 65_536
+#: The one answer to a peer asking about a vault not shared with it (no existence oracle).
+REFUSED = "no vault with that id is shared with this node"
 
 JSON = dict[str, Any]
 
@@ -106,6 +117,8 @@ class VaultService:
         #: Whole answers of :meth:`list_secrets` (a few, bounded): an unchanged vault's ``ls -r``.
         self.listings = Listings()
         self._staging = ImportStaging(lambda: self._rng(16).hex())
+        #: Serialises the installing step of clones (the repository rename and the index entry).
+        self._clone_mutex = threading.Lock()
 
     # -- internals -----------------------------------------------------------------
 
@@ -197,15 +210,16 @@ class VaultService:
         """Remove what a killed create, delete or file write left in the vaults directory.
 
         ``.tmp-<id>.git`` (a create that never renamed into place), ``.trash-<id>.git`` (a delete
-        that renamed but did not finish removing) and ``.<file>.<hex>.tmp`` (an atomic write that
-        never replaced its target) are never read. Only their owner may call this: the agent does
+        that renamed but did not finish removing), ``.incoming-<random>.git`` (a sync transfer's
+        quarantine: received objects not verified or not installed yet) and ``.<file>.<hex>.tmp``
+        (an atomic write that never replaced its target) are never read. Only their owner may call this: the agent does
         at unlock, holding the node's lock, so no other writer is building one of them. Returns the
         names removed, for the log.
         """
         removed = []
         for entry in sorted(os.listdir(self._dir)):
             path = self._dir / entry
-            if entry.startswith((".tmp-", ".trash-")) and path.is_dir() and not path.is_symlink():
+            if entry.startswith((".tmp-", ".trash-", QUARANTINE_PREFIX)) and path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             elif fsutil.is_atomic_write_temp(entry) and not path.is_dir():
                 path.unlink(missing_ok=True)
@@ -675,3 +689,244 @@ class VaultService:
         else:
             merge_items({}, parsed, 0)  # the same limits as a staged import
         return ops.import_secrets(self._vault(vault), parsed)
+
+    # -- sync: serving (issue 12; the keynode's sync service calls these for a proven peer) ----------
+
+    def _shared(self, peer: NodeId, vault_id: str) -> tuple[Vault, Snapshot, str]:
+        """The vault, its verified head and ``peer``'s role there (a member's role, or ``replica``).
+        One SyncRefusedError for every other case (unknown or malformed id, damaged vault, non-member,
+        removed member): no existence oracle."""
+        role: str | None = None
+        try:
+            vid = VaultId.from_text(vault_id) if isinstance(vault_id, str) else None
+            if vid is not None and vid in self._index.entries().values():
+                v = self._vault(str(vid))
+                with v.repo.read_lock():
+                    snap = v.snapshot()
+                    role = snap.members.role_of(peer)
+                    if role is None and peer in replicas_of(v, snap):
+                        role = "replica"
+        except PolykeyError:
+            role = None
+        if role is None:
+            raise SyncRefusedError(REFUSED)
+        return v, snap, role
+
+    def serve_heads(self, peer: NodeId, vault_ids: list[str]) -> dict[str, str]:
+        """VaultId text -> verified head, for each listed vault this node holds and shares with
+        ``peer`` (a member or replica as of that head); others are silently left out. At most
+        :data:`MAX_SERVE_IDS` ids (InvalidInputError)."""
+        if not isinstance(vault_ids, list) or len(vault_ids) > MAX_SERVE_IDS:
+            raise InvalidInputError(f"ask for at most {MAX_SERVE_IDS} vaults at once")
+        out = {}
+        for vault_id in dict.fromkeys(i for i in vault_ids if isinstance(i, str)):
+            with contextlib.suppress(SyncRefusedError):
+                out[vault_id] = self._shared(peer, vault_id)[1].commit
+        return out
+
+    def serve_scan(self, peer: NodeId) -> list[JSON]:
+        """Every vault shared with ``peer``: ``[{"vaultId", "name" (our local name), "role" (the peer's),
+        "head"}]``, sorted by name."""
+        out = []
+        for name, vid in sorted(self._index.entries().items()):
+            with contextlib.suppress(SyncRefusedError):
+                _v, snap, role = self._shared(peer, str(vid))
+                out.append({"vaultId": str(vid), "name": name, "role": role, "head": snap.commit})
+        return out
+
+    def serve_plan(self, peer: NodeId, vault_id: str, want: str, haves: list[str]) -> list[tuple[int, str]]:
+        """``(type, oid)`` of the objects of commit ``want`` that ``peer``, holding ``haves`` (at most
+        :data:`MAX_ASKED_HAVES`), lacks (:func:`polykey.vaults.transfer.plan`). SyncRefusedError unless
+        the vault is shared with ``peer`` and ``want`` is a commit of its verified history here."""
+        if not isinstance(haves, list) or len(haves) > MAX_ASKED_HAVES:
+            raise InvalidInputError(f"a fetch names at most {MAX_ASKED_HAVES} commits it has")
+        v, snap, _role = self._shared(peer, vault_id)
+        with v.repo.read_lock():
+            try:
+                known = transfer.is_oid(want) and v.repo.is_ancestor(want, snap.commit)
+            except PolykeyError:
+                known = False
+            if not known:
+                raise SyncRefusedError("that commit is not in the vault's verified history on this node")
+            return transfer.plan(v, want, haves)
+
+    def serve_read(self, vault_id: str, refs: list[tuple[int, str]]) -> list[bytes]:
+        """The raw content of each ``(type, oid)`` (at most :data:`MAX_READ_REFS`), as a plan of
+        :meth:`serve_plan` listed them: the caller serves only refs of a plan it made for that peer.
+        SyncRefusedError for a vault not held; VaultIntegrityError for a missing object."""
+        if not isinstance(refs, list) or len(refs) > MAX_READ_REFS:
+            raise InvalidInputError(f"a read names at most {MAX_READ_REFS} objects")
+        try:
+            vid = VaultId.from_text(vault_id)
+        except (InvalidInputError, TypeError):
+            raise SyncRefusedError(REFUSED) from None
+        if vid not in self._index.entries().values():
+            raise SyncRefusedError(REFUSED)
+        v = self._vault(str(vid))
+        with v.repo.read_lock():
+            return [transfer.read_object(v, obj_type, oid) for obj_type, oid in refs]
+
+    def sync_haves(self, vault: str, extra: Sequence[str] = ()) -> list[str]:
+        """What to send as haves when fetching ``vault``: :func:`polykey.vaults.transfer.have_list` of
+        its verified head, then the commits of ``extra`` (e.g. the heads peers last showed) held here."""
+        v = self._vault(vault)
+        with v.repo.read_lock():
+            return transfer.have_list(v, v.snapshot().commit, extra)
+
+    # -- sync: receiving ---------------------------------------------------------------------------
+
+    def _verify_received(self, qv: Vault, head: str, verified: str) -> None:
+        """Verify the commits of ``head`` not in the history of ``verified`` (in the quarantine ``qv``).
+        A head that does not descend from ``verified`` must share its history: its new commits' parents
+        outside them are in ``verified``'s history, and none is a root."""
+        if qv.repo.is_ancestor(verified, head):
+            verify_new(qv, head, verified)
+            return
+        commits = qv.repo.new_commits(head, verified)
+        new = set(commits)
+        for oid in commits:
+            parents = qv.repo.commit_info(oid).parents
+            if not parents or any(p not in new and not qv.repo.is_ancestor(p, verified) for p in parents):
+                raise transfer.reject(
+                    f"the head {head} belongs to another history (commit {oid} is not on this vault's)")
+        verify_commits(qv, commits)
+
+    def receive(self, vault: str, peer: NodeId, head: str, incoming: Incoming) -> JSON:
+        """Install what ``peer`` sent for ``vault`` (its verified head ``head`` and the objects this node
+        lacked) and bring ``head`` in (:func:`polykey.vaults.merge.integrate`).
+
+        Under the vault's write lock: the transfer must be complete; its objects are written as one
+        pack in a quarantine repository that reads the vault's objects, the new commits verified
+        there (section 8, incrementally from this node's verified head), then the pack is moved into
+        the vault, the merge's own commits self-checked, the branch moved and the new head recorded as
+        verified. Any failure: SyncRejectedError (``data["reason"]``), the quarantine removed, branch
+        and state unchanged. Returns ``{"before", "after", "action", "conflicts", "dropped",
+        "reapplied", "reason", "objects", "bytes"}``.
+        """
+        if not transfer.is_oid(head):
+            raise transfer.reject("the announced head is not a full commit id")
+        v = self._vault(vault)
+        with v.repo.write_lock():
+            ours = v.snapshot().commit  # the guard verified it: it is this node's verified head
+            objects_dir = v.repo.path / "objects"
+            incoming.check_complete(head, lambda oid: transfer.has_object(v, oid))
+            if incoming.count or not v.repo.is_ancestor(head, ours):
+                q = transfer.quarantine(self._dir, self._rng(16).hex(), objects_dir)
+                try:
+                    idx = transfer.write_pack(q, incoming)
+                    qv = Vault(q, v.vault_id, self.node_key, self._clock, self._rng)
+                    try:
+                        self._verify_received(qv, head, ours)
+                    except PolykeyError as e:
+                        raise transfer.rejected(e) from None
+                    finally:
+                        qv.close()
+                    if idx is not None:
+                        transfer.install_pack(idx, objects_dir)
+                finally:
+                    transfer.drop(q)
+                v.repo._reopen()  # noqa: SLF001 - a fresh handle sees the new pack at once
+            try:
+                outcome = merge.integrate(v, ours, head)
+                if outcome.written:
+                    verify_commits(v, list(outcome.written))
+            except PolykeyError as e:
+                raise transfer.rejected(e).within("this node's merge failed its own check") from None
+            if outcome.head != ours:
+                v.repo.set_head(outcome.head)
+                self._trust.accepted(v, outcome.head)
+                v.trusted = outcome.head
+        return {"before": ours, "after": outcome.head, "action": outcome.action,
+                "conflicts": list(outcome.conflicts), "dropped": list(outcome.dropped),
+                "reapplied": outcome.reapplied, "reason": outcome.reason,
+                "objects": incoming.count, "bytes": incoming.nbytes}
+
+    def clone(self, vault_id: str, root: str, head: str, name: str, incoming: Incoming, sender: NodeId) -> JSON:
+        """Install a vault this node does not hold yet, sent by ``sender`` whose invite pinned ``root``.
+
+        The whole history of ``head`` is verified in a quarantine repository: its root MUST be
+        ``root``, its ``.pk/vault`` MUST name ``vault_id``, this node MUST be a member and ``sender`` an
+        owner as of ``head`` (else SyncRejectedError). Then the repository is renamed into place, the
+        root pinned and ``head`` recorded as verified, and ``name`` added to the index. A crash leaves
+        no vault or the whole verified one (a quarantine is swept at the next unlock).
+        VaultExistsError if this VaultId is held or ``name`` is taken; InvalidInputError for a bad
+        name or id. Returns ``{"name", "vaultId", "head", "commits", "objects", "bytes"}``.
+        """
+        name = validate_new_name(name)
+        vid = VaultId.from_text(vault_id)
+        if not (transfer.is_oid(root) and transfer.is_oid(head)):
+            raise InvalidInputError("a root and a head are full commit ids")
+        self._check_clone_target(vid, name)
+        incoming.check_complete(head, lambda _oid: False)
+        q = transfer.quarantine(self._dir, self._rng(16).hex(), None)
+        try:
+            transfer.write_pack(q, incoming)
+            qv = Vault(q, vid, self.node_key, self._clock, self._rng)
+            try:
+                commits = self._verify_clone(qv, root, head, sender)
+                qv.repo.set_head(head)
+            finally:
+                qv.close()
+            fsync_tree(q)
+        except BaseException:
+            transfer.drop(q)
+            raise
+        with self._clone_mutex:
+            self._install_clone(q, vid, root, head, name)
+        return {"name": name, "vaultId": str(vid), "head": head, "commits": commits,
+                "objects": incoming.count, "bytes": incoming.nbytes}
+
+    def _install_clone(self, q: Path, vid: VaultId, root: str, head: str, name: str) -> None:
+        """Rename the verified quarantine ``q`` into place, pin it and name it (under the clone mutex)."""
+        path = self._repo_path(vid)
+        try:
+            self._check_clone_target(vid, name)  # again: another clone may have finished meanwhile
+            if path.exists():  # a clone killed after its rename and before the index named it
+                trash = path.with_name(f".trash-{path.name}")
+                os.rename(path, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.rename(q, path)
+            fsutil.fsync_dir(self._dir)
+        except BaseException:
+            transfer.drop(q)
+            raise
+
+        def add(entries: dict[str, VaultId]) -> None:
+            if name in entries:
+                raise VaultExistsError(f"a vault named {name!r} already exists")
+            if vid in entries.values():
+                raise VaultExistsError("this node already holds that vault (a clone of a VaultId already held)")
+            entries[name] = vid
+
+        try:
+            self._trust.cloned(vid, root, head)
+            self._index.update(add)
+        except BaseException:
+            with contextlib.suppress(PolykeyError):
+                self._trust.forget(vid)
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def _check_clone_target(self, vid: VaultId, name: str) -> None:
+        entries = self._index.entries()
+        if vid in entries.values():
+            raise VaultExistsError("this node already holds that vault (a clone of a VaultId already held)")
+        if name in entries:
+            raise VaultExistsError(f"a vault named {name!r} already exists")
+
+    def _verify_clone(self, qv: Vault, root: str, head: str, sender: NodeId) -> int:
+        """The whole history of ``head`` verified, with the pinned root, this node a member and the
+        sender an owner; the number of commits. SyncRejectedError otherwise."""
+        try:
+            out = _verify(qv, head)
+            members = qv.load(head).members
+        except PolykeyError as e:
+            raise transfer.rejected(e) from None
+        if out["root"] != root:
+            raise transfer.reject(f"the history's root {out['root']} is not the root {root} the invite pinned")
+        if members.role_of(qv.me) is None:
+            raise transfer.reject("the vault is not shared with this node")
+        if members.role_of(sender) != OWNER:
+            raise transfer.reject(
+                f"the invite's sender {sender} is not an owner of the vault (an invite only an owner may send)")
+        return int(out["commits"])

@@ -178,12 +178,25 @@ class VerifiedHeads:
                 return
         self._put(v.vault_id, replace(rec, verified=head))
 
+    def accepted(self, v: Vault, head: str) -> None:
+        """Record ``head``, verified by the caller (a received head, or a merge of it; it may not descend
+        from the old verified head when a merge was adopted or changes were re-applied), as ``v``'s
+        verified head, in the file at once (sync; section 10.5: not batched like own commits)."""
+        rec = self.record(v.vault_id)
+        self._put(v.vault_id, replace(rec, verified=head))
+
     # -- vault lifecycle -------------------------------------------------------------------
 
     def created(self, vid: VaultId, root: str) -> None:
         """A vault this node created (before its name enters the index)."""
         self._load()
         self._put(vid, VaultState(root, root))
+
+    def cloned(self, vid: VaultId, root: str, head: str) -> None:
+        """A vault this node cloned (before its name enters the index): ``root`` pinned (the invite's)
+        and ``head`` verified. VaultStateError if the state is unusable (nothing is rebuilt here)."""
+        self._load()
+        self._put(vid, VaultState(root, head))
 
     def forget(self, vid: VaultId) -> None:
         """A vault deleted from this node (after its name left the index)."""

@@ -306,3 +306,13 @@ def verify_new(v: Vault, head: str, verified: str) -> int:
                 head=head, verified=verified)
         _check_commits(v, commits, pinned=True)
         return len(commits)
+
+
+def verify_commits(v: Vault, commits: list[str]) -> int:
+    """Check just ``commits`` (parents first), whose parents outside the list are verified already:
+    received commits on a diverged head, or the commits a merge wrote (its self-check). None may be
+    a root (the history's root is pinned). VaultVerificationError names the first bad one; returns
+    how many were checked."""
+    with v.repo.read_lock():
+        _check_commits(v, commits, pinned=True)
+        return len(commits)
