@@ -270,17 +270,27 @@ class GitRepo:
 
     def set_head(self, oid: str) -> None:
         """Move the branch to ``oid`` (an existing commit), durably. The caller holds :meth:`write_lock`."""
-        self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
+        try:
+            self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
+        except pygit2.GitError:
+            self._reopen()  # a pack written since (write_commit) was not seen yet
+            self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
 
-    def commit(self, tree: str, parents: list[str], message: str, signer: Signer, *, when: int) -> str:
+    def write_commit(self, tree: str, parents: list[str], message: str, signer: Signer, *, when: int) -> str:
         """Write a commit of ``tree`` on ``parents`` (none for the first, two for a merge), authored
-        and signed by ``signer`` at ``when`` (unix seconds), and move the branch to it (spec
-        section 5). The caller holds :meth:`write_lock`. This is the only way a commit is written.
-        """
+        and signed by ``signer`` at ``when`` (unix seconds), with every object staged so far, as one
+        durable pack; the branch does not move (spec section 5). The caller holds :meth:`write_lock`.
+        This is the only way a commit is written."""
         me = signer.node_id
         data = signed_commit_bytes(tree, parents, str(me), author_email(me), when, message, signer.sign)
         oid = self._stage(OBJ_COMMIT, data)
         self._flush()
+        return oid
+
+    def commit(self, tree: str, parents: list[str], message: str, signer: Signer, *, when: int) -> str:
+        """:meth:`write_commit`, then move the branch to the new commit (durably). The caller holds
+        :meth:`write_lock`."""
+        oid = self.write_commit(tree, parents, message, signer, when=when)
         try:
             self._repo.references.create(BRANCH, pygit2.Oid(hex=oid), force=True)
         except pygit2.GitError:

@@ -105,20 +105,26 @@ def _merge_base(v: Vault, c: CommitInfo) -> str:
     return base
 
 
+def revoked_commits(v: Vault, side: str, other: str, base: str) -> list[str]:
+    """Rule 9 for one parent: the commits reachable from ``side`` and not from ``other`` (parents
+    first) signed by a node that could write as of ``base`` and cannot as of ``other`` (removed or
+    made a reader there). The commits are verified, so each author is its signer. Cost: two member
+    lists compared; the commits of ``side`` are walked only when a node lost write access."""
+    revoked = {str(n) for n in _writers(_pk(v, base)[2]) - _writers(_pk(v, other)[2])}
+    if not revoked:
+        return []
+    return [oid for oid in v.repo.new_commits(side, other) if v.repo.commit_info(oid).author_name in revoked]
+
+
 def check_revocation(v: Vault, c: CommitInfo) -> None:
     """Rule 9: for each parent of a merge, the commits it brings in (reachable from it and not from
     the other parent) are not by a node that could write as of the merge base and cannot as of the
-    other parent. Cost: two member lists compared; the commits of a side are walked only when a
-    node lost write access on the other side since the base."""
+    other parent (:func:`revoked_commits`)."""
     if len(c.parents) != 2:
         return
-    before = _writers(_pk(v, _merge_base(v, c))[2])
+    base = _merge_base(v, c)
     for side, other in (c.parents, tuple(reversed(c.parents))):
-        revoked = before - _writers(_pk(v, other)[2])
-        if not revoked:
-            continue
-        for oid in v.repo.new_commits(side, other):
-            author = v.repo.commit_info(oid).author_name  # verified: the author is the signer
-            if any(author == str(n) for n in revoked):
-                raise RuleError(f"it brings in commit {oid[:12]} by {author}, who was removed or made a "
-                                f"reader as of parent {other[:12]} (revocation wins)")
+        for oid in revoked_commits(v, side, other, base)[:1]:
+            author = v.repo.commit_info(oid).author_name
+            raise RuleError(f"it brings in commit {oid[:12]} by {author}, who was removed or made a "
+                            f"reader as of parent {other[:12]} (revocation wins)")
