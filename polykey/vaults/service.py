@@ -726,12 +726,14 @@ class VaultService:
 
     def serve_scan(self, peer: NodeId) -> list[JSON]:
         """Every vault shared with ``peer``: ``[{"vaultId", "name" (our local name), "role" (the peer's),
-        "head"}]``, sorted by name."""
+        "head", "root" (the pinned root)}]``, sorted by name."""
         out = []
         for name, vid in sorted(self._index.entries().items()):
             with contextlib.suppress(SyncRefusedError):
                 _v, snap, role = self._shared(peer, str(vid))
-                out.append({"vaultId": str(vid), "name": name, "role": role, "head": snap.commit})
+                root = self._trust.pinned_root(vid)
+                if root is not None:
+                    out.append({"vaultId": str(vid), "name": name, "role": role, "head": snap.commit, "root": root})
         return out
 
     def serve_plan(self, peer: NodeId, vault_id: str, want: str, haves: list[str]) -> list[tuple[int, str]]:

@@ -100,7 +100,7 @@ def test_share_invite_clone_read_and_pull_back(trio: Trio) -> None:
     put(t.a, "prod:api/key", b"k1")
     put(t.a, "prod:db/password", b"pw")
     shared_out = ok(t.a, "vaults", "share", "prod", t.b.node_id, "--role", "writer")
-    assert shared_out["changed"] == "added" and shared_out["invite"] == "sent"
+    assert shared_out["changed"] == "added" and shared_out["invite"] == "sent", shared_out
 
     invites = ok(t.b, "vaults", "invites")["received"]
     assert [(i["name"], i["from"], i["role"]) for i in invites] == [("prod", t.a.node_id, "writer")]
@@ -300,7 +300,11 @@ def _kill_when_receiving(node: Node, args: list[str]) -> None:
 
 
 def _bulk(n: int) -> bytes:
-    return json.dumps({f"d{i // 100}/s{i}": os.urandom(600).hex() for i in range(n)}).encode()
+    """``n`` secrets of 1,200 bytes, 100 to a directory, as the JSON `pk secrets import` reads."""
+    tree: dict[str, dict[str, str]] = {}
+    for i in range(n):
+        tree.setdefault(f"d{i // 100}", {})[f"s{i}"] = os.urandom(600).hex()
+    return json.dumps(tree).encode()
 
 
 def _repo(node: Node, vault: str) -> Path:

@@ -203,7 +203,7 @@ class Sync(Service):
         inv = sm.check_invite(body)
         sender = ctx.caller.node_id
         svc = self._service()
-        stored = await self._blocking(svc.store_invite, inv.vault_id, inv.root, inv.head, sender, inv.role, inv.name)
+        stored = await self._blocking(svc.store_invite, inv.vault_id, inv.root, inv.head, str(sender), inv.role, inv.name)
         trusted = {t["nodeId"]: t["autoAccept"] for t in await self._blocking(svc.trusted_nodes)}
         auto = bool(stored and trusted.get(str(sender)))
         log.info("invite to vault %s (%s) from %s%s", inv.vault_id, inv.role, sender,
@@ -345,7 +345,7 @@ class Sync(Service):
         peer = channel.peer
         if await self._blocking(svc.knows, vid, theirs):
             head = (await self._blocking(svc.sync_info, vid))["head"]
-            await self._blocking(svc.peer_seen, vid, peer, theirs)
+            await self._blocking(svc.peer_seen, vid, str(peer), theirs)
             return {"vaultId": vid, "peer": str(peer), "before": head, "after": head, "action": "up-to-date",
                     "conflicts": [], "dropped": [], "reapplied": 0, "reason": None, "objects": 0, "bytes": 0}
         known = [p["head"] for p in await self._blocking(svc.peer_states, vid)
@@ -354,7 +354,7 @@ class Sync(Service):
         incoming = await self._fetch(channel, vid, theirs, haves, progress)
         async with self._agent.vault_locks.writing(vid):
             result: dict[str, Any] = await self._blocking(svc.receive, vid, peer, theirs, incoming)
-        await self._blocking(svc.peer_seen, vid, peer, theirs)
+        await self._blocking(svc.peer_seen, vid, str(peer), theirs)
         result.update(vaultId=vid, peer=str(peer))
         if result["after"] != result["before"]:
             self._agent.vault_written(vid)  # tell the other members (and the peer, if we merged)
@@ -723,7 +723,7 @@ class Sync(Service):
             async with self._agent.vault_locks.writing(None):
                 out: dict[str, Any] = await self._blocking(svc.clone, vid, root, head, name, incoming, node)
         await self._blocking(svc.drop_invites, vid, None)
-        await self._blocking(svc.peer_seen, vid, node, head)
+        await self._blocking(svc.peer_seen, vid, str(node), head)
         self._links[(vid, node)] = _PeerLink(self._wall(), None, {"action": "cloned"})
         log.info("cloned vault %s from %s (%d objects)", vid, node, incoming.count)
         return out
