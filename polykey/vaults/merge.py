@@ -155,7 +155,9 @@ def _when(v: Vault, *parents: str) -> int:
 
 def _rebase(v: Vault, ours: str, theirs: str, stale: list[str]) -> Outcome:
     """Our side holds commits of a node that lost write access on their side: theirs, plus this
-    node's own changes since the base re-applied as one commit (rule 9, revocation wins)."""
+    node's own changes since the base re-applied as one commit (rule 9, revocation wins). Own
+    changes of secrets only (not of ``.pk``); an own secret where theirs holds a directory at that
+    path or a secret at a parent path is not re-applied (it stays in this node's history)."""
     mine = [c for c in v.repo.new_commits(ours, theirs) if v.repo.commit_info(c).author_name == str(v.me)]
     if not mine:
         return Outcome(theirs, "rebased", dropped=stale)
@@ -180,6 +182,10 @@ def _rebase(v: Vault, ours: str, theirs: str, stale: list[str]) -> Outcome:
         if leaf is None:
             if now is not None and now.kind == BLOB:  # never a directory of theirs by that name
                 ops[stored] = None
+            continue
+        if (now is not None and now.kind == TREE) or any(
+                (e := v.repo.entry(tree, "/".join(stored[:k]))) is not None and e.kind == BLOB
+                for k in range(1, len(stored))):
             continue
         oid = m.translate(p, leaf, target)
         if now is None or now.oid != oid:

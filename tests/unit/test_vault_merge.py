@@ -396,3 +396,88 @@ def test_two_nodes_merging_the_same_heads_adopt_one_merge(w: World) -> None:
     assert {first.head, second.head} == {smaller}
     assert {first.action, second.action} == {"adopted", "up-to-date"}
     assert first.written == second.written == []
+
+
+def test_two_owners_merging_two_membership_states_converge(w: World) -> None:
+    second = w.node()
+    base = w.share(w.owner, w.root, second.me, "owner")
+    ours = w.share(w.owner, base, KeyPair.generate().node_id, "reader")
+    theirs = w.share(second, base, KeyPair.generate().node_id, "reader")
+    m1 = w.integrate(w.owner, ours, theirs).head
+    m2 = w.integrate(second, theirs, ours).head
+    assert w.tree(m1) != w.tree(m2)  # each wrapped a fresh epoch key
+    first, other = w.integrate(w.owner, m1, m2), w.integrate(second, m2, m1)
+    assert first.head == other.head == min(m1, m2)
+
+
+# -- more shapes ---------------------------------------------------------------------------------------
+
+
+def test_a_conflict_across_an_epoch_change(w: World) -> None:
+    writer, base = with_writer(w)
+    reader = w.node()
+    base = w.share(w.owner, base, reader.me, "reader")
+    base = w.set(w.owner, base, "k", b"0")
+    edited = w.set(writer, base, "k", b"writer's")
+    unshared = w.unshare(w.owner, base, reader.me)  # re-encrypts k: not a change of its value
+    assert w.integrate(w.owner, unshared, edited).conflicts == []
+    later = w.set(w.owner, unshared, "k", b"owner's, later")
+    out = w.integrate(w.owner, later, edited)
+    assert out.conflicts == [{"path": "k", "winner": later, "loser": edited, "kind": "modified"}]
+    assert w.read(w.owner, out.head, "k") == b"owner's, later"
+    sooner = w.set(writer, edited, "k", b"writer's, later still")
+    out = w.integrate(writer, sooner, later)
+    assert out.conflicts == [{"path": "k", "winner": sooner, "loser": later, "kind": "modified"}]
+    assert w.read(writer, out.head, "k") == b"writer's, later still"
+
+
+def test_directories_made_and_removed_concurrently(w: World) -> None:
+    writer, base = with_writer(w)
+    base = w.set(w.owner, base, "d/a", b"1")
+    base = w.set(w.owner, base, "d/b", b"2")
+    ours = w.mkdir(w.owner, base, "empty/dir")
+    ours = w.rm(w.owner, ours, "d/a")
+    theirs = w.rm(writer, base, "d")  # the whole directory
+    out = w.integrate(w.owner, ours, theirs)
+    assert out.conflicts == []
+    listed = {p for p, _e in w.owner.walk(w.owner.load(out.head), w.tree(out.head), (), True, markers=True)}
+    assert listed == {("empty",), ("empty", "dir"), ("empty", "dir", MARKER)}
+
+
+def test_same_value_on_both_sides_is_no_conflict(w: World) -> None:
+    writer, base = with_writer(w)
+    ours = w.set(w.owner, base, "k", b"same")
+    theirs = w.set(writer, base, "k", b"same")
+    out = w.integrate(w.owner, ours, theirs)
+    assert out.action == "merged" and out.conflicts == []
+    assert w.read(w.owner, out.head, "k") == b"same"
+
+
+def test_a_merge_on_a_merge_keeps_merging(w: World) -> None:
+    writer, base = with_writer(w)
+    ours = w.set(w.owner, base, "a", b"1")
+    theirs = w.set(writer, base, "b", b"2")
+    merged = w.integrate(w.owner, ours, theirs).head
+    more = w.set(writer, theirs, "c", b"3")
+    mine = w.set(w.owner, merged, "a", b"4")
+    out = w.integrate(w.owner, mine, more)
+    assert out.action == "merged" and out.conflicts == []
+    assert [w.read(w.owner, out.head, p) for p in "abc"] == [b"4", b"2", b"3"]
+
+
+def test_own_changes_reapplied_over_a_new_epoch_and_never_over_a_directory(w: World) -> None:
+    writer, base = with_writer(w)
+    me = w.node()
+    base = w.share(w.owner, base, me.me, "writer")
+    base = w.set(w.owner, base, "shared", b"0")
+    late = w.set(writer, base, "w", b"after its removal")
+    removed = w.unshare(w.owner, base, writer.me)
+    removed = w.set(w.owner, removed, "dir/x", b"the owner's directory")
+    mine = w.set(me, late, "shared", b"mine")
+    mine = w.set(me, mine, "dir", b"a secret of mine")
+    mine = w.rm(me, mine, "shared")
+    mine = w.set(me, mine, "shared", b"mine, again")
+    out = w.integrate(me, mine, removed)
+    assert out.action == "rebased" and out.reapplied == 4 and out.dropped == [late]
+    assert w.read(me, out.head, "shared") == b"mine, again"
+    assert w.read(me, out.head, "dir/x") == b"the owner's directory"
