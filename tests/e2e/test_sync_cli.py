@@ -359,3 +359,41 @@ def test_bad_arguments_are_one_line_errors(trio: Trio) -> None:
         r: Result = pk(t.a, *args)
         assert r.code == code, (args, r.code, r.err)
         assert r.err.count("\n") == 1 and r.err.startswith("pk: "), r.err
+
+
+def test_invite_to_an_offline_node_is_queued_then_delivered(trio: Trio) -> None:
+    t = trio
+    ok(t.a, "vaults", "create", "prod")
+    stop(t.c)
+    out = ok(t.a, "vaults", "share", "prod", t.c.node_id)
+    assert out["invite"] == "queued" and out["error"]
+    human = pk(t.a, "vaults", "share", "prod", t.c.node_id, "--role", "writer")
+    assert human.code == 0 and "invite queued" in human.text and "retries" in human.text
+    pending = ok(t.a, "vaults", "invites")["pending"]
+    assert [(p["to"], p["name"]) for p in pending] == [(t.c.node_id, "prod")]
+    t.restart(t.c)
+    wait_for(lambda: any(i["name"] == "prod" for i in ok(t.c, "vaults", "invites")["received"]), 60,
+             "the queued invite to be delivered")
+    received = [i for i in ok(t.c, "vaults", "invites")["received"] if i["name"] == "prod"]
+    assert received[0]["role"] == "writer" and received[0]["from"] == t.a.node_id
+    wait_for(lambda: not ok(t.a, "vaults", "invites")["pending"], 30, "the queue to empty")
+
+
+def test_sync_command_pulls_and_pushes_every_member(trio: Trio) -> None:
+    t = trio
+    shared(t, "writer", t.b)
+    ok(t.a, "vaults", "share", "prod", t.c.node_id, "--role", "reader")
+    ok(t.c, "vaults", "clone", "prod", t.a.node_id)
+    stop(t.b)
+    put(t.a, "prod:api/key", b"k2")
+    rows = ok(t.a, "vaults", "sync", "prod")
+    by_peer = {r["peer"]: r for r in rows}
+    assert by_peer[t.b.node_id]["action"] == "failed" and by_peer[t.b.node_id]["error"]
+    assert by_peer[t.c.node_id]["action"] in ("up-to-date", "fast-forward")
+    assert get(t.c, "prod:api/key") == b"k2"
+    human = pk(t.a, "vaults", "sync")
+    assert human.code == 0 and f"prod with {t.b.node_id}: failed" in human.text
+    status = pk(t.a, "vaults", "status", "prod")
+    assert status.code == 0 and t.c.node_id in status.text and "last sync" in status.text
+    members = pk(t.a, "vaults", "members", "prod")
+    assert members.code == 0 and "last sync" in members.text and "(this node)" in members.text

@@ -319,6 +319,10 @@ class Sync(Service):
         vid = await self._blocking(svc.vault_id, vault)
         link = self._links.setdefault((vid, peer), _PeerLink())
         try:
+            if str(peer) not in {m["nodeId"] for m in await self._blocking(svc.members, vid)}:
+                # a node with a valid identity that is not a member gives nothing
+                raise SyncRefusedError(f"node {peer} is not a member or replica of vault {vid}; "
+                                       "this node syncs only with them")
             async with self._slots:
                 channel = await self._reach(peer)
                 theirs = head
@@ -430,7 +434,7 @@ class Sync(Service):
     async def sync(self, vault: str | None) -> list[dict[str, Any]]:
         """Pull from and push to every reachable member of ``vault`` (or of every vault)."""
         svc = self._service()
-        names = [vault] if vault is not None else [r["vaultId"] for r in await self._blocking(svc.list_vaults)
+        names = [vault] if vault is not None else [r["name"] for r in await self._blocking(svc.list_vaults)
                                                    if r.get("state") == "ok"]
         out = []
         for name in names:
@@ -441,12 +445,10 @@ class Sync(Service):
                 row: dict[str, Any] = {"vault": name, "peer": str(peer)}
                 try:
                     pulled = await self.pull_from(name, peer)
-                    row.update(action=pulled["action"], conflicts=pulled.get("conflicts", []))
-                    info = await self._blocking(svc.sync_info, name)
-                    row["vaultId"] = info["vaultId"]
-                    if info["head"] != pulled.get("theirs", None) and pulled["action"] in ("merged", "rebased", "up-to-date"):
-                        pushed = await self.push(name, peer)
-                        row["pushed"] = pushed[0]["action"]
+                    row.update(vaultId=pulled["vaultId"], action=pulled["action"],
+                               conflicts=pulled.get("conflicts", []))
+                    if pulled["action"] != "fast-forward":  # we may hold what it lacks: tell it
+                        row["pushed"] = (await self.push(name, peer))[0]["action"]
                 except AgentLockedError:
                     raise
                 except PolykeyError as e:
@@ -743,7 +745,7 @@ class Sync(Service):
 
     async def status(self, vault: str | None) -> list[dict[str, Any]]:
         svc = self._service()
-        names = [vault] if vault is not None else [r["vaultId"] for r in await self._blocking(svc.list_vaults)
+        names = [vault] if vault is not None else [r["name"] for r in await self._blocking(svc.list_vaults)
                                                    if r.get("state") == "ok"]
         me = str(self._agent.keypair.node_id)
         out = []
