@@ -62,6 +62,18 @@ SHAPES: dict[str, str] = {
     "nodes ping": OBJECT,
     "nodes list": LIST,
     "nodes connections": LIST,
+    "nodes trust": OBJECT,
+    "nodes untrust": OBJECT,
+    "nodes trusted": LIST,
+    "vaults share": OBJECT,
+    "vaults unshare": OBJECT,
+    "vaults invites": OBJECT,  # {"received": [...], "pending": [...]}
+    "vaults scan": LIST,
+    "vaults clone": OBJECT,
+    "vaults pull": LIST,  # a row per member pulled from
+    "vaults push": LIST,
+    "vaults sync": LIST,
+    "vaults status": LIST,  # a row per vault
     "cluster up": OBJECT,  # {"dir", "netns", "nodes": [...]}
     "cluster status": OBJECT,
     "cluster env": OBJECT,
@@ -229,6 +241,20 @@ def test_every_command_prints_one_json_value_of_its_shape(tmp_path: Path) -> Non
     pk(a, "nodes", "ping", b.node_id)
     assert b.node_id in {row["node_id"] for row in pk(a, "nodes", "list")}
     assert b.node_id in {row["peer"] for row in pk(a, "nodes", "connections")}
+
+    # sharing and sync with it
+    pk(b, "nodes", "trust", a.node_id)
+    assert pk(b, "nodes", "trusted") == [{"nodeId": a.node_id, "autoAccept": False}]
+    assert pk(a, "vaults", "share", "apps", b.node_id, "--role", "writer")["invite"] == "sent"
+    assert [i["name"] for i in pk(b, "vaults", "invites")["received"]] == ["apps"]
+    assert [r["name"] for r in pk(b, "vaults", "scan", a.node_id)] == ["apps"]
+    pk(b, "vaults", "clone", "apps", a.node_id)
+    pk(b, "vaults", "pull", "apps", a.node_id)
+    pk(b, "vaults", "push", "apps", a.node_id)
+    pk(a, "vaults", "sync", "apps")
+    pk(a, "vaults", "status")
+    assert pk(a, "vaults", "unshare", "apps", b.node_id)["rotate"]
+    pk(b, "nodes", "untrust", a.node_id)
 
     # a failure prints nothing on stdout, one line on stderr
     failed = run_pk("secrets", "get", "apps:nope", "--node-path", a.path, "--format", "json")

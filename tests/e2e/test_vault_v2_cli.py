@@ -145,8 +145,8 @@ def test_replicas_set_by_an_owner_are_shown_and_a_member_listed_as_one_is_refuse
                        forge.write(repo, "blob", Replicas((replica,)).encode()))
     good = _signed(repo, listed, [head], owner)
     rows = pk(node, "vaults", "members", "app", "--format", "json").json
-    assert rows == [{"nodeId": node.node_id, "role": "owner", "self": True},
-                    {"nodeId": str(replica), "role": "replica", "self": False}]
+    assert rows == [{"nodeId": node.node_id, "role": "owner", "self": True, "lastSync": None},
+                    {"nodeId": str(replica), "role": "replica", "self": False, "lastSync": None}]
     assert pk(node, "vaults", "verify", "app").code == 0
     _stop(node)
     member = forge.put(repo, forge.tree_of(repo, good), (".pk", "replicas"), "100644",

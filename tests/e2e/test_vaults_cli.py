@@ -55,7 +55,7 @@ def test_log_version_members_verify(node: Node) -> None:
     assert bad.code == 83 and "no commit" in bad.err
 
     members = node.pk("vaults", "members", "work", "--format", "json").json
-    assert members == [{"nodeId": node.node_id, "role": "owner", "self": True}]
+    assert members == [{"nodeId": node.node_id, "role": "owner", "self": True, "lastSync": None}]
 
     ok = node.pk("vaults", "verify", "work")
     assert ok.code == 0 and "4 commits" in ok.out.decode()

@@ -204,7 +204,7 @@ def test_generate(svc: VaultService) -> None:
 
 
 def test_members(svc: VaultService) -> None:
-    assert svc.members("work") == [{"nodeId": str(svc.keypair.node_id), "role": "owner", "self": True}]
+    assert svc.members("work") == [{"nodeId": str(svc.keypair.node_id), "role": "owner", "self": True, "lastSync": None}]
 
 
 def test_threads_on_different_vaults(svc: VaultService) -> None:

@@ -464,7 +464,8 @@ def test_serving_refuses_non_members_uniformly(shared: tuple[Node, Node, Node, s
     assert a.svc.serve_heads(c.id, [vid, unknown, "junk"]) == {}
     assert a.svc.serve_scan(c.id) == []
     assert a.svc.serve_heads(b.id, [vid, unknown]) == {vid: head}
-    assert a.svc.serve_scan(b.id) == [{"vaultId": vid, "name": "work", "role": "writer", "head": head}]
+    assert a.svc.serve_scan(b.id) == [{"vaultId": vid, "name": "work", "role": "writer", "head": head,
+                                        "root": a.svc.sync_info("work")["root"]}]
     # a removed member is refused the same way
     set_member(a, "work", b.id, None)
     with pytest.raises(SyncRefusedError) as info:

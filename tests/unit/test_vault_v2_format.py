@@ -141,7 +141,7 @@ def test_owners_set_replicas_and_members_shows_them(svc: VaultService) -> None:
     r1 = KeyPair.generate().node_id
     out = svc.set_replicas("work", [str(r1)])
     assert out["replicas"] == [str(r1)]
-    assert {"nodeId": str(r1), "role": "replica", "self": False} in svc.members("work")
+    assert {"nodeId": str(r1), "role": "replica", "self": False, "lastSync": None} in svc.members("work")
     assert svc.verify("work")["ok"]
     with pytest.raises(InvalidInputError):
         svc.set_replicas("work", [str(_vault(svc).me)])  # a member is not a replica
