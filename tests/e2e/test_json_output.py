@@ -62,6 +62,18 @@ SHAPES: dict[str, str] = {
     "nodes ping": OBJECT,
     "nodes list": LIST,
     "nodes connections": LIST,
+    "nodes trust": OBJECT,
+    "nodes untrust": OBJECT,
+    "nodes trusted": LIST,
+    "vaults share": OBJECT,
+    "vaults unshare": OBJECT,
+    "vaults invites": OBJECT,  # {"received": [...], "pending": [...]}
+    "vaults scan": LIST,
+    "vaults clone": OBJECT,
+    "vaults pull": LIST,  # one row per member
+    "vaults push": LIST,
+    "vaults sync": LIST,
+    "vaults status": LIST,  # one row per vault
     "cluster up": OBJECT,  # {"dir", "netns", "nodes": [...]}
     "cluster status": OBJECT,
     "cluster env": OBJECT,
@@ -174,7 +186,7 @@ def test_every_command_prints_one_json_value_of_its_shape(tmp_path: Path) -> Non
     assert pk(a, "agent", "status", password=False)["state"] == "stopped"
     pk(a, "agent", "stop", password=False)
     pk(a, "agent", "lock", password=False)
-    pk(a, "agent", "start", "--host", "127.0.0.1")
+    a_peer = pk(a, "agent", "start", "--host", "127.0.0.1")["peer"]
     pk(a, "agent", "start")  # already running
     assert pk(a, "vaults", "list") == []
     assert pk(a, "nodes", "list") == []
@@ -229,6 +241,23 @@ def test_every_command_prints_one_json_value_of_its_shape(tmp_path: Path) -> Non
     pk(a, "nodes", "ping", b.node_id)
     assert b.node_id in {row["node_id"] for row in pk(a, "nodes", "list")}
     assert b.node_id in {row["peer"] for row in pk(a, "nodes", "connections")}
+
+    # sharing and sync (docs/sync.md)
+    pk(b, "nodes", "add", a.node_id, f"{a_peer['host']}:{a_peer['port']}")
+    assert pk(b, "nodes", "trusted") == []
+    pk(b, "nodes", "trust", a.node_id)
+    assert [t["nodeId"] for t in pk(b, "nodes", "trusted")] == [a.node_id]
+    assert pk(a, "vaults", "share", "apps", b.node_id, "--role", "writer")["invite"] == "sent"
+    assert [i["name"] for i in pk(b, "vaults", "invites")["received"]] == ["apps"]
+    assert [v["name"] for v in pk(b, "vaults", "scan", a.node_id)] == ["apps"]
+    pk(b, "vaults", "clone", "apps", a.node_id)
+    pk(a, "secrets", "set", "apps:synced", input=b"x")
+    pk(b, "vaults", "pull", "apps", a.node_id)
+    pk(b, "vaults", "push", "apps", a.node_id)
+    pk(b, "vaults", "sync", "apps")
+    assert [v["name"] for v in pk(b, "vaults", "status", "apps")] == ["apps"]
+    assert pk(a, "vaults", "unshare", "apps", b.node_id)["rotate"]
+    assert pk(b, "nodes", "untrust", a.node_id)["removed"] is True
 
     # a failure prints nothing on stdout, one line on stderr
     failed = run_pk("secrets", "get", "apps:nope", "--node-path", a.path, "--format", "json")
