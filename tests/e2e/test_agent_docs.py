@@ -1,5 +1,5 @@
-"""docs/automation.md: the machine-node setup, the deploy job, the systemd unit's ExecStart and the
-container entrypoint run as written (only the paths, ports and the seed are replaced)."""
+"""docs/automation.md: the machine-deploy flow (M's setup, A's share, the job step), the systemd unit's
+ExecStart and the container entrypoint run as written (only paths, ports, NodeIds and the seed are replaced)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from ..conftest import agent_pid, base_env, bootstrap_node, pk_executable
+from ..conftest import Node, agent_pid, base_env, bootstrap_node, pk_executable
 from .agent_util import alive, pk, running_pid, status, wait_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "automation.md"
@@ -37,34 +37,77 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_machine_node_setup_and_deploy_job_as_written(tmp_path: Path) -> None:
+def _sh(script: str, cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["sh", "-c", script, "sh", *args], cwd=cwd, env=env, capture_output=True, timeout=120)
+
+
+def test_machine_deploy_flow_as_written(tmp_path: Path) -> None:
+    """"Deploying with a machine node": M's setup, A's share, the job step, a new key, unshare."""
+    human = bootstrap_node(tmp_path, "human")  # A, also the seed
+    assert pk(human, "agent", "start").code == 0
+    seed = f"{human.node_id}@127.0.0.1:{status(human)['peer']['port']}"  # type: ignore[index]
+
     runner = tmp_path / "runner"
     runner.mkdir()
     node_path, password = tmp_path / "pk-node", tmp_path / "pk-password"
     password.write_text("machine password\n")
     password.chmod(0o600)
-    (runner / "api-key").write_bytes(b"AK-7f3e\n")
     setup = _replace(block("machine-node-setup"), {
         "/var/lib/ci-runner/pk-node": str(node_path), "/etc/ci-runner/pk-password": str(password),
+        "v3k9a1...": human.node_id, "0.0.0.0": "127.0.0.1", "--port 1314": "--port 0",
+        "v4b1l3...@seed1.example.net:1314": seed,
     })
-    r = subprocess.run(["sh", "-c", setup], cwd=runner, env=_env(), capture_output=True, timeout=120)
+    r = _sh(setup, runner, _env())
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE((runner / "pk-node-recovery-code").stat().st_mode) == 0o600
-    assert agent_pid(node_path) is None  # the job starts from a machine with no agent running
+    machine = Node(path=node_path, password_file=password, node_id="", recovery_code="")
+    machine_id = pk(machine, "keys", "public", "--format", "json", password=False).json["nodeId"]  # type: ignore[index]
+    assert machine_id in r.stdout.decode()  # `pk keys public` printed it for A
+    assert agent_pid(node_path) is not None  # the agent stays up
+
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    (desk / "api-key").write_bytes(b"AK-7f3e\n")
+    share = _replace(block("share-with-machine"), {"v7ph0f...": machine_id})
+    r = _sh(share, desk, {**_env(), "PK_NODE_PATH": str(human.path)})
+    assert r.returncode == 0, r.stderr
+    assert b"it trusts this node" in r.stdout
+    wait_for(lambda: "prod" in pk(machine, "vaults", "list", password=False).text, 30,
+             "the machine node to clone prod on its own")
 
     job = tmp_path / "job"
     job.mkdir()
     (job / "deploy.sh").write_text(block("deploy-job"))
-    step = job / "deploy-step"
+    step = job / "deploy"
     step.write_text('#!/bin/sh\nprintf "deploying %s with key %s" "$1" "$API_KEY"\nexit 5\n')
     step.chmod(0o755)
     env = {**_env(), "PK_NODE_PATH": str(node_path), "PK_PASSWORD_FILE": str(password)}
-    r = subprocess.run(["sh", "deploy.sh", "v1.2"], cwd=job, env=env, capture_output=True, timeout=120)
+
+    def deploy() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["sh", "deploy.sh", "v1.2"], cwd=job, env=env, capture_output=True, timeout=120)
+
+    r = deploy()
     assert r.returncode == 5, r.stderr  # the deploy step's own status
     assert r.stdout == b"deploying v1.2 with key AK-7f3e\n"
-    assert agent_pid(node_path) is not None  # started on demand
-    assert b"AK-7f3e" not in (node_path / "agent.log").read_bytes()
-    assert not any("AK-7f3e" in p.name for p in job.iterdir())
+
+    # A changes the key; M's next run sees it (announced, fetched, verified on M)
+    assert pk(human, "secrets", "set", "prod:api/key", input=b"AK-9c01\n").code == 0
+    wait_for(lambda: pk(machine, "secrets", "get", "prod:api/key", password=False).out == b"AK-9c01\n", 30,
+             "the machine node to receive the new key")
+    assert deploy().stdout == b"deploying v1.2 with key AK-9c01\n"
+
+    # A retires M: its pulls are refused; what it had stays readable (hence: rotate)
+    r = pk(human, "vaults", "unshare", "prod", machine_id, "--yes", "--format", "json")
+    assert r.code == 0 and r.json["rotate"] == ["api/key"], r.err  # type: ignore[index]
+    refused = pk(machine, "vaults", "pull", "prod", human.node_id, password=False)
+    assert refused.code == 87, refused.err
+    assert pk(machine, "agent", "stop", password=False).code == 0
+    r = deploy()  # the job starts M's agent on demand and still reads its own copy
+    assert (r.returncode, r.stdout) == (5, b"deploying v1.2 with key AK-9c01\n"), r.stderr
+    for path in (node_path, human.path):
+        log = (path / "agent.log").read_bytes()
+        assert b"AK-7f3e" not in log and b"AK-9c01" not in log and b"api/key" not in log
+    assert not any("AK-" in p.name for p in job.iterdir())
     assert os.stat(node_path).st_mode & 0o077 == 0
 
 
