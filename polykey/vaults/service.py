@@ -843,7 +843,8 @@ class VaultService:
                 "reapplied": outcome.reapplied, "reason": outcome.reason,
                 "objects": incoming.count, "bytes": incoming.nbytes}
 
-    def clone(self, vault_id: str, root: str, head: str, name: str, incoming: Incoming, sender: NodeId) -> JSON:
+    def clone(self, vault_id: str, root: str, head: str, name: str, incoming: Incoming, sender: NodeId,
+              invited: bool = True) -> JSON:
         """Install a vault this node does not hold yet, sent by ``sender`` whose invite pinned ``root``.
 
         The whole history of ``head`` is verified in a quarantine repository: its root MUST be
@@ -865,7 +866,7 @@ class VaultService:
             transfer.write_pack(q, incoming)
             qv = Vault(q, vid, self.node_key, self._clock, self._rng)
             try:
-                commits = self._verify_clone(qv, root, head, sender)
+                commits = self._verify_clone(qv, root, head, sender, invited)
                 qv.repo.set_head(head)
             finally:
                 qv.close()
@@ -916,9 +917,10 @@ class VaultService:
         if name in entries:
             raise VaultExistsError(f"a vault named {name!r} already exists")
 
-    def _verify_clone(self, qv: Vault, root: str, head: str, sender: NodeId) -> int:
+    def _verify_clone(self, qv: Vault, root: str, head: str, sender: NodeId, invited: bool) -> int:
         """The whole history of ``head`` verified, with the pinned root, this node a member and the
-        sender an owner; the number of commits. SyncRejectedError otherwise."""
+        sender an owner (``invited``: it sent an invite) or else a member; the number of commits.
+        SyncRejectedError otherwise."""
         try:
             out = _verify(qv, head)
             members = qv.load(head).members
@@ -928,6 +930,8 @@ class VaultService:
             raise transfer.reject(f"the history's root {out['root']} is not the root {root} the invite pinned")
         if members.role_of(qv.me) is None:
             raise transfer.reject("the vault is not shared with this node")
+        if not invited and members.role_of(sender) is not None:
+            return int(out["commits"])  # cloned from what a member lists (`pk vaults scan`)
         if members.role_of(sender) != OWNER:
             raise transfer.reject(
                 f"the invite's sender {sender} is not an owner of the vault (an invite only an owner may send)")

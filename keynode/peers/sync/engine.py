@@ -71,6 +71,8 @@ BACKOFF = (5.0, 300.0)
 INVITE_BACKOFF = (2.0, 300.0)
 #: How long one announce may take (reaching the member and its answer).
 ANNOUNCE_TIMEOUT = 5.0
+#: The first anti-entropy pass runs this long after the agent starts (or the interval, if shorter).
+FIRST_PASS = 3.0
 #: A local write is announced this long after it, so that a burst of writes makes one announce.
 ANNOUNCE_DEBOUNCE = 0.005
 
@@ -427,8 +429,10 @@ class Sync(Service):
                 out.append({"peer": str(peer), "action": "failed", "error": _why(e), "exitCode": e.exit_code})
         if all(r["action"] == "failed" for r in out):
             first = out[0]
-            raise SyncError(f"no member could be synced with: {first['peer']}: {first['error']}"
-                            + (f" (and {len(out) - 1} more)" if len(out) > 1 else ""), results=out)
+            # every member refused: that is the answer (exit 87); else the failures were of several kinds
+            kind = SyncRefusedError if all(r["exitCode"] == SyncRefusedError.exit_code for r in out) else SyncError
+            raise kind(f"no member could be synced with: {first['peer']}: {first['error']}"
+                       + (f" (and {len(out) - 1} more)" if len(out) > 1 else ""), results=out)
         return out
 
     async def sync(self, vault: str | None) -> list[dict[str, Any]]:
@@ -543,16 +547,19 @@ class Sync(Service):
     # -- anti-entropy ------------------------------------------------------------------------------
 
     async def _anti_entropy_loop(self) -> None:
+        # the first pass soon after the agent starts: an agent started on demand by a job catches up
+        await asyncio.sleep(min(self.interval, FIRST_PASS))
         while True:
-            await asyncio.sleep(self.interval * (1 + random.uniform(-JITTER, JITTER)))
             if self._agent.locked or not self._net.running:
+                await asyncio.sleep(1.0)
                 continue
             try:
                 await self.anti_entropy()
             except AgentLockedError:
-                continue
+                pass
             except Exception as e:  # noqa: BLE001 - the next pass tries again
                 log.warning("anti-entropy pass failed: %s", _why(e))
+            await asyncio.sleep(self.interval * (1 + random.uniform(-JITTER, JITTER)))
 
     async def anti_entropy(self) -> int:
         """Ask every member's heads of every vault; pull what differs, announce where they are behind.
@@ -699,6 +706,7 @@ class Sync(Service):
         svc = self._service()
         invites = [i for i in await self._blocking(svc.list_invites) if i["from"] == str(node)]
         match = [i for i in invites if vault in (i["vaultId"], i["name"])]
+        invited = bool(match)
         if match:
             inv = match[0]
             vid, root, invited_name = inv["vaultId"], inv["root"], inv["name"]
@@ -710,9 +718,10 @@ class Sync(Service):
                 raise VaultNotFoundError(f"node {node} shares no vault {vault!r} with this node "
                                          "(`pk vaults scan NODEID` lists what it shares)")
             vid, root, invited_name = found[0].vault_id, found[0].root, found[0].name
-        return await self._clone(vid, root, node, name or invited_name, progress)
+        return await self._clone(vid, root, node, name or invited_name, progress, invited)
 
-    async def _clone(self, vid: str, root: str, node: NodeId, name: str, progress: Progress) -> dict[str, Any]:
+    async def _clone(self, vid: str, root: str, node: NodeId, name: str, progress: Progress,
+                     invited: bool = True) -> dict[str, Any]:
         svc = self._service()
         async with self._slots:
             channel = await self._reach(node)
@@ -723,7 +732,7 @@ class Sync(Service):
             incoming = await self._fetch(channel, vid, head, [], progress)
             await progress({"stage": "verifying", "objects": incoming.count, "bytes": incoming.nbytes})
             async with self._agent.vault_locks.writing(None):
-                out: dict[str, Any] = await self._blocking(svc.clone, vid, root, head, name, incoming, node)
+                out: dict[str, Any] = await self._blocking(svc.clone, vid, root, head, name, incoming, node, invited)
         await self._blocking(svc.drop_invites, vid, None)
         await self._blocking(svc.peer_seen, vid, str(node), head)
         self._links[(vid, node)] = _PeerLink(self._wall(), None, {"action": "cloned"})
