@@ -178,7 +178,11 @@ class Rogue:
             return sm.heads_answer({vid: head})
 
         async def fetch(peer: NodeId, body: dict[str, Any]) -> dict[str, Any]:
-            return {"v": sm.SYNC_VERSION, "objects": [list(o) for o in objects], "cursor": None, "total": len(objects)}
+            cap = body["maxBytes"]
+            pages = _paged(objects, cap) if sum(len(d) for _t, d in objects) > cap else [[list(o) for o in objects]]
+            n = 0 if body["cursor"] is None else int(body["cursor"], 16)
+            more = f"{n + 1:032x}" if n + 1 < len(pages) else None
+            return {"v": sm.SYNC_VERSION, "objects": pages[n], "cursor": more, "total": len(objects)}
 
         self.serve["vaults.heads"] = heads
         self.serve["vaults.fetch"] = fetch
@@ -196,3 +200,21 @@ class Rogue:
             raise AssertionError("unreachable")
 
         self.serve["vaults.fetch"] = fetch
+
+
+def _paged(objects: list[tuple[int, bytes]], cap: int) -> list[list[list[Any]]]:
+    """``objects`` in pages of at most ``cap`` bytes, an object larger than that in parts (one a page)."""
+    pages: list[list[list[Any]]] = [[]]
+    size = 0
+    for t, data in objects:
+        if len(data) > cap:
+            pages += [[[t, data[i : i + cap], i, len(data)]] for i in range(0, len(data), cap)]
+            pages.append([])
+            size = 0
+            continue
+        if size + len(data) > cap:
+            pages.append([])
+            size = 0
+        pages[-1].append([t, data])
+        size += len(data)
+    return [page for page in pages if page]

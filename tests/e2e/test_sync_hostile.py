@@ -26,6 +26,7 @@ from polykey.keys.keypair import KeyPair
 from polykey.vaults.format import Members
 from polykey.vaults.objects import MODE_BLOB, MODE_TREE, tree_bytes
 from polykey.vaults.pack import OBJ_BLOB, OBJ_COMMIT, OBJ_TREE
+from polykey.vaults import transfer
 from polykey.vaults.vault import Vault
 from polykey.wire import syncmsg as sm
 
@@ -371,6 +372,28 @@ def test_a_member_stalling_mid_transfer_times_out_and_the_next_member_is_used(pa
     assert r.code == 75 and "within 2s" in r.err, (r.code, r.err)
     assert head(p.b) == kept
     blog.one_line(rogue.node_id, "within 2s")
+
+    # an owner's epoch going down: a valid share and unshare (epoch 0 -> 1), then a commit by the
+    # same owner whose .pk is epoch 0's again
+    v = rogue.svc._vault("prod")  # noqa: SLF001 - the rogue forges on its real copy
+    old_pk = v.repo.entry(v.snapshot().tree, ".pk")
+    assert old_pk is not None
+    stranger = str(KeyPair.from_seed(b"\x71" * 32).node_id)
+    rogue.svc.share_vault("prod", stranger, "reader")
+    rogue.svc.unshare_vault("prod", stranger)
+    snap = v.snapshot()
+    assert snap.info.epoch == 1
+    entries = entries_of(v, snap.tree)
+    entries[".pk"] = (MODE_TREE, bytes.fromhex(old_pk.oid))
+    tree_id, tree = obj(OBJ_TREE, tree_bytes(entries))
+    forged, commit = forge_commit(v, tree_id, [snap.commit], rogue.kp)
+    objects = [(t, transfer.read_object(v, t, oid)) for t, oid in transfer.plan(v, snap.commit, [kept])]
+    rogue.serve_forged(str(v.vault_id), forged, [commit, tree, *objects])
+    r = pk(p.b, "vaults", "pull", "prod", rogue.node_id)
+    assert r.code == 88 and "goes down" in r.err, (r.code, r.err)
+    assert head(p.b) == kept
+    blog.one_line(rogue.node_id, "goes down")
+    ok(p.b, "vaults", "pull", "prod", p.a.node_id)  # and B still syncs with an honest member
 
 
 async def _stall_all(_peer: object, _body: dict[str, Any]) -> dict[str, Any]:
