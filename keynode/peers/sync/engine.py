@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,12 +39,14 @@ from polykey.errors import (
     AgentLockedError,
     InvalidInputError,
     PolykeyError,
+    ProtocolViolationError,
     SyncCursorError,
     SyncError,
     SyncRefusedError,
     VaultNotFoundError,
 )
 from polykey.ids import NodeId
+from polykey.vaults import transfer
 from polykey.vaults.service import VaultService
 from polykey.vaults.transfer import Incoming
 from polykey.wire import syncmsg as sm
@@ -73,6 +76,10 @@ INVITE_BACKOFF = (2.0, 300.0)
 ANNOUNCE_TIMEOUT = 5.0
 #: The first anti-entropy pass runs this long after the agent starts (or the interval, if shorter).
 FIRST_PASS = 3.0
+#: How long one ``vaults.heads`` or ``vaults.fetch`` page of a pull or clone may take before the peer
+#: is given up on (a stalled peer; a pull with no NODEID then tries the next member). The env
+#: override ``PK_SYNC_FETCH_TIMEOUT`` (seconds) is read when the agent starts (docs/spec/sync.md 6).
+FETCH_TIMEOUT = 30.0
 #: A local write is announced this long after it, so that a burst of writes makes one announce.
 ANNOUNCE_DEBOUNCE = 0.005
 
@@ -133,6 +140,7 @@ class Sync(Service):
         self._agent = agent
         self._net = network
         self.interval = DEFAULT_INTERVAL if interval is None else interval
+        self.fetch_timeout = _fetch_timeout(os.environ.get("PK_SYNC_FETCH_TIMEOUT"))
         self._clock = clock
         self._wall = wall
         self._cursors: dict[str, _Cursor] = {}
@@ -329,8 +337,8 @@ class Sync(Service):
                 channel = await self._reach(peer)
                 theirs = head
                 if theirs is None:
-                    heads = sm.check_heads_answer(
-                        await channel.request("vaults.heads", sm.heads_body([vid])), [vid])
+                    heads = sm.check_heads_answer(await channel.request(
+                        "vaults.heads", sm.heads_body([vid]), timeout=self.fetch_timeout), [vid])
                     theirs = heads.get(vid)
                     if theirs is None:
                         raise SyncRefusedError(f"node {peer} does not share vault {vid} with this node "
@@ -373,8 +381,12 @@ class Sync(Service):
         cursor: str | None = None
         while True:
             reply = await channel.request("vaults.fetch", sm.fetch_body(sm.Fetch(vid, want, tuple(haves), cursor,
-                                                                                 PAGE_BYTES)))
-            page = sm.check_page(reply, PAGE_BYTES)
+                                                                                 PAGE_BYTES)),
+                                          timeout=self.fetch_timeout)
+            try:
+                page = sm.check_page(reply, PAGE_BYTES)
+            except ProtocolViolationError as e:  # a malformed page is a bad transfer (sync.md section 2)
+                raise transfer.reject(e.message) from None
             await self._blocking(_take_page, incoming, page.objects)
             await progress({"stage": "receiving", "objects": incoming.count, "total": page.total,
                             "bytes": incoming.nbytes})
@@ -725,7 +737,8 @@ class Sync(Service):
         svc = self._service()
         async with self._slots:
             channel = await self._reach(node)
-            heads = sm.check_heads_answer(await channel.request("vaults.heads", sm.heads_body([vid])), [vid])
+            heads = sm.check_heads_answer(await channel.request("vaults.heads", sm.heads_body([vid]),
+                                                                timeout=self.fetch_timeout), [vid])
             head = heads.get(vid)
             if head is None:
                 raise SyncRefusedError(f"node {node} does not share vault {vid} with this node")
@@ -790,6 +803,15 @@ def _take_page(incoming: Incoming, objects: list[sm.PageObject]) -> None:
             incoming.add(o[0], o[1])
         else:
             incoming.add_part(o[0], o[1], o[2], o[3])
+
+
+def _fetch_timeout(text: str | None) -> float:
+    """:data:`FETCH_TIMEOUT`, or ``PK_SYNC_FETCH_TIMEOUT`` if it is a number of seconds in (0, 300]."""
+    try:
+        value = float(text) if text else FETCH_TIMEOUT
+    except ValueError:
+        return FETCH_TIMEOUT
+    return value if 0 < value <= 300 else FETCH_TIMEOUT
 
 
 def _why(e: BaseException) -> str:
