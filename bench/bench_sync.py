@@ -292,8 +292,8 @@ def bench_pulls(nodes: Nodes, a: Node, b: Node, long: int, runs: int) -> None:
             Row("agent socket `vaults.pull`, one change, 10 commits", direct["h10"]),
             Row(f"agent socket `vaults.pull`, one change, {long:,} commits", direct["h10k"]),
             Row("agent socket `vaults.pull`, one change, flat layout", direct["flat"])]
-    for r in rows[5:7]:
-        r.target = f"≤ 50 ms: {verdict(r.median <= 0.05)}"
+    for socket_row in rows[5:7]:
+        socket_row.target = f"≤ 50 ms: {verdict(socket_row.median <= 0.05)}"
     print_table("Sync: one-change pull (`pk vaults pull`, 100×100 secrets)", rows, baseline=rows[0].name)
     print("\n(the `pk` rows include starting a `pk` process; the agent socket rows are the same request "
           "without it: the 50 ms target is read against both)")
