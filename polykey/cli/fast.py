@@ -19,6 +19,7 @@ click accepts them; ``--opt=value`` or ``--opt value``; options and arguments in
     pk [COMMON] run --env-file F... -- CMD ARGS...
     pk [COMMON] inject [-i|--in-file F] [-o|--out-file F]
     pk [COMMON] vaults list
+    pk [COMMON] vaults pull VAULT [NODEID]
     pk [COMMON] agent status
 
 Set ``PK_NO_FAST_PATH=1`` to send every command to click (the parity tests compare both routes).
@@ -88,6 +89,7 @@ COMMANDS: dict[tuple[str, ...], _Command] = {
     ("inject",): _Command({"-i": ("in_file", "value"), "--in-file": ("in_file", "value"),
                            "-o": ("out_file", "value"), "--out-file": ("out_file", "value")}, 0, 0),
     ("vaults", "list"): _Command({}, 0, 0),
+    ("vaults", "pull"): _Command({}, 1, 2),
     ("agent", "status"): _Command({}, 0, 0),
 }
 _GROUPS = {"secrets", "vaults", "agent"}
@@ -208,6 +210,10 @@ def _runner(name: tuple[str, ...], values: dict[str, object], args: list[str],
         return lambda o: hot.secrets_rm(o, args, bool(values.get("recursive")), bool(values.get("yes")))
     if name == ("vaults", "list"):
         return hot.vaults_list
+    if name == ("vaults", "pull"):
+        from polykey.cli import hot_sync
+
+        return lambda o: hot_sync.vaults_pull(o, args[0], args[1] if len(args) > 1 else None)
     if name == ("agent", "status"):
         return hot.agent_status
     from polykey.cli import hot_env

@@ -8,102 +8,18 @@ JSON lines on stderr.
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import click
 
+from polykey.cli import hot_sync
 from polykey.cli.common import Options, common_options, emit, settings
 from polykey.cli.vaults import utf8, vaults, when
 from polykey.cli.nodes import nodes
-from polykey.ids import NodeId
 
 ROLES = ("owner", "writer", "reader")
 
 
-def _node_id(text: str) -> str:
-    return str(NodeId.from_text(text))
-
-
-def _call(s: Options, method: str, params: dict[str, Any], progress: Any = None) -> Any:
-    from polykey.cli.agent import session
-
-    with session(s) as agent:
-        return agent.call(method, {k: v for k, v in params.items() if v is not None}, progress)
-
-
-class _Progress:
-    """Progress of a clone or pull: one updating line on a terminal, JSON lines with --format json."""
-
-    def __init__(self, s: Options, verb: str) -> None:
-        self._json = s.json
-        self._tty = sys.stderr.isatty()
-        self._verb = verb
-        self._shown = False
-
-    def __call__(self, event: Any) -> None:
-        if not isinstance(event, dict):
-            return
-        if self._json:
-            sys.stderr.write(json.dumps({"progress": event}, sort_keys=True) + "\n")
-            sys.stderr.flush()
-        elif self._tty and "objects" in event:
-            total = event.get("total")
-            count = f"{event['objects']:,}" + (f"/{total:,}" if isinstance(total, int) and total else "")
-            kib = event.get("bytes", 0) / 1024
-            sys.stderr.write(f"\rpk: {self._verb}: {event.get('stage', 'receiving')} objects {count} ({kib:,.0f} KiB)  ")
-            sys.stderr.flush()
-            self._shown = True
-        elif self._tty and "elapsed" in event:
-            sys.stderr.write(f"\rpk: {self._verb}: still working ({event['elapsed']:.0f} s)  ")
-            sys.stderr.flush()
-            self._shown = True
-
-    def done(self) -> None:
-        if self._shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _merge_lines(result: dict[str, Any]) -> list[str]:
-    lines = []
-    for c in result.get("conflicts") or []:
-        lines.append(f"  conflict on {c['path']}: kept the later write ({c['winner'][:12]}); "
-                     f"the other value stays in history at {c['loser'][:12]}")
-    if result.get("dropped"):
-        lines.append(f"  refused {len(result['dropped'])} commit(s) by a removed member")
-    if result.get("reapplied"):
-        lines.append(f"  re-applied this node's own {result['reapplied']} commit(s) on top")
-    if result.get("reason"):
-        lines.append(f"  {result['reason']}")
-    return lines
-
-
-_ACTIONS = {
-    "up-to-date": "already up to date",
-    "fast-forward": "fast-forwarded",
-    "merged": "merged",
-    "adopted": "adopted the other node's identical merge",
-    "rebased": "took the other node's history (it removed a member whose commits this node had)",
-    "kept": "kept this node's head",
-    "scheduled": "the other node will fetch it",
-    "ignored": "the other node ignored it",
-}
-
-
-def _pull_lines(vault: str, rows: list[dict[str, Any]]) -> str:
-    lines = []
-    for r in rows:
-        if r.get("action") == "failed":
-            lines.append(f"{vault} from {r['peer']}: failed: {r['error']}")
-            continue
-        head = (r.get("after") or "")[:12]
-        lines.append(f"{vault} from {r['peer']}: {_ACTIONS.get(r['action'], r['action'])}"
-                     + (f" (head {head}, {r.get('objects', 0):,} objects, {r.get('bytes', 0):,} bytes)"
-                        if r["action"] not in ("up-to-date", "kept") else ""))
-        lines += _merge_lines(r)
-    return "\n".join(lines)
 
 
 @vaults.command("share")
@@ -121,7 +37,7 @@ def vaults_share(vault: str, node_id: str, role: str) -> None:
     `pk nodes trust NODEID --auto-accept`. Sharing with a member again changes its role.
     """
     s = settings()
-    out = _call(s, "vaults.share", {"vault": vault, "nodeId": _node_id(node_id), "role": role})
+    out = hot_sync.call(s, "vaults.share", {"vault": vault, "nodeId": hot_sync.node_id(node_id), "role": role})
     change = {"added": f"added {node_id} as {out['role']}", "role": f"{node_id} is now {out['role']}",
               "unchanged": f"{node_id} already is {out['role']}"}.get(out.get("changed", ""), "shared")
     invite = ("invite sent" + (" (it clones the vault on its own: it trusts this node)" if out.get("autoAccept") else "")
@@ -146,10 +62,10 @@ def vaults_unshare(vault: str, node_id: str, yes: bool) -> None:
     from polykey.cli import confirm
 
     s = settings()
-    node = _node_id(node_id)
+    node = hot_sync.node_id(node_id)
     confirm.confirm(yes, f"unshare vault {vault!r}",
                     f"Remove {node} from vault {vault!r} and re-key it?")
-    out = _call(s, "vaults.unshare", {"vault": vault, "nodeId": node})
+    out = hot_sync.call(s, "vaults.unshare", {"vault": vault, "nodeId": node})
     rotate = out.get("rotate", [])
     lines = [f"Vault {vault}: removed {node}; new key epoch {out.get('epoch')} for the remaining members.",
              "History that node already fetched stays readable to it."]
@@ -166,7 +82,7 @@ def vaults_unshare(vault: str, node_id: str, yes: bool) -> None:
 def vaults_invites() -> None:
     """Invites this node received (clone one with `pk vaults clone`) and invites it is still sending."""
     s = settings()
-    out = _call(s, "vaults.invites", {})
+    out = hot_sync.call(s, "vaults.invites", {})
     lines = []
     for i in out["received"]:
         held = "  (cloned)" if i.get("held") else ""
@@ -183,7 +99,7 @@ def vaults_invites() -> None:
 def vaults_scan(node_id: str) -> None:
     """The vaults node NODEID shares with this node (its name for each, this node's role)."""
     s = settings()
-    rows = _call(s, "vaults.scan", {"nodeId": _node_id(node_id)})
+    rows = hot_sync.call(s, "vaults.scan", {"nodeId": hot_sync.node_id(node_id)})
     lines = [f"{r['name']}\t{r['vaultId']}\t{r['role']}" + ("\t(held here)" if r.get("held") else "") for r in rows]
     emit(s, "\n".join(lines) or "(it shares no vault with this node)", rows)
 
@@ -199,9 +115,9 @@ def vaults_clone(vault: str, node_id: str, name: str | None) -> None:
     Every commit is verified before the vault appears; a clone stopped half-way leaves nothing.
     """
     s = settings()
-    progress = _Progress(s, "cloning")
+    progress = hot_sync.Progress(s, "cloning")
     try:
-        out = _call(s, "vaults.clone", {"vault": vault, "nodeId": _node_id(node_id), "name": name}, progress)
+        out = hot_sync.call(s, "vaults.clone", {"vault": vault, "nodeId": hot_sync.node_id(node_id), "name": name}, progress)
     finally:
         progress.done()
     emit(s, f"Vault {out['name']} cloned from {node_id} ({out['vaultId']}, {out.get('commits', 0)} commits verified).",
@@ -218,13 +134,7 @@ def vaults_pull(vault: str, node_id: str | None) -> None:
     Concurrent changes merge on their own: the same secret changed on both sides keeps the later
     write, and the other value stays in history (reported here and by `pk vaults status`).
     """
-    s = settings()
-    progress = _Progress(s, "pulling")
-    try:
-        rows = _call(s, "vaults.pull", {"vault": vault, "nodeId": _node_id(node_id) if node_id else None}, progress)
-    finally:
-        progress.done()
-    emit(s, _pull_lines(vault, rows), rows)
+    hot_sync.vaults_pull(settings(), vault, node_id)
 
 
 @vaults.command("push")
@@ -237,9 +147,9 @@ def vaults_push(vault: str, node_id: str | None) -> None:
     The other node fetches and verifies: nothing is written to it that it does not check.
     """
     s = settings()
-    rows = _call(s, "vaults.push", {"vault": vault, "nodeId": _node_id(node_id) if node_id else None})
+    rows = hot_sync.call(s, "vaults.push", {"vault": vault, "nodeId": hot_sync.node_id(node_id) if node_id else None})
     lines = [f"{vault} to {r['peer']}: " + (f"failed: {r['error']}" if r.get("action") == "failed" else
-                                             _ACTIONS.get(r["action"], r["action"])
+                                             hot_sync.ACTIONS.get(r["action"], r["action"])
                                              + (f" ({r['reason']})" if r.get("reason") else ""))
              for r in rows]
     emit(s, "\n".join(lines), rows)
@@ -251,15 +161,15 @@ def vaults_push(vault: str, node_id: str | None) -> None:
 def vaults_sync(vault: str | None) -> None:
     """Pull from and push to every reachable member of VAULT (default: of every vault)."""
     s = settings()
-    rows = _call(s, "vaults.sync", {"vault": vault})
+    rows = hot_sync.call(s, "vaults.sync", {"vault": vault})
     lines = []
     for r in rows:
         if r.get("action") == "failed":
             lines.append(f"{r['vault']} with {r['peer']}: failed: {r['error']}")
         else:
-            lines.append(f"{r['vault']} with {r['peer']}: {_ACTIONS.get(r['action'], r['action'])}"
-                         + (f"; pushed: {_ACTIONS.get(r['pushed'], r['pushed'])}" if r.get("pushed") else ""))
-            lines += _merge_lines(r)
+            lines.append(f"{r['vault']} with {r['peer']}: {hot_sync.ACTIONS.get(r['action'], r['action'])}"
+                         + (f"; pushed: {hot_sync.ACTIONS.get(r['pushed'], r['pushed'])}" if r.get("pushed") else ""))
+            lines += hot_sync.merge_lines(r)
     emit(s, "\n".join(lines) or "(no vault is shared with another node)", rows)
 
 
@@ -269,7 +179,7 @@ def vaults_sync(vault: str | None) -> None:
 def vaults_status(vault: str | None) -> None:
     """Per member of VAULT (default: every vault): ahead/behind, last sync, last error, last merge."""
     s = settings()
-    rows = _call(s, "vaults.status", {"vault": vault})
+    rows = hot_sync.call(s, "vaults.status", {"vault": vault})
     lines = []
     for v in rows:
         lines.append(f"{v['name']} ({v['vaultId']}) head {v['head'][:12]}")
@@ -302,7 +212,7 @@ def nodes_trust(node_id: str, auto_accept: bool) -> None:
     acted on unattended. Trust again without --auto-accept to turn it off; `pk nodes untrust` removes it.
     """
     s = settings()
-    out = _call(s, "nodes.trust", {"nodeId": _node_id(node_id), "autoAccept": auto_accept})
+    out = hot_sync.call(s, "nodes.trust", {"nodeId": hot_sync.node_id(node_id), "autoAccept": auto_accept})
     emit(s, f"Trusting {out['nodeId']}" + (": its invites are cloned on their own." if auto_accept else "."), out)
 
 
@@ -312,7 +222,7 @@ def nodes_trust(node_id: str, auto_accept: bool) -> None:
 def nodes_untrust(node_id: str) -> None:
     """Stop trusting NODEID: its invites are kept and shown, never acted on unattended."""
     s = settings()
-    out = _call(s, "nodes.untrust", {"nodeId": _node_id(node_id)})
+    out = hot_sync.call(s, "nodes.untrust", {"nodeId": hot_sync.node_id(node_id)})
     emit(s, f"No longer trusting {out['nodeId']}." if out["removed"] else f"{out['nodeId']} was not trusted.", out)
 
 
@@ -321,7 +231,7 @@ def nodes_untrust(node_id: str) -> None:
 def nodes_trusted() -> None:
     """The nodes this node trusts, and whether their invites are cloned on their own."""
     s = settings()
-    rows = _call(s, "nodes.trusted", {})
+    rows = hot_sync.call(s, "nodes.trusted", {})
     emit(s, "\n".join(f"{r['nodeId']}" + ("  auto-accept" if r.get("autoAccept") else "") for r in rows)
          or "(no trusted nodes)", rows)
 

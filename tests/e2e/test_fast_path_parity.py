@@ -106,6 +106,12 @@ READS = [
     ["vaults", "list", "--format", "json"],
     ["--format", "json", "agent", "status"],
     ["agent", "status"],
+    # vaults pull (a vault shared with nobody, a vault that does not exist, a bad NodeId, extra arguments)
+    ["vaults", "pull", "app"],
+    ["vaults", "pull", "app", "--format", "json"],
+    ["vaults", "pull", "nope"],
+    ["vaults", "pull", "app", "vnot-a-node"],
+    ["vaults", "pull", "app", "v" + "0" * 52, "extra"],
     # inject
     ["inject", "-i", "{root}/t.tmpl"],
     ["inject", "--in-file={root}/t.tmpl", "--format", "json"],
