@@ -61,6 +61,8 @@ READER_REASON = "this node is a reader: a writer's merge will reconcile the two 
 REMOVED_REASON = "this node is no member on one side: a writer's merge will reconcile the two heads"
 PK_REASON = "both sides changed the membership; an owner's node merges them"
 REVOKED_REASON = "their head brings in commits by a member removed (or made a reader) on this side; they were refused"
+SAME_TREE_REASON = ("the other head holds the same content: the node whose head has the smaller id merges "
+                    "the two histories, and this node fast-forwards to that merge")
 NO_KEY_REASON = "this node holds no key of an epoch one side is in; a member holding it merges the two heads"
 _NONCE_INFO = b"polykey vault merge nonce v1"
 
@@ -117,6 +119,10 @@ def integrate(v: Vault, ours: str, theirs: str) -> Outcome:
     adopted = _adoption(v, ours, theirs)
     if adopted is not None:
         return adopted
+    if theirs < ours and repo.commit_info(ours).tree == repo.commit_info(theirs).tree:
+        # Same content, two histories: only one of the two nodes writes the merge that joins them,
+        # or each would merge the other's merge for ever (three writers after a partition heals).
+        return Outcome(ours, "kept", reason=SAME_TREE_REASON)
     a, b = sorted((ours, theirs))  # canonical order: the result never depends on which is ours
     base = repo.merge_base(a, b)
     if base is None:

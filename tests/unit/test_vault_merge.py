@@ -481,3 +481,20 @@ def test_own_changes_reapplied_over_a_new_epoch_and_never_over_a_directory(w: Wo
     assert out.action == "rebased" and out.reapplied == 4 and out.dropped == [late]
     assert w.read(me, out.head, "shared") == b"mine, again"
     assert w.read(me, out.head, "dir/x") == b"the owner's directory"
+
+
+def test_heads_with_the_same_content_are_joined_by_one_node_only(w: World) -> None:
+    """Three writers after a partition end with heads of equal trees but different histories. Only
+    the node holding the smaller head writes the merge that joins them; the other keeps its head
+    (no merge of its own that the first would merge again) and fast-forwards to that merge."""
+    writer, base = with_writer(w)
+    ours = w.rm(w.owner, w.set(w.owner, base, "t", b"1"), "t")
+    theirs = w.rm(writer, w.set(writer, base, "u", b"2"), "u")
+    assert w.tree(ours) == w.tree(theirs) == w.tree(base) and ours != theirs
+    small, large = sorted((ours, theirs))
+    small_node, large_node = (w.owner, writer) if small == ours else (writer, w.owner)
+    kept = w.integrate(large_node, large, small)
+    assert kept.action == "kept" and kept.head == large and kept.written == []
+    joined = w.integrate(small_node, small, large)
+    assert joined.action == "merged" and w.tree(joined.head) == w.tree(small)
+    assert w.integrate(large_node, large, joined.head).action == "fast-forward"
