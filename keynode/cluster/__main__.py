@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--base-port", type=int, default=0)
     up.add_argument("--netns", action="store_true")
     up.add_argument("--timeout", type=float, default=launcher.JOIN_TIMEOUT)
+    up.add_argument("--sync-interval", type=float, default=None)
     command("status")
     for name in ("env", "pause", "resume"):
         command(name).add_argument("index", type=int)
@@ -87,7 +88,8 @@ def run(ns: argparse.Namespace) -> int:
     cmd = ns.command
     launcher.clean_environment()
     if cmd == "up":
-        state = launcher.up(cluster_dir, ns.nodes, base_port=ns.base_port, use_netns=ns.netns, timeout=ns.timeout)
+        state = launcher.up(cluster_dir, ns.nodes, base_port=ns.base_port, use_netns=ns.netns, timeout=ns.timeout,
+                            sync_interval=ns.sync_interval)
         rows = [launcher.node_status(e) for e in state.nodes]
         _emit(as_json, "\n".join(_node_line(r) for r in rows),
               {"dir": state.dir, "netns": state.netns, "nodes": rows})

@@ -50,6 +50,7 @@ KDF_PROFILE = "min"  # the documented test profile: cheap to unlock, never for r
 JOIN_TIMEOUT = 60.0  # `up` and `restart` wait this long at most for the nodes to join
 START_WORKERS = 4  # agents started at once (after the seed)
 HOST = "127.0.0.1"
+MIN_SYNC_INTERVAL, MAX_SYNC_INTERVAL = 0.1, 86400.0  # as `pk agent start --sync-interval`
 #: Settings of the user's shell that would change how an agent of the cluster starts.
 AGENT_ENV = ("PK_PASSWORD", "PK_SEED_NODES", "PK_PEER_HOST", "PK_PEER_PORT", "PK_NODE_PATH")
 
@@ -64,12 +65,18 @@ def clean_environment() -> None:
 
 
 def up(cluster_dir: Path, count: int, *, base_port: int = 0, use_netns: bool = False,
-       timeout: float = JOIN_TIMEOUT) -> ClusterState:
-    """Bootstrap ``count`` nodes, start their agents, wait until every one has joined the DHT."""
+       timeout: float = JOIN_TIMEOUT, sync_interval: float | None = None) -> ClusterState:
+    """Bootstrap ``count`` nodes, start their agents, wait until every one has joined the DHT.
+
+    ``sync_interval`` (seconds, 0.1 to 86400) is given to every agent as ``--sync-interval``
+    (the anti-entropy period of automatic sync), now and at every `restart`; None leaves the
+    agents' default."""
     if not 1 <= count <= MAX_NODES:
         raise InvalidInputError(f"--nodes must be 1 to {MAX_NODES}")
     if base_port and not 1 <= base_port <= 65536 - count:
         raise InvalidInputError(f"--base-port must leave room for {count} ports below 65536")
+    if sync_interval is not None and not MIN_SYNC_INTERVAL <= sync_interval <= MAX_SYNC_INTERVAL:
+        raise InvalidInputError(f"--sync-interval must be {MIN_SYNC_INTERVAL:g} to {MAX_SYNC_INTERVAL:g} seconds")
     if use_netns:
         netns.require()
     cluster_dir = cluster_dir.absolute()
@@ -92,6 +99,8 @@ def up(cluster_dir: Path, count: int, *, base_port: int = 0, use_netns: bool = F
             if os.path.lexists(path):
                 raise ClusterExistsError(f"{path} already exists: choose an empty --dir")
     state = ClusterState(dir=str(cluster_dir), prefix=prefix, netns=use_netns, nodes=entries)
+    if sync_interval is not None:
+        state.extra["sync_interval"] = sync_interval
     state.save()  # first: `down` finds what to remove even if this process is killed from here on
     deadline = time.monotonic() + timeout
     try:
@@ -154,6 +163,9 @@ def _start(state: ClusterState, index: int, deadline: float) -> None:
     extra = ["--host", entry.host, "--port", str(entry.port)]
     if index != 0:
         extra += ["--seed", state.nodes[0].seed]
+    interval = state.extra.get("sync_interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool):
+        extra += ["--sync-interval", f"{interval:g}"]
     wrap = netns.exec_prefix(state.prefix, index) if state.netns else []
     left = max(1.0, deadline - time.monotonic())
     try:

@@ -57,9 +57,13 @@ def cluster() -> None:
               help="Each node in its own network namespace on 198.18.0.I+1 (root and iproute2 only).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds to wait for every node to start and join the DHT.")
+@click.option("--sync-interval", type=click.FloatRange(0.1, 86400), default=None, metavar="SECONDS",
+              help="Seconds between automatic sync's anti-entropy passes, for every agent (also after"
+                   " `restart`) [default: the agent's, 60].")
 @dir_option
 @common_options
-def cluster_up(count: int, base_port: int, netns: bool, timeout: float, cluster_dir: Path | None) -> None:
+def cluster_up(count: int, base_port: int, netns: bool, timeout: float, sync_interval: float | None,
+               cluster_dir: Path | None) -> None:
     """Bootstrap and start N nodes; return once every one is unlocked and has joined the DHT.
 
     Writes DIR/cluster.json and prints one line per node (NodeId, pid, state, address).
@@ -67,6 +71,8 @@ def cluster_up(count: int, base_port: int, netns: bool, timeout: float, cluster_
     or join in time, every node is stopped again and the files are kept (exit 69).
     """
     args = ["--nodes", str(count), "--base-port", str(base_port), "--timeout", f"{timeout:g}"]
+    if sync_interval is not None:
+        args += ["--sync-interval", f"{sync_interval:g}"]
     _launch("up", cluster_dir, *args, *(["--netns"] if netns else []))
 
 

@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from ..cluster import alive
+from ..cluster import alive, wait_for
 from ..conftest import base_env, pk_executable
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
@@ -50,3 +50,36 @@ def test_three_nodes_in_five_commands_and_the_env_example(tmp_path: Path) -> Non
     assert r.returncode == 0, r.stderr
     assert not any(alive(p) for p in pids)  # `down` returns once the processes are gone
     assert list(tmp_path.iterdir()) == []  # ./pk-cluster is gone: nothing left behind
+
+
+def test_trying_sharing_with_three_nodes(tmp_path: Path) -> None:
+    """"Trying sharing with three nodes": the five commands, then a writer's change reaching a reader."""
+    five, after = blocks()[2:4]
+    assert len(five) == 5 and five[0].startswith("pk cluster up --nodes 3") and after[-1] == "pk cluster down"
+    up = sh(five[0], tmp_path)
+    assert up.returncode == 0, up.stderr
+    ids = [line.split("  ")[1] for line in up.stdout.splitlines()]
+    try:
+        outputs = []
+        for line in five[1:]:
+            for i, node_id in enumerate(ids):
+                line = line.replace(f"NODEID_OF_NODE_{i}", node_id)
+            r = sh(line, tmp_path)
+            assert r.returncode == 0, (line, r.stderr)
+            outputs.append(r.stdout)
+        assert outputs[-1] == "s3cret"  # node 2, a reader, reads what node 0 wrote
+
+        write, read, status = after[:3]
+        assert sh(write, tmp_path).returncode == 0  # node 1, a writer
+        wait_for(lambda: sh(read, tmp_path).stdout == "n3w", 60, "node 2 to receive node 1's write")
+
+        def one_head() -> bool:
+            rows = json.loads(sh(status + " --format json", tmp_path).stdout)["nodes"]
+            heads = {(n["vaults"] or {}).get("team") for n in rows}
+            return len(heads) == 1 and None not in heads
+
+        wait_for(one_head, 60, "the same head of team on every node")
+    finally:
+        r = sh(after[-1], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert list(tmp_path.iterdir()) == []
