@@ -307,11 +307,13 @@ def test_forged_transfers_from_a_member_are_rejected_and_change_nothing(pair: Pa
         blog.one_line(rogue.node_id, reason)
     assert head(p.b) == before  # (no case moved it: a head never comes back)
 
-    # a forging peer that is not a member gives nothing: told explicitly, its commits fail (88)
+    # a forging peer that is not a member gives nothing: told explicitly, it is not even asked (87)
     cid, objects = forge_secret(v, stranger.kp)
     stranger.serve_forged(vid, cid, objects)
+    asked = len(stranger.seen)
     r = pk(p.b, "vaults", "pull", "prod", stranger.node_id)
-    assert r.code == 88 and "not a member" in r.err, (r.code, r.err)
+    assert r.code == 87 and "not a member" in r.err, (r.code, r.err)
+    assert len(stranger.seen) == asked
     blog.one_line(stranger.node_id, "not a member")
     # ...and a pull from every member never asks it
     asked = len(stranger.seen)

@@ -74,8 +74,6 @@ BACKOFF = (5.0, 300.0)
 INVITE_BACKOFF = (2.0, 300.0)
 #: How long one announce may take (reaching the member and its answer).
 ANNOUNCE_TIMEOUT = 5.0
-#: The first anti-entropy pass runs this long after the agent starts (or the interval, if shorter).
-FIRST_PASS = 3.0
 #: How long one ``vaults.heads`` or ``vaults.fetch`` page of a pull or clone may take before the peer
 #: is given up on (a stalled peer; a pull with no NODEID then tries the next member). The env
 #: override ``PK_SYNC_FETCH_TIMEOUT`` (seconds) is read when the agent starts (docs/spec/sync.md 6).
@@ -323,8 +321,10 @@ class Sync(Service):
         return await self._net.reach(node)
 
     async def pull_from(self, vault: str, peer: NodeId, *, head: str | None = None,
-                        progress: Progress = _no_progress) -> dict[str, Any]:
-        """Fetch ``peer``'s head of ``vault`` (asked, or ``head`` as announced) and integrate it."""
+                        progress: Progress = _no_progress, background: bool = False) -> dict[str, Any]:
+        """Fetch ``peer``'s head of ``vault`` (asked, or ``head`` as announced) and integrate it.
+        A failure is logged in one line; a ``background`` pull (announces, anti-entropy) failing the
+        same way as the last time with that peer logs it only at debug level."""
         svc = self._service()
         vid = await self._blocking(svc.vault_id, vault)
         link = self._links.setdefault((vid, peer), _PeerLink())
@@ -345,9 +345,13 @@ class Sync(Service):
                                                "(never shared, or this node was removed)")
                 result = await self._pull_head(svc, channel, vid, theirs, progress)
         except PolykeyError as e:
-            link.last_error = _why(e)
+            why = _why(e)
+            repeated = background and link.last_error == why
+            link.last_error = why
             if not isinstance(e, AgentLockedError):
-                log.warning("sync of vault %s with %s failed: %s", vid, peer, link.last_error)
+                # one line per failure; the same failure again (a retry, anti-entropy) only at debug
+                log.log(logging.DEBUG if repeated else logging.WARNING, "sync of vault %s with %s failed: %s",
+                        vid, peer, why)
             raise
         link.last_sync, link.last_error, link.last_result = self._wall(), None, result
         if result.get("conflicts"):
@@ -494,7 +498,7 @@ class Sync(Service):
                 job = self._scheduled[key]
                 job.again = False
                 try:
-                    await self.pull_from(vid, peer, head=job.head)
+                    await self.pull_from(vid, peer, head=job.head, background=True)
                 except PolykeyError:
                     self._offline(peer)
                     return
@@ -559,11 +563,9 @@ class Sync(Service):
     # -- anti-entropy ------------------------------------------------------------------------------
 
     async def _anti_entropy_loop(self) -> None:
-        # the first pass soon after the agent starts: an agent started on demand by a job catches up
-        await asyncio.sleep(min(self.interval, FIRST_PASS))
         while True:
+            await asyncio.sleep(self.interval * (1 + random.uniform(-JITTER, JITTER)))
             if self._agent.locked or not self._net.running:
-                await asyncio.sleep(1.0)
                 continue
             try:
                 await self.anti_entropy()
@@ -571,7 +573,6 @@ class Sync(Service):
                 pass
             except Exception as e:  # noqa: BLE001 - the next pass tries again
                 log.warning("anti-entropy pass failed: %s", _why(e))
-            await asyncio.sleep(self.interval * (1 + random.uniform(-JITTER, JITTER)))
 
     async def anti_entropy(self) -> int:
         """Ask every member's heads of every vault; pull what differs, announce where they are behind.
