@@ -167,6 +167,13 @@ def with_writer(w: World) -> tuple[Vault, str]:
 # -- fast-forward, up to date, bad input ------------------------------------------------
 
 
+def with_reader(w: World) -> tuple[Vault, Vault, str]:
+    """A writer and a reader besides the owner, and the head that shares with both."""
+    writer, base = with_writer(w)
+    reader = w.node()
+    return writer, reader, w.share(w.owner, base, reader.me, "reader")
+
+
 def test_fast_forward_and_up_to_date(w: World) -> None:
     one = w.set(w.owner, w.root, "a", b"1")
     assert w.integrate(w.owner, w.root, one) == Outcome(one, "fast-forward")
@@ -277,9 +284,7 @@ def test_a_writer_merges_a_branch_on_which_an_owner_shared(w: World) -> None:
 
 
 def test_edits_concurrent_with_an_unshare_are_re_encrypted_under_the_new_epoch(w: World) -> None:
-    writer, base = with_writer(w)
-    reader = w.node()
-    base = w.share(w.owner, base, reader.me, "reader")
+    writer, reader, base = with_reader(w)
     base = w.set(w.owner, base, "old", b"kept")
     unshared = w.unshare(w.owner, base, reader.me)
     edited = w.set(writer, base, "new", b"written meanwhile")
@@ -334,9 +339,7 @@ def test_a_writer_keeps_its_head_when_both_sides_changed_the_membership(w: World
 
 
 def test_a_reader_keeps_its_head(w: World) -> None:
-    writer, base = with_writer(w)
-    reader = w.node()
-    base = w.share(w.owner, base, reader.me, "reader")
+    writer, reader, base = with_reader(w)
     ours = w.set(w.owner, base, "a", b"1")
     theirs = w.set(writer, base, "b", b"2")
     assert w.integrate(reader, ours, theirs) == Outcome(ours, "kept", reason=READER_REASON)
@@ -414,9 +417,7 @@ def test_two_owners_merging_two_membership_states_converge(w: World) -> None:
 
 
 def test_a_conflict_across_an_epoch_change(w: World) -> None:
-    writer, base = with_writer(w)
-    reader = w.node()
-    base = w.share(w.owner, base, reader.me, "reader")
+    writer, reader, base = with_reader(w)
     base = w.set(w.owner, base, "k", b"0")
     edited = w.set(writer, base, "k", b"writer's")
     unshared = w.unshare(w.owner, base, reader.me)  # re-encrypts k: not a change of its value
