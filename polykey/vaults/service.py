@@ -58,7 +58,7 @@ from polykey.vaults.repo import BLOB
 from polykey.vaults.staging import ImportStaging, merge_items
 from polykey.vaults.state import Invite
 from polykey.vaults.syncbook import ROLE_BYTES, SyncBook
-from polykey.vaults.trust import VerifiedHeads
+from polykey.vaults.trust import REPLACING, VerifiedHeads
 from polykey.vaults.transfer import QUARANTINE_PREFIX, Incoming
 from polykey.vaults.upgrade import upgrade
 from polykey.vaults.vault import Snapshot, Vault
@@ -156,6 +156,9 @@ class VaultService:
             first = vid not in self._upgrade_tried
             self._upgrade_tried.add(vid)
         if first:
+            if (opened.repo.path / REPLACING).exists():  # sync moved the branch and a crash cut it short
+                with opened.repo.write_lock(), contextlib.suppress(PolykeyError):
+                    self._trust.finish_replacing(opened)
             # A version 1 vault is upgraded at its first open (spec section 12). If its head does not
             # verify, nothing is written and the caller's operation meets the same error itself.
             with contextlib.suppress(PolykeyError):
@@ -835,8 +838,11 @@ class VaultService:
             except PolykeyError as e:
                 raise transfer.rejected(e).within("this node's merge failed its own check") from None
             if outcome.head != ours:
-                v.repo.set_head(outcome.head)
-                self._trust.accepted(v, outcome.head)
+                if v.repo.is_ancestor(ours, outcome.head):
+                    v.repo.set_head(outcome.head)  # a crash before the record: the next open verifies it
+                    self._trust.accepted(v, outcome.head)
+                else:  # adopted, or re-applied on their head: crash-safe in three steps
+                    self._trust.replace_head(v, ours, outcome.head)
                 v.trusted = outcome.head
         return {"before": ours, "after": outcome.head, "action": outcome.action,
                 "conflicts": list(outcome.conflicts), "dropped": list(outcome.dropped),

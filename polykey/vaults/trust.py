@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from polykey import fsutil
 from polykey.crypto import memory
 from polykey.errors import VaultPermissionError, VaultStateError, VaultVerificationError
 from polykey.ids import VaultId
@@ -36,6 +37,8 @@ from polykey.vaults.verify import verify, verify_new
 STATE_FILE = "state"
 #: This node's own commits on a vault kept as verified in memory before the state file records them.
 RECORD_EVERY = 32
+#: In a vault's repository while sync moves its branch to a head that does not descend from it.
+REPLACING = "pk-replacing"
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,39 @@ class VerifiedHeads:
         verified head, in the file at once (sync; section 10.5: not batched like own commits)."""
         rec = self.record(v.vault_id)
         self._put(v.vault_id, replace(rec, verified=head))
+
+    def replace_head(self, v: Vault, old: str, new: str) -> None:
+        """Move ``v``'s branch from verified head ``old`` to verified head ``new``, which does not
+        descend from it (sync adopted another node's merge, or re-applied this node's changes on the
+        other side's head). Crash-safe: a marker naming both is written first, then the state file
+        records ``new``, then the branch moves and the marker goes; :meth:`finish_replacing`, at the
+        next open, completes a replacement a crash cut short. The caller holds the write lock."""
+        marker = v.repo.path / REPLACING
+        fsutil.atomic_write(marker, f"{old} {new}\n".encode("ascii"))
+        self.accepted(v, new)
+        v.repo.set_head(new)
+        marker.unlink()
+        fsutil.fsync_dir(v.repo.path)
+
+    def finish_replacing(self, v: Vault) -> bool:
+        """Complete a :meth:`replace_head` a crash interrupted: when the branch is still at the old head
+        and the state file already records the new one, the branch moves to it. A marker naming
+        anything else is dropped (the guard then judges the branch as usual). Whether the branch
+        moved. The caller holds the write lock."""
+        marker = v.repo.path / REPLACING
+        try:
+            text = fsutil.read_limited(marker, 128).decode("ascii", "replace")
+        except FileNotFoundError:
+            return False
+        parts = text.split()
+        moved = False
+        if (len(parts) == 2 and all(len(p) == 40 and all(c in "0123456789abcdef" for c in p) for p in parts)
+                and v.repo.head() == parts[0] and self.verified_head(v.vault_id) == parts[1]):
+            v.repo.set_head(parts[1])
+            moved = True
+        marker.unlink(missing_ok=True)
+        fsutil.fsync_dir(v.repo.path)
+        return moved
 
     # -- vault lifecycle -------------------------------------------------------------------
 

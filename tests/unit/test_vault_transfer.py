@@ -25,6 +25,7 @@ from polykey.errors import (
     VaultExistsError,
     VaultIntegrityError,
 )
+from polykey import crypto
 from polykey.ids import NodeId, VaultId
 from polykey.keys.keypair import KeyPair
 from polykey.vaults import grammar, transfer
@@ -34,6 +35,7 @@ from polykey.vaults.objects import MODE_BLOB, MODE_TREE, Entries, commit_header,
 from polykey.vaults.pack import OBJ_BLOB, OBJ_COMMIT, OBJ_TREE, TYPE_NAMES, object_id
 from polykey.vaults.repo import BLOB, Change, Entry
 from polykey.vaults.service import VaultService
+from polykey.vaults.trust import REPLACING
 from polykey.vaults.transfer import Incoming
 from polykey.vaults.vault import Parts, Snapshot, Vault
 
@@ -503,3 +505,65 @@ def test_serve_read_only_from_a_held_vault(shared: tuple[Node, Node, Node, str])
             a.svc.serve_read(bad, [(OBJ_COMMIT, head)])
     with pytest.raises(VaultIntegrityError, match="is not a tree"):
         a.svc.serve_read(vid, [(OBJ_TREE, head)])
+
+
+def _fork(svc: VaultService, vault: str) -> tuple[str, str, str]:
+    """``(h1, h2, h3)``: h2 = a set on h1 (the branch), h3 = another set on h1 (not on the branch)."""
+    from polykey.vaults import ops
+    from polykey.vaults.format import split_path
+
+    h1 = svc.set_secret(vault, "x", b"1")["commit"]
+    h2 = svc.set_secret(vault, "y", b"2")["commit"]
+    v = svc._vault(vault)  # noqa: SLF001 - the test writes a side commit on the real repository
+    raw = Vault(v.repo.path, v.vault_id, svc.node_key, time.time, crypto.random_bytes)
+    try:
+        with raw.repo.write_lock():
+            raw.repo.set_head(h1)
+        h3 = ops.set_secret(raw, split_path("z"), b"3")["commit"]
+        with raw.repo.write_lock():
+            raw.repo.set_head(h2)
+    finally:
+        raw.close()
+    return h1, h2, h3
+
+
+def test_a_replacement_cut_short_by_a_crash_is_finished_at_the_next_open(tmp_path: Path) -> None:
+    """Sync moves the branch to a head that does not descend from it (an adopted merge, changes
+    re-applied): marker, state record, branch. A crash after the record leaves the branch at the old
+    head; the next open finishes the move instead of reporting a rollback."""
+    kp = KeyPair.generate()
+    svc = VaultService(tmp_path / "node", kp)
+    svc.create_vault("work")
+    _h1, h2, h3 = _fork(svc, "work")
+    v = svc._vault("work")  # noqa: SLF001
+    marker = v.repo.path / REPLACING
+    with v.repo.write_lock():
+        marker.write_text(f"{h2} {h3}\n")
+        svc._trust.accepted(v, h3)  # noqa: SLF001 - the state records the new head; then the "crash"
+    svc.close()
+    again = VaultService(tmp_path / "node", kp)
+    try:
+        assert again.get_secret("work", "z") == b"3" and again.log("work")[0]["commit"] == h3
+        assert not marker.exists()
+    finally:
+        again.close()
+
+
+def test_a_replacement_done_whole_leaves_no_marker_and_a_stray_marker_changes_nothing(tmp_path: Path) -> None:
+    kp = KeyPair.generate()
+    svc = VaultService(tmp_path / "node", kp)
+    svc.create_vault("work")
+    _h1, h2, h3 = _fork(svc, "work")
+    v = svc._vault("work")  # noqa: SLF001
+    with v.repo.write_lock():
+        svc._trust.replace_head(v, h2, h3)  # noqa: SLF001
+    v.trusted = h3
+    assert svc.log("work")[0]["commit"] == h3 and not (v.repo.path / REPLACING).exists()
+    # a marker that does not match the branch and the state is dropped; the branch stays
+    (v.repo.path / REPLACING).write_text(f"{h2} {'0' * 40}\n")
+    svc.close()
+    again = VaultService(tmp_path / "node", kp)
+    try:
+        assert again.log("work")[0]["commit"] == h3 and not (v.repo.path / REPLACING).exists()
+    finally:
+        again.close()
