@@ -213,7 +213,10 @@ def _runner(name: tuple[str, ...], values: dict[str, object], args: list[str],
     if name == ("vaults", "pull"):
         from polykey.cli import hot_sync
 
-        return lambda o: hot_sync.vaults_pull(o, args[0], args[1] if len(args) > 1 else None)
+        node = args[1] if len(args) > 1 else None
+        if node is not None and not hot_sync.looks_like_node_id(node):
+            raise _Fallback  # click words the error about a malformed NodeId
+        return lambda o: hot_sync.vaults_pull(o, args[0], node)
     if name == ("agent", "status"):
         return hot.agent_status
     from polykey.cli import hot_env

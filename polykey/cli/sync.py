@@ -134,7 +134,7 @@ def vaults_pull(vault: str, node_id: str | None) -> None:
     Concurrent changes merge on their own: the same secret changed on both sides keeps the later
     write, and the other value stays in history (reported here and by `pk vaults status`).
     """
-    hot_sync.vaults_pull(settings(), vault, node_id)
+    hot_sync.vaults_pull(settings(), vault, hot_sync.node_id(node_id) if node_id else None)
 
 
 @vaults.command("push")

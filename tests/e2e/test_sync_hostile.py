@@ -23,10 +23,10 @@ import pytest
 from polykey.errors import ProtocolViolationError, SyncCursorError, SyncRefusedError
 from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
+from polykey.vaults import transfer
 from polykey.vaults.format import Members
 from polykey.vaults.objects import MODE_BLOB, MODE_TREE, tree_bytes
 from polykey.vaults.pack import OBJ_BLOB, OBJ_COMMIT, OBJ_TREE
-from polykey.vaults import transfer
 from polykey.vaults.vault import Vault
 from polykey.wire import syncmsg as sm
 
@@ -196,7 +196,25 @@ def test_serving_side_gives_a_non_member_nothing_and_survives_malformed_requests
     assert r.code == 88 and "not an owner" in r.err, (r.code, r.err)
     assert ok(p.b, "vaults", "list") == []
     assert not [e for e in os.listdir(p.b.path / "vaults") if e.startswith((".incoming", ".tmp")) or e.endswith(".git")]
-    blog.lines()
+    blog.one_line(rogue.node_id, "not an owner")
+
+    # an invite pinning another root: the history sent does not have it
+    rogue.request(p.b.node_id, p.b_port, "vaults.invite", sm.invite_body(sm.Invite(vid, now, now, "owner", "prod")))
+    r = pk(p.b, "vaults", "clone", "prod", rogue.node_id)
+    assert r.code == 88 and "root" in r.err, (r.code, r.err)
+    blog.one_line(rogue.node_id, "root")
+    # the right VaultId and root, but the objects of another vault: its .pk/vault names that one
+    other = rogue.svc.create_vault("other")
+    ov = rogue.svc._vault("other")  # noqa: SLF001 - the rogue sends its real other vault
+    objects = [(kind, transfer.read_object(ov, kind, oid)) for kind, oid in transfer.plan(ov, other["commit"], [])]
+    rogue.serve_forged(vid, other["commit"], objects)
+    rogue.request(p.b.node_id, p.b_port, "vaults.invite", sm.invite_body(
+        sm.Invite(vid, ok(p.a, "vaults", "log", "prod")[-1]["commit"], other["commit"], "owner", "prod")))
+    r = pk(p.b, "vaults", "clone", "prod", rogue.node_id)
+    assert r.code == 88 and "another vault" in r.err, (r.code, r.err)
+    blog.one_line(rogue.node_id, "another vault")
+    assert ok(p.b, "vaults", "list") == []
+    rogue.serve_honestly()
 
     # cursors: another peer's, an unknown (expired) one
     put(p.a, "prod:big", os.urandom(200_000))  # in parts of 64 KiB: a transfer of several pages

@@ -735,6 +735,15 @@ class Sync(Service):
 
     async def _clone(self, vid: str, root: str, node: NodeId, name: str, progress: Progress,
                      invited: bool = True) -> dict[str, Any]:
+        try:
+            return await self._clone_once(vid, root, node, name, progress, invited)
+        except PolykeyError as e:
+            if not isinstance(e, AgentLockedError):
+                log.warning("clone of vault %s from %s failed: %s", vid, node, _why(e))
+            raise
+
+    async def _clone_once(self, vid: str, root: str, node: NodeId, name: str, progress: Progress,
+                          invited: bool) -> dict[str, Any]:
         svc = self._service()
         async with self._slots:
             channel = await self._reach(node)
@@ -759,10 +768,8 @@ class Sync(Service):
         if inv.vault_id in names:
             return
         name = inv.name if inv.name not in names.values() else f"{inv.name}-{inv.vault_id[:9]}"
-        try:
+        with contextlib.suppress(PolykeyError):  # _clone logged why
             await self._clone(inv.vault_id, inv.root, sender, name, _no_progress)
-        except PolykeyError as e:
-            log.warning("auto-accept clone of vault %s from %s failed: %s", inv.vault_id, sender, _why(e))
 
     # -- status -------------------------------------------------------------------------------------------
 
