@@ -804,8 +804,8 @@ class VaultService:
         pack in a quarantine repository that reads the vault's objects, the new commits verified
         there (section 8, incrementally from this node's verified head), then the pack is moved into
         the vault, the merge's own commits self-checked, the branch moved and the new head recorded as
-        verified. Any failure: SyncRejectedError (``data["reason"]``), the quarantine removed, branch
-        and state unchanged. Returns ``{"before", "after", "action", "conflicts", "dropped",
+        verified, with ``head`` as what ``peer`` last showed (``peer_states``). Any failure:
+        SyncRejectedError (``data["reason"]``), the quarantine removed, branch and state unchanged. Returns ``{"before", "after", "action", "conflicts", "dropped",
         "reapplied", "reason", "objects", "bytes"}``.
         """
         if not transfer.is_oid(head):
@@ -837,13 +837,15 @@ class VaultService:
                     verify_commits(v, list(outcome.written))
             except PolykeyError as e:
                 raise transfer.rejected(e).within("this node's merge failed its own check") from None
-            if outcome.head != ours:
-                if v.repo.is_ancestor(ours, outcome.head):
-                    v.repo.set_head(outcome.head)  # a crash before the record: the next open verifies it
-                    self._trust.accepted(v, outcome.head)
-                else:  # adopted, or re-applied on their head: crash-safe in three steps
-                    self._trust.replace_head(v, ours, outcome.head)
-                v.trusted = outcome.head
+            seen = SyncBook.entry(peer, head, int(self._clock()))  # recorded with the head: one write
+            if outcome.head == ours:
+                self._book.saw(v.vault_id, peer, head, seen.last_sync)
+            elif v.repo.is_ancestor(ours, outcome.head):
+                v.repo.set_head(outcome.head)  # a crash before the record: the next open verifies it
+                self._trust.accepted(v, outcome.head, seen)
+            else:  # adopted, or re-applied on their head: crash-safe in three steps
+                self._trust.replace_head(v, ours, outcome.head, seen)
+            v.trusted = outcome.head
         return {"before": ours, "after": outcome.head, "action": outcome.action,
                 "conflicts": list(outcome.conflicts), "dropped": list(outcome.dropped),
                 "reapplied": outcome.reapplied, "reason": outcome.reason,

@@ -63,6 +63,14 @@ class VaultState:
     def pending(self) -> bool:
         return self.verified is None
 
+    def seen(self, entry: Peer) -> VaultState:
+        """This record with ``entry`` as what its peer last showed (replacing that peer's entry);
+        beyond :data:`MAX_PEERS` peers, the one synced longest ago goes."""
+        peers = [p for p in self.peers if p.node != entry.node]
+        if len(peers) >= MAX_PEERS:
+            peers.remove(min(peers, key=lambda p: (p.last_sync, p.node.raw)))
+        return replace(self, peers=tuple(sorted([*peers, entry], key=lambda p: p.node.raw)))
+
 
 @dataclass(frozen=True)
 class Invite:

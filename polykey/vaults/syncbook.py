@@ -152,21 +152,22 @@ class SyncBook:
 
     # -- peers ----------------------------------------------------------------------------
 
+    @staticmethod
+    def entry(peer: NodeId, head: str, when: int) -> Peer:
+        """What :meth:`saw` records, checked (InvalidInputError)."""
+        return Peer(peer, _commit_id(head, "a peer's head"), _time(when))
+
     def saw(self, vault_id: VaultId, peer: NodeId, head: str, when: int) -> bool:
         """Record that ``peer`` showed ``head`` of ``vault_id`` and this node synced with it at
         ``when`` (unix seconds). Only for a vault with a record (False otherwise: nothing written).
         Beyond ``state.MAX_PEERS`` peers, the one synced longest ago goes."""
-        entry = Peer(peer, _commit_id(head, "a peer's head"), _time(when))
+        entry = self.entry(peer, head, when)
 
         def change(s: NodeState) -> tuple[NodeState, bool]:
             rec = s.vaults.get(vault_id)
             if rec is None:
                 return s, False
-            peers = [p for p in rec.peers if p.node != peer]
-            if len(peers) >= state.MAX_PEERS:
-                peers.remove(min(peers, key=lambda p: (p.last_sync, p.node.raw)))
-            peers = sorted([*peers, entry], key=lambda p: p.node.raw)
-            return s.with_vault(vault_id, replace(rec, peers=tuple(peers))), True
+            return s.with_vault(vault_id, rec.seen(entry)), True
 
         return self._change(change)
 

@@ -30,7 +30,7 @@ from polykey.vaults.format import OWNER
 from polykey.vaults.identity import NodeKey
 from polykey.vaults.index import NameIndex
 from polykey.vaults.sealedfile import SealedFile
-from polykey.vaults.state import NodeState, VaultState
+from polykey.vaults.state import NodeState, Peer, VaultState
 from polykey.vaults.vault import Vault
 from polykey.vaults.verify import verify, verify_new
 
@@ -181,14 +181,16 @@ class VerifiedHeads:
                 return
         self._put(v.vault_id, replace(rec, verified=head))
 
-    def accepted(self, v: Vault, head: str) -> None:
+    def accepted(self, v: Vault, head: str, seen: Peer | None = None) -> None:
         """Record ``head``, verified by the caller (a received head, or a merge of it; it may not descend
         from the old verified head when a merge was adopted or changes were re-applied), as ``v``'s
-        verified head, in the file at once (sync; section 10.5: not batched like own commits)."""
+        verified head, in the file at once (sync; section 10.5: not batched like own commits); with
+        ``seen``, what the peer it came from showed, in the same write."""
         rec = self.record(v.vault_id)
-        self._put(v.vault_id, replace(rec, verified=head))
+        rec = replace(rec, verified=head)
+        self._put(v.vault_id, rec if seen is None else rec.seen(seen))
 
-    def replace_head(self, v: Vault, old: str, new: str) -> None:
+    def replace_head(self, v: Vault, old: str, new: str, seen: Peer | None = None) -> None:
         """Move ``v``'s branch from verified head ``old`` to verified head ``new``, which does not
         descend from it (sync adopted another node's merge, or re-applied this node's changes on the
         other side's head). Crash-safe: a marker naming both is written first, then the state file
@@ -196,7 +198,7 @@ class VerifiedHeads:
         next open, completes a replacement a crash cut short. The caller holds the write lock."""
         marker = v.repo.path / REPLACING
         fsutil.atomic_write(marker, f"{old} {new}\n".encode("ascii"))
-        self.accepted(v, new)
+        self.accepted(v, new, seen)
         v.repo.set_head(new)
         marker.unlink()
         fsutil.fsync_dir(v.repo.path)

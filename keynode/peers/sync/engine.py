@@ -372,7 +372,6 @@ class Sync(Service):
         incoming = await self._fetch(channel, vid, theirs, haves, progress)
         async with self._agent.vault_locks.writing(vid):
             result: dict[str, Any] = await self._blocking(svc.receive, vid, peer, theirs, incoming)
-        await self._blocking(svc.peer_seen, vid, str(peer), theirs)
         result.update(vaultId=vid, peer=str(peer))
         if result["after"] != result["before"]:
             self._agent.vault_written(vid)  # tell the other members (and the peer, if we merged)
