@@ -155,9 +155,9 @@ def main(quick: bool = False) -> None:
             spreads.append(spread)
             heals.append(heal)
     print_table("Local cluster: sync across 5 nodes (`--netns`, `--sync-interval 1`)", [
-        Row("one write on node 0 until all 5 show its head (baseline)", spreads),
+        Row("one write on node 0 until all 5 show its head", spreads),
         Row("partition 0,1/2,3,4, a write on each side, heal: until all 5 show one head", heals),
-    ], baseline="one write on node 0 until all 5 show its head (baseline)")
+    ], baseline="one write on node 0 until all 5 show its head")
 
 
 if __name__ == "__main__":
