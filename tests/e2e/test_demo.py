@@ -64,6 +64,8 @@ def test_demo_script_runs_the_main_job(tmp_path: Path) -> None:
     assert "the program sees DB_PASSWORD of 18 characters" in out  # pk secrets env -- cmd
     assert "verified: 3 commits" in out or "3 commits" in out
     assert "  verified" in out and " ms" in out  # pk nodes find / ping
+    assert "invite sent" in out and "cloned from" in out  # pk vaults share / clone
+    assert "rotated-by-bob" in out  # bob's write, read back on alice's node
     assert not list(tmp_path.glob("polykey-demo.*/*/agent.sock"))  # agents stopped on exit
 
     # Every pk command it ran was printed, exactly (quotes kept), in order; then the exit trap
@@ -86,5 +88,5 @@ def test_demo_script_runs_the_main_job(tmp_path: Path) -> None:
     pasted = subprocess.run(["bash", "-c", "set -e\n" + "\n".join(lines)], capture_output=True, text=True,
                             env=fresh, cwd=tmp_path, timeout=120)
     assert pasted.returncode == 0, pasted.stderr
-    assert pasted.stdout.startswith("s3cret-db-password")  # then `pk --help`
+    assert pasted.stdout.startswith("rotated-by-bob")  # bob's write, synced; then `pk --help`
     assert "Usage: pk" in pasted.stdout
