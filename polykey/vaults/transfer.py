@@ -356,12 +356,18 @@ def quarantine(vaults_dir: Path, token: str, alternate: Path | None) -> Path:
     """A fresh bare repository ``<vaults_dir>/.incoming-<token>.git`` (0700); with ``alternate`` (a
     vault's ``objects`` directory) it reads that vault's objects too (``objects/info/alternates``)."""
     path = vaults_dir / f"{QUARANTINE_PREFIX}{token}.git"
-    GitRepo.init(path).close()
-    os.chmod(path, 0o700)
-    if alternate is not None:
-        info = path / "objects" / "info"
-        info.mkdir(parents=True, exist_ok=True)
-        (info / "alternates").write_text(str(alternate.resolve()) + "\n", encoding="ascii")
+    if alternate is None:  # a clone: this repository becomes the vault, made as every vault is
+        GitRepo.init(path).close()
+        os.chmod(path, 0o700)
+        return path
+    # A pull's quarantine lives for one transfer and is never kept (its pack is moved into the vault):
+    # the least libgit2 opens -- HEAD, objects/, refs/ -- without libgit2's init, which writes and
+    # fsyncs a config, a description and more (~2.4 ms of a ~25 ms pull).
+    os.mkdir(path, 0o700)
+    for sub in ("objects/pack", "objects/info", "refs/heads"):
+        (path / sub).mkdir(parents=True)
+    (path / "HEAD").write_text("ref: refs/heads/main\n", encoding="ascii")
+    (path / "objects" / "info" / "alternates").write_text(str(alternate.resolve()) + "\n", encoding="ascii")
     return path
 
 
