@@ -65,6 +65,8 @@ def test_a_start_that_times_out_leaves_no_agent_running(node: Node) -> None:
         password = node.password_file.read_bytes().rstrip(b"\n")
         with pytest.raises(AgentUnavailableError, match="failed to start"):
             start_agent(str(node.path), password, ["--seed", seed], timeout=0.3)
-        wait_for(lambda: not _daemons_of(node.path), timeout=15, what="the abandoned agent to be gone")
+        # its argv leaves /proc before the kernel closes its files (and so its lock): wait for both
+        wait_for(lambda: not _daemons_of(node.path) and not lock_held(str(node.path)), timeout=15,
+                 what="the abandoned agent to be gone and its lock released")
     assert not lock_held(str(node.path)) and running_pid(node) is None
     assert pk(node, "vaults", "list").code == 0  # and the node starts normally afterwards
