@@ -204,6 +204,19 @@ class Sync(Service):
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self._agent.run_blocking(fn, *args)
 
+    async def _others(self, vault: str, *, replicas: bool = True) -> list[dict[str, Any]]:
+        """The member rows of ``vault`` other than this node (without the backup replicas unless
+        ``replicas``)."""
+        me = str(self._agent.keypair.node_id)
+        return [m for m in await self._blocking(self._service().members, vault)
+                if m["nodeId"] != me and (replicas or m["role"] != "replica")]
+
+    async def _names(self, vault: str | None) -> list[str]:
+        """``[vault]``, or the name of every readable vault of this node."""
+        if vault is not None:
+            return [vault]
+        return [r["name"] for r in await self._blocking(self._service().list_vaults) if r.get("state") == "ok"]
+
     # -- serving ---------------------------------------------------------------------------
 
     async def on_invite(self, ctx: PeerContext, body: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +286,6 @@ class Sync(Service):
                     cursor.part, cursor.offset = None, 0
                     cursor.pos += 1
                 return out
-            batch: list[tuple[int, str]] = []
             # read in batches of up to 256 objects; stop the page once it is full
             batch = cursor.refs[cursor.pos : cursor.pos + 256]
             datas = svc.serve_read(cursor.vault_id, batch)
@@ -429,8 +441,7 @@ class Sync(Service):
 
     async def _each_member(self, vault: str, run: Callable[[NodeId], Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
         svc = self._service()
-        me = str(self._agent.keypair.node_id)
-        members = [m for m in await self._blocking(svc.members, vault) if m["nodeId"] != me]
+        members = await self._others(vault)
         if not members:
             raise InvalidInputError(f"vault {vault!r} has no other member to sync with (share it first)")
         out = []
@@ -452,14 +463,9 @@ class Sync(Service):
 
     async def sync(self, vault: str | None) -> list[dict[str, Any]]:
         """Pull from and push to every reachable member of ``vault`` (or of every vault)."""
-        svc = self._service()
-        names = [vault] if vault is not None else [r["name"] for r in await self._blocking(svc.list_vaults)
-                                                   if r.get("state") == "ok"]
         out = []
-        for name in names:
-            me = str(self._agent.keypair.node_id)
-            members = [m for m in await self._blocking(svc.members, name) if m["nodeId"] != me]
-            for m in members:
+        for name in await self._names(vault):
+            for m in await self._others(name):
                 peer = NodeId.from_text(m["nodeId"])
                 row: dict[str, Any] = {"vault": name, "peer": str(peer)}
                 try:
@@ -540,18 +546,14 @@ class Sync(Service):
     async def _announce_vault(self, vid: str) -> None:
         svc = self._service()
         info = await self._blocking(svc.sync_info, vid)
-        me = str(self._agent.keypair.node_id)
-        peers = [NodeId.from_text(m["nodeId"]) for m in await self._blocking(svc.members, vid)
-                 if m["nodeId"] != me and m["role"] != "replica"]
+        peers = [NodeId.from_text(m["nodeId"]) for m in await self._others(vid, replicas=False)]
 
         async def one(peer: NodeId) -> None:
             if self._backing_off(peer):
                 return
             try:
                 async with asyncio.timeout(ANNOUNCE_TIMEOUT):
-                    channel = await self._reach(peer)
-                    sm.check_announce_answer(await channel.request(
-                        "vaults.announce", sm.announce_body(sm.Announce(vid, info["head"], False))))
+                    await self._announce_to(peer, vid, info["head"])
                 self._online(peer)
             except (PolykeyError, TimeoutError) as e:
                 log.debug("announce of %s to %s failed: %s", vid, peer, _why(e))
@@ -577,7 +579,6 @@ class Sync(Service):
         """Ask every member's heads of every vault; pull what differs, announce where they are behind.
         Returns how many pulls or announces it started."""
         svc = self._service()
-        me = str(self._agent.keypair.node_id)
         by_peer: dict[NodeId, list[str]] = {}
         ours: dict[str, str] = {}
         for row in await self._blocking(svc.list_vaults):
@@ -586,12 +587,11 @@ class Sync(Service):
             vid = row["vaultId"]
             try:
                 ours[vid] = (await self._blocking(svc.sync_info, vid))["head"]
-                members = await self._blocking(svc.members, vid)
+                members = await self._others(vid, replicas=False)
             except PolykeyError:
                 continue
             for m in members:
-                if m["nodeId"] != me and m["role"] != "replica":
-                    by_peer.setdefault(NodeId.from_text(m["nodeId"]), []).append(vid)
+                by_peer.setdefault(NodeId.from_text(m["nodeId"]), []).append(vid)
         started = 0
 
         async def one(peer: NodeId, vids: list[str]) -> int:
@@ -611,7 +611,7 @@ class Sync(Service):
                 if theirs == ours.get(vid):
                     continue
                 if await self._blocking(svc.knows, vid, theirs):
-                    self._spawn(self._announce_to(peer, vid), f"announce of {vid} to {peer}")
+                    self._spawn(self._announce_to(peer, vid, ours[vid]), f"announce of {vid} to {peer}")
                 else:
                     self._schedule(vid, peer, theirs)
                 n += 1
@@ -621,10 +621,11 @@ class Sync(Service):
             started += count
         return started
 
-    async def _announce_to(self, peer: NodeId, vid: str) -> None:
-        info = await self._blocking(self._service().sync_info, vid)
+    async def _announce_to(self, peer: NodeId, vid: str, head: str) -> None:
+        """Tell ``peer`` this node holds ``head`` of ``vid`` (it fetches if it lacks it)."""
         channel = await self._reach(peer)
-        await channel.request("vaults.announce", sm.announce_body(sm.Announce(vid, info["head"], False)))
+        sm.check_announce_answer(await channel.request(
+            "vaults.announce", sm.announce_body(sm.Announce(vid, head, False))))
 
     # -- sharing -------------------------------------------------------------------------------------
 
@@ -774,18 +775,13 @@ class Sync(Service):
 
     async def status(self, vault: str | None) -> list[dict[str, Any]]:
         svc = self._service()
-        names = [vault] if vault is not None else [r["name"] for r in await self._blocking(svc.list_vaults)
-                                                   if r.get("state") == "ok"]
-        me = str(self._agent.keypair.node_id)
         out = []
-        for name in names:
+        for name in await self._names(vault):
             info = await self._blocking(svc.sync_info, name)
             vid = info["vaultId"]
             seen = {p["nodeId"]: p for p in await self._blocking(svc.peer_states, name)}
             rows = []
-            for m in await self._blocking(svc.members, name):
-                if m["nodeId"] == me:
-                    continue
+            for m in await self._others(name):
                 peer = NodeId.from_text(m["nodeId"])
                 link = self._links.get((vid, peer), _PeerLink())
                 rec = seen.get(m["nodeId"], {})
