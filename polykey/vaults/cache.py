@@ -18,9 +18,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from polykey.vaults.repo import Entry
+
+if TYPE_CHECKING:
+    from polykey.vaults.format import EpochKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ ENTRY_OVERHEAD = 200
 
 def listing_size(entries: tuple[Listed, ...]) -> int:
     """The estimated memory of one cached listing, in bytes."""
-    return ENTRY_OVERHEAD + sum(ENTRY_OVERHEAD + len(e.stored) + len(e.plain or "") + len(e.entry.oid) for e in entries)
+    return ENTRY_OVERHEAD * (1 + len(entries)) + sum(len(e.stored) + len(e.plain or "") + len(e.entry.oid) for e in entries)
 
 
 def rows_size(rows: list[dict[str, Any]]) -> int:
@@ -99,6 +102,66 @@ class BoundedCache(Generic[K, V]):
     def size(self) -> int:
         """The estimated bytes held."""
         return self._bytes
+
+
+class NameCache:
+    """Both directions of one vault's name encryption, per key (by its commitment): a plain path
+    component's stored name, and a stored name's plain component.
+
+    AES-SIV names are deterministic, and decryption authenticates: under one key a stored name has
+    exactly one plain name and the other way round, so either direction, once computed, fills both.
+    A tree that changed therefore costs a dict lookup per entry it shares with the trees before it,
+    not a decryption: ``ls -r`` of a flat 10,000-secret vault right after a write decrypts the one
+    new name (its listing is too large for :class:`TreeNames`). At most ``limit`` pairs; when full
+    it starts over. Thread-safe in the way a dict is: two threads may both compute a name, to the
+    same value.
+    """
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self._maps: dict[bytes, tuple[dict[str, str], dict[str, str]]] = {}
+        self._count = 0
+
+    def _pair(self, keys: EpochKeys) -> tuple[dict[str, str], dict[str, str]]:
+        maps = self._maps.get(keys.commitment)
+        if maps is None:
+            maps = self._maps[keys.commitment] = ({}, {})
+        return maps
+
+    def _add(self, maps: tuple[dict[str, str], dict[str, str]], plain: str, stored: str) -> None:
+        if self._count >= self.limit:  # start over, keeping the (emptied) maps the caller holds
+            for to_stored, to_plain in self._maps.values():
+                to_stored.clear()
+                to_plain.clear()
+            self._count = 0
+        maps[0][plain] = stored
+        maps[1][stored] = plain
+        self._count += 1
+
+    def stored(self, keys: EpochKeys, plain: str) -> str:
+        """The stored (encrypted) name of the path component ``plain`` under ``keys``."""
+        maps = self._pair(keys)
+        name = maps[0].get(plain)
+        if name is None:
+            name = keys.encrypt_name(plain)
+            self._add(maps, plain, name)
+        return name
+
+    def plain(self, keys: EpochKeys, stored: str) -> str:
+        """The plain component of the stored name ``stored`` (VaultIntegrityError if it is not one)."""
+        maps = self._pair(keys)
+        name = maps[1].get(stored)
+        if name is None:
+            name = keys.decrypt_name(stored)
+            self._add(maps, name, stored)
+        return name
+
+    def clear(self) -> None:
+        self._maps = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
 
 
 class TreeNames(BoundedCache[Key, tuple[Listed, ...]]):

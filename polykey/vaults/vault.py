@@ -43,7 +43,7 @@ from polykey.vaults.format import (
     join_path,
     keys_file_name,
 )
-from polykey.vaults.cache import Listed, TreeNames
+from polykey.vaults.cache import Listed, NameCache, TreeNames
 from polykey.vaults.identity import NodeKey
 from polykey.vaults.repo import BLOB, TREE, Change, Entry, GitRepo
 
@@ -54,7 +54,7 @@ PK_DIR = ".pk"
 MARKER = "\0.keep"
 Clock = Callable[[], float]
 Parts = tuple[str, ...]
-_NAME_CACHE_LIMIT = 20_000  # encrypted path components per open vault (~5 MB at most)
+_NAME_CACHE_LIMIT = 20_000  # (plain, stored) name pairs per open vault (~6 MB at most)
 _METADATA_LIMIT = 8 * 1024 * 1024
 
 
@@ -99,7 +99,8 @@ class Vault:
         self._keys: dict[str, EpochKeys] = {}
         #: The keys (or None: no wrap for this node) a ``.pk`` tree gives, by its tree id.
         self._pk_keys: dict[str, EpochKeys | None] = {}
-        self._names: dict[tuple[bytes, str], str] = {}
+        #: Plain and stored path components of this vault, both ways.
+        self.names = NameCache(_NAME_CACHE_LIMIT)
         #: Decrypted tree listings (shared by the service's vaults, or this vault's own).
         self.tree_names = tree_names if tree_names is not None else TreeNames(max_trees=256, max_bytes=1 << 20)
 
@@ -139,6 +140,7 @@ class Vault:
     def wipe_keys(self) -> None:
         """Zero the cached epoch keys in memory (the agent locks): only once nothing uses the vault."""
         keys, self._keys, self._pk_keys = list(self._keys.values()), {}, {}
+        self.names.clear()
         for k in keys:
             memory.wipe(k.content_key)
             memory.wipe(k.name_key)
@@ -245,16 +247,7 @@ class Vault:
 
     def encrypt_path(self, keys: EpochKeys, parts: Parts) -> Parts:
         """The stored (encrypted) name of each component of a plain path (cached)."""
-        out = []
-        for part in parts:
-            key = (keys.commitment, part)
-            name = self._names.get(key)
-            if name is None:
-                if len(self._names) >= _NAME_CACHE_LIMIT:
-                    self._names.clear()
-                name = self._names[key] = keys.encrypt_name(part)
-            out.append(name)
-        return tuple(out)
+        return tuple(self.names.stored(keys, part) for part in parts)
 
     def find(self, snap: Snapshot, parts: Parts) -> Entry | None:
         """The entry at plain path ``parts`` (the root tree for ``()``), or None."""
@@ -279,7 +272,7 @@ class Vault:
         if found is not None:
             return found
         entries = tuple(
-            Listed(name, None if name in (PK_DIR, DIR_MARKER) else keys.decrypt_name(name), e)
+            Listed(name, None if name in (PK_DIR, DIR_MARKER) else self.names.plain(keys, name), e)
             for name, e in self.repo.list_tree(tree)
         )
         self.tree_names.put(key, entries)

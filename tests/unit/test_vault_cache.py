@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from polykey.errors import SecretNotFoundError
+from polykey.errors import SecretNotFoundError, VaultIntegrityError
+from polykey.ids import VaultId
 from polykey.keys.keypair import KeyPair
-from polykey.vaults.cache import Listed, TreeNames, listing_size
+from polykey.vaults.cache import Listed, NameCache, TreeNames, listing_size
+from polykey.vaults.format import EpochKeys
 from polykey.vaults.repo import Entry
 from polykey.vaults.service import VaultService
 
@@ -47,6 +49,54 @@ def test_same_key_replaced_not_counted_twice() -> None:
     cache.put((b"v", 0, "t"), _entries(5))
     cache.put((b"v", 0, "t"), _entries(5))
     assert len(cache) == 1 and cache.size == listing_size(_entries(5))
+
+
+KEYS = EpochKeys.derive(VaultId(b"\x01" * 16), 0, b"\x02" * 32)
+OTHER = EpochKeys.derive(VaultId(b"\x01" * 16), 1, b"\x03" * 32)
+
+
+def test_names_either_direction_fills_both() -> None:
+    names = NameCache()
+    stored = names.stored(KEYS, "db")
+    assert stored == KEYS.encrypt_name("db") and len(names) == 1
+    assert names.plain(KEYS, stored) == "db" and len(names) == 1  # from the pair, not decrypted again
+    other = OTHER.encrypt_name("api")
+    assert names.plain(OTHER, other) == "api" and names.stored(OTHER, "api") == other and len(names) == 2
+    assert names.stored(OTHER, "db") != stored  # per key: another epoch's name is another name
+
+
+def test_names_a_forged_or_foreign_name_is_refused_and_not_kept() -> None:
+    names = NameCache()
+    for bad in (OTHER.encrypt_name("db"), "a" * 40, KEYS.encrypt_name("db").upper()):
+        with pytest.raises(VaultIntegrityError):
+            names.plain(KEYS, bad)
+    assert len(names) == 0
+
+
+def test_names_bounded_start_over_when_full() -> None:
+    names = NameCache(limit=3)
+    for part in ("a", "b", "c"):
+        names.stored(KEYS, part)
+    assert len(names) == 3
+    assert names.plain(KEYS, KEYS.encrypt_name("d")) == "d" and len(names) == 1
+    assert names.stored(KEYS, "a") == KEYS.encrypt_name("a") and len(names) == 2
+    names.clear()
+    assert len(names) == 0
+
+
+def test_a_flat_vault_listed_after_a_write_decrypts_only_the_new_name(tmp_path: Path) -> None:
+    svc = VaultService(tmp_path / "node", KeyPair.generate())
+    svc.create_vault("w")
+    svc.import_secrets("w", {f"S{i:03d}": b"v" for i in range(300)})
+    svc.list_secrets("w", "", recursive=True)
+    v = svc._vault("w")
+    before = len(v.names)
+    svc.set_secret("w", "NEW", b"n")  # one new name: one new pair, the other 300 are looked up
+    assert [r["path"] for r in svc.list_secrets("w", "", recursive=True)] == sorted([f"S{i:03d}" for i in range(300)] + ["NEW"])
+    assert len(v.names) == before + 1
+    v.wipe_keys()  # what locking does: the plain names go with the keys
+    assert len(v.names) == 0
+    svc.close()
 
 
 def _paths(svc: VaultService, vault: str) -> list[tuple[str, str]]:
