@@ -16,6 +16,7 @@ whole record is at most :data:`MAX_RECORD_BYTES`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import struct
@@ -55,6 +56,17 @@ def dht_key(node_id: NodeId) -> bytes:
     return crypto.blake2b(node_id.raw, DHT_KEY_BYTES)
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip_form(host: str) -> bool | None:
+    """Whether ``host`` is an IP address as :mod:`ipaddress` prints it (None: not an IP address).
+    Cached: every contact of every DHT reply carries a host, and parsing it was a tenth of the
+    CPU time of a large DHT (bench/bench_dht_scale.py); the hosts a node meets repeat."""
+    try:
+        return str(ipaddress.ip_address(host)) == host
+    except ValueError:
+        return None
+
+
 def check_host(host: object, *, allow_names: bool = True) -> str:
     """Return ``host`` if it is a canonical IP literal (or, if allowed, a DNS name); else raise.
 
@@ -65,12 +77,9 @@ def check_host(host: object, *, allow_names: bool = True) -> str:
         raise RecordFormatError("invalid host")
     if "%" in host:
         raise RecordFormatError("invalid host: IPv6 zone ids are not allowed")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    if ip is not None:
-        if str(ip) != host:
+    canonical = _ip_form(host)
+    if canonical is not None:
+        if not canonical:
             raise RecordFormatError("invalid host: non-canonical IP address")
         return host
     if not allow_names:
