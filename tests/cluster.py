@@ -7,6 +7,7 @@ no interpreter start per request.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from polykey.errors import PolykeyError
 from .conftest import Result, base_env, pk_executable, run_pk
 from .e2e.agent_util import alive, wait_for
 
-__all__ = ["alive", "wait_for"]
+__all__ = ["alive", "wait_for", "processes_under"]
 
 NETNS_SKIP = netns.unavailable_reason()
 needs_netns = pytest.mark.skipif(NETNS_SKIP is not None, reason=NETNS_SKIP or "")
@@ -107,6 +108,27 @@ class Cluster:
         if NETNS_SKIP is not None:
             return []
         return netns.links(self.prefix)
+
+
+def _argv(pid: str) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Live processes (never this one) whose argv names ``directory`` or a path in it: what a
+    cluster in ``directory`` (or a node directory) still runs. Read from /proc, independently of
+    the launcher's own way of finding its agents."""
+    path = str(directory.absolute()).rstrip("/")
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        argv = _argv(pid)
+        if int(pid) != os.getpid() and alive(int(pid)) and any(a == path or a.startswith(path + "/") for a in argv):
+            found.append(int(pid))
+    return sorted(found)
 
 
 @pytest.fixture
