@@ -41,7 +41,7 @@ from polykey.errors import (
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode.cluster import netns
-from keynode.cluster.procs import pid_of, stop_node
+from keynode.cluster.procs import agent_processes, pid_of, stop_node, stop_nodes
 from polykey.agent_client.spawn import proc_state
 from keynode.cluster.state import FILE, ClusterState, NodeEntry
 
@@ -348,15 +348,18 @@ def heal(state: ClusterState) -> None:
 
 
 def live(state: ClusterState) -> bool:
-    if any(pid_of(e) is not None for e in state.nodes):
+    """Whether anything of the cluster runs: an agent (also one still starting) or a namespace."""
+    if any(pid_of(e) is not None for e in state.nodes) or agent_processes({e.node_path for e in state.nodes}):
         return True
     return state.netns and netns.unavailable_reason() is None and bool(netns.namespaces(state.prefix))
 
 
 def stop_everything(state: ClusterState) -> tuple[list[int], list[str]]:
-    """Stop every agent of the cluster and remove its namespaces and links; pids and namespaces."""
-    with ThreadPoolExecutor(max_workers=START_WORKERS) as pool:
-        pids = [pid for pid in pool.map(stop_node, state.nodes) if pid is not None]
+    """Stop every agent of the cluster and remove its namespaces and links; pids and namespaces.
+
+    Agents still starting count too (:func:`keynode.cluster.procs.stop_nodes`): after a launcher
+    killed during `up`, an agent it had spawned may take its lock only now."""
+    pids = stop_nodes(state.nodes, workers=START_WORKERS)
     removed: list[str] = []
     if netns.unavailable_reason() is None:
         more, removed = netns.remove(state.prefix)

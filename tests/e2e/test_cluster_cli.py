@@ -162,8 +162,8 @@ def test_down_after_the_launcher_was_killed_while_an_agent_was_still_starting(ma
     interrupted_up(c, 2, signal.SIGKILL, started=lambda: _freeze_if_starting(node1))
     frozen = processes_under(node1)
     assert frozen and holder_pid(node1) is None
-    r = c.pk("down", "--keep")  # (plain `down` deletes node1/, which a starting agent may or may not trip on)
-    assert r.code == 0, r.err
+    # (`--keep`: plain `down` deletes node1/, which a starting agent may or may not trip on)
+    assert set(frozen) <= set(c.ok("down", "--keep")["stopped"])
     for p in processes_under(node1):  # a stray goes on: it takes the lock and serves
         os.kill(p, signal.SIGCONT)
     assert_gone(c, frozen)
