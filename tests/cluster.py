@@ -8,6 +8,7 @@ no interpreter start per request.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -133,7 +134,8 @@ def processes_under(directory: Path) -> list[int]:
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[[str], Cluster]]:
-    """Clusters in tmp_path; each is taken down at the end, pass or fail."""
+    """Clusters in tmp_path; each is taken down at the end, pass or fail. A process of a cluster
+    still running after that `down` (bounded wait) is killed and fails the test: `down` leaves none."""
     made: list[Cluster] = []
 
     def make(name: str = "cluster") -> Cluster:
@@ -146,3 +148,15 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[[str], Cluster]]:
         if (c.dir / "cluster.json").exists() or c.namespaces():
             subprocess.run([pk_executable(), "cluster", "down", "--dir", str(c.dir)], env=base_env(),
                            capture_output=True, timeout=120)
+    strays: list[int] = []
+    for c in made:
+        deadline = time.monotonic() + 10
+        while (left := processes_under(c.dir)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        strays += left
+    assert not strays, f"processes of a cluster outlived its `pk cluster down` (killed now): {strays}"

@@ -69,6 +69,25 @@ def _argv(pid: int) -> list[bytes] | None:
         return None
 
 
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None when it
+    is gone or there is no /proc: with the pid, it names one process even after pid reuse."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_bytes().rsplit(b") ", 1)[1].split()
+        return int(fields[19])  # fields after "(comm) " start at field 3
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def stop_launcher(pid: int, started: int) -> bool:
+    """Stop the launcher ``pid`` if it still is the process that started at ``started``: SIGTERM
+    (it stops what it started and exits), SIGKILL if it lingers; True if it was running."""
+    if start_time(pid) != started or not alive(pid):
+        return False
+    stop_pid(pid, lambda: start_time(pid) == started)
+    return True
+
+
 def runs_node(argv: Sequence[bytes], node_paths: Collection[str]) -> str | None:
     """The node directory of ``node_paths`` that ``argv`` runs an agent for, or None.
 

@@ -170,6 +170,25 @@ def test_down_after_the_launcher_was_killed_while_an_agent_was_still_starting(ma
     assert c.pk("down").code == 0 and not c.dir.exists()
 
 
+def test_down_while_up_still_runs_stops_the_up_first(make_cluster: MakeCluster) -> None:
+    # An `up` still running would start agents after `down` looked for them: `down` stops it first.
+    c = make_cluster("racing")
+    proc = subprocess.Popen([pk_executable(), "cluster", "up", "--nodes", "3", "--dir", str(c.dir)],
+                            env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: holder_pid(c.dir / "node0") is not None, 60, "node 0 to start")
+        done = c.ok("down")
+        assert proc.poll() is not None, "down returned while the up it stopped still ran"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+    if proc.returncode != 0:  # (it may have finished before down came: then there was no up to stop)
+        assert proc.pid in done["stopped"]
+    assert_gone(c, [])
+    assert not c.dir.exists()
+
+
 def test_netns_unavailable_says_so_in_one_line(tmp_path: Path) -> None:
     # no `ip` on PATH: the launcher cannot make namespaces, and says why
     env = base_env(PATH=str(tmp_path))
