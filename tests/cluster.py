@@ -7,6 +7,8 @@ no interpreter start per request.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +25,7 @@ from polykey.errors import PolykeyError
 from .conftest import Result, base_env, pk_executable, run_pk
 from .e2e.agent_util import alive, wait_for
 
-__all__ = ["alive", "wait_for"]
+__all__ = ["alive", "wait_for", "processes_under"]
 
 NETNS_SKIP = netns.unavailable_reason()
 needs_netns = pytest.mark.skipif(NETNS_SKIP is not None, reason=NETNS_SKIP or "")
@@ -109,9 +111,31 @@ class Cluster:
         return netns.links(self.prefix)
 
 
+def _argv(pid: str) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Live processes (never this one) whose argv names ``directory`` or a path in it: what a
+    cluster in ``directory`` (or a node directory) still runs. Read from /proc, independently of
+    the launcher's own way of finding its agents."""
+    path = str(directory.absolute()).rstrip("/")
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        argv = _argv(pid)
+        if int(pid) != os.getpid() and alive(int(pid)) and any(a == path or a.startswith(path + "/") for a in argv):
+            found.append(int(pid))
+    return sorted(found)
+
+
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[[str], Cluster]]:
-    """Clusters in tmp_path; each is taken down at the end, pass or fail."""
+    """Clusters in tmp_path; each is taken down at the end, pass or fail. A process of a cluster
+    still running after that `down` (bounded wait) is killed and fails the test: `down` leaves none."""
     made: list[Cluster] = []
 
     def make(name: str = "cluster") -> Cluster:
@@ -124,3 +148,15 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[[str], Cluster]]:
         if (c.dir / "cluster.json").exists() or c.namespaces():
             subprocess.run([pk_executable(), "cluster", "down", "--dir", str(c.dir)], env=base_env(),
                            capture_output=True, timeout=120)
+    strays: list[int] = []
+    for c in made:
+        deadline = time.monotonic() + 10
+        while (left := processes_under(c.dir)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        strays += left
+    assert not strays, f"processes of a cluster outlived its `pk cluster down` (killed now): {strays}"

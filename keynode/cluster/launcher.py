@@ -8,8 +8,10 @@ tests, never for real secrets. Each node's password is random and lies in a 0600
 to its directory.
 
 Nothing here keeps running after a command returns: the agents are daemons of their own,
-found again through their ``agent.lock`` (whose holder pid the kernel keeps honest), and in
-``--netns`` mode through the cluster's namespaces.
+found again through their ``agent.lock`` (whose holder pid the kernel keeps honest), while
+still starting by their argv (keynode.cluster.procs), and in ``--netns`` mode through the
+cluster's namespaces. `down` stops an `up` still running first (its pid and start time are in
+``cluster.json`` while it runs).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from polykey.errors import (
 from polykey.keys.keypair import KeyPair
 from polykey.keys.store import NodeDir
 from keynode.cluster import netns
-from keynode.cluster.procs import pid_of, stop_node
+from keynode.cluster.procs import agent_processes, pid_of, start_time, stop_launcher, stop_node, stop_nodes
 from polykey.agent_client.spawn import proc_state
 from keynode.cluster.state import FILE, ClusterState, NodeEntry
 
@@ -51,6 +53,7 @@ JOIN_TIMEOUT = 60.0  # `up` and `restart` wait this long at most for the nodes t
 START_WORKERS = 4  # agents started at once (after the seed)
 HOST = "127.0.0.1"
 MIN_SYNC_INTERVAL, MAX_SYNC_INTERVAL = 0.1, 86400.0  # as `pk agent start --sync-interval`
+LAUNCHER = "launcher"  # cluster.json extra: the `up` still running ({"pid", "start"}), see down()
 #: Settings of the user's shell that would change how an agent of the cluster starts.
 AGENT_ENV = ("PK_PASSWORD", "PK_SEED_NODES", "PK_PEER_HOST", "PK_PEER_PORT", "PK_NODE_PATH")
 
@@ -101,6 +104,9 @@ def up(cluster_dir: Path, count: int, *, base_port: int = 0, use_netns: bool = F
     state = ClusterState(dir=str(cluster_dir), prefix=prefix, netns=use_netns, nodes=entries)
     if sync_interval is not None:
         state.extra["sync_interval"] = sync_interval
+    started = start_time(os.getpid())
+    if started is not None:  # `down` while this runs stops this process first (it starts agents)
+        state.extra[LAUNCHER] = {"pid": os.getpid(), "start": started}
     state.save()  # first: `down` finds what to remove even if this process is killed from here on
     deadline = time.monotonic() + timeout
     try:
@@ -116,8 +122,10 @@ def up(cluster_dir: Path, count: int, *, base_port: int = 0, use_netns: bool = F
         state.save()
         wait_joined(state, range(count), deadline)
         state.state = "up"
+        state.extra.pop(LAUNCHER, None)
         state.save()
     except BaseException as exc:
+        state.extra.pop(LAUNCHER, None)
         state.save()
         stop_everything(state)
         if isinstance(exc, PolykeyError):
@@ -347,16 +355,31 @@ def heal(state: ClusterState) -> None:
 # -- down --------------------------------------------------------------------------------
 
 
+def _launcher(state: ClusterState) -> tuple[int, int] | None:
+    """The pid and start time of the `up` recorded in ``state``, if one is recorded."""
+    rec = state.extra.get(LAUNCHER)
+    if isinstance(rec, dict) and all(isinstance(rec.get(k), int) and not isinstance(rec.get(k), bool)
+                                     for k in ("pid", "start")):
+        return rec["pid"], rec["start"]
+    return None
+
+
 def live(state: ClusterState) -> bool:
-    if any(pid_of(e) is not None for e in state.nodes):
+    """Whether anything of the cluster runs: its `up`, an agent (also one still starting) or a namespace."""
+    launcher = _launcher(state)
+    if launcher is not None and start_time(launcher[0]) == launcher[1]:
+        return True
+    if any(pid_of(e) is not None for e in state.nodes) or agent_processes({e.node_path for e in state.nodes}):
         return True
     return state.netns and netns.unavailable_reason() is None and bool(netns.namespaces(state.prefix))
 
 
 def stop_everything(state: ClusterState) -> tuple[list[int], list[str]]:
-    """Stop every agent of the cluster and remove its namespaces and links; pids and namespaces."""
-    with ThreadPoolExecutor(max_workers=START_WORKERS) as pool:
-        pids = [pid for pid in pool.map(stop_node, state.nodes) if pid is not None]
+    """Stop every agent of the cluster and remove its namespaces and links; pids and namespaces.
+
+    Agents still starting count too (:func:`keynode.cluster.procs.stop_nodes`): after a launcher
+    killed during `up`, an agent it had spawned may take its lock only now."""
+    pids = stop_nodes(state.nodes, workers=START_WORKERS)
     removed: list[str] = []
     if netns.unavailable_reason() is None:
         more, removed = netns.remove(state.prefix)
@@ -374,7 +397,12 @@ def down(cluster_dir: Path, *, keep: bool = False) -> dict[str, Any]:
     except ClusterNotFoundError:
         state = _orphan_state(cluster_dir)
         keep = True
-    pids, namespaces = stop_everything(state)
+    launcher = _launcher(state)
+    pids = []
+    if launcher is not None and stop_launcher(*launcher):
+        pids.append(launcher[0])  # an `up` still running would start agents after we looked
+    more, namespaces = stop_everything(state)
+    pids += more
     if not state.nodes and not pids and not namespaces:
         raise ClusterNotFoundError(f"no cluster in {cluster_dir}")
     removed = False

@@ -179,8 +179,9 @@ def cluster_heal(cluster_dir: Path | None) -> None:
 def cluster_down(keep: bool, cluster_dir: Path | None) -> None:
     """Stop every process of the cluster, remove its namespaces and links, then its files.
 
-    Works after a launcher was killed half-way through `up`. Only what the cluster made is
-    removed: the directory itself only if nothing else is left in it.
+    Works after a launcher was killed half-way through `up`, also on agents it was still
+    starting; an `up` still running on the directory is stopped first. Only what the cluster
+    made is removed: the directory itself only if nothing else is left in it.
     """
     _launch("down", cluster_dir, *(["--keep"] if keep else []))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from keynode.agent.lockfile import holder_pid
 
-from ..cluster import Cluster, alive, make_cluster, needs_netns, wait_for
+from ..cluster import Cluster, alive, make_cluster, needs_netns, processes_under, wait_for
 from ..conftest import base_env, pk_executable, run_pk
 
 __all__ = ["make_cluster"]
@@ -24,7 +24,10 @@ MakeCluster = Callable[[str], Cluster]
 
 
 def assert_gone(c: Cluster, pids: list[int]) -> None:
+    """Nothing of the cluster is left: not ``pids``, no other process whose argv names its
+    directory (an agent `down` missed would keep running), no namespace, no link."""
     assert not any(alive(p) for p in pids), [p for p in pids if alive(p)]
+    wait_for(lambda: not processes_under(c.dir), 10, f"no process of the cluster to remain: {processes_under(c.dir)}")
     assert c.namespaces() == [] and c.links() == []
 
 
@@ -135,6 +138,55 @@ def test_down_after_the_launcher_was_killed_during_up(make_cluster: MakeCluster)
     assert r.code == 0, r.err
     assert_gone(c, started)
     assert not any(holder_pid(c.dir / f"node{i}") for i in range(4))
+
+
+def _freeze_if_starting(node: Path) -> bool:
+    """SIGSTOP every process of ``node``'s agent if there is one and it does not hold its lock yet
+    (True); else leave them running (False)."""
+    pids = processes_under(node)
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    if pids and holder_pid(node) is None and processes_under(node) == pids:
+        return True
+    for p in pids:
+        os.kill(p, signal.SIGCONT)
+    return False
+
+
+def test_down_after_the_launcher_was_killed_while_an_agent_was_still_starting(make_cluster: MakeCluster) -> None:
+    # The race of a loaded machine, made certain: the launcher dies after spawning node 1's agent
+    # and before that agent took its lock (its interpreter still starting, or in its double
+    # fork), and the agent goes on only after `down` looked. `down` must stop it too.
+    c = make_cluster("starting")
+    node1 = c.dir / "node1"
+    interrupted_up(c, 2, signal.SIGKILL, started=lambda: _freeze_if_starting(node1))
+    frozen = processes_under(node1)
+    assert frozen and holder_pid(node1) is None
+    # (`--keep`: plain `down` deletes node1/, which a starting agent may or may not trip on)
+    assert set(frozen) <= set(c.ok("down", "--keep")["stopped"])
+    for p in processes_under(node1):  # a stray goes on: it takes the lock and serves
+        os.kill(p, signal.SIGCONT)
+    assert_gone(c, frozen)
+    assert c.pk("down").code == 0 and not c.dir.exists()
+
+
+def test_down_while_up_still_runs_stops_the_up_first(make_cluster: MakeCluster) -> None:
+    # An `up` still running would start agents after `down` looked for them: `down` stops it first.
+    c = make_cluster("racing")
+    proc = subprocess.Popen([pk_executable(), "cluster", "up", "--nodes", "3", "--dir", str(c.dir)],
+                            env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: holder_pid(c.dir / "node0") is not None, 60, "node 0 to start")
+        done = c.ok("down")
+        assert proc.poll() is not None, "down returned while the up it stopped still ran"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+    if proc.returncode != 0:  # (it may have finished before down came: then there was no up to stop)
+        assert proc.pid in done["stopped"]
+    assert_gone(c, [])
+    assert not c.dir.exists()
 
 
 def test_netns_unavailable_says_so_in_one_line(tmp_path: Path) -> None:

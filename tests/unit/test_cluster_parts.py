@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 from pathlib import Path
@@ -45,6 +46,33 @@ def test_signals_by_number_or_name() -> None:
     for bad in ("0x9", "NOPE", "999", ""):
         with pytest.raises(InvalidInputError):
             procs.parse_signal(bad)
+
+
+def test_an_agent_is_recognised_by_the_node_directory_its_argv_names() -> None:
+    nodes = {"/c/node1", "/c/node2"}
+
+    def argv(*words: str) -> list[bytes]:
+        return [w.encode() for w in words]
+
+    agent = ("/venv/bin/python3", "-P", "-m", "keynode", "--node-path", "/c/node1", "--password-fd", "3")
+    assert procs.runs_node(argv(*agent), nodes) == "/c/node1"
+    assert procs.runs_node(argv("ip", "netns", "exec", "pkabcdef01n1", *agent), nodes) == "/c/node1"  # before it execs
+    assert procs.runs_node(argv("python3", "-m", "keynode", "--node-path=/c/node2"), nodes) == "/c/node2"
+    for other in (
+        ("python3", "-m", "keynode", "--node-path", "/c/node10"),  # another directory, same prefix
+        ("python3", "-m", "keynode", "--node-path", "/c/node1/"),
+        ("python3", "-m", "keynode.cluster", "up", "--dir", "/c", "--node-path", "/c/node1"),  # the launcher
+        ("python3", "-m", "keynode"),  # no node path: not one of ours by its argv (its lock says)
+        ("vim", "--node-path", "/c/node1"),
+        ("python3", "-m", "keynode", "--node-path"),
+    ):
+        assert procs.runs_node(argv(*other), nodes) is None, other
+
+
+def test_a_process_start_time_names_one_process() -> None:
+    me = procs.start_time(os.getpid())
+    assert me is not None and me == procs.start_time(os.getpid())
+    assert procs.start_time(2**22 + 1) is None  # above the kernel's largest pid: no such process
 
 
 def test_names_are_per_directory_and_fit_a_link_name(tmp_path: Path) -> None:
