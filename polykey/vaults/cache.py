@@ -140,21 +140,21 @@ class NameCache:
 
     def stored(self, keys: EpochKeys, plain: str) -> str:
         """The stored (encrypted) name of the path component ``plain`` under ``keys``."""
-        maps = self._pair(keys)
-        name = maps[0].get(plain)
-        if name is None:
-            name = keys.encrypt_name(plain)
-            self._add(maps, plain, name)
-        return name
+        return self._either(keys, 0, plain, keys.encrypt_name)
 
     def plain(self, keys: EpochKeys, stored: str) -> str:
         """The plain component of the stored name ``stored`` (VaultIntegrityError if it is not one)."""
+        return self._either(keys, 1, stored, keys.decrypt_name)
+
+    def _either(self, keys: EpochKeys, side: int, name: str, compute: Callable[[str], str]) -> str:
+        """``name`` mapped by ``maps[side]`` (0: plain -> stored, 1: stored -> plain), computed and
+        kept both ways if it is not there yet."""
         maps = self._pair(keys)
-        name = maps[1].get(stored)
-        if name is None:
-            name = keys.decrypt_name(stored)
-            self._add(maps, name, stored)
-        return name
+        found = maps[side].get(name)
+        if found is None:
+            found = compute(name)
+            self._add(maps, *((name, found) if side == 0 else (found, name)))
+        return found
 
     def clear(self) -> None:
         self._maps = {}
