@@ -77,21 +77,34 @@ def build_objects_pack(objects: list[tuple[int, bytes]]) -> tuple[bytes, bytes, 
 def index_bytes(entries: list[tuple[bytes, int, int]], pack_sha: bytes) -> bytes:
     """The idx v2 file of a pack: ``entries`` are ``(sha, offset, crc32)`` (sorted here), 32-bit offsets."""
     entries.sort()
-    fanout = [0] * 256
-    for sha, _o, _c in entries:
-        fanout[sha[0]] += 1
-    total = 0
-    for i in range(256):
-        total += fanout[i]
-        fanout[i] = total
-    body = b"".join([
-        IDX_HEADER, struct.pack(">256I", *fanout),
+    return b"".join(index_tables(
         b"".join(sha for sha, _o, _c in entries),
         b"".join(struct.pack(">I", crc) for _s, _o, crc in entries),
         b"".join(struct.pack(">I", offset) for _s, offset, _c in entries),
         pack_sha,
-    ])
-    return body + hashlib.sha1(body).digest()
+    ))
+
+
+def index_tables(shas: bytes | bytearray, crcs: bytes | bytearray, offsets: bytes, pack_sha: bytes) -> list[bytes | bytearray]:
+    """The idx v2 file of a pack, in parts to write one after the other, from its tables already
+    in id order: the 20-byte ids, then each one's CRC32 and 32-bit offset, big-endian
+    (gitformat-pack, "pack-*.idx files have the following format", version 2). The tables are
+    not copied: a merge's are several MB."""
+    count = len(shas) // 20
+    if len(shas) != 20 * count or len(crcs) != 4 * count or len(offsets) != 4 * count:
+        raise ValueError("pack index tables of different lengths")
+    fanout = [0] * 256
+    for first in shas[::20]:
+        fanout[first] += 1
+    total = 0
+    for i in range(256):
+        total += fanout[i]
+        fanout[i] = total
+    parts: list[bytes | bytearray] = [IDX_HEADER + struct.pack(">256I", *fanout), shas, crcs, offsets, pack_sha]
+    hasher = hashlib.sha1()
+    for part in parts:
+        hasher.update(part)
+    return [*parts, hasher.digest()]
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -218,3 +218,54 @@ def test_consolidation_with_a_git_made_delta_pack_keeps_every_object(tmp_path: P
     r = subprocess.run(["git", "-C", str(repo_dir), "fsck", "--strict"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     svc.close()
+
+
+def test_copy_merge_leaves_out_an_object_an_earlier_pack_holds(tmp_path: Path) -> None:
+    """An id in two sources is stored once: the later source's entry (mid-pack here) is left out
+    of the copy, and every entry after it still lands at the offset the new index gives."""
+    import pygit2
+
+    from polykey.vaults.pack import object_id
+    from polykey.vaults.packmerge import copy_merge
+
+    batches = [[b"first", b"dup" * 300], [b"before" * 50, b"dup" * 300, b"after" * 70, b"last"], [b"dup" * 300, b"x"]]
+    repo_dir, idxs = _pack_dir_with(tmp_path, batches)
+    merged = copy_merge(repo_dir / "objects", idxs)
+    assert merged is not None and merged not in idxs
+    for idx in idxs:
+        idx.unlink()
+        idx.with_suffix(".pack").unlink()
+    r = subprocess.run(["git", "verify-pack", "-v", str(merged)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    blobs = {b for batch in batches for b in batch}
+    assert len(pack_ids_of(merged)) == len(blobs)
+    repo = pygit2.Repository(str(repo_dir))
+    for blob in blobs:
+        assert repo[object_id(b"blob", blob).hex()].data == blob
+
+
+def test_copy_merge_holds_no_python_object_per_entry(tmp_path: Path) -> None:
+    """docs/architecture.md "Agent memory": a merge's memory is a few flat tables, under 100
+    bytes an object; the version that kept tuples, dict and set entries per object peaked at
+    ~590 (and read each index into a 64 MiB buffer first)."""
+    import os
+    import tracemalloc
+
+    from polykey.vaults.pack import OBJ_BLOB, store_objects_pack
+    from polykey.vaults.packmerge import copy_merge
+
+    objects_dir = tmp_path / "objects"
+    (objects_dir / "pack").mkdir(parents=True)
+    n = 20_000
+    store_objects_pack(objects_dir, [(OBJ_BLOB, os.urandom(40)) for _ in range(n)])
+    for _ in range(4):
+        store_objects_pack(objects_dir, [(OBJ_BLOB, os.urandom(40)) for _ in range(50)])
+    idxs = sorted((objects_dir / "pack").glob("*.idx"))
+    tracemalloc.start()
+    try:
+        merged = copy_merge(objects_dir, idxs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert merged is not None and len(pack_ids_of(merged)) == n + 200
+    assert peak < 200 * n, f"{peak / n:.0f} bytes per object"
