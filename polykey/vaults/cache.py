@@ -105,19 +105,20 @@ class BoundedCache(Generic[K, V]):
 
 
 class NameCache:
-    """Both directions of one vault's name encryption, per key (by its commitment): a plain path
-    component's stored name, and a stored name's plain component.
+    """One vault's name encryption both ways, per key (by its commitment): a plain path component's
+    stored name, and a stored name's plain component.
 
     AES-SIV names are deterministic, and decryption authenticates: under one key a stored name has
-    exactly one plain name and the other way round, so either direction, once computed, fills both.
-    A tree that changed therefore costs a dict lookup per entry it shares with the trees before it,
-    not a decryption: ``ls -r`` of a flat 10,000-secret vault right after a write decrypts the one
-    new name (its listing is too large for :class:`TreeNames`). At most ``limit`` pairs; when full
-    it starts over. Thread-safe in the way a dict is: two threads may both compute a name, to the
-    same value.
+    exactly one plain name and the other way round. A name decrypted once is kept both ways, so a
+    tree that changed costs a dict lookup per entry it shares with the trees before it, not a
+    decryption: ``ls -r`` of a flat 10,000-secret vault right after a write decrypts the one new
+    name (its listing is too large for :class:`TreeNames`). A name encrypted (a read or write of
+    a path) is kept one way only: writes alone never pay for the reverse map. At most ``limit``
+    entries (both maps together); when full it starts over. Thread-safe in the way a dict is: two
+    threads may both compute a name, to the same value.
     """
 
-    def __init__(self, limit: int = 20_000) -> None:
+    def __init__(self, limit: int = 40_000) -> None:
         self.limit = limit
         self._maps: dict[bytes, tuple[dict[str, str], dict[str, str]]] = {}
         self._count = 0
@@ -128,15 +129,18 @@ class NameCache:
             maps = self._maps[keys.commitment] = ({}, {})
         return maps
 
-    def _add(self, maps: tuple[dict[str, str], dict[str, str]], plain: str, stored: str) -> None:
+    def _add(self, maps: tuple[dict[str, str], dict[str, str]], plain: str, stored: str, both: bool) -> None:
         if self._count >= self.limit:  # start over, keeping the (emptied) maps the caller holds
             for to_stored, to_plain in self._maps.values():
                 to_stored.clear()
                 to_plain.clear()
             self._count = 0
-        maps[0][plain] = stored
-        maps[1][stored] = plain
-        self._count += 1
+        if plain not in maps[0]:
+            maps[0][plain] = stored
+            self._count += 1
+        if both and stored not in maps[1]:
+            maps[1][stored] = plain
+            self._count += 1
 
     def stored(self, keys: EpochKeys, plain: str) -> str:
         """The stored (encrypted) name of the path component ``plain`` under ``keys``."""
@@ -148,12 +152,15 @@ class NameCache:
 
     def _either(self, keys: EpochKeys, side: int, name: str, compute: Callable[[str], str]) -> str:
         """``name`` mapped by ``maps[side]`` (0: plain -> stored, 1: stored -> plain), computed and
-        kept both ways if it is not there yet."""
+        kept if it is not there yet (a decrypted name both ways)."""
         maps = self._pair(keys)
         found = maps[side].get(name)
         if found is None:
             found = compute(name)
-            self._add(maps, *((name, found) if side == 0 else (found, name)))
+            if side == 0:
+                self._add(maps, name, found, both=False)
+            else:
+                self._add(maps, found, name, both=True)
         return found
 
     def clear(self) -> None:
@@ -161,6 +168,7 @@ class NameCache:
         self._count = 0
 
     def __len__(self) -> int:
+        """The entries held, both maps together."""
         return self._count
 
 

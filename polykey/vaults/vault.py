@@ -54,7 +54,7 @@ PK_DIR = ".pk"
 MARKER = "\0.keep"
 Clock = Callable[[], float]
 Parts = tuple[str, ...]
-_NAME_CACHE_LIMIT = 20_000  # (plain, stored) name pairs per open vault (~6 MB at most)
+_NAME_CACHE_LIMIT = 40_000  # names per open vault, both ways together (~6 MB at most)
 _METADATA_LIMIT = 8 * 1024 * 1024
 
 

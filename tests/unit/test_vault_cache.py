@@ -55,13 +55,14 @@ KEYS = EpochKeys.derive(VaultId(b"\x01" * 16), 0, b"\x02" * 32)
 OTHER = EpochKeys.derive(VaultId(b"\x01" * 16), 1, b"\x03" * 32)
 
 
-def test_names_either_direction_fills_both() -> None:
+def test_names_a_decrypted_name_is_kept_both_ways_an_encrypted_one_one_way() -> None:
     names = NameCache()
     stored = names.stored(KEYS, "db")
-    assert stored == KEYS.encrypt_name("db") and len(names) == 1
-    assert names.plain(KEYS, stored) == "db" and len(names) == 1  # from the pair, not decrypted again
+    assert stored == KEYS.encrypt_name("db") and len(names) == 1  # plain -> stored only
+    assert names.plain(KEYS, stored) == "db" and len(names) == 2
     other = OTHER.encrypt_name("api")
-    assert names.plain(OTHER, other) == "api" and names.stored(OTHER, "api") == other and len(names) == 2
+    assert names.plain(OTHER, other) == "api" and len(names) == 4
+    assert names.stored(OTHER, "api") == other and len(names) == 4  # kept from the decryption
     assert names.stored(OTHER, "db") != stored  # per key: another epoch's name is another name
 
 
@@ -78,8 +79,8 @@ def test_names_bounded_start_over_when_full() -> None:
     for part in ("a", "b", "c"):
         names.stored(KEYS, part)
     assert len(names) == 3
-    assert names.plain(KEYS, KEYS.encrypt_name("d")) == "d" and len(names) == 1
-    assert names.stored(KEYS, "a") == KEYS.encrypt_name("a") and len(names) == 2
+    assert names.plain(KEYS, KEYS.encrypt_name("d")) == "d" and len(names) == 2
+    assert names.stored(KEYS, "a") == KEYS.encrypt_name("a") and len(names) == 3
     names.clear()
     assert len(names) == 0
 
@@ -91,9 +92,9 @@ def test_a_flat_vault_listed_after_a_write_decrypts_only_the_new_name(tmp_path: 
     svc.list_secrets("w", "", recursive=True)
     v = svc._vault("w")
     before = len(v.names)
-    svc.set_secret("w", "NEW", b"n")  # one new name: one new pair, the other 300 are looked up
+    svc.set_secret("w", "NEW", b"n")  # one new name; the other 300 are looked up
     assert [r["path"] for r in svc.list_secrets("w", "", recursive=True)] == sorted([f"S{i:03d}" for i in range(300)] + ["NEW"])
-    assert len(v.names) == before + 1
+    assert len(v.names) == before + 2  # NEW's stored name kept by the write, then its plain name by the listing
     v.wipe_keys()  # what locking does: the plain names go with the keys
     assert len(v.names) == 0
     svc.close()

@@ -146,13 +146,14 @@ def _pack_dir_with(tmp_path: Path, batches: list[list[bytes]]) -> tuple[Path, li
     return repo_dir, idxs
 
 
-def test_copy_merge_gives_a_pack_git_verifies_with_every_object(tmp_path: Path) -> None:
+def _merged_alone_holds_every_object(tmp_path: Path, batches: list[list[bytes]]) -> None:
+    """Merge one pack per batch, delete the sources: git verifies the merged pack, it holds each
+    distinct object once, and libgit2 reads every one back."""
     import pygit2
 
     from polykey.vaults.pack import object_id
     from polykey.vaults.packmerge import copy_merge
 
-    batches = [[b"shared", b"a%d" % i] for i in range(5)] + [[b"big" * 5000]]
     repo_dir, idxs = _pack_dir_with(tmp_path, batches)
     merged = copy_merge(repo_dir / "objects", idxs)
     assert merged is not None and merged not in idxs
@@ -161,11 +162,15 @@ def test_copy_merge_gives_a_pack_git_verifies_with_every_object(tmp_path: Path) 
         idx.with_suffix(".pack").unlink()
     r = subprocess.run(["git", "verify-pack", "-v", str(merged)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    repo = pygit2.Repository(str(repo_dir))
     blobs = {b for batch in batches for b in batch}
+    assert len(pack_ids_of(merged)) == len(blobs)
+    repo = pygit2.Repository(str(repo_dir))
     for blob in blobs:
         assert repo[object_id(b"blob", blob).hex()].data == blob
-    assert len(pack_ids_of(merged)) == len(blobs)  # "shared" once
+
+
+def test_copy_merge_gives_a_pack_git_verifies_with_every_object(tmp_path: Path) -> None:
+    _merged_alone_holds_every_object(tmp_path, [[b"shared", b"a%d" % i] for i in range(5)] + [[b"big" * 5000]])
 
 
 def pack_ids_of(idx: Path) -> list[str]:
@@ -223,25 +228,8 @@ def test_consolidation_with_a_git_made_delta_pack_keeps_every_object(tmp_path: P
 def test_copy_merge_leaves_out_an_object_an_earlier_pack_holds(tmp_path: Path) -> None:
     """An id in two sources is stored once: the later source's entry (mid-pack here) is left out
     of the copy, and every entry after it still lands at the offset the new index gives."""
-    import pygit2
-
-    from polykey.vaults.pack import object_id
-    from polykey.vaults.packmerge import copy_merge
-
-    batches = [[b"first", b"dup" * 300], [b"before" * 50, b"dup" * 300, b"after" * 70, b"last"], [b"dup" * 300, b"x"]]
-    repo_dir, idxs = _pack_dir_with(tmp_path, batches)
-    merged = copy_merge(repo_dir / "objects", idxs)
-    assert merged is not None and merged not in idxs
-    for idx in idxs:
-        idx.unlink()
-        idx.with_suffix(".pack").unlink()
-    r = subprocess.run(["git", "verify-pack", "-v", str(merged)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    blobs = {b for batch in batches for b in batch}
-    assert len(pack_ids_of(merged)) == len(blobs)
-    repo = pygit2.Repository(str(repo_dir))
-    for blob in blobs:
-        assert repo[object_id(b"blob", blob).hex()].data == blob
+    _merged_alone_holds_every_object(
+        tmp_path, [[b"first", b"dup" * 300], [b"before" * 50, b"dup" * 300, b"after" * 70, b"last"], [b"dup" * 300, b"x"]])
 
 
 def test_copy_merge_holds_no_python_object_per_entry(tmp_path: Path) -> None:
