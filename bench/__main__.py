@@ -3,7 +3,7 @@ vaults ...` (a dash in a name reads as an underscore: `dht-scale` is `dht_scale`
 
 The long benchmarks (`soak`, 30 minutes by default; `dht_scale`, about an hour at 5,000 nodes) run
 only when named. Options: `--quick` (fewer repetitions, smaller sizes); `--minutes N` and
-`--interval S` for the benchmarks that take them (`soak`).
+`--interval S` for the benchmarks that take them (`soak`); `--nodes N` (`dht_scale`: one network size).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def available() -> list[str]:
 
 
 #: Options that take a number, passed to each benchmark whose ``main`` has that keyword.
-VALUE_OPTIONS = {"--minutes": "minutes", "--interval": "interval"}
+VALUE_OPTIONS = {"--minutes": "minutes", "--interval": "interval", "--nodes": "nodes"}
 
 
 def parse(argv: list[str]) -> tuple[list[str], dict[str, float]]:

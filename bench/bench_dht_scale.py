@@ -1,6 +1,7 @@
 """The DHT at scale: 100, 1,000 and 5,000 nodes in one process (issue 13, item 5).
 
-Run: ``python -m bench dht_scale [--quick]`` (``--quick``: 100 and 1,000 nodes, fewer lookups).
+Run: ``python -m bench dht_scale [--quick] [--nodes N]`` (``--quick``: 100 and 1,000 nodes, fewer
+lookups; ``--nodes N``: one network of N nodes only).
 
 Every node is a real :class:`keynode.peers.dht.Discovery` (our validating protocol, storage and
 lookups, on kademlia's routing table); only the UDP socket is replaced, by an in-memory
@@ -240,7 +241,8 @@ async def lookups(net: MemNet, nodes: list[Discovery], pairs: list[tuple[int, in
             out.hops.append(trace.hops if trace.hops is not None else 0)  # 0: the finder held it
         else:
             key = target._protocol.source_node
-            live = sorted((n for n in nodes if (HOST, n.port) not in net.dead), key=key.distance_to)
+            live = sorted((n for n in nodes if (HOST, n.port) not in net.dead),
+                          key=lambda n: key.distance_to(n._protocol.source_node))
             asked = [r for r, n in enumerate(live) if (HOST, n.port) in trace.asked]
             out.missed_rank.append(asked[0] if asked else len(live))
         out.requests.append(trace.requests)
@@ -288,8 +290,8 @@ def row(size: int, label: str, f: Figures) -> str:
             f"{f.found}/{f.tried} ({100 * f.found / f.tried:.0f}%) |")
 
 
-async def run(quick: bool) -> None:
-    sizes = [100, 1000] if quick else [100, 1000, 5000]
+async def run(quick: bool, nodes: int | None = None) -> None:
+    sizes = [nodes] if nodes else [100, 1000] if quick else [100, 1000, 5000]
     per_row = 50 if quick else 200
     rng = random.Random(13)
     builds: list[str] = []
@@ -313,9 +315,10 @@ async def run(quick: bool) -> None:
         print(f"- {line}")
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, nodes: float | None = None) -> None:
+    """``nodes``: one network of that size only (``--nodes N``), else every size."""
     with asyncio.Runner(loop_factory=SimLoop) as runner:
-        runner.run(run(quick))
+        runner.run(run(quick, int(nodes) if nodes else None))
 
 
 if __name__ == "__main__":
