@@ -7,6 +7,7 @@ garbage, junk and forged DHT datagrams) closes only what it touched; the honest 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -125,10 +126,16 @@ def test_wrong_identity_at_a_known_address_is_not_verified(tmp_path: Path, clust
     b = cluster["b"]
     e = bootstrap_node(tmp_path, "e")
     start(e)
-    # Claim that B lives at C's address: C answers as C, so B is not reached there.
+    # Claim that B lives at C's address: C answers as C there, so that address is not proven.
+    # E's only contact is that entry; the DHT lookup reaches C through it, C holds B's record
+    # (signed by B), and B is verified at its real address.
     nodes(e, "add", b.node_id, f"{HOST}:{cluster['ports']['c']}")
-    r = e.pk("nodes", "ping", b.node_id, "--format", "json")
-    assert r.code == 69 and "did not answer as itself" in r.err
+    r = e.pk("nodes", "find", b.node_id, "--format", "json")
+    assert r.code == 0, r.err
+    tried = {a["port"]: a for a in json.loads(r.out)["addresses"]}
+    wrong = tried[cluster["ports"]["c"]]
+    assert wrong["verified"] is False and f"expected {b.node_id}, the peer proved" in wrong["error"]
+    assert tried[cluster["ports"]["b"]]["verified"] is True
 
 
 def _garbage_tcp(port: int, payloads: list[bytes]) -> None:
