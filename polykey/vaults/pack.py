@@ -167,16 +167,23 @@ def remove_stale_temporaries(objects_dir: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
-def pack_ids(idx_path: Path) -> list[str]:
-    """The object ids an idx v2 file lists (strictly checked header and size)."""
+def read_index(idx_path: Path) -> tuple[bytes, int]:
+    """An idx v2 file's bytes and its object count, header and size strictly checked (ValueError).
+    Read at its own size: ``read(IDX_LIMIT + 1)`` would allocate the whole limit first."""
     with open(idx_path, "rb") as f:
-        data = f.read(IDX_LIMIT + 1)
+        data = f.read(min(os.fstat(f.fileno()).st_size, IDX_LIMIT) + 1)
     if len(data) > IDX_LIMIT or len(data) < 8 + 1024 + 40 or data[:8] != IDX_HEADER:
         raise ValueError(f"{idx_path.name} is not a pack index v2")
     count = struct.unpack_from(">I", data, 8 + 255 * 4)[0]
-    start = 8 + 1024
-    if len(data) < start + 28 * count + 40:
+    if len(data) < 8 + 1024 + 28 * count + 40:
         raise ValueError(f"{idx_path.name} is truncated")
+    return data, count
+
+
+def pack_ids(idx_path: Path) -> list[str]:
+    """The object ids an idx v2 file lists (strictly checked header and size)."""
+    data, count = read_index(idx_path)
+    start = 8 + 1024
     return [data[start + 20 * i : start + 20 * (i + 1)].hex() for i in range(count)]
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from polykey import fsutil
-from polykey.vaults.pack import IDX_HEADER, IDX_LIMIT, TMP_PREFIX, index_tables
+from polykey.vaults.pack import TMP_PREFIX, index_tables, read_index
 
 _DELTA_TYPES = (6, 7)  # OBJ_OFS_DELTA, OBJ_REF_DELTA
 _COPY_CHUNK = 1 << 20
@@ -59,15 +59,8 @@ class _Source:
     descriptor on its ``.pack``. No object per entry."""
 
     def __init__(self, idx_path: Path) -> None:
-        with open(idx_path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size  # read(IDX_LIMIT + 1) would allocate the whole limit first
-            data = f.read(min(size, IDX_LIMIT) + 1)
-        if len(data) > IDX_LIMIT or len(data) < 8 + 1024 + 40 or data[:8] != IDX_HEADER:
-            raise ValueError(f"{idx_path.name} is not a pack index v2")
-        count = struct.unpack_from(">I", data, 8 + 255 * 4)[0]
+        data, count = read_index(idx_path)
         shas_at, crcs_at, offs_at = 8 + 1024, 8 + 1024 + 20 * count, 8 + 1024 + 24 * count
-        if len(data) < offs_at + 4 * count + 40:
-            raise ValueError(f"{idx_path.name} is truncated")
         self.count = count
         self.data = data
         self.shas_at, self.crcs_at = shas_at, crcs_at
