@@ -48,8 +48,20 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, float]]:
     return rest, values
 
 
+#: Flags that take no value.
+FLAGS = ("--quick",)
+
+
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print((__doc__ or "").strip())
+        print(f"\nbenchmarks: {', '.join(available())} (long, run only when named: {', '.join(LONG)})")
+        return 0
     argv, values = parse(argv)
+    bad = [a for a in argv if a.startswith("-") and a not in FLAGS]
+    if bad:
+        print(f"unknown option(s): {', '.join(bad)}; see python -m bench --help", file=sys.stderr)
+        return 64
     quick = "--quick" in argv
     names = [a.replace("-", "_") for a in argv if not a.startswith("-")] or [n for n in available() if n not in LONG]
     unknown = [n for n in names if n not in available()]
