@@ -40,8 +40,9 @@ def _print_row(label: str, rss: float, extra: str = "") -> None:
     print(f"| {label} | {rss:.1f} MB | {extra} |", flush=True)
 
 
-def _rss_parts_mb(pid: int) -> tuple[float, float]:
-    """The agent's resident memory split as the kernel counts it: ``(anonymous, file-backed)`` MB.
+def _rss_parts_mb(pid: int) -> tuple[float, float, float]:
+    """The agent's resident memory and its split as the kernel counts it, from one read of
+    /proc/PID/status: ``(total, anonymous, file-backed)`` MB.
     File-backed pages (shared libraries, and the pack indexes libgit2 maps whole: 28 bytes per
     object of a vault's history) are page cache the kernel can reclaim; the anonymous part is
     what the agent's allocators hold (docs/architecture.md "Agent memory")."""
@@ -49,16 +50,16 @@ def _rss_parts_mb(pid: int) -> tuple[float, float]:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key in ("RssAnon", "RssFile", "RssShmem"):
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
                 parts[key] = int(value.split()[0]) / 1024
-    return parts["RssAnon"], parts["RssFile"] + parts.get("RssShmem", 0.0)
+    return parts["VmRSS"], parts["RssAnon"], parts["RssFile"] + parts.get("RssShmem", 0.0)
 
 
-def _soak_row(label: str, pid: int, extra: str = "") -> float:
-    rss = _rss_mb(pid)
-    anon, files = _rss_parts_mb(pid)
+def _soak_row(label: str, pid: int, extra: str = "") -> tuple[float, float]:
+    """Print one row of the soak table; the ``(total, anonymous)`` MB it shows."""
+    rss, anon, files = _rss_parts_mb(pid)
     print(f"| {label} | {rss:.1f} MB | {anon:.1f} MB | {files:.1f} MB | {extra} |", flush=True)
-    return rss
+    return rss, anon
 
 
 def overwrites(node: Path, pid: int, total: int) -> float:
@@ -89,7 +90,7 @@ def soak(node: Path, pid: int, minutes: float, interval: float) -> list[float]:
 
     rng = random.Random(9)
     counts = dict.fromkeys(("get", "set", "ls", "import"), 0)
-    samples: list[float] = []
+    rows: list[tuple[float, float]] = []  # (total, anonymous) MB of each row printed
     print(f"\n## Agent RSS: mixed soak over {len(VAULTS)} vaults, {minutes:g} min\n")
     print("| at | agent RSS | anonymous | file-backed | operations so far |")
     print("| --- | ---: | ---: | ---: | --- |")
@@ -99,8 +100,7 @@ def soak(node: Path, pid: int, minutes: float, interval: float) -> list[float]:
             c.call("secrets.import", {"vault": name, "items": _items(1000, name)})
             for batch in range(BATCHES):
                 c.call("secrets.import", {"vault": name, "items": _batch(batch)})
-        samples.append(_soak_row(f"start ({len(VAULTS)} vaults of {1000 + BATCHES * BATCH:,} secrets)", pid))
-        anon_first = _rss_parts_mb(pid)[0]
+        rows.append(_soak_row(f"start ({len(VAULTS)} vaults of {1000 + BATCHES * BATCH:,} secrets)", pid))
         started = time.monotonic()
         deadline = started + minutes * 60
         next_sample = started + interval
@@ -108,7 +108,7 @@ def soak(node: Path, pid: int, minutes: float, interval: float) -> list[float]:
         while (now := time.monotonic()) < deadline:
             if now >= next_sample:
                 ops = ", ".join(f"{k} {v:,}" for k, v in counts.items())
-                samples.append(_soak_row(f"{now - started:.0f} s", pid, ops))
+                rows.append(_soak_row(f"{now - started:.0f} s", pid, ops))
                 next_sample += interval
             vault = rng.choice(VAULTS)
             j = rng.randrange(1000)
@@ -126,10 +126,11 @@ def soak(node: Path, pid: int, minutes: float, interval: float) -> list[float]:
             else:  # a bulk import: new values for one batch of secrets
                 c.call("secrets.import", {"vault": vault, "items": _batch(next(imports) % BATCHES)})
                 counts["import"] += 1
-    samples.append(_soak_row("end", pid, ", ".join(f"{k} {v:,}" for k, v in counts.items())))
+    rows.append(_soak_row("end", pid, ", ".join(f"{k} {v:,}" for k, v in counts.items())))
+    samples = [rss for rss, _anon in rows]
     print(f"\nRSS over the soak: first {samples[0]:.1f} MB, max {max(samples):.1f} MB, "
-          f"last {samples[-1]:.1f} MB (target ≤ 60 MB, flat); anonymous: first {anon_first:.1f} MB, "
-          f"last {_rss_parts_mb(pid)[0]:.1f} MB")
+          f"last {samples[-1]:.1f} MB (target ≤ 60 MB, flat); anonymous: first {rows[0][1]:.1f} MB, "
+          f"last {rows[-1][1]:.1f} MB")
     return samples
 
 
