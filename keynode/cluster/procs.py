@@ -161,16 +161,21 @@ def stop_nodes(entries: Collection[NodeEntry], workers: int = 4) -> list[int]:
     ``STOP_ROUNDS`` looks.
     """
     node_paths = {e.node_path for e in entries}
+
+    def look() -> tuple[set[int], list[int]]:
+        """The lock holders, and every process found (holders and agents by argv)."""
+        holders = {pid for e in entries if (pid := pid_of(e)) is not None}
+        return holders, sorted(holders | set(agent_processes(node_paths)))
+
     stopped: list[int] = []
     for _ in range(STOP_ROUNDS):
-        holders = {pid for e in entries if (pid := pid_of(e)) is not None}
-        found = sorted(holders | set(agent_processes(node_paths)))
+        holders, found = look()
         if not found:
             return stopped
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             list(pool.map(lambda pid: _stop_found(pid, node_paths, pid in holders), found))
         stopped += [pid for pid in found if pid not in stopped]
-    left = sorted({pid for e in entries if (pid := pid_of(e)) is not None} | set(agent_processes(node_paths)))
+    _holders, left = look()
     if left:
         raise ClusterError(f"processes of the cluster's agents still run after {STOP_ROUNDS} attempts to stop them: "
                            f"pids {', '.join(map(str, left))}")
